@@ -1,0 +1,164 @@
+"""The command line: options -> Config, outcomes -> one summary line and an exit code.
+
+No SQL and no boto3 here. Every error ends as one line on stderr, never a traceback
+(`JOURNALSYNC_DEBUG=1` shows the traceback of an unexpected error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from journalsync import report
+from journalsync.config import Config, Destination, default_journal_path, parse_size, state_dir
+from journalsync.errors import ExitCode, JournalsyncError, UsageError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Resumable one-way sync of a local directory into S3-compatible storage.")
+
+EndpointOpt = Annotated[Optional[str], typer.Option(
+    "--endpoint-url", help="S3 endpoint (MinIO, R2, GCS...). Default: $AWS_ENDPOINT_URL, else AWS.")]
+JournalOpt = Annotated[Optional[Path], typer.Option(
+    "--journal", help="Journal file. Default: one per (source, destination) in the XDG state dir.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _endpoint(value: str | None) -> str | None:
+    return value or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _err(message: str) -> None:
+    print(f"journalsync: error: {message}", file=sys.stderr, flush=True)
+
+
+def _guard(body: Callable[[], int]) -> int:
+    """Run a command body, mapping every error to one stderr line and an exit code."""
+    try:
+        return body()
+    except JournalsyncError as exc:
+        _err(str(exc))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted; run again to continue")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a user
+        if os.environ.get("JOURNALSYNC_DEBUG"):
+            traceback.print_exc()
+        _err(f"unexpected {type(exc).__name__}: {exc}".replace("\n", " "))
+        return int(ExitCode.INTERNAL)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def run(
+    source: Annotated[Path, typer.Argument(help="Local directory to sync from.")],
+    dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX]")],
+    endpoint_url: EndpointOpt = None,
+    region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
+    journal: JournalOpt = None,
+    workers: Annotated[int, typer.Option(help="Concurrent transfers.")] = 8,
+    multipart_threshold: Annotated[str, typer.Option(help="Files this big or bigger go multipart.")] = "8MiB",
+    part_size: Annotated[str, typer.Option(help="Multipart part size (grows so no file needs >10,000 parts).")] = "8MiB",
+    cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every action with its reason; change nothing remote.")] = False,
+    json_out: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
+) -> None:
+    """Sync SOURCE into DEST: scan, plan, upload, then print one summary line."""
+    _setup_logging(verbose)
+
+    def body() -> int:
+        from journalsync.engine import run_sync  # boto3 imports are slow: only when needed
+
+        src = source.expanduser().absolute()
+        destination = Destination.parse(dest)
+        endpoint = _endpoint(endpoint_url)
+        cfg = Config(
+            source=src, dest=destination, endpoint_url=endpoint, region=region, profile=profile,
+            journal_path=journal or default_journal_path(src, destination, endpoint),
+            workers=workers, multipart_threshold=parse_size(multipart_threshold),
+            part_size=parse_size(part_size), cache_control=cache_control, dry_run=dry_run,
+            verbose=verbose).validate()
+        planned: list = []
+        on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
+        outcome = run_sync(cfg, on_plan_item=on_item if dry_run else None)
+        for note in outcome.notes:
+            print(f"journalsync: note: {note}", file=sys.stderr)
+        if json_out:
+            extra = {"state": outcome.state, "run_id": outcome.run_id, "dry_run": dry_run,
+                     "exit_code": int(outcome.exit_code)}
+            if dry_run:
+                extra["plan"] = [report.plan_dict(i) for i in planned]
+            print(report.summary_json(outcome.counts, outcome.elapsed, **extra))
+        else:
+            print(report.summary_line(outcome.counts, outcome.elapsed))
+        return int(outcome.exit_code)
+
+    raise typer.Exit(_guard(body))
+
+
+def _find_journal(journal: Path | None, source: Path | None, dest: str | None,
+                  endpoint: str | None) -> Path:
+    if journal:
+        path = journal
+    elif source and dest:
+        path = default_journal_path(source.expanduser().absolute(), Destination.parse(dest), endpoint)
+    else:
+        found = sorted(state_dir().glob("*.sqlite"))
+        if len(found) != 1:
+            listing = "; ".join(str(p) for p in found) or "none"
+            raise UsageError(f"{len(found)} journals found, name one with --journal or "
+                             f"give SOURCE DEST ({listing})")
+        path = found[0]
+    if not path.exists():
+        raise UsageError(f"no journal at {path}: nothing has run for this source and destination")
+    return path
+
+
+@app.command()
+def status(
+    source: Annotated[Optional[Path], typer.Argument(help="Source of the sync to show.")] = None,
+    dest: Annotated[Optional[str], typer.Argument(help="Destination of the sync to show.")] = None,
+    journal: JournalOpt = None,
+    endpoint_url: EndpointOpt = None,
+    runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show recent runs, the last run's failed files with reasons, and uploads in flight."""
+
+    def body() -> int:
+        from journalsync.journal import Journal
+
+        path = _find_journal(journal, source, dest, _endpoint(endpoint_url))
+        with Journal(path) as j:
+            data = report.status_data(j, runs=runs)
+        if json_out:
+            print(json.dumps(data, default=str))
+        else:
+            console = Console()
+            if not console.is_terminal:
+                console = Console(width=160)  # cron mail and pipes: don't squeeze columns
+            report.render_status(data, console)
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+def main() -> None:
+    app(prog_name="journalsync")

@@ -1,0 +1,114 @@
+"""The run's configuration: a frozen dataclass built once by the CLI, read by every phase."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from journalsync.errors import UsageError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+S3_MAX_KEY_BYTES = 1024
+S3_MIN_PART_SIZE = 5 * MiB
+S3_MAX_PART_SIZE = 5 * GiB
+S3_MAX_PARTS = 10_000
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": KiB,
+    "m": 1000**2, "mb": 1000**2, "mib": MiB,
+    "g": 1000**3, "gb": 1000**3, "gib": GiB,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Parse `8MiB`, `64MB`, `1.5GiB` or plain bytes into an int number of bytes."""
+    match = _SIZE_RE.match(str(text))
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise UsageError(f"cannot read size {text!r}: use bytes or a unit such as 8MiB, 64MB")
+    return int(float(match.group(1)) * unit)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """`s3://bucket/prefix`. The prefix is a boundary: objects are listed under `prefix/`."""
+
+    bucket: str
+    prefix: str  # no leading or trailing slash; "" means the whole bucket
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        if not text.startswith("s3://"):
+            raise UsageError(f"destination must look like s3://BUCKET[/PREFIX], got {text!r}")
+        bucket, _, prefix = text[len("s3://"):].partition("/")
+        prefix = prefix.strip("/")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.\-_]{1,254}", bucket):
+            raise UsageError(f"destination {text!r} has no valid bucket name")
+        if "//" in prefix:
+            raise UsageError(f"destination prefix {prefix!r} has an empty path segment")
+        return cls(bucket, prefix)
+
+    @property
+    def list_prefix(self) -> str:
+        """What ListObjectsV2 is given: the prefix plus '/', so host1 never matches host10."""
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def object_key(self, key: str) -> str:
+        """The full S3 key for a key relative to the prefix."""
+        return self.list_prefix + key
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a run needs to know; built by the CLI, never mutated."""
+
+    source: Path
+    dest: Destination
+    journal_path: Path
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    workers: int = 8
+    multipart_threshold: int = 8 * MiB
+    part_size: int = 8 * MiB
+    cache_control: str | None = None
+    dry_run: bool = False
+    verbose: bool = False
+    retry_attempts: int = 5
+    retry_timeout: float = 180.0
+
+    def validate(self) -> Config:
+        if self.workers < 1 or self.workers > 256:
+            raise UsageError(f"--workers must be between 1 and 256, got {self.workers}")
+        if not S3_MIN_PART_SIZE <= self.part_size <= S3_MAX_PART_SIZE:
+            raise UsageError("--part-size must be between 5MiB and 5GiB (S3's limits)")
+        if not S3_MIN_PART_SIZE <= self.multipart_threshold <= S3_MAX_PART_SIZE:
+            raise UsageError("--multipart-threshold must be between 5MiB and 5GiB")
+        return self
+
+
+def state_dir() -> Path:
+    """`$XDG_STATE_HOME/journalsync`, falling back to `~/.local/state/journalsync`."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "journalsync"
+
+
+def default_journal_path(source: Path, dest: Destination, endpoint_url: str | None) -> Path:
+    """One journal per (source, destination, endpoint): the same bucket name on two endpoints
+    is two different places."""
+    identity = "\0".join([str(source.resolve()), str(dest), endpoint_url or "aws"])
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dest.bucket}-{dest.prefix}").strip("-")[:60]
+    return state_dir() / f"{label}-{digest}.sqlite"

@@ -1,0 +1,159 @@
+"""The journal's tables, at the head revision. Migrations in migrations/versions build exactly
+this (a test compares them), so an old journal and a new one end in the same shape.
+
+Keys everywhere are relative to the destination prefix.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    # running | done | partial | failed | interrupted
+    Column("state", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("dest", Text, nullable=False),
+    Column("endpoint", Text),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("pid", Integer),
+    Column("scanned", Integer, nullable=False, default=0),
+    Column("uploaded", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("extra", Integer, nullable=False, default=0),
+    Column("symlinks", Integer, nullable=False, default=0),
+    Column("bytes", Integer, nullable=False, default=0),
+    Column("skip_reasons", Text),  # JSON object: reason -> count
+    Column("error", Text),  # the fatal error that ended the run, if any
+)
+
+# One row per regular file under the source root, as of the last scan.
+files = Table(
+    "files",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size", Integer),
+    Column("mtime_ns", Integer),
+    Column("ctime_ns", Integer),
+    Column("inode", Integer),
+    Column("sha256", Text),
+    # Set when the last scan could not read the file; its last good row is kept so the
+    # remote object is never mistaken for an extra.
+    Column("scan_error", Text),
+    Column("seen_run", Integer),
+)
+
+# Per-run staging of what the walk saw, joined against `files` in one statement.
+scan_stage = Table(
+    "scan_stage",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size", Integer),
+    Column("mtime_ns", Integer),
+    Column("ctime_ns", Integer),
+    Column("inode", Integer),
+    Column("sha256", Text),
+    Column("error", Text),
+)
+
+# The cached remote manifest: every object under the prefix at the last LIST.
+remote_objects = Table(
+    "remote_objects",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("etag", Text, nullable=False),
+    Column("last_modified", Float),
+    # Known from our own upload (while size and ETag still match) or from HEAD metadata.
+    Column("sha256", Text),
+    Column("sha_source", Text),  # upload | head
+    Column("listed_run", Integer),
+)
+
+remote_stage = Table(
+    "remote_stage",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("etag", Text, nullable=False),
+    Column("last_modified", Float),
+)
+
+plan_items = Table(
+    "plan_items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("action", Text, nullable=False),  # upload | delete
+    Column("reason", Text, nullable=False),
+    Column("size", Integer),
+    Column("sha256", Text),
+    Column("status", Text, nullable=False, default="pending"),  # pending | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("bytes_sent", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("updated_at", Float),
+    Index("ix_plan_items_run_status", "run_id", "status", "id"),
+)
+
+# Files the scan could not turn into a key or read: they fail alone, the rest continue.
+file_errors = Table(
+    "file_errors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_file_errors_run", "run_id"),
+)
+
+# Every multipart UploadId we create, committed before the first part is sent.
+multipart_uploads = Table(
+    "multipart_uploads",
+    metadata,
+    Column("upload_id", Text, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("plan_item_id", Integer),
+    Column("part_size", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("ctime_ns", Integer, nullable=False),
+    Column("inode", Integer, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("state", Text, nullable=False),  # active | completed | aborted
+    Index("ix_multipart_uploads_state", "state"),
+)
+
+multipart_parts = Table(
+    "multipart_parts",
+    metadata,
+    Column("upload_id", Text, ForeignKey("multipart_uploads.upload_id"), nullable=False),
+    Column("part_number", Integer, nullable=False),
+    Column("etag", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    PrimaryKeyConstraint("upload_id", "part_number"),
+)

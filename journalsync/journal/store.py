@@ -1,0 +1,393 @@
+"""The journal: the only module that runs SQL.
+
+One SQLite file in WAL mode. A single write connection, guarded by a lock, takes batched
+transactions (hundreds of rows each, never one per file on the hot path); a second
+connection streams large reads (the plan's join, the files to hash) while writes go on.
+Set-based work (diffing a scan against the last one, merging a LIST into the cached
+manifest) is done by SQL joins, never by Python dicts of every key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from journalsync.journal import migrate
+from journalsync.journal.schema import (
+    file_errors,
+    files,
+    multipart_parts,
+    multipart_uploads,
+    plan_items,
+    remote_objects,
+    remote_stage,
+    runs,
+    scan_stage,
+)
+from journalsync.models import Action, ItemStatus, LocalFile, PlanItem, RemoteObject, RunCounts, TransferResult
+
+BATCH = 500  # rows per transaction on the hot paths
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    """A multipart upload as the journal knows it."""
+
+    upload_id: str
+    key: str
+    run_id: int
+    part_size: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    sha256: str
+    created_at: float
+    state: str
+    parts_done: int = 0
+    bytes_done: int = 0
+
+
+def _set_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
+    # the last commits, and every phase can be re-run from what remains.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Journal:
+    """All reads and writes of one journal file. Thread-safe for writes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._engine = create_engine(
+            f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
+        )
+        event.listen(self._engine, "connect", _set_pragmas)
+        migrate.upgrade_to_head(self._engine)
+        self._lock = threading.RLock()
+        self._writer: Connection = self._engine.connect()
+        self._reader: Connection = self._engine.connect()
+
+    def close(self) -> None:
+        with self._lock:
+            self._reader.close()
+            self._writer.close()
+            self._engine.dispose()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._lock, self._writer.begin():
+            yield self._writer
+
+    def _stream(self, stmt, params=None, chunk: int = 2000) -> Iterator:
+        """Rows of a large SELECT, fetched in chunks on the read connection."""
+        with self._reader.begin():
+            result = self._reader.execute(stmt, params or {})
+            while rows := result.fetchmany(chunk):
+                yield from rows
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def start_run(self, source: str, dest: str, endpoint: str | None, dry_run: bool) -> int:
+        with self._write() as conn:
+            result = conn.execute(insert(runs).values(
+                started_at=time.time(), state="running", source=source, dest=dest,
+                endpoint=endpoint, dry_run=dry_run, pid=os.getpid()))
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, state: str, counts: RunCounts, error: str | None = None) -> None:
+        values = {name: getattr(counts, name) for name in (
+            "scanned", "uploaded", "skipped", "deleted", "failed", "extra", "symlinks", "bytes")}
+        with self._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                finished_at=time.time(), state=state, error=error,
+                skip_reasons=json.dumps(counts.skip_reasons, sort_keys=True), **values))
+
+    def recent_runs(self, limit: int = 10) -> list[dict]:
+        with self._lock:
+            rows = self._writer.execute(
+                select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings().all()
+            self._writer.rollback()
+        return [dict(row) for row in rows]
+
+    # -- scan -----------------------------------------------------------------------------
+
+    def begin_scan(self) -> None:
+        with self._write() as conn:
+            conn.execute(scan_stage.delete())
+
+    def stage_files(self, rows: Sequence[dict]) -> None:
+        """Stage what the walk saw. Two names that normalise to one key both fail."""
+        if not rows:
+            return
+        stmt = sqlite_insert(scan_stage)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"error": "two local names map to this key (Unicode normalisation)"})
+        with self._write() as conn:
+            conn.execute(stmt, list(rows))
+
+    def iter_files_to_hash(self) -> Iterator[dict]:
+        """Staged files whose (size, mtime_ns, ctime_ns, inode) differ from the last scan,
+        or whose hash is not known yet. An unchanged tree yields nothing."""
+        stmt = text("""
+            SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode
+            FROM scan_stage s LEFT JOIN files f ON f.key = s.key
+            WHERE s.error IS NULL AND (
+                f.key IS NULL OR f.sha256 IS NULL OR f.scan_error IS NOT NULL
+                OR f.size IS NOT s.size OR f.mtime_ns IS NOT s.mtime_ns
+                OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode)
+            ORDER BY s.key""")
+        for row in self._stream(stmt):
+            yield dict(row._mapping)
+
+    def set_staged_hashes(self, rows: Sequence[dict]) -> None:
+        """Record hashes (with the stat seen while hashing) or per-file errors."""
+        if not rows:
+            return
+        stmt = update(scan_stage).where(scan_stage.c.key == bindparam("k")).values(
+            size=bindparam("size"), mtime_ns=bindparam("mtime_ns"),
+            ctime_ns=bindparam("ctime_ns"), inode=bindparam("inode"),
+            sha256=bindparam("sha256"), error=bindparam("error"))
+        with self._write() as conn:
+            conn.execute(stmt, [{"k": r["key"], **r} for r in rows])
+
+    def commit_scan(self, run_id: int, unreadable_dirs: Iterable[tuple[str, str]] = ()) -> None:
+        """Fold the staged scan into `files` in one transaction.
+
+        Unchanged files keep their hash; files that could not be read keep their last good
+        row with `scan_error` set; files under a directory that could not be listed are kept
+        too. Only files truly gone from the tree are dropped.
+        """
+        with self._write() as conn:
+            conn.execute(text("""
+                INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256,
+                                   scan_error, seen_run)
+                SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
+                       COALESCE(s.sha256, f.sha256), NULL, :run
+                FROM scan_stage s LEFT JOIN files f ON f.key = s.key
+                WHERE s.error IS NULL
+                ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
+                    mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
+                    inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL,
+                    seen_run = excluded.seen_run"""), {"run": run_id})
+            conn.execute(text("""
+                INSERT INTO files (key, path, scan_error, seen_run)
+                SELECT key, path, error, :run FROM scan_stage WHERE error IS NOT NULL
+                ON CONFLICT (key) DO UPDATE SET scan_error = excluded.scan_error,
+                    seen_run = excluded.seen_run"""), {"run": run_id})
+            for dir_key, reason in unreadable_dirs:
+                # Every key under the directory: the range [dir/, dir0) in binary order.
+                conn.execute(text("""
+                    UPDATE files SET scan_error = :reason, seen_run = :run
+                    WHERE key >= :lo AND key < :hi"""),
+                    {"reason": reason, "run": run_id, "lo": dir_key + "/", "hi": dir_key + "0"})
+            conn.execute(text("DELETE FROM files WHERE seen_run IS NOT :run"), {"run": run_id})
+            conn.execute(scan_stage.delete())
+
+    def record_file_errors(self, run_id: int, rows: Sequence[tuple[str, str]]) -> None:
+        if rows:
+            with self._write() as conn:
+                conn.execute(insert(file_errors), [
+                    {"run_id": run_id, "path": path, "reason": reason} for path, reason in rows])
+
+    def file_errors(self, run_id: int, limit: int | None = None) -> list[dict]:
+        stmt = (select(file_errors.c.path, file_errors.c.reason)
+                .where(file_errors.c.run_id == run_id).order_by(file_errors.c.id).limit(limit))
+        return [dict(r._mapping) for r in self._stream(stmt)]
+
+    def scan_error_count(self) -> int:
+        with self._lock:
+            n = self._writer.execute(
+                select(func.count()).select_from(files).where(files.c.scan_error.is_not(None))).scalar_one()
+            self._writer.rollback()
+        return int(n)
+
+    # -- remote manifest ----------------------------------------------------------------
+
+    def begin_listing(self) -> None:
+        with self._write() as conn:
+            conn.execute(remote_stage.delete())
+
+    def stage_remote(self, rows: Sequence[dict]) -> None:
+        if rows:
+            with self._write() as conn:
+                conn.execute(sqlite_insert(remote_stage).on_conflict_do_nothing(), list(rows))
+
+    def commit_listing(self, run_id: int) -> None:
+        """Replace the cached manifest with the LIST just staged. A hash we knew survives
+        only while the object's size and ETag are unchanged."""
+        with self._write() as conn:
+            conn.execute(text("""
+                INSERT INTO remote_objects (key, size, etag, last_modified, sha256, sha_source,
+                                            listed_run)
+                SELECT s.key, s.size, s.etag, s.last_modified,
+                       CASE WHEN r.size = s.size AND r.etag = s.etag THEN r.sha256 END,
+                       CASE WHEN r.size = s.size AND r.etag = s.etag THEN r.sha_source END,
+                       :run
+                FROM remote_stage s LEFT JOIN remote_objects r ON r.key = s.key
+                WHERE true
+                ON CONFLICT (key) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                    last_modified = excluded.last_modified, sha256 = excluded.sha256,
+                    sha_source = excluded.sha_source, listed_run = excluded.listed_run"""),
+                {"run": run_id})
+            conn.execute(text("DELETE FROM remote_objects WHERE listed_run IS NOT :run"),
+                         {"run": run_id})
+            conn.execute(remote_stage.delete())
+
+    def keys_needing_head(self) -> Iterator[tuple[str, str]]:
+        """(key, etag) of objects whose hash is unknown and whose size equals the local
+        file's: the only objects worth a HEAD. A size mismatch is an upload anyway."""
+        stmt = text("""
+            SELECT r.key, r.etag FROM remote_objects r JOIN files f ON f.key = r.key
+            WHERE r.sha256 IS NULL AND r.size = f.size AND f.scan_error IS NULL
+            ORDER BY r.key""")
+        for row in self._stream(stmt):
+            yield row.key, row.etag
+
+    def set_remote_hashes(self, rows: Sequence[dict]) -> None:
+        """rows: key, etag (as HEAD saw it), sha256. Ignored if the object changed since LIST."""
+        if rows:
+            stmt = (update(remote_objects)
+                    .where(remote_objects.c.key == bindparam("k"))
+                    .where(remote_objects.c.etag == bindparam("e"))
+                    .values(sha256=bindparam("sha256"), sha_source="head"))
+            with self._write() as conn:
+                conn.execute(stmt, [{"k": r["key"], "e": r["etag"], "sha256": r["sha256"]}
+                                    for r in rows])
+
+    def count_extras(self) -> int:
+        """Objects under the prefix with no local file (never deleted without --delete)."""
+        with self._lock:
+            n = self._writer.execute(text("""
+                SELECT count(*) FROM remote_objects r
+                WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = r.key)""")).scalar_one()
+            self._writer.rollback()
+        return int(n)
+
+    # -- plan -----------------------------------------------------------------------------
+
+    def iter_plan_inputs(self) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
+        """Every readable local file with its remote object, if any, in key order."""
+        stmt = text("""
+            SELECT f.key, f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.sha256,
+                   r.size AS r_size, r.etag AS r_etag, r.sha256 AS r_sha256
+            FROM files f LEFT JOIN remote_objects r ON r.key = f.key
+            WHERE f.scan_error IS NULL ORDER BY f.key""")
+        for row in self._stream(stmt):
+            local = LocalFile(row.key, row.path, row.size, row.mtime_ns, row.ctime_ns,
+                              row.inode, row.sha256)
+            remote = (RemoteObject(row.key, row.r_size, row.r_etag, row.r_sha256)
+                      if row.r_size is not None else None)
+            yield local, remote
+
+    def add_plan_items(self, run_id: int, rows: Sequence[dict]) -> None:
+        """rows: key, action, reason, size, sha256."""
+        if rows:
+            now = time.time()
+            with self._write() as conn:
+                conn.execute(insert(plan_items), [
+                    {**r, "run_id": run_id, "status": ItemStatus.PENDING.value, "attempts": 0,
+                     "bytes_sent": 0, "updated_at": now} for r in rows])
+
+    def claim_batch(self, run_id: int, after_id: int, limit: int) -> list[PlanItem]:
+        """The next pending plan items of a run, in id order, with their local paths."""
+        stmt = text("""
+            SELECT p.id, p.key, p.action, p.reason, p.size, p.sha256, f.path
+            FROM plan_items p LEFT JOIN files f ON f.key = p.key
+            WHERE p.run_id = :run AND p.status = 'pending' AND p.id > :after
+            ORDER BY p.id LIMIT :limit""")
+        with self._lock:
+            rows = self._writer.execute(stmt, {"run": run_id, "after": after_id, "limit": limit}).all()
+            self._writer.rollback()
+        return [PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256, r.path)
+                for r in rows]
+
+    def iter_plan(self, run_id: int) -> Iterator[PlanItem]:
+        stmt = text("""SELECT id, key, action, reason, size, sha256 FROM plan_items
+                       WHERE run_id = :run ORDER BY id""")
+        for r in self._stream(stmt, {"run": run_id}):
+            yield PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256)
+
+    def record_results(self, results: Sequence[TransferResult]) -> None:
+        """One transaction for a batch of finished items: their plan rows, and for each
+        upload the object we now know (size, ETag, our hash) in the cached manifest."""
+        if not results:
+            return
+        now = time.time()
+        item_rows = [{"i": r.item_id, "status": (ItemStatus.DONE if r.ok else ItemStatus.FAILED).value,
+                      "attempts": r.attempts, "bytes_sent": r.bytes_sent, "error": r.error,
+                      "updated_at": now} for r in results]
+        uploaded = [{"key": r.key, "size": r.size, "etag": r.etag, "sha256": r.sha256,
+                     "sha_source": "upload", "last_modified": now}
+                    for r in results if r.ok and r.etag is not None]
+        with self._write() as conn:
+            conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
+                status=bindparam("status"), attempts=bindparam("attempts"),
+                bytes_sent=bindparam("bytes_sent"), error=bindparam("error"),
+                updated_at=bindparam("updated_at")), item_rows)
+            if uploaded:
+                stmt = sqlite_insert(remote_objects)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
+                    c: stmt.excluded[c] for c in ("size", "etag", "sha256", "sha_source",
+                                                  "last_modified")}), uploaded)
+
+    def failed_items(self, run_id: int, limit: int | None = None) -> list[dict]:
+        stmt = (select(plan_items.c.key, plan_items.c.action, plan_items.c.error,
+                       plan_items.c.attempts)
+                .where(plan_items.c.run_id == run_id, plan_items.c.status == ItemStatus.FAILED.value)
+                .order_by(plan_items.c.id).limit(limit))
+        return [dict(r._mapping) for r in self._stream(stmt)]
+
+    # -- multipart uploads ----------------------------------------------------------------
+
+    def record_upload(self, rec: UploadRecord, plan_item_id: int | None) -> None:
+        """Commit a new UploadId before its first part is sent."""
+        with self._write() as conn:
+            conn.execute(insert(multipart_uploads).values(
+                upload_id=rec.upload_id, key=rec.key, run_id=rec.run_id,
+                plan_item_id=plan_item_id, part_size=rec.part_size, size=rec.size,
+                mtime_ns=rec.mtime_ns, ctime_ns=rec.ctime_ns, inode=rec.inode,
+                sha256=rec.sha256, created_at=rec.created_at, state=rec.state))
+
+    def record_part(self, upload_id: str, part_number: int, etag: str, size: int) -> None:
+        stmt = sqlite_insert(multipart_parts).values(
+            upload_id=upload_id, part_number=part_number, etag=etag, size=size)
+        with self._write() as conn:
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["upload_id", "part_number"],
+                set_={"etag": stmt.excluded.etag, "size": stmt.excluded.size}))
+
+    def set_upload_state(self, upload_id: str, state: str) -> None:
+        with self._write() as conn:
+            conn.execute(update(multipart_uploads)
+                         .where(multipart_uploads.c.upload_id == upload_id).values(state=state))
+
+    def active_uploads(self) -> list[UploadRecord]:
+        stmt = text("""
+            SELECT u.*, count(p.part_number) AS parts_done, coalesce(sum(p.size), 0) AS bytes_done
+            FROM multipart_uploads u LEFT JOIN multipart_parts p ON p.upload_id = u.upload_id
+            WHERE u.state = 'active' GROUP BY u.upload_id ORDER BY u.created_at""")
+        cols = UploadRecord.__dataclass_fields__
+        return [UploadRecord(**{k: v for k, v in r._mapping.items() if k in cols})
+                for r in self._stream(stmt)]

@@ -1,0 +1,96 @@
+"""Frozen records that flow between the phases. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Action(str, Enum):
+    UPLOAD = "upload"
+    SKIP = "skip"
+    DELETE = "delete"
+
+
+class ItemStatus(str, Enum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A scanned file. `key` is relative to the destination prefix; `path` is relative to
+    the source root as the filesystem spells it (it differs from the key only by Unicode
+    normalisation)."""
+
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteObject:
+    """An object under the prefix, as the manifest knows it. `sha256` is None when unknown."""
+
+    key: str
+    size: int
+    etag: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    """One row of the plan: what a worker must do with one key, and why."""
+
+    id: int
+    key: str
+    action: Action
+    reason: str
+    size: int | None = None
+    sha256: str | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.action.value} {self.key} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """What a worker reports back for one plan item; the journal records it in batches."""
+
+    item_id: int
+    key: str
+    ok: bool
+    attempts: int = 1
+    bytes_sent: int = 0
+    size: int | None = None
+    etag: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    fatal: bool = False
+
+
+@dataclass(slots=True)
+class RunCounts:
+    """The numbers in the summary line."""
+
+    scanned: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    failed: int = 0
+    extra: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)

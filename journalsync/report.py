@@ -1,0 +1,104 @@
+"""Reporting: the one-line summary, its JSON twin, and the `status` view. Read-only."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table
+
+from journalsync.journal import Journal
+from journalsync.models import PlanItem, RunCounts
+
+SUMMARY_FIELDS = ("scanned", "uploaded", "skipped", "deleted", "failed", "bytes")
+
+
+def summary_line(counts: RunCounts, elapsed: float) -> str:
+    """`journalsync: scanned=N uploaded=N skipped=N deleted=N failed=N bytes=N elapsed=S.SSs`"""
+    fields = " ".join(f"{name}={getattr(counts, name)}" for name in SUMMARY_FIELDS)
+    return f"journalsync: {fields} elapsed={elapsed:.2f}s"
+
+
+def summary_json(counts: RunCounts, elapsed: float, **extra) -> str:
+    data = {name: getattr(counts, name) for name in SUMMARY_FIELDS}
+    data.update(elapsed=round(elapsed, 3), extra=counts.extra, symlinks=counts.symlinks,
+                skip_reasons=counts.skip_reasons, **extra)
+    return json.dumps(data, sort_keys=False)
+
+
+def plan_line(item: PlanItem) -> str:
+    """One dry-run line: `upload photos/a.jpg (new file)`."""
+    return str(item)
+
+
+def plan_dict(item: PlanItem) -> dict:
+    return {"action": item.action.value, "key": item.key, "reason": item.reason, "size": item.size}
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def status_data(journal: Journal, runs: int = 5, failures: int = 50) -> dict:
+    """Everything `status` shows, as plain data (the --json form)."""
+    recent = journal.recent_runs(runs)
+    last = recent[0] if recent else None
+    data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
+            "in_flight": [asdict(u) for u in journal.active_uploads()]}
+    if last:
+        data["failed"] = journal.failed_items(last["id"], failures)
+        data["file_errors"] = journal.file_errors(last["id"], failures)
+    return data
+
+
+def render_status(data: dict, console: Console) -> None:
+    console.print(f"journal: {data['journal']}")
+    runs = Table(title="recent runs", title_justify="left")
+    for col in ("run", "started", "secs", "state", "scanned", "uploaded", "skipped",
+                "deleted", "failed", "bytes"):
+        runs.add_column(col, justify="right" if col not in ("started", "state") else "left")
+    for r in data["runs"]:
+        secs = f"{r['finished_at'] - r['started_at']:.1f}" if r["finished_at"] else "-"
+        state = r["state"] + (" (dry run)" if r["dry_run"] else "")
+        runs.add_row(str(r["id"]), _when(r["started_at"]), secs, state,
+                     *(str(r[c]) for c in SUMMARY_FIELDS[:-1]), str(r["bytes"]))
+    console.print(runs)
+    if not data["runs"]:
+        return
+    last = data["runs"][0]
+    if last.get("error"):
+        console.print(f"last run stopped: {last['error']}")
+    reasons = json.loads(last.get("skip_reasons") or "{}")
+    for reason, n in sorted(reasons.items()):
+        console.print(f"skipped {n}: {reason}")
+    _render_failures(data, console)
+    _render_in_flight(data, console)
+
+
+def _render_failures(data: dict, console: Console) -> None:
+    if not data["failed"] and not data["file_errors"]:
+        console.print("no failed files in the last run")
+        return
+    table = Table(title="failed in the last run", title_justify="left")
+    for col in ("key or path", "phase", "attempts", "reason"):
+        table.add_column(col, overflow="fold")
+    for f in data["file_errors"]:
+        table.add_row(f["path"], "scan", "-", f["reason"])
+    for f in data["failed"]:
+        table.add_row(f["key"], f["action"], str(f["attempts"]), f["error"] or "")
+    console.print(table)
+
+
+def _render_in_flight(data: dict, console: Console) -> None:
+    if not data["in_flight"]:
+        return
+    table = Table(title="multipart uploads in flight", title_justify="left")
+    for col in ("key", "run", "parts done", "bytes done", "size", "started"):
+        table.add_column(col, overflow="fold")
+    for u in data["in_flight"]:
+        total = max(1, -(-u["size"] // u["part_size"]))
+        table.add_row(u["key"], str(u["run_id"]), f"{u['parts_done']}/{total}",
+                      str(u["bytes_done"]), str(u["size"]), _when(u["created_at"]))
+    console.print(table)

@@ -1,0 +1,182 @@
+"""Scan: walk the source tree into the journal and hash only what changed.
+
+A file is re-hashed only when its (size, mtime_ns, ctime_ns, inode) differ from the last
+scan, so a nightly run over an unchanged tree reads no file contents. ctime is in the
+identity because a same-size edit whose mtime was put back (`touch -r`, `os.utime`,
+rsync -t) still moves ctime, which no user-level call can set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_mod
+import unicodedata
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from journalsync.config import S3_MAX_KEY_BYTES, Destination
+from journalsync.errors import UsageError
+from journalsync.journal import Journal
+from journalsync.journal.store import BATCH
+from journalsync.workers import bounded_map
+
+
+@dataclass(slots=True)
+class ScanStats:
+    scanned: int = 0  # regular files seen, including those that failed
+    symlinks: int = 0  # not followed; counted and reported
+    special: int = 0  # sockets, fifos, devices: skipped
+    failed: int = 0  # files that could not be keyed or read
+    hashed: int = 0
+    hashed_bytes: int = 0
+    unreadable_dirs: list[tuple[str, str]] = field(default_factory=list)
+
+
+def display_path(rel: str) -> str:
+    """A relative path made printable: undecodable bytes shown as \\xNN escapes."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def key_for(rel: str, dest: Destination) -> tuple[str | None, str | None]:
+    """(key, None) for a POSIX relative path, or (None, reason) when it cannot be a key.
+
+    Keys are NFC-normalised so a name typed on macOS (NFD) and on Linux (NFC) is one key.
+    """
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "file name is not valid UTF-8; S3 keys must be UTF-8"
+    key = unicodedata.normalize("NFC", rel)
+    full = len(dest.object_key(key).encode("utf-8"))
+    if full > S3_MAX_KEY_BYTES:
+        return None, f"key is {full} bytes, over S3's {S3_MAX_KEY_BYTES}-byte limit"
+    return key, None
+
+
+def walk(root: str) -> Iterator[tuple[str, str, os.stat_result | str | None]]:
+    """Yield (kind, relative path, stat or reason) for everything under root, depth first.
+
+    kind is file, symlink, special, error (a file we could not stat) or direrror. Symlinks
+    are never followed, so a link to / cannot pull the whole disk into a backup.
+    """
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                entries = list(it)
+        except OSError as exc:
+            if not rel_dir:
+                raise UsageError(f"cannot read source directory {root}: {exc.strerror}") from exc
+            yield "direrror", rel_dir, f"cannot list directory: {exc.strerror}"
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_symlink():
+                    yield "symlink", rel, None
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    yield ("file" if stat_mod.S_ISREG(st.st_mode) else "special"), rel, st
+            except OSError as exc:
+                yield "error", rel, f"cannot stat: {exc.strerror}"
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def hash_file(root: str, row: dict) -> dict:
+    """SHA-256 of one staged file, with the stat seen while hashing it.
+
+    The file is fstat'ed before and after reading; if it changed meanwhile the hash is of
+    no single version, so it is read again (three tries, then the file fails this run).
+    """
+    path = os.path.join(root, row["path"])
+    result = {"key": row["key"], "sha256": None, "error": None}
+    for _ in range(3):
+        try:
+            with open(path, "rb") as fh:
+                before = os.fstat(fh.fileno())
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                after = os.fstat(fh.fileno())
+        except OSError as exc:
+            return {**result, **_stat_fields(row), "error": f"cannot read: {exc.strerror}"}
+        if _identity(before) == _identity(after):
+            size, mtime_ns, ctime_ns, inode = _identity(after)
+            return {**result, "sha256": digest, "size": size, "mtime_ns": mtime_ns,
+                    "ctime_ns": ctime_ns, "inode": inode}
+    return {**result, **_stat_fields(row), "error": "file kept changing while it was read"}
+
+
+def _stat_fields(row: dict) -> dict:
+    return {k: row[k] for k in ("size", "mtime_ns", "ctime_ns", "inode")}
+
+
+def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
+         hash_threads: int = 4) -> ScanStats:
+    """Walk `root` into the journal, hash what changed, and fold it into `files`."""
+    stats = ScanStats()
+    journal.begin_scan()
+    staged: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    for kind, rel, info in walk(str(root)):
+        if kind == "symlink":
+            stats.symlinks += 1
+        elif kind == "special":
+            stats.special += 1
+        elif kind == "direrror":
+            dir_key, _ = key_for(rel, dest)
+            if dir_key is not None:
+                stats.unreadable_dirs.append((dir_key, str(info)))
+            errors.append((display_path(rel) + "/", str(info)))
+        else:
+            stats.scanned += 1
+            key, reason = key_for(rel, dest)
+            if kind == "error":
+                reason = str(info)
+            if key is None or kind == "error":
+                errors.append((display_path(rel), reason or "unknown error"))
+                if key is not None:  # keep its last good row: never an "extra" by accident
+                    staged.append(_stage_row(key, rel, None, reason))
+                continue
+            staged.append(_stage_row(key, rel, info, None))
+        if len(staged) >= BATCH:
+            journal.stage_files(staged)
+            staged = []
+    journal.stage_files(staged)
+    _hash_changed(str(root), journal, stats, errors, hash_threads)
+    journal.commit_scan(run_id, stats.unreadable_dirs)
+    journal.record_file_errors(run_id, errors)
+    stats.failed = sum(1 for path, _ in errors if not path.endswith("/"))
+    return stats
+
+
+def _stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) -> dict:
+    size, mtime_ns, ctime_ns, inode = _identity(st) if st is not None else (None,) * 4
+    return {"key": key, "path": rel, "size": size, "mtime_ns": mtime_ns,
+            "ctime_ns": ctime_ns, "inode": inode, "sha256": None, "error": error}
+
+
+def _hash_changed(root: str, journal: Journal, stats: ScanStats,
+                  errors: list[tuple[str, str]], threads: int) -> None:
+    """Hash every staged file that changed, on a few threads (hashlib releases the GIL)."""
+    done: list[dict] = []
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
+        for result in bounded_map(pool, lambda row: hash_file(root, row),
+                                  journal.iter_files_to_hash(), window=threads * 4):
+            if result["error"]:
+                errors.append((result["key"], result["error"]))
+            else:
+                stats.hashed += 1
+                stats.hashed_bytes += result["size"]
+            done.append(result)
+            if len(done) >= BATCH:
+                journal.set_staged_hashes(done)
+                done = []
+    journal.set_staged_hashes(done)

@@ -1,0 +1,94 @@
+"""The worker phase: claim plan rows in batches, transfer them on a bounded pool, and record
+the results in batched journal transactions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TypeVar
+
+from journalsync.journal import Journal
+from journalsync.models import TransferResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+CLAIM_BATCH = 256
+FLUSH_EVERY = 200  # results per journal transaction
+FLUSH_SECONDS = 1.0
+
+
+def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int,
+                stop: threading.Event | None = None) -> Iterator[R]:
+    """Like pool.map, but with at most `window` items in flight (so a million-item stream
+    never becomes a million futures) and results in completion order. Once `stop` is set
+    nothing new is submitted; what is in flight is still yielded."""
+    it = iter(items)
+    in_flight: set[Future] = set()
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) < window and not (stop and stop.is_set()):
+            try:
+                in_flight.add(pool.submit(fn, next(it)))
+            except StopIteration:
+                exhausted = True
+        if not in_flight:
+            return
+        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+
+
+@dataclass(slots=True)
+class WorkStats:
+    uploaded: int = 0
+    failed: int = 0
+    bytes: int = 0
+    bytes_sent: int = 0
+    fatal: str | None = None
+
+
+def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferResult],
+                workers: int, on_result: Callable[[TransferResult], None] | None = None) -> WorkStats:
+    """Execute every pending plan item of the run. A fatal error (credentials, bucket)
+    stops new claims; items in flight finish and are recorded."""
+    stats = WorkStats()
+    stop = threading.Event()
+    buffer: list[TransferResult] = []
+    last_flush = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker") as pool:
+        for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop):
+            _count(stats, result)
+            if result.fatal and not stop.is_set():
+                stats.fatal = result.error
+                stop.set()
+            if on_result:
+                on_result(result)
+            buffer.append(result)
+            if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
+                journal.record_results(buffer)
+                buffer, last_flush = [], time.monotonic()
+    journal.record_results(buffer)
+    return stats
+
+
+def _claimed(journal: Journal, run_id: int) -> Iterator:
+    after = 0
+    while batch := journal.claim_batch(run_id, after, CLAIM_BATCH):
+        yield from batch
+        after = batch[-1].id
+
+
+def _count(stats: WorkStats, result: TransferResult) -> None:
+    if result.ok:
+        stats.uploaded += 1
+        stats.bytes += result.size or 0
+    else:
+        stats.failed += 1
+        log.warning("failed: %s: %s", result.key, result.error)
+    stats.bytes_sent += result.bytes_sent
