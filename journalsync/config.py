@@ -53,8 +53,8 @@ class Destination:
         prefix = prefix.strip("/")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.\-_]{1,254}", bucket):
             raise UsageError(f"destination {text!r} has no valid bucket name")
-        if "//" in prefix:
-            raise UsageError(f"destination prefix {prefix!r} has an empty path segment")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise UsageError(f"destination prefix {prefix!r} has an empty, '.' or '..' segment")
         return cls(bucket, prefix)
 
     @property

@@ -28,9 +28,14 @@ def summary_json(counts: RunCounts, elapsed: float, **extra) -> str:
     return json.dumps(data, sort_keys=False)
 
 
+def shown(text: str) -> str:
+    """A key or path safe to print on one line: control characters escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def plan_line(item: PlanItem) -> str:
     """One dry-run line: `upload photos/a.jpg (new file)`."""
-    return str(item)
+    return f"{item.action.value} {shown(item.key)} ({item.reason})"
 
 
 def plan_dict(item: PlanItem) -> dict:
@@ -85,9 +90,9 @@ def _render_failures(data: dict, console: Console) -> None:
     for col in ("key or path", "phase", "attempts", "reason"):
         table.add_column(col, overflow="fold")
     for f in data["file_errors"]:
-        table.add_row(f["path"], "scan", "-", f["reason"])
+        table.add_row(shown(f["path"]), "scan", "-", f["reason"])
     for f in data["failed"]:
-        table.add_row(f["key"], f["action"], str(f["attempts"]), f["error"] or "")
+        table.add_row(shown(f["key"]), f["action"], str(f["attempts"]), f["error"] or "")
     console.print(table)
 
 
@@ -99,6 +104,6 @@ def _render_in_flight(data: dict, console: Console) -> None:
         table.add_column(col, overflow="fold")
     for u in data["in_flight"]:
         total = max(1, -(-u["size"] // u["part_size"]))
-        table.add_row(u["key"], str(u["run_id"]), f"{u['parts_done']}/{total}",
+        table.add_row(shown(u["key"]), str(u["run_id"]), f"{u['parts_done']}/{total}",
                       str(u["bytes_done"]), str(u["size"]), _when(u["created_at"]))
     console.print(table)

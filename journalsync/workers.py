@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from journalsync.journal import Journal
 from journalsync.models import TransferResult
+from journalsync.report import shown
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,5 +91,5 @@ def _count(stats: WorkStats, result: TransferResult) -> None:
         stats.bytes += result.size or 0
     else:
         stats.failed += 1
-        log.warning("failed: %s: %s", result.key, result.error)
+        log.warning("failed: %s: %s", shown(result.key), result.error)
     stats.bytes_sent += result.bytes_sent

