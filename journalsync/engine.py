@@ -106,6 +106,8 @@ def _phases(cfg: Config, journal: Journal, run_id: int, counts: RunCounts,
     log.info("plan: %d uploads (%d bytes), %d unchanged, %d extra", plan.uploads,
              plan.upload_bytes, plan.skipped, plan.extra)
     if cfg.dry_run:
+        notes.append(f"dry run: {plan.uploads} upload(s) of {plan.upload_bytes} bytes planned, "
+                     "nothing sent")
         if on_plan_item:
             for item in journal.iter_plan(run_id):
                 on_plan_item(item)

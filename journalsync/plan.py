@@ -30,18 +30,18 @@ def decide(local: LocalFile | None, remote: RemoteObject | None, cfg: object = N
     if local is None:
         if remote is None:
             raise ValueError("decide() needs a local file or a remote object")
-        return Decision(Action.SKIP, "extra: no local file (kept)")
+        return Decision(Action.SKIP, "extra: no local file, kept")
     if remote is None:
         return Decision(Action.UPLOAD, "new file")
     if local.size != remote.size:
-        return Decision(Action.UPLOAD, f"size differs (local {local.size}, remote {remote.size})")
+        return Decision(Action.UPLOAD, f"size differs: local {local.size}, remote {remote.size}")
     if remote.sha256 is None:
-        return Decision(Action.UPLOAD, "remote hash unknown (no sha256 metadata)")
+        return Decision(Action.UPLOAD, "remote hash unknown: no sha256 metadata")
     if local.sha256 is None:
         return Decision(Action.UPLOAD, "local hash unknown")
     if local.sha256 != remote.sha256:
-        return Decision(Action.UPLOAD, "content differs (sha256)")
-    return Decision(Action.SKIP, "unchanged (size and sha256 match)")
+        return Decision(Action.UPLOAD, "content differs: sha256 mismatch")
+    return Decision(Action.SKIP, "unchanged: size and sha256 match")
 
 
 @dataclass(slots=True)
@@ -68,7 +68,7 @@ def build_plan(journal: Journal, run_id: int, cfg: object = None) -> PlanSummary
             continue
         summary.uploads += 1
         summary.upload_bytes += local.size or 0
-        summary.reasons[decision.reason.split(" (")[0]] += 1
+        summary.reasons[decision.reason.split(":")[0]] += 1
         rows.append({"key": local.key, "action": decision.action.value,
                      "reason": decision.reason, "size": local.size, "sha256": local.sha256})
         if len(rows) >= BATCH:

@@ -150,6 +150,7 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
             journal.stage_files(staged)
             staged = []
     journal.stage_files(staged)
+    errors.extend(journal.staged_collisions())
     _hash_changed(str(root), journal, stats, errors, hash_threads)
     journal.commit_scan(run_id, stats.unreadable_dirs)
     journal.record_file_errors(run_id, errors)

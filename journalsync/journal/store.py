@@ -147,6 +147,11 @@ class Journal:
         with self._write() as conn:
             conn.execute(stmt, list(rows))
 
+    def staged_collisions(self) -> list[tuple[str, str]]:
+        """(key, reason) of staged keys that two local names mapped to."""
+        stmt = text("SELECT key, error FROM scan_stage WHERE error LIKE 'two local names%' ORDER BY key")
+        return [(r.key, r.error) for r in self._stream(stmt)]
+
     def iter_files_to_hash(self) -> Iterator[dict]:
         """Staged files whose (size, mtime_ns, ctime_ns, inode) differ from the last scan,
         or whose hash is not known yet. An unchanged tree yields nothing."""

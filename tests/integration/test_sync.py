@@ -221,9 +221,10 @@ def test_whole_bucket_destination(sync, s3client):
     assert read_object(s3client, sync.bucket, "top.txt")[0] == b"top"
 
 
-def test_status_shows_last_run_counts(sync):
+def test_status_shows_last_run_counts(sync, s3):
     sync.write("a.txt", b"a")
-    assert sync.run().code == 0
+    sync.env_overrides = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # the flag wins
+    assert sync.run("--endpoint-url", s3.endpoint_url).code == 0
     status = sync.cli("status", "--journal", str(sync.journal), "--json")
     assert status.code == 0, status.err
     import json

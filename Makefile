@@ -1,0 +1,33 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+## demo: local S3 server, sync a sample tree three times, show status
+demo: $(STAMP)
+	$(PY) demo/demo.py
+
+## test: the whole suite, against moto and rclone serve s3
+test: $(STAMP)
+	$(PY) -m pytest
+
+## bench: journalsync side by side with aws s3 sync, rclone and s5cmd
+bench: $(BENCH_STAMP)
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf .demo .bench

@@ -1,0 +1,91 @@
+"""The journal on real SQLite files: migrations, schema, WAL, batched scan folding."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from journalsync.journal import Journal
+from journalsync.journal import migrate
+from journalsync.journal.schema import metadata
+
+
+def test_head_constant_matches_the_scripts():
+    assert migrate.HEAD_REVISION == migrate.script_head()
+
+
+def test_new_journal_is_at_head_and_matches_schema(tmp_path):
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    engine = create_engine(f"sqlite:///{path}")
+    assert migrate.current_revision(engine) == migrate.HEAD_REVISION
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == [], diff  # the migrations build exactly schema.py
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_old_revision_journal_upgrades_keeping_its_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    migrate.upgrade_to_head(engine, target="0001")  # a journal written by an older release
+    assert migrate.current_revision(engine) == "0001"
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256, seen_run)"
+                   " VALUES ('a.txt', 'a.txt', 1, 2, 3, 4, 'ab', 1)")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "multipart_uploads" not in tables
+    engine.dispose()
+
+    with Journal(path) as journal:
+        assert journal.active_uploads() == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+        assert db.execute("SELECT key, sha256 FROM files").fetchall() == [("a.txt", "ab")]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"multipart_uploads", "multipart_parts"} <= tables
+
+
+def test_commit_scan_keeps_unreadable_and_drops_gone(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        def row(key, size=1, error=None, sha=None):
+            return {"key": key, "path": key, "size": size, "mtime_ns": 1, "ctime_ns": 1,
+                    "inode": 1, "sha256": sha, "error": error}
+
+        journal.begin_scan()
+        journal.stage_files([row("keep", sha="k"), row("gone", sha="g"), row("later", sha="l"),
+                             row("dir/inner", sha="i")])
+        journal.commit_scan(1)
+        journal.begin_scan()
+        journal.stage_files([row("keep"), row("later", error="cannot read: Permission denied")])
+        journal.commit_scan(2, unreadable_dirs=[("dir", "cannot list directory")])
+        inputs = {local.key: local.sha256 for local, _ in journal.iter_plan_inputs()}
+        assert inputs == {"keep": "k"}  # unchanged keeps its hash; errors are not planned
+        assert journal.scan_error_count() == 2  # "later" and "dir/inner" kept, flagged
+        journal.begin_listing()
+        journal.stage_remote([{"key": k, "size": 1, "etag": "e", "last_modified": 0.0}
+                              for k in ("keep", "later", "dir/inner", "gone")])
+        journal.commit_listing(2)
+        assert journal.count_extras() == 1  # only "gone" is an extra
+
+
+def test_listing_keeps_hash_only_while_size_and_etag_match(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        def listing(run, rows):
+            journal.begin_listing()
+            journal.stage_remote([{"key": k, "size": s, "etag": e, "last_modified": 0.0}
+                                  for k, s, e in rows])
+            journal.commit_listing(run)
+
+        listing(1, [("a", 1, "e1"), ("b", 1, "e1"), ("c", 1, "e1")])
+        journal.set_remote_hashes([{"key": k, "etag": "e1", "sha256": "h" + k} for k in "abc"])
+        listing(2, [("a", 1, "e1"), ("b", 1, "e2"), ("c", 2, "e1")])
+        journal.begin_scan()
+        journal.stage_files([{"key": k, "path": k, "size": 1, "mtime_ns": 1, "ctime_ns": 1,
+                              "inode": 1, "sha256": "x", "error": None} for k in "abc"])
+        journal.commit_scan(2)
+        remote = {local.key: r.sha256 for local, r in journal.iter_plan_inputs()}
+        assert remote == {"a": "ha", "b": None, "c": None}
