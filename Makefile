@@ -3,18 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
-BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench clean
+.PHONY: demo test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	touch $@
-
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 ## demo: local S3 server, sync a sample tree three times, show status
@@ -24,10 +19,6 @@ demo: $(STAMP)
 ## test: the whole suite, against moto and rclone serve s3
 test: $(STAMP)
 	$(PY) -m pytest
-
-## bench: journalsync side by side with aws s3 sync, rclone and s5cmd
-bench: $(BENCH_STAMP)
-	$(PY) bench/bench.py
 
 clean:
 	rm -rf .demo .bench

@@ -1,6 +1,9 @@
-"""A small HTTP reverse proxy that sits between journalsync and a local S3 server and
-records every request, so tests can prove what was (not) sent: "the second run sends no
-PUT" is checked on the wire, not from our own counters.
+"""A small HTTP reverse proxy between journalsync and a local S3 server.
+
+It records every request, so tests prove on the wire what was (not) sent, and it can
+inject faults: a `hook(request)` called for each request may return a `Fault` to answer
+with an error instead of forwarding, or after forwarding (the server did the work but the
+client hears a failure), or to hold the request for a while.
 
 SigV4 signs the Host header, so the proxy forwards the client's Host unchanged; `Expect`
 is not signed and is dropped (the proxy has already read the body).
@@ -10,17 +13,68 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 _HOP_HEADERS = {"expect", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te"}
 
 
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    size: int
+
+    @property
+    def operation(self) -> str:
+        """A rough S3 operation name, enough to aim a fault."""
+        q = self.query
+        if self.method == "PUT" and "partNumber" in q:
+            return "UploadPart"
+        if self.method == "POST" and "uploads" in q:
+            return "CreateMultipartUpload"
+        if self.method == "POST" and "uploadId" in q:
+            return "CompleteMultipartUpload"
+        if self.method == "DELETE" and "uploadId" in q:
+            return "AbortMultipartUpload"
+        if self.method == "GET" and "uploadId" in q:
+            return "ListParts"
+        if self.method == "GET" and "uploads" in q:
+            return "ListMultipartUploads"
+        if self.method == "GET" and ("list-type" in q or self.path.count("/") <= 1):
+            return "ListObjects"
+        return {"PUT": "PutObject", "HEAD": "HeadObject", "GET": "GetObject",
+                "DELETE": "DeleteObject", "POST": "Post"}[self.method]
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int = 500
+    code: str = "InternalError"
+    after_forward: bool = False  # forward first, then answer with the error anyway
+    delay: float = 0.0  # hold the request this long first (then forward, unless status=0)
+
+
+Hook = Callable[[Request], Fault | None]
+
+
 class RecordingProxy:
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, hook: Hook | None = None):
         self.upstream_port = upstream_port
-        self.requests: list[tuple[str, str]] = []
+        self.hook = hook
+        self.requests: list[Request] = []
         self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler_class(self):
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,49 +86,71 @@ class RecordingProxy:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                proxy._record(self.command, self.path)
-                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
-                try:
-                    upstream.putrequest(self.command, self.path, skip_host=True,
-                                        skip_accept_encoding=True)
-                    for name, value in self.headers.items():
-                        if name.lower() not in _HOP_HEADERS:
-                            upstream.putheader(name, value)
-                    upstream.endheaders(body)
-                    resp = upstream.getresponse()
-                    data = resp.read()
-                    self.send_response_only(resp.status, resp.reason)
-                    for name, value in resp.getheaders():
-                        low = name.lower()
-                        if low in _HOP_HEADERS or (low == "content-length" and self.command != "HEAD"):
-                            continue
-                        self.send_header(name, value)
-                    if self.command != "HEAD":
-                        self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(data)
-                finally:
-                    upstream.close()
+                url = urlsplit(self.path)
+                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length)
+                proxy._record(req)
+                fault = proxy.hook(req) if proxy.hook else None
+                if fault and fault.delay:
+                    time.sleep(fault.delay)
+                if fault and fault.status and not fault.after_forward:
+                    return self._error(fault)
+                status, reason, headers, data = proxy._upstream(self.command, self.path, self.headers, body)
+                if fault and fault.status and fault.after_forward:
+                    return self._error(fault)
+                self.send_response_only(status, reason)
+                for name, value in headers:
+                    low = name.lower()
+                    if low in _HOP_HEADERS or (low == "content-length" and self.command != "HEAD"):
+                        continue
+                    self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            def _error(self, fault: Fault):
+                body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
+                        f"<Message>injected by the test proxy</Message></Error>").encode()
+                self.send_response_only(fault.status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body) if self.command != "HEAD" else 0))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        return Handler
+
+    def _upstream(self, method, path, headers, body):
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                if name.lower() not in _HOP_HEADERS:
+                    conn.putheader(name, value)
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            return resp.status, resp.reason, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _record(self, method: str, path: str) -> None:
+    def _record(self, req: Request) -> None:
         with self._lock:
-            self.requests.append((method, path))
+            self.requests.append(req)
 
     def counts(self) -> Counter:
         with self._lock:
-            return Counter(method for method, _ in self.requests)
+            return Counter(r.method for r in self.requests)
+
+    def operations(self) -> Counter:
+        with self._lock:
+            return Counter(r.operation for r in self.requests)
 
     def clear(self) -> None:
         with self._lock:
