@@ -19,8 +19,15 @@ import typer
 from rich.console import Console
 
 from journalsync import report
-from journalsync.config import Config, Destination, default_journal_path, parse_size, state_dir
-from journalsync.errors import ExitCode, JournalsyncError, UsageError
+from journalsync.config import (
+    Config,
+    Destination,
+    default_journal_path,
+    parse_duration,
+    parse_size,
+    state_dir,
+)
+from journalsync.errors import ExitCode, FatalRemoteError, JournalsyncError, UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Resumable one-way sync of a local directory into S3-compatible storage.")
@@ -77,6 +84,7 @@ def run(
     part_size: Annotated[str, typer.Option(help="Multipart part size (grows so no file needs >10,000 parts).")] = "8MiB",
     cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every action with its reason; change nothing remote.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the last unfinished run without re-scanning (a fresh run if there is none).")] = False,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
 ) -> None:
@@ -94,7 +102,7 @@ def run(
             journal_path=journal or default_journal_path(src, destination, endpoint),
             workers=workers, multipart_threshold=parse_size(multipart_threshold),
             part_size=parse_size(part_size), cache_control=cache_control, dry_run=dry_run,
-            verbose=verbose).validate()
+            resume=resume, verbose=verbose).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         outcome = run_sync(cfg, on_plan_item=on_item if dry_run else None)
@@ -102,7 +110,7 @@ def run(
             print(f"journalsync: note: {note}", file=sys.stderr)
         if json_out:
             extra = {"state": outcome.state, "run_id": outcome.run_id, "dry_run": dry_run,
-                     "exit_code": int(outcome.exit_code)}
+                     "resumed": outcome.resumed, "exit_code": int(outcome.exit_code)}
             if dry_run:
                 extra["plan"] = [report.plan_dict(i) for i in planned]
             print(report.summary_json(outcome.counts, outcome.elapsed, **extra))
@@ -155,6 +163,46 @@ def status(
             if not console.is_terminal:
                 console = Console(width=160)  # cron mail and pipes: don't squeeze columns
             report.render_status(data, console)
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def cleanup(
+    dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX] whose incomplete uploads to list.")],
+    endpoint_url: EndpointOpt = None,
+    region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
+    journal: JournalOpt = None,
+    older_than: Annotated[str, typer.Option(help="Only uploads started at least this long ago (e.g. 24h, 30m, 0).")] = "24h",
+    abort: Annotated[bool, typer.Option("--abort", help="Abort them (without it, only list: a dry run).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List incomplete multipart uploads under DEST (marking ours); abort them with --abort."""
+
+    def body() -> int:
+        from journalsync.cleanup import cleanup as run_cleanup
+        from journalsync.cleanup import journals_for
+
+        destination = Destination.parse(dest)
+        endpoint = _endpoint(endpoint_url)
+        cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
+                     profile=profile, journal_path=journal or Path("/nonexistent"))
+        journals = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
+        try:
+            rows = run_cleanup(cfg, journals, parse_duration(older_than), abort)
+        except JournalsyncError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, exit 4
+            from journalsync.retry import describe, fatal_reason
+
+            raise FatalRemoteError(f"cannot list uploads in {destination}: "
+                                   f"{fatal_reason(exc) or describe(exc)}") from exc
+        if json_out:
+            print(json.dumps([report.cleanup_dict(row) for row in rows]))
+        else:
+            report.render_cleanup(rows, destination, Console(width=160))
         return 0
 
     raise typer.Exit(_guard(body))

@@ -38,6 +38,17 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * unit)
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Parse `24h`, `30m`, `7d`, `90s` or plain seconds into seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
+    if not match:
+        raise UsageError(f"cannot read duration {text!r}: use e.g. 90s, 30m, 24h, 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     """`s3://bucket/prefix`. The prefix is a boundary: objects are listed under `prefix/`."""
@@ -85,6 +96,7 @@ class Config:
     part_size: int = 8 * MiB
     cache_control: str | None = None
     dry_run: bool = False
+    resume: bool = False
     verbose: bool = False
     retry_attempts: int = 5
     retry_timeout: float = 180.0

@@ -39,3 +39,7 @@ class FatalRemoteError(JournalsyncError):
     """The store refused the whole run (bucket, credentials, clock); retrying will not help."""
 
     exit_code = ExitCode.FATAL_REMOTE
+
+
+class Interrupted(Exception):
+    """A stop was requested (SIGINT or SIGTERM); work in flight was finished or kept."""

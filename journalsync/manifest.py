@@ -6,6 +6,7 @@ and any key a server returns outside it is ignored, never touched.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -13,10 +14,11 @@ from botocore.exceptions import ClientError
 
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
+from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.journal.store import BATCH
 from journalsync.retry import call_with_retry, error_code
-from journalsync.transfer import metadata_sha256
+from journalsync.objectmeta import metadata_sha256
 from journalsync.workers import bounded_map
 
 
@@ -36,7 +38,8 @@ def check_bucket(clients: ClientFactory, cfg: Config) -> None:
         attempts=cfg.retry_attempts, timeout=cfg.retry_timeout)
 
 
-def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int) -> ManifestStats:
+def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
+            stop: threading.Event | None = None) -> ManifestStats:
     """Replace the cached manifest with a fresh ListObjectsV2 of the prefix."""
     stats = ManifestStats()
     client = clients.get()
@@ -62,6 +65,8 @@ def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int) 
             journal.stage_remote(rows)
             stats.listed += len(rows)
             rows = []
+        if stop is not None and stop.is_set():
+            raise Interrupted("stopped while listing")
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
             break

@@ -79,6 +79,7 @@ class TransferResult:
     sha256: str | None = None
     error: str | None = None
     fatal: bool = False
+    interrupted: bool = False  # stopped by a signal: the item stays pending for --resume
 
 
 @dataclass(slots=True)

@@ -42,6 +42,24 @@ def plan_dict(item: PlanItem) -> dict:
     return {"action": item.action.value, "key": item.key, "reason": item.reason, "size": item.size}
 
 
+def cleanup_dict(row) -> dict:
+    return {"key": row.key, "upload_id": row.upload_id, "initiated": row.initiated,
+            "ours": row.ours, "action": row.action}
+
+
+def render_cleanup(rows: list, dest, console: Console) -> None:
+    if not rows:
+        console.print(f"no incomplete multipart uploads under {dest}")
+        return
+    table = Table(title=f"incomplete multipart uploads under {dest}", title_justify="left")
+    for col in ("key", "upload id", "started", "ours", "action"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(shown(row.key), row.upload_id[:24], _when(row.initiated),
+                      "yes" if row.ours else "no", row.action)
+    console.print(table)
+
+
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 

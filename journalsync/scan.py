@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_mod
+import threading
 import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from journalsync.config import S3_MAX_KEY_BYTES, Destination
-from journalsync.errors import UsageError
+from journalsync.errors import Interrupted, UsageError
 from journalsync.journal import Journal
 from journalsync.journal.store import BATCH
 from journalsync.workers import bounded_map
@@ -119,8 +120,9 @@ def _stat_fields(row: dict) -> dict:
 
 
 def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
-         hash_threads: int = 4) -> ScanStats:
-    """Walk `root` into the journal, hash what changed, and fold it into `files`."""
+         hash_threads: int = 4, stop: threading.Event | None = None) -> ScanStats:
+    """Walk `root` into the journal, hash what changed, and fold it into `files`.
+    Raises Interrupted if `stop` is set; the journal's `files` are then left as they were."""
     stats = ScanStats()
     journal.begin_scan()
     staged: list[dict] = []
@@ -149,9 +151,11 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
         if len(staged) >= BATCH:
             journal.stage_files(staged)
             staged = []
+            if stop is not None and stop.is_set():
+                raise Interrupted("stopped while scanning")
     journal.stage_files(staged)
     errors.extend(journal.staged_collisions())
-    _hash_changed(str(root), journal, stats, errors, hash_threads)
+    _hash_changed(str(root), journal, stats, errors, hash_threads, stop)
     journal.commit_scan(run_id, stats.unreadable_dirs)
     journal.record_file_errors(run_id, errors)
     stats.failed = sum(1 for path, _ in errors if not path.endswith("/"))
@@ -164,13 +168,13 @@ def _stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None)
             "ctime_ns": ctime_ns, "inode": inode, "sha256": None, "error": error}
 
 
-def _hash_changed(root: str, journal: Journal, stats: ScanStats,
-                  errors: list[tuple[str, str]], threads: int) -> None:
+def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tuple[str, str]],
+                  threads: int, stop: threading.Event | None) -> None:
     """Hash every staged file that changed, on a few threads (hashlib releases the GIL)."""
     done: list[dict] = []
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
         for result in bounded_map(pool, lambda row: hash_file(root, row),
-                                  journal.iter_files_to_hash(), window=threads * 4):
+                                  journal.iter_files_to_hash(), window=threads * 4, stop=stop):
             if result["error"]:
                 errors.append((result["key"], result["error"]))
             else:
@@ -181,3 +185,5 @@ def _hash_changed(root: str, journal: Journal, stats: ScanStats,
                 journal.set_staged_hashes(done)
                 done = []
     journal.set_staged_hashes(done)
+    if stop is not None and stop.is_set():
+        raise Interrupted("stopped while hashing")

@@ -55,11 +55,12 @@ class WorkStats:
 
 
 def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferResult],
-                workers: int, on_result: Callable[[TransferResult], None] | None = None) -> WorkStats:
-    """Execute every pending plan item of the run. A fatal error (credentials, bucket)
-    stops new claims; items in flight finish and are recorded."""
+                workers: int, on_result: Callable[[TransferResult], None] | None = None,
+                stop: threading.Event | None = None) -> WorkStats:
+    """Execute every pending plan item of the run. A fatal error (credentials, bucket) or
+    `stop` (a signal) stops new claims; items in flight finish and are recorded."""
     stats = WorkStats()
-    stop = threading.Event()
+    stop = stop or threading.Event()
     buffer: list[TransferResult] = []
     last_flush = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker") as pool:
@@ -89,6 +90,8 @@ def _count(stats: WorkStats, result: TransferResult) -> None:
     if result.ok:
         stats.uploaded += 1
         stats.bytes += result.size or 0
+    elif result.interrupted:
+        pass  # stays pending for --resume
     else:
         stats.failed += 1
         log.warning("failed: %s: %s", shown(result.key), result.error)

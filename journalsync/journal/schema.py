@@ -44,6 +44,8 @@ runs = Table(
     Column("bytes", Integer, nullable=False, default=0),
     Column("skip_reasons", Text),  # JSON object: reason -> count
     Column("error", Text),  # the fatal error that ended the run, if any
+    Column("planned_at", Float),  # set once the whole plan is stored: only then is it resumable
+    Column("resumed", Integer, nullable=False, default=0, server_default="0"),  # times resumed
 )
 
 # One row per regular file under the source root, as of the last scan.
@@ -146,6 +148,7 @@ multipart_uploads = Table(
     Column("created_at", Float, nullable=False),
     Column("state", Text, nullable=False),  # active | completed | aborted
     Index("ix_multipart_uploads_state", "state"),
+    Index("ix_multipart_uploads_key", "key", "state"),
 )
 
 multipart_parts = Table(

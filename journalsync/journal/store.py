@@ -123,6 +123,76 @@ class Journal:
                 finished_at=time.time(), state=state, error=error,
                 skip_reasons=json.dumps(counts.skip_reasons, sort_keys=True), **values))
 
+    def mark_abandoned_runs(self) -> int:
+        """Runs still marked running whose process is gone (killed, crashed, rebooted)
+        become 'interrupted', so --resume can find them."""
+        with self._lock:
+            rows = self._writer.execute(
+                select(runs.c.id, runs.c.pid).where(runs.c.state == "running")).all()
+            self._writer.rollback()
+        dead = [r.id for r in rows if not _pid_alive(r.pid)]
+        if dead:
+            with self._write() as conn:
+                conn.execute(update(runs).where(runs.c.id.in_(dead)).values(
+                    state="interrupted", error="the process ended without finishing"))
+        return len(dead)
+
+    def resumable_run(self) -> dict | None:
+        """The last real run, if it stopped before finishing after its plan was stored."""
+        with self._lock:
+            row = self._writer.execute(
+                select(runs).where(runs.c.dry_run.is_(False)).order_by(runs.c.id.desc()).limit(1)
+            ).mappings().first()
+            self._writer.rollback()
+        if row and row["state"] in ("interrupted", "failed") and row["planned_at"]:
+            return dict(row)
+        return None
+
+    def reopen_run(self, run_id: int) -> None:
+        """Continue a run: it is running again, and its failed items are tried again."""
+        with self._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                state="running", pid=os.getpid(), finished_at=None, error=None,
+                resumed=runs.c.resumed + 1))
+            conn.execute(update(plan_items).where(
+                plan_items.c.run_id == run_id, plan_items.c.status == ItemStatus.FAILED.value
+            ).values(status=ItemStatus.PENDING.value))
+
+    def save_plan_counts(self, run_id: int, counts: RunCounts) -> None:
+        """Store the scan and plan numbers and mark the plan complete (resumable)."""
+        with self._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                scanned=counts.scanned, skipped=counts.skipped, extra=counts.extra,
+                symlinks=counts.symlinks, skip_reasons=json.dumps(counts.skip_reasons, sort_keys=True),
+                planned_at=time.time()))
+
+    def plan_counts(self, run_id: int) -> RunCounts:
+        with self._lock:
+            row = self._writer.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
+            self._writer.rollback()
+        return RunCounts(scanned=row["scanned"], skipped=row["skipped"], extra=row["extra"],
+                         symlinks=row["symlinks"],
+                         skip_reasons=json.loads(row["skip_reasons"] or "{}"))
+
+    def transfer_totals(self, run_id: int) -> tuple[int, int, int]:
+        """(uploaded, failed, bytes) of a run's upload items, across all its resumptions."""
+        stmt = text("""
+            SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'failed'), 0),
+                   coalesce(sum(CASE WHEN status = 'done' THEN size ELSE 0 END), 0)
+            FROM plan_items WHERE run_id = :run AND action = 'upload'""")
+        with self._lock:
+            row = self._writer.execute(stmt, {"run": run_id}).one()
+            self._writer.rollback()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def scan_failures(self, run_id: int) -> int:
+        """Files (not directories) the run's scan could not key or read."""
+        stmt = text("SELECT count(*) FROM file_errors WHERE run_id = :run AND path NOT LIKE '%/'")
+        with self._lock:
+            n = self._writer.execute(stmt, {"run": run_id}).scalar_one()
+            self._writer.rollback()
+        return int(n)
+
     def recent_runs(self, limit: int = 10) -> list[dict]:
         with self._lock:
             rows = self._writer.execute(
@@ -340,7 +410,7 @@ class Journal:
         if not results:
             return
         now = time.time()
-        item_rows = [{"i": r.item_id, "status": (ItemStatus.DONE if r.ok else ItemStatus.FAILED).value,
+        item_rows = [{"i": r.item_id, "status": _status(r).value,
                       "attempts": r.attempts, "bytes_sent": r.bytes_sent, "error": r.error,
                       "updated_at": now} for r in results]
         uploaded = [{"key": r.key, "size": r.size, "etag": r.etag, "sha256": r.sha256,
@@ -388,11 +458,78 @@ class Journal:
             conn.execute(update(multipart_uploads)
                          .where(multipart_uploads.c.upload_id == upload_id).values(state=state))
 
+    def active_upload_for(self, key: str) -> UploadRecord | None:
+        """The newest active upload of a key, if any."""
+        stmt = (select(multipart_uploads).where(multipart_uploads.c.key == key,
+                                                multipart_uploads.c.state == "active")
+                .order_by(multipart_uploads.c.created_at.desc()).limit(1))
+        with self._lock:
+            row = self._writer.execute(stmt).mappings().first()
+            self._writer.rollback()
+        return _upload_record(row) if row else None
+
+    def part_etags(self, upload_id: str) -> dict[int, str]:
+        stmt = select(multipart_parts.c.part_number, multipart_parts.c.etag).where(
+            multipart_parts.c.upload_id == upload_id)
+        with self._lock:
+            rows = self._writer.execute(stmt).all()
+            self._writer.rollback()
+        return {r.part_number: r.etag for r in rows}
+
+    def planned_upload_keys(self, run_id: int, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` this run still has to upload."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(keys), BATCH):
+                chunk = list(keys[start:start + BATCH])
+                found.update(self._writer.execute(select(plan_items.c.key).where(
+                    plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
+                    plan_items.c.status == ItemStatus.PENDING.value,
+                    plan_items.c.key.in_(chunk))).scalars())
+            self._writer.rollback()
+        return found
+
+    def has_pending_uploads(self, run_id: int) -> bool:
+        stmt = select(plan_items.c.id).where(
+            plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
+            plan_items.c.status == ItemStatus.PENDING.value).limit(1)
+        with self._lock:
+            found = self._writer.execute(stmt).first() is not None
+            self._writer.rollback()
+        return found
+
+    def known_upload_ids(self) -> set[str]:
+        with self._lock:
+            ids = set(self._writer.execute(select(multipart_uploads.c.upload_id)).scalars())
+            self._writer.rollback()
+        return ids
+
     def active_uploads(self) -> list[UploadRecord]:
         stmt = text("""
             SELECT u.*, count(p.part_number) AS parts_done, coalesce(sum(p.size), 0) AS bytes_done
             FROM multipart_uploads u LEFT JOIN multipart_parts p ON p.upload_id = u.upload_id
             WHERE u.state = 'active' GROUP BY u.upload_id ORDER BY u.created_at""")
-        cols = UploadRecord.__dataclass_fields__
-        return [UploadRecord(**{k: v for k, v in r._mapping.items() if k in cols})
-                for r in self._stream(stmt)]
+        return [_upload_record(r._mapping) for r in self._stream(stmt)]
+
+
+def _upload_record(row) -> UploadRecord:
+    cols = UploadRecord.__dataclass_fields__
+    return UploadRecord(**{k: v for k, v in row.items() if k in cols})
+
+
+def _status(result: TransferResult) -> ItemStatus:
+    if result.ok:
+        return ItemStatus.DONE
+    return ItemStatus.PENDING if result.interrupted else ItemStatus.FAILED
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True

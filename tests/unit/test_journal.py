@@ -43,7 +43,7 @@ def test_old_revision_journal_upgrades_keeping_its_rows(tmp_path):
     with Journal(path) as journal:
         assert journal.active_uploads() == []
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0003"
         assert db.execute("SELECT key, sha256 FROM files").fetchall() == [("a.txt", "ab")]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"multipart_uploads", "multipart_parts"} <= tables

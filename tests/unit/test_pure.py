@@ -11,7 +11,8 @@ from journalsync.models import Action, LocalFile, RemoteObject
 from journalsync.plan import decide
 from journalsync.retry import fatal_reason, is_retryable
 from journalsync.scan import key_for
-from journalsync.transfer import content_type, metadata_sha256, mtime_text, part_size_for
+from journalsync.multipart import part_size_for
+from journalsync.objectmeta import content_type, metadata_sha256, mtime_text
 
 H1, H2 = "1" * 64, "2" * 64
 

@@ -1,0 +1,262 @@
+"""Our own multipart driver: UploadIds we own, journaled before the first part, resumable.
+
+s3transfer aborts an UploadId when a part fails and never hands it to the caller, so a
+crashed upload could be neither resumed nor cleaned up. Here:
+
+1. CreateMultipartUpload with the scan's SHA-256 in the metadata, then commit the UploadId,
+   the part size and the file's identity (size, mtime_ns, ctime_ns, inode, sha256) to the
+   journal before the first part is sent.
+2. Parts are read in order (hashed as they are read) and sent concurrently with Content-MD5;
+   each finished part (number, ETag, size) is journaled.
+3. Complete only if the SHA-256 of everything read equals the metadata and the file did not
+   change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
+
+Resume: an active journaled upload for the same key whose file identity is unchanged is
+continued. ListParts says what the server holds; a held part is reused when its size fits
+and its ETag is the one we journaled or the MD5 of our bytes; only the rest is sent. The
+whole file is still read (locally) so the final hash check covers every byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from botocore.exceptions import ClientError
+
+from journalsync.clients import ClientFactory
+from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
+from journalsync.errors import Interrupted
+from journalsync.journal import Journal, UploadRecord
+from journalsync.models import PlanItem, TransferResult
+from journalsync.objectmeta import file_identity, md5_b64, metadata_sha256, object_args
+from journalsync.retry import Attempts, call_with_retry, error_code, fatal_reason, is_retryable
+
+log = logging.getLogger(__name__)
+
+S3_MAX_OBJECT = 5 * 1024**4
+
+
+class FileChanged(Exception):
+    """The file changed while it was being uploaded; the upload was not completed."""
+
+
+class UploadGone(Exception):
+    """The server no longer knows the UploadId (a lifecycle rule or someone aborted it)."""
+
+
+def part_size_for(size: int, requested: int) -> int:
+    """The requested part size, grown (in whole MiB) so no file needs over 10,000 parts."""
+    needed = math.ceil(size / S3_MAX_PARTS)
+    part = max(requested, math.ceil(needed / MiB) * MiB)
+    return min(part, S3_MAX_PART_SIZE)
+
+
+class MultipartDriver:
+    """Uploads one large file per call; called from worker threads."""
+
+    def __init__(self, cfg: Config, journal: Journal, run_id: int, clients: ClientFactory,
+                 part_pool: ThreadPoolExecutor, stop: threading.Event):
+        self.cfg = cfg
+        self.journal = journal
+        self.run_id = run_id
+        self.clients = clients
+        self.part_pool = part_pool
+        self.stop = stop
+        # Parts in flight across all files hold a part-size buffer each: bound them.
+        self.part_slots = threading.BoundedSemaphore(max(2, cfg.workers))
+
+    def _call(self, fn, counter: Attempts | None = None):
+        return call_with_retry(fn, attempts=self.cfg.retry_attempts,
+                               timeout=self.cfg.retry_timeout, counter=counter)
+
+    def upload(self, item: PlanItem, path: str, counter: Attempts) -> TransferResult:
+        """Upload (or resume) one file. Raises FileChanged, UploadGone, Interrupted or the
+        store's error; the caller turns them into a result."""
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size > S3_MAX_OBJECT:
+                raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
+            if item.sha256 is None or st.st_size != item.size:
+                raise FileChanged("changed since scan; the next run uploads it")
+            rec, held = self._resumable(item, file_identity(st))
+            for attempt in (1, 2):  # a second upload only if the first vanished server-side
+                if rec is None:
+                    rec, held = self._create(item, st, counter), {}
+                try:
+                    return self._send_and_complete(item, path, fh, st, rec, held, counter)
+                except UploadGone:
+                    self.journal.set_upload_state(rec.upload_id, "aborted")
+                    if attempt == 2:
+                        raise
+                    log.warning("upload of %s vanished on the server; starting a new one", item.key)
+                    rec = None
+                    fh.seek(0)
+                except Interrupted:
+                    raise  # keep the upload: --resume continues it
+                except Exception as exc:
+                    # A dead link or a stopped run keeps the upload for the next run to
+                    # resume; anything else (the file changed, the store refused a part)
+                    # aborts it so it accrues nothing.
+                    if not (is_retryable(exc) or fatal_reason(exc)):
+                        self._abort_quietly(rec)
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _resumable(self, item: PlanItem, ident: tuple) -> tuple[UploadRecord | None, dict]:
+        """The journaled upload to continue for this key, with the parts the server holds."""
+        rec = self.journal.active_upload_for(item.key)
+        if rec is None:
+            return None, {}
+        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or rec.sha256 != item.sha256:
+            log.info("%s changed since its upload began; aborting that upload", item.key)
+            self._abort_quietly(rec)
+            return None, {}
+        try:
+            held = self.list_parts(rec.key, rec.upload_id)
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            self.journal.set_upload_state(rec.upload_id, "aborted")
+            log.warning("upload of %s is gone from the server; starting a new one", item.key)
+            return None, {}
+        log.info("resuming upload of %s: the server holds %d part(s)", item.key, len(held))
+        return rec, held
+
+    def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        """{part number: (ETag, size)} the server holds, all pages of 1000."""
+        client = self.clients.get()
+        held: dict[int, tuple[str, int]] = {}
+        marker = 0
+        while True:
+            page = self._call(lambda: client.list_parts(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(key),
+                UploadId=upload_id, MaxParts=1000, PartNumberMarker=marker))
+            for part in page.get("Parts", ()):
+                held[part["PartNumber"]] = (part["ETag"], part["Size"])
+            marker = page.get("NextPartNumberMarker") or 0
+            if not page.get("IsTruncated") or not marker:
+                return held
+
+    def _create(self, item: PlanItem, st: os.stat_result, counter: Attempts) -> UploadRecord:
+        client = self.clients.get()
+        args = object_args(self.cfg, item.key, item.sha256, st.st_mtime_ns)
+        upload_id = self._call(lambda: client.create_multipart_upload(**args), counter)["UploadId"]
+        rec = UploadRecord(upload_id, item.key, self.run_id,
+                           part_size_for(st.st_size, self.cfg.part_size), *file_identity(st),
+                           item.sha256, time.time(), "active")
+        self.journal.record_upload(rec, item.id)  # committed before the first part
+        return rec
+
+    def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
+                           rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
+        parts, sent, digest = self._send_parts(fh, rec, held)
+        # stat by path as well as by descriptor: a file renamed over ours is a change too.
+        if digest != rec.sha256 or file_identity(os.stat(path)) != file_identity(st):
+            raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
+        etag = self._complete(item, rec, parts, counter)
+        self.journal.set_upload_state(rec.upload_id, "completed")
+        return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
+                              size=st.st_size, etag=etag, sha256=rec.sha256)
+
+    def _send_parts(self, fh, rec: UploadRecord, held: dict) -> tuple[list[dict], int, str]:
+        """Read every part in order (hashing it), reuse what the server holds, send the rest
+        concurrently. Returns the parts for Complete, the bytes sent and the SHA-256."""
+        hasher = hashlib.sha256()
+        journaled = self.journal.part_etags(rec.upload_id)
+        reused: list[tuple[int, str, int]] = []
+        futures: list[Future] = []
+        stopped = False
+        for number in range(1, max(1, math.ceil(rec.size / rec.part_size)) + 1):
+            if self.stop.is_set():
+                stopped = True
+                break
+            if any(f.done() and f.exception() for f in futures):
+                break
+            self.part_slots.acquire()
+            data = fh.read(rec.part_size)
+            hasher.update(data)
+            if self._reusable(held.get(number), journaled.get(number), data):
+                self.part_slots.release()
+                etag = held[number][0]
+                if number not in journaled:
+                    self.journal.record_part(rec.upload_id, number, etag, len(data))
+                reused.append((number, etag, 0))
+                continue
+            future = self.part_pool.submit(self._send_part, rec, number, data)
+            future.add_done_callback(lambda _f: self.part_slots.release())
+            futures.append(future)
+        sent = [f.result() for f in futures]  # waits for all; re-raises the first failure
+        if stopped:
+            raise Interrupted("stopped before every part was sent; --resume continues")
+        parts = sorted(reused + sent)
+        return ([{"PartNumber": n, "ETag": etag} for n, etag, _ in parts],
+                sum(b for _, _, b in parts), hasher.hexdigest())
+
+    @staticmethod
+    def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, data: bytes) -> bool:
+        if held is None or held[1] != len(data):
+            return False
+        etag = held[0]
+        return etag == journaled_etag or etag.strip('"') == hashlib.md5(data).hexdigest()
+
+    def _send_part(self, rec: UploadRecord, number: int, data: bytes) -> tuple[int, str, int]:
+        client = self.clients.get()
+        md5 = md5_b64(data)
+        counter = Attempts()
+        try:
+            resp = self._call(lambda: client.upload_part(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(rec.key),
+                UploadId=rec.upload_id, PartNumber=number, Body=data, ContentMD5=md5), counter)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
+            raise
+        self.journal.record_part(rec.upload_id, number, resp["ETag"], len(data))
+        return number, resp["ETag"], len(data) * counter.count
+
+    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict],
+                  counter: Attempts) -> str:
+        """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a
+        different one in the Complete response) and it proves our metadata landed."""
+        client = self.clients.get()
+        bucket, key = self.cfg.dest.bucket, self.cfg.dest.object_key(item.key)
+        gone = False
+        try:
+            self._call(lambda: client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=rec.upload_id, MultipartUpload={"Parts": parts}),
+                counter)
+        except ClientError as exc:
+            # NoSuchUpload after a retried Complete whose first try had succeeded: the
+            # object is there. The HEAD below tells that from a truly vanished upload.
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            gone = True
+        head = self._call(lambda: client.head_object(Bucket=bucket, Key=key))
+        if head["ContentLength"] != rec.size or metadata_sha256(head.get("Metadata")) != rec.sha256:
+            if gone:
+                raise UploadGone(f"upload {rec.upload_id} vanished before Complete")
+            raise FileChanged("object after Complete does not match the file (size or sha256)")
+        return head["ETag"].strip('"')
+
+    def abort(self, key: str, upload_id: str) -> None:
+        """Abort an upload and mark it so in the journal; a missing upload is already gone."""
+        client = self.clients.get()
+        try:
+            self._call(lambda: client.abort_multipart_upload(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(key), UploadId=upload_id))
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+        self.journal.set_upload_state(upload_id, "aborted")
+
+    def _abort_quietly(self, rec: UploadRecord) -> None:
+        try:
+            self.abort(rec.key, rec.upload_id)
+        except Exception as exc:  # noqa: BLE001 - it stays 'active'; the next run retries
+            log.warning("could not abort upload of %s: %s", rec.key, exc)

@@ -1,0 +1,57 @@
+"""What every object we write carries, and how we read it back: Content-Type, Cache-Control,
+`sha256` and `mtime` metadata. Pure helpers, no I/O."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+import os
+
+from journalsync.config import Config
+
+_COMPRESSED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
+                     "xz": "application/x-xz", "br": "application/x-brotli",
+                     "compress": "application/x-compress"}
+
+
+def content_type(key: str) -> str:
+    """Content-Type from the name. A compressed file keeps its compressed type: we store
+    bytes as they are and never set Content-Encoding."""
+    guessed, encoding = mimetypes.guess_type(key, strict=False)
+    if encoding:
+        return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    return guessed or "application/octet-stream"
+
+
+def mtime_text(mtime_ns: int) -> str:
+    """Seconds since the epoch with nanoseconds, the form rclone also reads as `mtime`."""
+    return f"{mtime_ns // 10**9}.{mtime_ns % 10**9:09d}"
+
+
+def md5_b64(data: bytes) -> str:
+    """Content-MD5 header value: the server rejects a body that does not match it."""
+    return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """(size, mtime_ns, ctime_ns, inode): what says a file is still the one we hashed."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def metadata_sha256(metadata: dict[str, str] | None) -> str | None:
+    """Our sha256 metadata value, read case-insensitively (some servers title-case keys)."""
+    value = {k.lower(): v for k, v in (metadata or {}).items()}.get("sha256")
+    if value and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()):
+        return value.lower()
+    return None
+
+
+def object_args(cfg: Config, key: str, sha256: str, mtime_ns: int) -> dict:
+    """Bucket, Key, Content-Type, Cache-Control and metadata for a PUT or a multipart create."""
+    args = {"Bucket": cfg.dest.bucket, "Key": cfg.dest.object_key(key),
+            "ContentType": content_type(key),
+            "Metadata": {"sha256": sha256, "mtime": mtime_text(mtime_ns)}}
+    if cfg.cache_control:
+        args["CacheControl"] = cfg.cache_control
+    return args
