@@ -60,6 +60,15 @@ class PlanItem:
     size: int | None = None
     sha256: str | None = None
     path: str | None = None
+    # The file's identity when it was scanned (and hashed): a file that no longer matches
+    # it is hashed again before a multipart upload claims a SHA-256 in its metadata.
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+
+    @property
+    def identity(self) -> tuple:
+        return self.size, self.mtime_ns, self.ctime_ns, self.inode
 
     def __str__(self) -> str:
         return f"{self.action.value} {self.key} ({self.reason})"

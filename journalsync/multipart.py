@@ -82,12 +82,11 @@ class MultipartDriver:
             st = os.fstat(fh.fileno())
             if st.st_size > S3_MAX_OBJECT:
                 raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
-            if item.sha256 is None or st.st_size != item.size:
-                raise FileChanged("changed since scan; the next run uploads it")
-            rec, held = self._resumable(item, file_identity(st))
+            sha = self._current_sha256(item, fh, st)
+            rec, held = self._resumable(item, file_identity(st), sha)
             for attempt in (1, 2):  # a second upload only if the first vanished server-side
                 if rec is None:
-                    rec, held = self._create(item, st, counter), {}
+                    rec, held = self._create(item, st, sha, counter), {}
                 try:
                     return self._send_and_complete(item, path, fh, st, rec, held, counter)
                 except UploadGone:
@@ -108,12 +107,24 @@ class MultipartDriver:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _resumable(self, item: PlanItem, ident: tuple) -> tuple[UploadRecord | None, dict]:
+    @staticmethod
+    def _current_sha256(item: PlanItem, fh, st: os.stat_result) -> str:
+        """The scan's SHA-256 while the file is as scanned; else hash it again now (the file
+        was re-planned: it changed since the scan, or since a killed run's plan)."""
+        if item.sha256 is not None and file_identity(st) == item.identity:
+            return item.sha256
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if file_identity(os.fstat(fh.fileno())) != file_identity(st):
+            raise FileChanged("kept changing while it was hashed; the next run retries it")
+        fh.seek(0)
+        return digest
+
+    def _resumable(self, item: PlanItem, ident: tuple, sha: str) -> tuple[UploadRecord | None, dict]:
         """The journaled upload to continue for this key, with the parts the server holds."""
         rec = self.journal.active_upload_for(item.key)
         if rec is None:
             return None, {}
-        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or rec.sha256 != item.sha256:
+        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or rec.sha256 != sha:
             log.info("%s changed since its upload began; aborting that upload", item.key)
             self._abort_quietly(rec)
             return None, {}
@@ -143,13 +154,14 @@ class MultipartDriver:
             if not page.get("IsTruncated") or not marker:
                 return held
 
-    def _create(self, item: PlanItem, st: os.stat_result, counter: Attempts) -> UploadRecord:
+    def _create(self, item: PlanItem, st: os.stat_result, sha: str,
+                counter: Attempts) -> UploadRecord:
         client = self.clients.get()
-        args = object_args(self.cfg, item.key, item.sha256, st.st_mtime_ns)
+        args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
         upload_id = self._call(lambda: client.create_multipart_upload(**args), counter)["UploadId"]
         rec = UploadRecord(upload_id, item.key, self.run_id,
                            part_size_for(st.st_size, self.cfg.part_size), *file_identity(st),
-                           item.sha256, time.time(), "active")
+                           sha, time.time(), "active")
         self.journal.record_upload(rec, item.id)  # committed before the first part
         return rec
 

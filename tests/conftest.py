@@ -116,6 +116,17 @@ class Sync:
                               capture_output=True, text=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
+    def start(self, *args: str) -> subprocess.Popen:
+        """The CLI as a background process (for SIGKILL and SIGTERM tests)."""
+        env = {**base_env(self.tmp), **self.s3.env(), **self.env_overrides}
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        return subprocess.Popen([sys.executable, "-m", "journalsync", *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run_args(self, *extra: str) -> list[str]:
+        return ["run", str(self.src), self.dest, "--journal", str(self.journal), *extra]
+
     def run(self, *extra: str) -> Result:
         return self.cli("run", str(self.src), self.dest, "--journal", str(self.journal), *extra)
 

@@ -388,14 +388,18 @@ class Journal:
     def claim_batch(self, run_id: int, after_id: int, limit: int) -> list[PlanItem]:
         """The next pending plan items of a run, in id order, with their local paths."""
         stmt = text("""
-            SELECT p.id, p.key, p.action, p.reason, p.size, p.sha256, f.path
+            SELECT p.id, p.key, p.action, p.reason, p.size, p.sha256, f.path,
+                   f.mtime_ns, f.ctime_ns, f.inode, f.sha256 AS f_sha256
             FROM plan_items p LEFT JOIN files f ON f.key = p.key
             WHERE p.run_id = :run AND p.status = 'pending' AND p.id > :after
             ORDER BY p.id LIMIT :limit""")
         with self._lock:
             rows = self._writer.execute(stmt, {"run": run_id, "after": after_id, "limit": limit}).all()
             self._writer.rollback()
-        return [PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256, r.path)
+        # The identity is only worth carrying while the files row still describes the hash
+        # the plan was made with; otherwise the file is hashed again before a multipart.
+        return [PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256, r.path,
+                         *((r.mtime_ns, r.ctime_ns, r.inode) if r.f_sha256 == r.sha256 else ()))
                 for r in rows]
 
     def iter_plan(self, run_id: int) -> Iterator[PlanItem]:

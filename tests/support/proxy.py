@@ -85,10 +85,10 @@ class RecordingProxy:
 
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
                 url = urlsplit(self.path)
                 req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length)
-                proxy._record(req)
+                proxy._record(req)  # as soon as the headers are in: a started request counts
+                body = self.rfile.read(length) if length else None
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
                     time.sleep(fault.delay)

@@ -1,0 +1,310 @@
+"""Crash-safe multipart against both servers: SIGKILL mid-part and resume, SIGTERM,
+Complete-after-success, an upload aborted behind our back, a file changed mid-upload,
+strays from a crash before the journal commit, and `cleanup`.
+
+The CLI runs as a real subprocess through the recording proxy, so what was sent before and
+after a kill is counted on the wire; the journal is read with plain sqlite3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import sqlite3
+import time
+from urllib.parse import unquote
+
+import pytest
+from botocore.exceptions import ClientError
+
+from journalsync.config import MiB
+from tests.support.proxy import Fault, RecordingProxy
+
+pytestmark = pytest.mark.slow
+
+PART = 5 * MiB
+ARGS = ("--multipart-threshold", "5MiB", "--part-size", "5MiB")
+
+
+def journal_parts(journal) -> int:
+    """Parts journaled for uploads still active."""
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("""SELECT count(*) FROM multipart_parts p JOIN multipart_uploads u
+                                 ON u.upload_id = p.upload_id WHERE u.state = 'active'""").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # not created or not migrated yet
+
+
+def journal_rows(journal, sql, *params):
+    with sqlite3.connect(journal) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def incomplete(client, bucket) -> list[tuple[str, str]]:
+    try:
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    except ClientError as exc:  # rclone: a bucket that never had an upload
+        if exc.response["Error"]["Code"] == "NoSuchUpload":
+            return []
+        raise
+    return [(u["Key"], u["UploadId"]) for u in uploads]
+
+
+def object_sha(client, bucket, key) -> str:
+    return hashlib.sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+
+
+def slow_parts(delay: float):
+    """A proxy hook that holds every UploadPart a while, so a kill lands mid-upload."""
+    return lambda req: Fault(status=0, delay=delay) if req.operation == "UploadPart" else None
+
+
+def part_numbers(proxy) -> list[int]:
+    return [int(r.query["partNumber"][0]) for r in proxy.requests if r.operation == "UploadPart"]
+
+
+def kill_mid_upload(sync, proxy, after_parts: int, extra_delay: float, *args: str):
+    """Start a run, SIGKILL it once `after_parts` parts are journaled (plus a delay)."""
+    proc = sync.start(*sync.run_args(*args))
+    deadline = time.monotonic() + 60
+    while journal_parts(sync.journal) < after_parts:
+        assert proc.poll() is None, f"run ended before the kill: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.005)
+    time.sleep(extra_delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("seed, workers", [(11, 1), (12, 1), (13, 4)])
+def test_sigkill_mid_part_then_resume(sync, s3, s3client, seed, workers):
+    rnd = random.Random(seed)
+    after_parts, extra_delay = rnd.randint(1, 9), rnd.uniform(0, 0.25)
+    print(f"seed={seed} workers={workers} kill after {after_parts} parts + {extra_delay:.3f}s")
+    big = rnd.randbytes(64 * MiB + rnd.randint(1, PART))  # 13 or 14 parts
+    sync.write("big/disk.img", big)
+    sync.write("small.txt", b"small")
+    args = (*ARGS, "--workers", str(workers))
+    with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, after_parts, extra_delay, *args)
+        started_before = set(part_numbers(proxy))
+        journaled = {n for (n,) in journal_rows(sync.journal, "SELECT part_number FROM multipart_parts")}
+
+        status = sync.cli("status", "--journal", str(sync.journal), "--json")
+        in_flight = json.loads(status.out)["in_flight"]
+        assert [u["key"] for u in in_flight] == ["big/disk.img"]
+        assert in_flight[0]["parts_done"] == len(journaled) >= after_parts
+
+        proxy.clear()
+        result = sync.run(*args, "--resume")
+        assert result.code == 0, result.err
+        resent = set(part_numbers(proxy)) & started_before
+    ops = proxy.operations()
+    assert ops["CreateMultipartUpload"] == 0 and ops["ListParts"] == 1, ops
+    assert not (set(part_numbers(proxy)) & journaled), "a journaled part was sent again"
+    # Only the parts on the wire at the kill can be sent twice: one per part thread.
+    assert len(resent) <= workers, (sorted(resent), sorted(started_before), sorted(journaled))
+    (bytes_sent,) = journal_rows(sync.journal,
+                                 "SELECT bytes_sent FROM plan_items WHERE key = 'big/disk.img'")[0]
+    assert bytes_sent == sum(min(PART, len(big) - (n - 1) * PART) for n in part_numbers(proxy))
+    print(f"re-sent parts {sorted(resent)}; resume sent {bytes_sent} of {len(big)} bytes")
+    assert object_sha(s3client, sync.bucket, sync.object_key("big/disk.img")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_plain_run_after_kill_reuses_the_upload(sync, s3, s3client):
+    big = random.Random(3).randbytes(30 * MiB)
+    sync.write("big.bin", big)
+    with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, 2, 0.0, *ARGS, "--workers", "1")
+        proxy.clear()
+        result = sync.run(*ARGS)  # cron just runs it again: no --resume
+        assert result.code == 0, result.err
+    assert proxy.operations()["CreateMultipartUpload"] == 0
+    assert len(part_numbers(proxy)) < 6
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_file_changed_between_kill_and_resume_starts_over(sync, s3, s3client):
+    rnd = random.Random(4)
+    path = sync.write("big.bin", rnd.randbytes(20 * MiB))
+    with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, 1, 0.0, *ARGS, "--workers", "1")
+        new = rnd.randbytes(20 * MiB)
+        path.write_bytes(new)
+        proxy.clear()
+        result = sync.run(*ARGS, "--resume")
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    assert ops["AbortMultipartUpload"] == 1 and ops["CreateMultipartUpload"] == 1, ops
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(new).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_sigterm_stops_cleanly_and_resume_finishes(sync, s3, s3client):
+    big = random.Random(5).randbytes(40 * MiB)
+    sync.write("big.bin", big)
+    for i in range(20):
+        sync.write(f"small/{i}.txt", b"x" * i)
+    with RecordingProxy(s3.port, hook=slow_parts(0.2)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*ARGS, "--workers", "2"))
+        while journal_parts(sync.journal) < 1:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 143, err
+        assert out.startswith("journalsync: scanned=21 ") and "--resume" in err
+        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        assert status["runs"][0]["state"] == "interrupted"
+        assert [u["key"] for u in status["in_flight"]] == ["big.bin"]
+        result = sync.run(*ARGS, "--resume", "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["resumed"] is True and summary["uploaded"] == 21
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_complete_retried_after_success_is_done_without_reupload(sync, s3, s3client):
+    big = random.Random(6).randbytes(12 * MiB)
+    sync.write("big.bin", big)
+    failed_once = []
+
+    def hook(req):
+        if req.operation == "CompleteMultipartUpload" and not failed_once:
+            failed_once.append(req)
+            return Fault(500, "InternalError", after_forward=True)  # it did complete
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    assert ops["CompleteMultipartUpload"] == 2 and ops["CreateMultipartUpload"] == 1, ops
+    assert ops["UploadPart"] == 3
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def _abort_upstream(s3client, bucket):
+    """A hook that aborts the upload on the server before its 2nd part arrives, as a
+    lifecycle rule would. With `every`, it does so to every upload. Requests naming an
+    aborted upload get S3's answer, 404 NoSuchUpload (moto's server answers a 500 there)."""
+    aborted: set[str] = set()
+
+    def hook(req, every=False):
+        upload_id = req.query.get("uploadId", [None])[0]
+        if upload_id in aborted:
+            return Fault(404, "NoSuchUpload")
+        if req.operation == "UploadPart" and req.query["partNumber"] == ["2"] and (every or not aborted):
+            aborted.add(upload_id)
+            key = unquote(req.path.split("/", 2)[2])
+            s3client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            return Fault(404, "NoSuchUpload")
+        return None
+
+    return hook
+
+
+def test_upload_aborted_behind_our_back_restarts_once(sync, s3, s3client):
+    big = random.Random(7).randbytes(12 * MiB)
+    sync.write("big.bin", big)
+    with RecordingProxy(s3.port, hook=_abort_upstream(s3client, sync.bucket)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--workers", "1")
+    assert result.code == 0, result.err
+    assert proxy.operations()["CreateMultipartUpload"] == 2
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_upload_aborted_every_time_fails_without_looping(sync, s3, s3client):
+    sync.write("big.bin", random.Random(8).randbytes(12 * MiB))
+    hook = _abort_upstream(s3client, sync.bucket)
+    with RecordingProxy(s3.port, hook=lambda req: hook(req, every=True)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--workers", "1")
+    assert result.code == 1
+    assert proxy.operations()["CreateMultipartUpload"] == 2
+    status = sync.cli("status", "--journal", str(sync.journal))
+    assert "vanished" in status.out or "gone" in status.out
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_file_changed_during_upload_is_aborted_and_retried_next_run(sync, s3, s3client):
+    rnd = random.Random(9)
+    path = sync.write("big.bin", rnd.randbytes(16 * MiB))
+    new = rnd.randbytes(16 * MiB)
+    changed = []
+
+    def hook(req):
+        if req.operation == "UploadPart" and not changed:
+            changed.append(req)
+            path.write_bytes(new)  # same size, new content, new mtime
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--workers", "1")
+    assert result.code == 1, result.err
+    assert result.summary["failed"] == "1" and result.summary["uploaded"] == "0"
+    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    assert "changed during upload" in status["failed"][0]["error"]
+    assert incomplete(s3client, sync.bucket) == []
+    assert "Contents" not in s3client.list_objects_v2(Bucket=sync.bucket)  # never completed
+    sync.endpoint_url = None
+    again = sync.run(*ARGS)
+    assert again.code == 0 and again.summary["uploaded"] == "1"
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(new).hexdigest()
+
+
+def test_stray_upload_unknown_to_the_journal_is_aborted(sync, s3client):
+    """A crash between CreateMultipartUpload and the journal commit leaves a stray."""
+    sync.write("big.bin", random.Random(10).randbytes(6 * MiB))
+    stray = s3client.create_multipart_upload(Bucket=sync.bucket, Key=sync.object_key("big.bin"))
+    other = s3client.create_multipart_upload(Bucket=sync.bucket, Key=sync.object_key("not-ours.bin"))
+    result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    left = incomplete(s3client, sync.bucket)
+    assert left == [(sync.object_key("not-ours.bin"), other["UploadId"])]  # not a key we upload
+    assert stray["UploadId"] not in {u for _, u in left}
+    s3client.abort_multipart_upload(Bucket=sync.bucket, Key=sync.object_key("not-ours.bin"),
+                                    UploadId=other["UploadId"])
+
+
+def test_cleanup_lists_then_aborts_only_under_the_prefix(sync, s3, s3client):
+    sync.write("big.bin", random.Random(11).randbytes(12 * MiB))
+    with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, 1, 0.0, *ARGS, "--workers", "1")
+    sync.endpoint_url = None
+    foreign = s3client.create_multipart_upload(Bucket=sync.bucket, Key="backup/host1/foreign.bin")
+    sibling = s3client.create_multipart_upload(Bucket=sync.bucket, Key="backup/host10/x.bin")
+    ours = {u for k, u in incomplete(s3client, sync.bucket) if k == "backup/host1/big.bin"}
+    assert len(ours) == 1
+
+    base = ("cleanup", sync.dest, "--journal", str(sync.journal), "--json")
+    if s3.name != "moto":  # moto dates every upload 2010-11-10, so none is young there
+        kept = json.loads(sync.cli(*base).out)  # default --older-than 24h: all too young
+        assert {r["action"].split(":")[0] for r in kept} == {"kept"}
+    listed = json.loads(sync.cli(*base, "--older-than", "0").out)
+    assert {(r["key"], r["ours"]) for r in listed} == {("big.bin", True), ("foreign.bin", False)}
+    assert all(r["action"].startswith("would abort") for r in listed)
+    assert len(incomplete(s3client, sync.bucket)) == 3  # the dry run aborted nothing
+
+    aborted = json.loads(sync.cli(*base, "--older-than", "0", "--abort").out)
+    assert {r["action"] for r in aborted} == {"aborted"}
+    assert incomplete(s3client, sync.bucket) == [("backup/host10/x.bin", sibling["UploadId"])]
+    assert journal_rows(sync.journal, "SELECT state FROM multipart_uploads") == [("aborted",)]
+    assert foreign["UploadId"] not in {u for _, u in incomplete(s3client, sync.bucket)}
