@@ -57,7 +57,8 @@ class Fault:
     status: int = 500
     code: str = "InternalError"
     after_forward: bool = False  # forward first, then answer with the error anyway
-    delay: float = 0.0  # hold the request this long first (then forward, unless status=0)
+    delay: float = 0.0  # hold the request (before reading its body), then go on; status=0
+    # with a delay only delays
 
 
 Hook = Callable[[Request], Fault | None]
@@ -88,10 +89,13 @@ class RecordingProxy:
                 url = urlsplit(self.path)
                 req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length)
                 proxy._record(req)  # as soon as the headers are in: a started request counts
-                body = self.rfile.read(length) if length else None
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
-                    time.sleep(fault.delay)
+                    time.sleep(fault.delay)  # the client is still sending the body meanwhile
+                body = self.rfile.read(length) if length else None
+                if length and len(body or b"") < length:
+                    self.close_connection = True
+                    return  # the client went away mid-body: forward nothing, like a server
                 if fault and fault.status and not fault.after_forward:
                     return self._error(fault)
                 status, reason, headers, data = proxy._upstream(self.command, self.path, self.headers, body)
