@@ -85,6 +85,11 @@ def run(
     cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every action with its reason; change nothing remote.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last unfinished run without re-scanning (a fresh run if there is none).")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Mirror: delete objects under the prefix that have no local file (guarded).")] = False,
+    max_delete_percent: Annotated[float, typer.Option(help="Refuse to delete more than this share of the objects under the prefix.")] = 10.0,
+    max_delete: Annotated[Optional[int], typer.Option(help="Refuse to delete more than this many objects.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Delete even past --max-delete-percent / --max-delete.")] = False,
+    allow_empty_source: Annotated[bool, typer.Option("--allow-empty-source", help="Let --delete mirror an empty source (deleting everything).")] = False,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
 ) -> None:
@@ -102,15 +107,21 @@ def run(
             journal_path=journal or default_journal_path(src, destination, endpoint),
             workers=workers, multipart_threshold=parse_size(multipart_threshold),
             part_size=parse_size(part_size), cache_control=cache_control, dry_run=dry_run,
-            resume=resume, verbose=verbose).validate()
+            resume=resume, delete=delete, max_delete_percent=max_delete_percent,
+            max_delete=max_delete, force=force, allow_empty_source=allow_empty_source,
+            verbose=verbose).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         outcome = run_sync(cfg, on_plan_item=on_item if dry_run else None)
         for note in outcome.notes:
             print(f"journalsync: note: {note}", file=sys.stderr)
+        if outcome.verdict is not None and dry_run and not json_out:
+            print(report.guard_line(outcome.verdict, dry_run))
         if json_out:
             extra = {"state": outcome.state, "run_id": outcome.run_id, "dry_run": dry_run,
                      "resumed": outcome.resumed, "exit_code": int(outcome.exit_code)}
+            if outcome.verdict is not None:
+                extra["guard"] = {"allowed": outcome.verdict.allowed, "reason": outcome.verdict.reason}
             if dry_run:
                 extra["plan"] = [report.plan_dict(i) for i in planned]
             print(report.summary_json(outcome.counts, outcome.elapsed, **extra))

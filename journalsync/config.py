@@ -97,6 +97,11 @@ class Config:
     cache_control: str | None = None
     dry_run: bool = False
     resume: bool = False
+    delete: bool = False  # mirror: delete objects under the prefix with no local file
+    max_delete_percent: float = 10.0
+    max_delete: int | None = None
+    force: bool = False
+    allow_empty_source: bool = False
     verbose: bool = False
     retry_attempts: int = 5
     retry_timeout: float = 180.0
@@ -108,6 +113,10 @@ class Config:
             raise UsageError("--part-size must be between 5MiB and 5GiB (S3's limits)")
         if not S3_MIN_PART_SIZE <= self.multipart_threshold <= S3_MAX_PART_SIZE:
             raise UsageError("--multipart-threshold must be between 5MiB and 5GiB")
+        if not 0 <= self.max_delete_percent <= 100:
+            raise UsageError("--max-delete-percent must be between 0 and 100")
+        if self.max_delete is not None and self.max_delete < 0:
+            raise UsageError("--max-delete must not be negative")
         return self
 
 

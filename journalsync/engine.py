@@ -1,4 +1,4 @@
-"""One sync run: scan -> manifest -> plan -> workers, every phase journaled.
+"""One sync run: scan -> manifest -> plan -> uploads -> guarded deletes, all journaled.
 
 This module only sequences the phases and turns their outcomes into counts and an exit
 code; each phase lives in its own module and talks to the journal itself.
@@ -25,7 +25,9 @@ from journalsync import manifest
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
-from journalsync.errors import ExitCode, FatalRemoteError, Interrupted, UsageError
+from journalsync.deleter import Deleter, run_deletes
+from journalsync.errors import ExitCode, FatalRemoteError, Interrupted, JournalsyncError, UsageError
+from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan
@@ -48,13 +50,36 @@ class RunOutcome:
     state: str
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None  # the delete guard's, when --delete was given
+
+
+@dataclass(slots=True)
+class Run:
+    """What the phases of one run share."""
+
+    cfg: Config
+    journal: Journal
+    run_id: int
+    counts: RunCounts
+    stop: threading.Event
+    clients: ClientFactory | None = None
+    notes: list[str] = field(default_factory=list)
+    resumed: bool = False
+    journal_files: int = 0  # files the journal remembered before this run's scan
+    verdict: Verdict | None = None
 
 
 def check_source(cfg: Config) -> None:
+    problem = None
     if not cfg.source.exists():
-        raise UsageError(f"source {cfg.source} does not exist")
-    if not cfg.source.is_dir():
-        raise UsageError(f"source {cfg.source} is not a directory")
+        problem = f"source {cfg.source} does not exist"
+    elif not cfg.source.is_dir():
+        problem = f"source {cfg.source} is not a directory"
+    if problem and cfg.delete:
+        raise JournalsyncError(f"{problem}; refusing a run with --delete (an unmounted disk?)",
+                               ExitCode.GUARD)
+    if problem:
+        raise UsageError(problem)
 
 
 @contextmanager
@@ -91,57 +116,61 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     started = time.monotonic()
     stop = threading.Event()
     with Journal(cfg.journal_path) as journal, stop_on_signals(stop) as received:
-        journal.mark_abandoned_runs()
-        previous = journal.resumable_run() if cfg.resume and not cfg.dry_run else None
-        if previous:
-            run_id = previous["id"]
-            journal.reopen_run(run_id)
-            counts = journal.plan_counts(run_id)
-            log.info("resuming run %d", run_id)
-        else:
-            run_id = journal.start_run(str(cfg.source), str(cfg.dest), cfg.endpoint_url, cfg.dry_run)
-            counts = RunCounts()
-        notes: list[str] = []
-        state = _execute(cfg, journal, run_id, counts, notes, stop, previous is not None,
-                         on_plan_item)
+        run = _open_run(cfg, journal, stop)
+        state = _execute(run, on_plan_item)
         if received:
             state = "interrupted"
-        journal.finish_run(run_id, state, counts, "interrupted by a signal" if received else None)
+        journal.finish_run(run.run_id, state, run.counts,
+                           "interrupted by a signal" if received else None)
+    return RunOutcome(run.run_id, run.counts, time.monotonic() - started,
+                      _exit_code(run, received), state, run.resumed, run.notes, run.verdict)
+
+
+def _open_run(cfg: Config, journal: Journal, stop: threading.Event) -> Run:
+    journal.mark_abandoned_runs()
+    previous = journal.resumable_run() if cfg.resume and not cfg.dry_run else None
+    if previous:
+        log.info("resuming run %d", previous["id"])
+        journal.reopen_run(previous["id"])
+        return Run(cfg, journal, previous["id"], journal.plan_counts(previous["id"]), stop,
+                   resumed=True)
+    run_id = journal.start_run(str(cfg.source), str(cfg.dest), cfg.endpoint_url, cfg.dry_run)
+    return Run(cfg, journal, run_id, RunCounts(), stop)
+
+
+def _exit_code(run: Run, received: list[int]) -> ExitCode:
     if received:
-        exit_code = _SIGNAL_EXIT[received[0]]
-        notes.append("stopped by a signal; `journalsync run --resume` continues")
-    else:
-        exit_code = ExitCode.OK if counts.failed == 0 else ExitCode.PARTIAL
-    return RunOutcome(run_id, counts, time.monotonic() - started, exit_code, state,
-                      previous is not None, notes)
+        run.notes.append("stopped by a signal; `journalsync run --resume` continues")
+        return _SIGNAL_EXIT[received[0]]
+    if run.verdict is not None and not run.verdict.allowed and run.verdict.exit_code == ExitCode.GUARD:
+        return ExitCode.GUARD
+    return ExitCode.OK if run.counts.failed == 0 else ExitCode.PARTIAL
 
 
-def _execute(cfg: Config, journal: Journal, run_id: int, counts: RunCounts, notes: list[str],
-             stop: threading.Event, resuming: bool,
-             on_plan_item: Callable[[PlanItem], None] | None) -> str:
+def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
     """Run the phases, recording a stopped run before re-raising what stopped it."""
+    cfg, journal = run.cfg, run.journal
     try:
-        clients = ClientFactory(cfg)
-        _remote("cannot list", cfg, lambda: manifest.check_bucket(clients, cfg))
-        if not resuming:
-            _scan_and_plan(cfg, journal, run_id, counts, notes, clients, stop, on_plan_item)
+        run.clients = ClientFactory(cfg)
+        _remote("cannot list", cfg, lambda: manifest.check_bucket(run.clients, cfg))
+        if not run.resumed:
+            _scan_and_plan(run, on_plan_item)
         if not cfg.dry_run:
-            _transfer(cfg, journal, run_id, counts, clients, stop)
+            _transfer(run)
+            _final_counts(run)
+            _delete_phase(run)
     except Interrupted:
-        _final_counts(journal, run_id, counts, cfg.dry_run)
+        _final_counts(run)
         return "interrupted"
     except FatalRemoteError as exc:
-        _final_counts(journal, run_id, counts, cfg.dry_run)
-        journal.finish_run(run_id, "failed", counts, str(exc))
-        raise
-    except KeyboardInterrupt:
-        journal.finish_run(run_id, "interrupted", counts, "interrupted")
+        _final_counts(run)
+        journal.finish_run(run.run_id, "failed", run.counts, str(exc))
         raise
     except BaseException as exc:
-        journal.finish_run(run_id, "failed", counts, describe(exc))
+        journal.finish_run(run.run_id, "failed", run.counts, describe(exc))
         raise
-    _final_counts(journal, run_id, counts, cfg.dry_run)
-    return "done" if counts.failed == 0 else "partial"
+    _final_counts(run)
+    return "done" if run.counts.failed == 0 and (run.verdict is None or run.verdict.allowed) else "partial"
 
 
 def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
@@ -155,59 +184,95 @@ def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
         raise FatalRemoteError(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
 
 
-def _scan_and_plan(cfg: Config, journal: Journal, run_id: int, counts: RunCounts,
-                   notes: list[str], clients: ClientFactory, stop: threading.Event,
-                   on_plan_item: Callable[[PlanItem], None] | None) -> None:
+def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> None:
+    cfg, journal, counts = run.cfg, run.journal, run.counts
+    run.journal_files = journal.count_files()
     t = time.monotonic()
-    scanned = scan(cfg.source, cfg.dest, journal, run_id, min(4, cfg.workers), stop)
+    scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers), run.stop)
     counts.scanned, counts.symlinks = scanned.scanned, scanned.symlinks
     log.info("scan: %d files, %d hashed (%d bytes), %d failed, %d symlinks not followed, %.2fs",
              scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
              scanned.symlinks, time.monotonic() - t)
     if scanned.symlinks:
-        notes.append(f"{scanned.symlinks} symlink(s) not followed")
+        run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
 
     t = time.monotonic()
-    listed = _remote("cannot list", cfg, lambda: manifest.refresh(clients, cfg, journal, run_id, stop))
+    listed = _remote("cannot list", cfg,
+                     lambda: manifest.refresh(run.clients, cfg, journal, run.run_id, run.stop))
     _remote("cannot read object metadata in", cfg,
-            lambda: manifest.fill_hashes(clients, cfg, journal, listed))
+            lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs",
              listed.listed, listed.pages, listed.heads, time.monotonic() - t)
 
-    plan = build_plan(journal, run_id, cfg)
-    if stop.is_set():
+    plan = build_plan(journal, run.run_id, cfg)
+    if run.stop.is_set():
         raise Interrupted("stopped while planning")
     counts.skipped, counts.extra = plan.skipped, plan.extra
     counts.skip_reasons = dict(plan.skip_reasons)
-    journal.save_plan_counts(run_id, counts)
-    log.info("plan: %d uploads (%d bytes), %d unchanged, %d extra", plan.uploads,
-             plan.upload_bytes, plan.skipped, plan.extra)
+    journal.save_plan_counts(run.run_id, counts, plan.remote_total)
+    log.info("plan: %d uploads (%d bytes), %d unchanged, %d extra, %d deletes", plan.uploads,
+             plan.upload_bytes, plan.skipped, plan.extra, plan.deletes)
     if cfg.dry_run:
-        notes.append(f"dry run: {plan.uploads} upload(s) of {plan.upload_bytes} bytes planned, "
-                     "nothing sent")
-        for item in journal.iter_plan(run_id) if on_plan_item else ():
-            on_plan_item(item)
+        _dry_run_report(run, plan, on_plan_item)
 
 
-def _transfer(cfg: Config, journal: Journal, run_id: int, counts: RunCounts,
-              clients: ClientFactory, stop: threading.Event) -> None:
+def _dry_run_report(run: Run, plan, on_plan_item) -> None:
+    run.notes.append(f"dry run: {plan.uploads} upload(s) of {plan.upload_bytes} bytes and "
+                     f"{plan.deletes} delete(s) planned, nothing sent")
+    for item in run.journal.iter_plan(run.run_id) if on_plan_item else ():
+        on_plan_item(item)
+    if run.cfg.delete:
+        run.verdict = check_deletes(_delete_facts(run, plan.deletes), _policy(run.cfg))
+
+
+def _transfer(run: Run) -> None:
+    cfg = run.cfg
     with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="part") as part_pool:
-        uploader = Uploader(cfg, journal, run_id, clients, part_pool, stop)
-        aborted = _remote("cannot list incomplete uploads in", cfg,
-                          lambda: reconcile(journal, run_id, uploader.multipart, clients, cfg))
+        uploader = Uploader(cfg, run.journal, run.run_id, run.clients, part_pool, run.stop)
+        aborted = _remote("cannot list incomplete uploads in", cfg, lambda: reconcile(
+            run.journal, run.run_id, uploader.multipart, run.clients, cfg))
         if aborted:
             log.info("aborted %d incomplete upload(s) this run will not continue", aborted)
-        work = run_workers(journal, run_id, uploader.upload, cfg.workers, stop=stop)
+        work = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers, stop=run.stop)
     if work.fatal:
         raise FatalRemoteError(f"stopped: {work.fatal}")
-    if stop.is_set():
+    if run.stop.is_set():
         raise Interrupted("stopped by a signal")
 
 
-def _final_counts(journal: Journal, run_id: int, counts: RunCounts, dry_run: bool) -> None:
+def _policy(cfg: Config) -> DeletePolicy:
+    return DeletePolicy(cfg.max_delete_percent, cfg.max_delete, cfg.force, cfg.allow_empty_source)
+
+
+def _delete_facts(run: Run, planned: int) -> DeleteFacts:
+    errors = run.counts.failed + (run.journal.scan_failures(run.run_id, include_dirs=True)
+                                  - run.journal.scan_failures(run.run_id))
+    return DeleteFacts(planned=planned, remote_total=run.journal.remote_total(run.run_id),
+                       scanned=run.counts.scanned, journal_files=run.journal_files,
+                       errors=errors)
+
+
+def _delete_phase(run: Run) -> None:
+    """After every upload: ask the guard, then delete the planned extras, or nothing."""
+    pending = run.journal.transfer_totals(run.run_id)["pending_deletes"]
+    if not pending:
+        return
+    if not run.cfg.delete:
+        run.notes.append(f"{pending} planned delete(s) not done: --delete was not given")
+        return
+    run.verdict = check_deletes(_delete_facts(run, pending), _policy(run.cfg))
+    if not run.verdict.allowed:
+        run.notes.append(f"deletes refused, nothing deleted: {run.verdict.reason}")
+        return
+    log.info("deleting %d extra object(s): %s", pending, run.verdict.reason)
+    run_deletes(run.journal, run.run_id, Deleter(run.cfg, run.clients), run.stop)
+
+
+def _final_counts(run: Run) -> None:
     """Counts from the journal, so a resumed run reports everything it did across tries."""
-    if not dry_run:
-        counts.uploaded, failed, counts.bytes = journal.transfer_totals(run_id)
-    else:
-        failed = 0
-    counts.failed = failed + journal.scan_failures(run_id)
+    totals = run.journal.transfer_totals(run.run_id) if not run.cfg.dry_run else {}
+    run.counts.uploaded = totals.get("uploaded", 0)
+    run.counts.deleted = totals.get("deleted", 0)
+    run.counts.bytes = totals.get("bytes", 0)
+    run.counts.failed = totals.get("failed", 0) + run.journal.scan_failures(run.run_id)
+    run.counts.extra = max(0, run.journal.plan_counts(run.run_id).extra - run.counts.deleted)

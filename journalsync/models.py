@@ -88,6 +88,7 @@ class TransferResult:
     sha256: str | None = None
     error: str | None = None
     fatal: bool = False
+    action: Action = Action.UPLOAD
     interrupted: bool = False  # stopped by a signal: the item stays pending for --resume
 
 

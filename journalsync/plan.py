@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from journalsync.config import Config
 from journalsync.journal import Journal
 from journalsync.journal.store import BATCH
 from journalsync.models import Action, Decision, LocalFile, RemoteObject
 
 
-def decide(local: LocalFile | None, remote: RemoteObject | None, cfg: object = None) -> Decision:
+def decide(local: LocalFile | None, remote: RemoteObject | None, cfg: Config | None = None) -> Decision:
     """What to do with one key, and why. Pure: no I/O, no clock.
 
     | local | remote | sizes  | hashes                 | action | reason                 |
@@ -22,14 +23,17 @@ def decide(local: LocalFile | None, remote: RemoteObject | None, cfg: object = N
     | yes   | yes    | equal  | local unknown          | upload | local hash unknown     |
     | yes   | yes    | equal  | differ                 | upload | content differs        |
     | yes   | yes    | equal  | equal                  | skip   | unchanged              |
-    | no    | yes    |        |                        | skip   | extra (kept)           |
+    | no    | yes    |        | without --delete       | skip   | extra, kept            |
+    | no    | yes    |        | with --delete          | delete | extra                  |
 
-    An unknown hash is never taken as a match: when in doubt, upload. `cfg` is the run's
-    Config; no rule reads it yet (delete and compare modes will).
+    An unknown hash is never taken as a match: when in doubt, upload. A delete planned here
+    still has to pass the guard (guard.py) before it happens.
     """
     if local is None:
         if remote is None:
             raise ValueError("decide() needs a local file or a remote object")
+        if cfg is not None and cfg.delete:
+            return Decision(Action.DELETE, "extra: no local file, --delete given")
         return Decision(Action.SKIP, "extra: no local file, kept")
     if remote is None:
         return Decision(Action.UPLOAD, "new file")
@@ -49,15 +53,18 @@ class PlanSummary:
     uploads: int = 0
     upload_bytes: int = 0
     skipped: int = 0
-    extra: int = 0
+    extra: int = 0  # objects under the prefix with no local file
+    deletes: int = 0  # of those, planned for deletion (--delete)
+    remote_total: int = 0
     reasons: Counter = field(default_factory=Counter)
     skip_reasons: Counter = field(default_factory=Counter)
 
 
-def build_plan(journal: Journal, run_id: int, cfg: object = None) -> PlanSummary:
-    """Decide every local file against its remote object and store the actions as rows.
-    Skips are counted by reason rather than stored: a nightly run over a million unchanged
-    files writes no million rows."""
+def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> PlanSummary:
+    """Decide every local file against its remote object, then every extra object, and
+    store the actions as rows (uploads first, so deletes come after them). Skips are
+    counted by reason rather than stored: a nightly run over a million unchanged files
+    writes no million rows."""
     summary = PlanSummary()
     rows: list[dict] = []
     for local, remote in journal.iter_plan_inputs():
@@ -75,5 +82,17 @@ def build_plan(journal: Journal, run_id: int, cfg: object = None) -> PlanSummary
             journal.add_plan_items(run_id, rows)
             rows = []
     journal.add_plan_items(run_id, rows)
-    summary.extra = journal.count_extras()
+    rows = []
+    for remote in journal.iter_extras():
+        summary.extra += 1
+        decision = decide(None, remote, cfg)
+        if decision.action is Action.DELETE:
+            summary.deletes += 1
+            rows.append({"key": remote.key, "action": decision.action.value,
+                         "reason": decision.reason, "size": remote.size, "sha256": remote.sha256})
+        if len(rows) >= BATCH:
+            journal.add_plan_items(run_id, rows)
+            rows = []
+    journal.add_plan_items(run_id, rows)
+    summary.remote_total = journal.count_remote()
     return summary

@@ -12,18 +12,20 @@ from rich.table import Table
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, RunCounts
 
-SUMMARY_FIELDS = ("scanned", "uploaded", "skipped", "deleted", "failed", "bytes")
+SUMMARY_FIELDS = ("scanned", "uploaded", "skipped", "deleted", "extra", "failed", "bytes")
 
 
 def summary_line(counts: RunCounts, elapsed: float) -> str:
-    """`journalsync: scanned=N uploaded=N skipped=N deleted=N failed=N bytes=N elapsed=S.SSs`"""
+    """`journalsync: scanned=N uploaded=N skipped=N deleted=N extra=N failed=N bytes=N
+    elapsed=S.SSs`. `extra` counts objects under the prefix with no local file that are
+    still there (all of them without --delete)."""
     fields = " ".join(f"{name}={getattr(counts, name)}" for name in SUMMARY_FIELDS)
     return f"journalsync: {fields} elapsed={elapsed:.2f}s"
 
 
 def summary_json(counts: RunCounts, elapsed: float, **extra) -> str:
     data = {name: getattr(counts, name) for name in SUMMARY_FIELDS}
-    data.update(elapsed=round(elapsed, 3), extra=counts.extra, symlinks=counts.symlinks,
+    data.update(elapsed=round(elapsed, 3), symlinks=counts.symlinks,
                 skip_reasons=counts.skip_reasons, **extra)
     return json.dumps(data, sort_keys=False)
 
@@ -36,6 +38,13 @@ def shown(text: str) -> str:
 def plan_line(item: PlanItem) -> str:
     """One dry-run line: `upload photos/a.jpg (new file)`."""
     return f"{item.action.value} {shown(item.key)} ({item.reason})"
+
+
+def guard_line(verdict, dry_run: bool) -> str:
+    """`guard: would pass: 3 of 60 objects (5.0%), within the limits`"""
+    word = ("would pass" if verdict.allowed else "would refuse") if dry_run else (
+        "passed" if verdict.allowed else "refused")
+    return f"guard: {word}: {verdict.reason}"
 
 
 def plan_dict(item: PlanItem) -> dict:
@@ -79,14 +88,13 @@ def status_data(journal: Journal, runs: int = 5, failures: int = 50) -> dict:
 def render_status(data: dict, console: Console) -> None:
     console.print(f"journal: {data['journal']}")
     runs = Table(title="recent runs", title_justify="left")
-    for col in ("run", "started", "secs", "state", "scanned", "uploaded", "skipped",
-                "deleted", "failed", "bytes"):
+    for col in ("run", "started", "secs", "state", *SUMMARY_FIELDS):
         runs.add_column(col, justify="right" if col not in ("started", "state") else "left")
     for r in data["runs"]:
         secs = f"{r['finished_at'] - r['started_at']:.1f}" if r["finished_at"] else "-"
         state = r["state"] + (" (dry run)" if r["dry_run"] else "")
         runs.add_row(str(r["id"]), _when(r["started_at"]), secs, state,
-                     *(str(r[c]) for c in SUMMARY_FIELDS[:-1]), str(r["bytes"]))
+                     *(str(r[c]) for c in SUMMARY_FIELDS))
     console.print(runs)
     if not data["runs"]:
         return

@@ -46,6 +46,7 @@ runs = Table(
     Column("error", Text),  # the fatal error that ended the run, if any
     Column("planned_at", Float),  # set once the whole plan is stored: only then is it resumable
     Column("resumed", Integer, nullable=False, default=0, server_default="0"),  # times resumed
+    Column("remote_total", Integer),  # objects under the prefix at planning: the guard's base
 )
 
 # One row per regular file under the source root, as of the last scan.

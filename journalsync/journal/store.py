@@ -158,10 +158,11 @@ class Journal:
                 plan_items.c.run_id == run_id, plan_items.c.status == ItemStatus.FAILED.value
             ).values(status=ItemStatus.PENDING.value))
 
-    def save_plan_counts(self, run_id: int, counts: RunCounts) -> None:
+    def save_plan_counts(self, run_id: int, counts: RunCounts, remote_total: int) -> None:
         """Store the scan and plan numbers and mark the plan complete (resumable)."""
         with self._write() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(
+                remote_total=remote_total,
                 scanned=counts.scanned, skipped=counts.skipped, extra=counts.extra,
                 symlinks=counts.symlinks, skip_reasons=json.dumps(counts.skip_reasons, sort_keys=True),
                 planned_at=time.time()))
@@ -174,24 +175,40 @@ class Journal:
                          symlinks=row["symlinks"],
                          skip_reasons=json.loads(row["skip_reasons"] or "{}"))
 
-    def transfer_totals(self, run_id: int) -> tuple[int, int, int]:
-        """(uploaded, failed, bytes) of a run's upload items, across all its resumptions."""
+    def transfer_totals(self, run_id: int) -> dict[str, int]:
+        """A run's plan items by outcome, across all its resumptions: uploaded, deleted,
+        failed, bytes (uploaded), pending_deletes."""
         stmt = text("""
-            SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'failed'), 0),
-                   coalesce(sum(CASE WHEN status = 'done' THEN size ELSE 0 END), 0)
-            FROM plan_items WHERE run_id = :run AND action = 'upload'""")
-        with self._lock:
-            row = self._writer.execute(stmt, {"run": run_id}).one()
-            self._writer.rollback()
-        return int(row[0]), int(row[1]), int(row[2])
+            SELECT coalesce(sum(action = 'upload' AND status = 'done'), 0) AS uploaded,
+                   coalesce(sum(action = 'delete' AND status = 'done'), 0) AS deleted,
+                   coalesce(sum(status = 'failed'), 0) AS failed,
+                   coalesce(sum(CASE WHEN action = 'upload' AND status = 'done'
+                                     THEN size ELSE 0 END), 0) AS bytes,
+                   coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes
+            FROM plan_items WHERE run_id = :run""")
+        return {k: int(v) for k, v in self._one(stmt, {"run": run_id})._mapping.items()}
 
-    def scan_failures(self, run_id: int) -> int:
-        """Files (not directories) the run's scan could not key or read."""
-        stmt = text("SELECT count(*) FROM file_errors WHERE run_id = :run AND path NOT LIKE '%/'")
+    def scan_failures(self, run_id: int, include_dirs: bool = False) -> int:
+        """Files (and with include_dirs, directories) the run's scan could not read."""
+        where = "" if include_dirs else " AND path NOT LIKE '%/'"
+        stmt = text(f"SELECT count(*) FROM file_errors WHERE run_id = :run{where}")
+        return int(self._one(stmt, {"run": run_id})[0])
+
+    def remote_total(self, run_id: int) -> int:
+        stmt = select(runs.c.remote_total).where(runs.c.id == run_id)
+        return int(self._one(stmt)[0] or 0)
+
+    def count_files(self) -> int:
+        return int(self._one(select(func.count()).select_from(files))[0])
+
+    def count_remote(self) -> int:
+        return int(self._one(select(func.count()).select_from(remote_objects))[0])
+
+    def _one(self, stmt, params=None):
         with self._lock:
-            n = self._writer.execute(stmt, {"run": run_id}).scalar_one()
+            row = self._writer.execute(stmt, params or {}).one()
             self._writer.rollback()
-        return int(n)
+        return row
 
     def recent_runs(self, limit: int = 10) -> list[dict]:
         with self._lock:
@@ -351,14 +368,14 @@ class Journal:
                 conn.execute(stmt, [{"k": r["key"], "e": r["etag"], "sha256": r["sha256"]}
                                     for r in rows])
 
-    def count_extras(self) -> int:
-        """Objects under the prefix with no local file (never deleted without --delete)."""
-        with self._lock:
-            n = self._writer.execute(text("""
-                SELECT count(*) FROM remote_objects r
-                WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = r.key)""")).scalar_one()
-            self._writer.rollback()
-        return int(n)
+    def iter_extras(self) -> Iterator[RemoteObject]:
+        """Objects under the prefix with no local file at all, in key order. A file that
+        exists but could not be read is not missing: its object is never an extra."""
+        stmt = text("""
+            SELECT r.key, r.size, r.etag, r.sha256 FROM remote_objects r
+            WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = r.key) ORDER BY r.key""")
+        for row in self._stream(stmt):
+            yield RemoteObject(row.key, row.size, row.etag, row.sha256)
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -385,16 +402,19 @@ class Journal:
                     {**r, "run_id": run_id, "status": ItemStatus.PENDING.value, "attempts": 0,
                      "bytes_sent": 0, "updated_at": now} for r in rows])
 
-    def claim_batch(self, run_id: int, after_id: int, limit: int) -> list[PlanItem]:
-        """The next pending plan items of a run, in id order, with their local paths."""
+    def claim_batch(self, run_id: int, after_id: int, limit: int,
+                    action: Action = Action.UPLOAD) -> list[PlanItem]:
+        """The next pending plan items of one action, in id order, with their local paths."""
         stmt = text("""
             SELECT p.id, p.key, p.action, p.reason, p.size, p.sha256, f.path,
                    f.mtime_ns, f.ctime_ns, f.inode, f.sha256 AS f_sha256
             FROM plan_items p LEFT JOIN files f ON f.key = p.key
-            WHERE p.run_id = :run AND p.status = 'pending' AND p.id > :after
+            WHERE p.run_id = :run AND p.status = 'pending' AND p.action = :action
+              AND p.id > :after
             ORDER BY p.id LIMIT :limit""")
         with self._lock:
-            rows = self._writer.execute(stmt, {"run": run_id, "after": after_id, "limit": limit}).all()
+            rows = self._writer.execute(stmt, {"run": run_id, "after": after_id, "limit": limit,
+                                               "action": action.value}).all()
             self._writer.rollback()
         # The identity is only worth carrying while the files row still describes the hash
         # the plan was made with; otherwise the file is hashed again before a multipart.
@@ -419,7 +439,8 @@ class Journal:
                       "updated_at": now} for r in results]
         uploaded = [{"key": r.key, "size": r.size, "etag": r.etag, "sha256": r.sha256,
                      "sha_source": "upload", "last_modified": now}
-                    for r in results if r.ok and r.etag is not None]
+                    for r in results if r.ok and r.etag is not None and r.action is Action.UPLOAD]
+        deleted = [{"k": r.key} for r in results if r.ok and r.action is Action.DELETE]
         with self._write() as conn:
             conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
                 status=bindparam("status"), attempts=bindparam("attempts"),
@@ -430,6 +451,9 @@ class Journal:
                 conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
                     c: stmt.excluded[c] for c in ("size", "etag", "sha256", "sha_source",
                                                   "last_modified")}), uploaded)
+            if deleted:
+                conn.execute(remote_objects.delete().where(remote_objects.c.key == bindparam("k")),
+                             deleted)
 
     def failed_items(self, run_id: int, limit: int | None = None) -> list[dict]:
         stmt = (select(plan_items.c.key, plan_items.c.action, plan_items.c.error,

@@ -1,0 +1,84 @@
+"""Deleting extras once the guard allows it: batched DeleteObjects (up to 1000 keys), and
+one DeleteObject at a time where a provider lacks the batch call (GCS's S3 API)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from botocore.exceptions import ClientError
+
+from journalsync.clients import ClientFactory
+from journalsync.config import Config
+from journalsync.errors import FatalRemoteError, Interrupted
+from journalsync.journal import Journal
+from journalsync.models import Action, PlanItem, TransferResult
+from journalsync.retry import call_with_retry, describe, error_code, fatal_reason, http_status
+
+log = logging.getLogger(__name__)
+
+BATCH_KEYS = 1000  # S3's limit per DeleteObjects
+_NOT_SUPPORTED = {"NotImplemented", "MethodNotAllowed", "501", "405"}
+
+
+class Deleter:
+    def __init__(self, cfg: Config, clients: ClientFactory):
+        self.cfg = cfg
+        self.clients = clients
+        self.one_by_one = False
+
+    def _call(self, fn):
+        return call_with_retry(fn, attempts=self.cfg.retry_attempts, timeout=self.cfg.retry_timeout)
+
+    def delete(self, items: list[PlanItem]) -> list[TransferResult]:
+        """Delete a batch of keys; per-key failures come back as failed results."""
+        if not self.one_by_one:
+            try:
+                return self._batch(items)
+            except ClientError as exc:
+                if error_code(exc) not in _NOT_SUPPORTED and http_status(exc) not in (405, 501):
+                    raise
+                log.info("DeleteObjects is not supported here; deleting one key at a time")
+                self.one_by_one = True
+        return [self._one(item) for item in items]
+
+    def _batch(self, items: list[PlanItem]) -> list[TransferResult]:
+        client = self.clients.get()
+        objects = [{"Key": self.cfg.dest.object_key(item.key)} for item in items]
+        resp = self._call(lambda: client.delete_objects(
+            Bucket=self.cfg.dest.bucket, Delete={"Objects": objects, "Quiet": True}))
+        errors = {e["Key"]: f"{e.get('Code')}: {e.get('Message', '')}".strip(": ")
+                  for e in resp.get("Errors", ())}
+        return [self._result(item, errors.get(self.cfg.dest.object_key(item.key))) for item in items]
+
+    def _one(self, item: PlanItem) -> TransferResult:
+        client = self.clients.get()
+        try:
+            self._call(lambda: client.delete_object(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(item.key)))
+        except Exception as exc:  # noqa: BLE001 - journaled per key
+            fatal = fatal_reason(exc)
+            return self._result(item, fatal or describe(exc), fatal=fatal is not None)
+        return self._result(item, None)
+
+    @staticmethod
+    def _result(item: PlanItem, error: str | None, fatal: bool = False) -> TransferResult:
+        return TransferResult(item.id, item.key, error is None, 1, error=error, fatal=fatal,
+                              action=Action.DELETE)
+
+
+def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading.Event) -> None:
+    """Delete every pending delete item of the run, a batch at a time."""
+    after = 0
+    while batch := journal.claim_batch(run_id, after, BATCH_KEYS, Action.DELETE):
+        if stop.is_set():
+            raise Interrupted("stopped before every delete was done")
+        results = deleter.delete(batch)
+        journal.record_results(results)
+        for result in results:
+            if not result.ok:
+                log.warning("delete failed: %s: %s", result.key, result.error)
+        fatal = next((r.error for r in results if r.fatal), None)
+        if fatal:
+            raise FatalRemoteError(f"stopped deleting: {fatal}")
+        after = batch[-1].id
