@@ -36,6 +36,8 @@ class Request:
         q = self.query
         if self.method == "PUT" and "partNumber" in q:
             return "UploadPart"
+        if self.method == "POST" and "delete" in q:
+            return "DeleteObjects"
         if self.method == "POST" and "uploads" in q:
             return "CreateMultipartUpload"
         if self.method == "POST" and "uploadId" in q:
