@@ -21,7 +21,7 @@ from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.journal import Journal
 from journalsync.multipart import MultipartDriver
-from journalsync.retry import call_with_retry, describe, error_code
+from journalsync.retry import describe, error_code
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,8 @@ def list_incomplete(clients: ClientFactory, cfg: Config) -> Iterator[IncompleteU
     markers: dict[str, str] = {}
     while True:
         try:
-            page = call_with_retry(lambda: client.list_multipart_uploads(
-                Bucket=cfg.dest.bucket, Prefix=prefix, MaxUploads=1000, **markers),
-                attempts=cfg.retry_attempts, timeout=cfg.retry_timeout)
+            page = clients.call(lambda: client.list_multipart_uploads(
+                Bucket=cfg.dest.bucket, Prefix=prefix, MaxUploads=1000, **markers))
         except ClientError as exc:
             # rclone serve s3 answers NoSuchUpload for a bucket that never had an upload.
             if error_code(exc) == "NoSuchUpload":
@@ -93,9 +92,8 @@ def reconcile(journal: Journal, run_id: int, driver: MultipartDriver, clients: C
 def _abort_remote(clients: ClientFactory, cfg: Config, up: IncompleteUpload) -> None:
     client = clients.get()
     try:
-        call_with_retry(lambda: client.abort_multipart_upload(
-            Bucket=cfg.dest.bucket, Key=cfg.dest.object_key(up.key), UploadId=up.upload_id),
-            attempts=cfg.retry_attempts, timeout=cfg.retry_timeout)
+        clients.call(lambda: client.abort_multipart_upload(
+            Bucket=cfg.dest.bucket, Key=cfg.dest.object_key(up.key), UploadId=up.upload_id))
     except ClientError as exc:
         if error_code(exc) != "NoSuchUpload":
             raise

@@ -1,33 +1,68 @@
-"""boto3 clients: one session built in the main thread, one client per worker thread.
+"""boto3 clients: one session built in the main thread, one client per worker thread, one
+retry policy and one shared backoff for all of them, and the provider's quirks.
 
 boto3 sessions are not thread-safe, so the session is made once and clients are created
 from it under a lock; each thread then keeps its own client. Credentials come only from
-boto3's standard chain (environment, shared profile, instance or container role); the
-endpoint also from AWS_ENDPOINT_URL, which boto3 reads itself.
+boto3's standard chain (environment, shared profile, instance or container role).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
 
 from journalsync.config import Config
+from journalsync.ratelimit import RateLimiter
+from journalsync.retry import Attempts, RetryPolicy, SharedBackoff
+
+T = TypeVar("T")
 
 
-def boto_config(cfg: Config, pool_size: int) -> BotoConfig:
-    s3_options = {}
-    checksums = {}
-    if cfg.endpoint_url:
-        # S3-compatible stores: path-style addressing works everywhere (no wildcard DNS),
-        # and boto3 >= 1.36's default CRC checksums are rejected by several of them, so
-        # send checksums only when an operation requires one (we send Content-MD5 ourselves).
-        s3_options = {"addressing_style": "path"}
-        checksums = {"request_checksum_calculation": "when_required",
-                     "response_checksum_validation": "when_required"}
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """What differs between S3 implementations, as far as we are concerned."""
+
+    name: str
+    addressing_style: str  # path works everywhere without wildcard DNS
+    checksums: str  # when_supported (boto3 >= 1.36's CRC default) or when_required
+    batch_delete: bool  # DeleteObjects exists
+    equal_parts: bool  # every part but the last the same size (R2); ours always are
+
+
+PRESETS = {
+    "aws": Preset("aws", "auto", "when_supported", True, False),
+    # Several S3-compatible stores reject the CRC checksums boto3 >= 1.36 sends by default;
+    # we send Content-MD5 ourselves, so ask for checksums only where an API requires one.
+    "minio": Preset("minio", "path", "when_required", True, False),
+    "r2": Preset("r2", "path", "when_required", True, True),
+    "gcs": Preset("gcs", "path", "when_required", False, False),
+    "other": Preset("other", "path", "when_required", True, False),
+}
+
+
+def resolve_provider(name: str, endpoint_url: str | None) -> Preset:
+    """`auto` picks the preset from the endpoint's host."""
+    if name != "auto":
+        return PRESETS[name]
+    host = (urlsplit(endpoint_url).hostname or "") if endpoint_url else ""
+    if not endpoint_url or host.endswith("amazonaws.com"):
+        return PRESETS["aws"]
+    if host.endswith("r2.cloudflarestorage.com"):
+        return PRESETS["r2"]
+    if host in ("storage.googleapis.com", "storage.cloud.google.com"):
+        return PRESETS["gcs"]
+    return PRESETS["other"]
+
+
+def boto_config(preset: Preset, pool_size: int) -> BotoConfig:
     return BotoConfig(
-        s3=s3_options,
+        s3={"addressing_style": preset.addressing_style},
         # One retry layer only: tenacity (retry.py) owns retries and their time budget.
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=pool_size,
@@ -35,20 +70,27 @@ def boto_config(cfg: Config, pool_size: int) -> BotoConfig:
         read_timeout=60,
         tcp_keepalive=True,
         user_agent_extra="journalsync",
-        **checksums,
+        request_checksum_calculation=preset.checksums,
+        response_checksum_validation=preset.checksums,
     )
 
 
 class ClientFactory:
-    """Hands each thread its own S3 client, all built from one session."""
+    """Hands each thread its own S3 client, all built from one session, and runs every
+    request through the run's retry policy and shared backoff."""
 
     def __init__(self, cfg: Config, pool_size: int | None = None):
+        self.preset = resolve_provider(cfg.provider, cfg.endpoint_url)
+        pool_size = pool_size or cfg.workers * 2 + 4
         self._session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
-        self._config = boto_config(cfg, pool_size or cfg.workers * 2 + 4)
+        self._config = boto_config(self.preset, pool_size)
         self._endpoint_url = cfg.endpoint_url
         self._region = cfg.region or self._session.region_name or "us-east-1"
         self._lock = threading.Lock()
         self._local = threading.local()
+        self.backoff = SharedBackoff(cfg.workers * 2)
+        self.retry = RetryPolicy(cfg.retry_attempts, cfg.retry_timeout, self.backoff)
+        self.bandwidth = RateLimiter(cfg.bwlimit) if cfg.bwlimit else None
 
     def get(self):
         """This thread's client, created on first use."""
@@ -60,3 +102,12 @@ class ClientFactory:
                     config=self._config)
             self._local.client = client
         return client
+
+    def call(self, fn: Callable[[], T], counter: Attempts | None = None) -> T:
+        """One request, retried and throttled by the run's policy."""
+        return self.retry.call(fn, counter)
+
+    def body(self, data: bytes):
+        """A request body for `data`, paced by --bwlimit when it is set. Made anew for each
+        attempt, so a retry sends the same bytes from the start."""
+        return self.bandwidth.wrap(data) if self.bandwidth else data

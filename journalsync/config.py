@@ -103,8 +103,10 @@ class Config:
     force: bool = False
     allow_empty_source: bool = False
     verbose: bool = False
-    retry_attempts: int = 5
-    retry_timeout: float = 180.0
+    provider: str = "auto"  # auto | aws | minio | r2 | gcs | other
+    bwlimit: float | None = None  # bytes per second across all workers
+    retry_attempts: int = 10
+    retry_timeout: float = 180.0  # per request, across its retries
 
     def validate(self) -> Config:
         if self.workers < 1 or self.workers > 256:
@@ -113,6 +115,12 @@ class Config:
             raise UsageError("--part-size must be between 5MiB and 5GiB (S3's limits)")
         if not S3_MIN_PART_SIZE <= self.multipart_threshold <= S3_MAX_PART_SIZE:
             raise UsageError("--multipart-threshold must be between 5MiB and 5GiB")
+        if self.provider not in ("auto", "aws", "minio", "r2", "gcs", "other"):
+            raise UsageError(f"--provider must be auto, aws, minio, r2, gcs or other, not {self.provider!r}")
+        if self.bwlimit is not None and self.bwlimit <= 0:
+            raise UsageError("--bwlimit must be positive")
+        if self.retry_timeout <= 0:
+            raise UsageError("--retry-timeout must be positive")
         if not 0 <= self.max_delete_percent <= 100:
             raise UsageError("--max-delete-percent must be between 0 and 100")
         if self.max_delete is not None and self.max_delete < 0:

@@ -13,7 +13,7 @@ from journalsync.config import Config
 from journalsync.errors import FatalRemoteError, Interrupted
 from journalsync.journal import Journal
 from journalsync.models import Action, PlanItem, TransferResult
-from journalsync.retry import call_with_retry, describe, error_code, fatal_reason, http_status
+from journalsync.retry import describe, error_code, fatal_reason, http_status
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,10 @@ class Deleter:
     def __init__(self, cfg: Config, clients: ClientFactory):
         self.cfg = cfg
         self.clients = clients
-        self.one_by_one = False
+        self.one_by_one = not clients.preset.batch_delete
 
     def _call(self, fn):
-        return call_with_retry(fn, attempts=self.cfg.retry_attempts, timeout=self.cfg.retry_timeout)
+        return self.clients.call(fn)
 
     def delete(self, items: list[PlanItem]) -> list[TransferResult]:
         """Delete a batch of keys; per-key failures come back as failed results."""

@@ -17,7 +17,7 @@ from journalsync.config import Config
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.journal.store import BATCH
-from journalsync.retry import call_with_retry, error_code
+from journalsync.retry import error_code
 from journalsync.objectmeta import metadata_sha256
 from journalsync.workers import bounded_map
 
@@ -33,9 +33,8 @@ class ManifestStats:
 def check_bucket(clients: ClientFactory, cfg: Config) -> None:
     """One cheap LIST so a wrong bucket or bad credentials fail before any scanning."""
     client = clients.get()
-    call_with_retry(lambda: client.list_objects_v2(
-        Bucket=cfg.dest.bucket, Prefix=cfg.dest.list_prefix, MaxKeys=1),
-        attempts=cfg.retry_attempts, timeout=cfg.retry_timeout)
+    clients.call(lambda: client.list_objects_v2(
+        Bucket=cfg.dest.bucket, Prefix=cfg.dest.list_prefix, MaxKeys=1))
 
 
 def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
@@ -51,8 +50,7 @@ def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
         kwargs = {"Bucket": cfg.dest.bucket, "Prefix": prefix, "MaxKeys": 1000}
         if token:
             kwargs["ContinuationToken"] = token
-        page = call_with_retry(lambda: client.list_objects_v2(**kwargs),
-                               attempts=cfg.retry_attempts, timeout=cfg.retry_timeout)
+        page = clients.call(lambda: client.list_objects_v2(**kwargs))
         stats.pages += 1
         for obj in page.get("Contents", ()):
             key = obj["Key"]
@@ -84,9 +82,8 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
         key, etag = item
         client = clients.get()
         try:
-            resp = call_with_retry(
-                lambda: client.head_object(Bucket=cfg.dest.bucket, Key=cfg.dest.object_key(key)),
-                attempts=cfg.retry_attempts, timeout=cfg.retry_timeout)
+            resp = clients.call(
+                lambda: client.head_object(Bucket=cfg.dest.bucket, Key=cfg.dest.object_key(key)))
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None  # gone since LIST: it will be uploaded

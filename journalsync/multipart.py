@@ -35,7 +35,7 @@ from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
 from journalsync.objectmeta import file_identity, md5_b64, metadata_sha256, object_args
-from journalsync.retry import Attempts, call_with_retry, error_code, fatal_reason, is_retryable
+from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ class MultipartDriver:
         self.part_slots = threading.BoundedSemaphore(max(2, cfg.workers))
 
     def _call(self, fn, counter: Attempts | None = None):
-        return call_with_retry(fn, attempts=self.cfg.retry_attempts,
-                               timeout=self.cfg.retry_timeout, counter=counter)
+        return self.clients.call(fn, counter)
 
     def upload(self, item: PlanItem, path: str, counter: Attempts) -> TransferResult:
         """Upload (or resume) one file. Raises FileChanged, UploadGone, Interrupted or the
@@ -224,7 +223,8 @@ class MultipartDriver:
         try:
             resp = self._call(lambda: client.upload_part(
                 Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(rec.key),
-                UploadId=rec.upload_id, PartNumber=number, Body=data, ContentMD5=md5), counter)
+                UploadId=rec.upload_id, PartNumber=number, Body=self.clients.body(data),
+                ContentMD5=md5), counter)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc

@@ -1,11 +1,20 @@
-"""The one place that decides whether an error is worth retrying, fatal, or per-item.
+"""The one place that decides whether an error is worth retrying, fatal, or per-item, and
+the retry policy every request goes through.
 
 botocore is configured with a single attempt (see clients.py): tenacity is the only retry
 layer, so the two never multiply into a storm of 5 x 5 attempts against a struggling store.
+Each request is retried with full-jitter exponential backoff, bounded by attempts and by a
+total time (`--retry-timeout`). On top of that, throttling is shared: when any request
+meets SlowDown, `SharedBackoff` halves how many requests all workers may have in flight,
+then lets it grow back by one per round of successes (AIMD, as TCP does).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,13 +32,17 @@ from botocore.exceptions import (
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 T = TypeVar("T")
+log = logging.getLogger("journalsync.throttle")
+
+THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException",
+                            "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException"})
 
 RETRYABLE_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
     "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
     "BadDigest",  # the body we sent arrived damaged: resend the same bytes
 })
-RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 FATAL_CODES = {
     "AccessDenied": "access denied",
@@ -39,7 +52,8 @@ FATAL_CODES = {
     "NoSuchBucket": "the bucket does not exist",
     "InvalidBucketName": "the bucket name is not valid",
     "RequestTimeTooSkewed": "this machine's clock differs too much from the server's",
-    "ExpiredToken": "the session token has expired",
+    "ExpiredToken": "the session token has expired; refresh the credentials and run again "
+                    "with --resume",
     "InvalidToken": "the session token is not valid",
     "AuthorizationHeaderMalformed": "the region or credentials do not fit this endpoint",
     "PermanentRedirect": "the bucket is in another region (set --region)",
@@ -56,6 +70,11 @@ def http_status(exc: BaseException) -> int | None:
     if isinstance(exc, ClientError):
         return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return None
+
+
+def is_throttle(exc: BaseException) -> bool:
+    """The store asks us to slow down."""
+    return error_code(exc) in THROTTLE_CODES or http_status(exc) in (429, 503)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -76,6 +95,11 @@ def fatal_reason(exc: BaseException) -> str | None:
     if isinstance(exc, SSLError):
         return f"TLS error talking to the endpoint: {exc}"
     code = error_code(exc)
+    if code == "RequestTimeTooSkewed":
+        error = exc.response.get("Error", {})
+        ours = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (f"{FATAL_CODES[code]}: server time {error.get('ServerTime', 'unknown')}, "
+                f"ours {ours} (RequestTimeTooSkewed)")
     if code in FATAL_CODES:
         return f"{FATAL_CODES[code]} ({code})"
     if code in ("403", "Forbidden"):
@@ -99,19 +123,81 @@ class Attempts:
         self.count = 0
 
 
-def call_with_retry(fn: Callable[[], T], *, attempts: int, timeout: float,
-                    counter: Attempts | None = None) -> T:
-    """Run fn, retrying retryable errors with full-jitter exponential backoff, bounded by
-    both an attempt count and a total time."""
-    retrying = Retrying(
-        retry=retry_if_exception(is_retryable),
-        stop=stop_after_attempt(attempts) | stop_after_delay(timeout),
-        wait=wait_random_exponential(multiplier=0.25, max=20),
-        reraise=True,
-    )
-    for attempt in retrying:
-        with attempt:
-            if counter is not None:
-                counter.count += 1
+class SharedBackoff:
+    """AIMD on the number of requests in flight, shared by every worker thread.
+
+    A throttled request halves the limit (at most once a second: the burst of 503s from
+    requests already in flight is one signal, not ten); each success adds 1/limit, so the
+    limit grows back by about one per round of requests. Both are logged.
+    """
+
+    def __init__(self, max_in_flight: int, clock: Callable[[], float] = time.monotonic):
+        self.max = max(1, max_in_flight)
+        self.limit = float(self.max)
+        self.in_flight = 0
+        self.throttled = 0
+        self._clock = clock
+        self._last_cut = float("-inf")
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self.in_flight >= int(self.limit):
+                self._cond.wait()
+            self.in_flight += 1
+
+    def release(self, throttled: bool) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            before = int(self.limit)
+            if throttled:
+                self.throttled += 1
+                now = self._clock()
+                if now - self._last_cut >= 1.0:
+                    self._last_cut = now
+                    self.limit = max(1.0, self.limit / 2)
+                    log.warning("throttled by the store (SlowDown): requests in flight %d -> %d",
+                                before, int(self.limit))
+            elif self.limit < self.max:
+                self.limit = min(float(self.max), self.limit + 1.0 / self.limit)
+                if int(self.limit) > before:
+                    log.info("throttling eases: requests in flight %d -> %d", before, int(self.limit))
+            self._cond.notify_all()
+
+
+class RetryPolicy:
+    """How every request is made: through the shared backoff, retried by tenacity."""
+
+    def __init__(self, attempts: int, timeout: float, backoff: SharedBackoff | None = None):
+        self.attempts = attempts
+        self.timeout = timeout
+        self.backoff = backoff
+
+    def call(self, fn: Callable[[], T], counter: Attempts | None = None) -> T:
+        """Run fn, retrying retryable errors with full-jitter exponential backoff, bounded
+        by both an attempt count and a total time."""
+        retrying = Retrying(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.timeout),
+            wait=wait_random_exponential(multiplier=0.25, max=20),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if counter is not None:
+                    counter.count += 1
+                return self._once(fn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, fn: Callable[[], T]) -> T:
+        if self.backoff is None:
             return fn()
-    raise AssertionError("unreachable")  # pragma: no cover
+        self.backoff.acquire()
+        throttled = False
+        try:
+            return fn()
+        except Exception as exc:
+            throttled = is_throttle(exc)
+            raise
+        finally:
+            self.backoff.release(throttled)

@@ -23,7 +23,7 @@ from journalsync.journal import Journal
 from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.objectmeta import md5_b64, object_args
-from journalsync.retry import Attempts, call_with_retry, describe, fatal_reason
+from journalsync.retry import Attempts, describe, fatal_reason
 
 
 class Uploader:
@@ -69,9 +69,8 @@ class Uploader:
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
         md5 = md5_b64(data)
         client = self.clients.get()
-        resp = call_with_retry(lambda: client.put_object(Body=data, ContentMD5=md5, **args),
-                               attempts=self.cfg.retry_attempts, timeout=self.cfg.retry_timeout,
-                               counter=counter)
+        resp = self.clients.call(
+            lambda: client.put_object(Body=self.clients.body(data), ContentMD5=md5, **args), counter)
         return TransferResult(item.id, item.key, True, counter.count,
                               bytes_sent=len(data) * counter.count, size=len(data),
                               etag=resp["ETag"].strip('"'), sha256=sha)

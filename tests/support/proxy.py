@@ -12,6 +12,8 @@ is not signed and is dropped (the proxy has already read the body).
 from __future__ import annotations
 
 import http.client
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -56,9 +58,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Fault:
-    status: int = 500
+    status: int = 500  # 200 sends an error document with a 200 status, as S3 sometimes does
     code: str = "InternalError"
     after_forward: bool = False  # forward first, then answer with the error anyway
+    reset: bool = False  # read about half the body, then drop the connection with a RST
+    fields: tuple[tuple[str, str], ...] = ()  # extra elements in the error document
     delay: float = 0.0  # hold the request (before reading its body), then go on; status=0
     # with a delay only delays
 
@@ -94,6 +98,8 @@ class RecordingProxy:
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
                     time.sleep(fault.delay)  # the client is still sending the body meanwhile
+                if fault and fault.reset:
+                    return self._reset(length)
                 body = self.rfile.read(length) if length else None
                 if length and len(body or b"") < length:
                     self.close_connection = True
@@ -115,9 +121,18 @@ class RecordingProxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
+            def _reset(self, length: int):
+                if length:
+                    self.rfile.read(max(1, length // 2))
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))  # close => RST
+                self.close_connection = True
+                self.connection.close()
+
             def _error(self, fault: Fault):
+                extra = "".join(f"<{k}>{v}</{k}>" for k, v in fault.fields)
                 body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
-                        f"<Message>injected by the test proxy</Message></Error>").encode()
+                        f"<Message>injected by the test proxy</Message>{extra}</Error>").encode()
                 self.send_response_only(fault.status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body) if self.command != "HEAD" else 0))
