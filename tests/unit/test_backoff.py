@@ -35,7 +35,7 @@ def test_aimd_halves_once_per_second_and_grows_back():
     backoff.acquire()
     backoff.release(throttled=True)
     assert backoff.limit == 4
-    for _ in range(4 + 5 + 6 + 1):  # additive increase: about one per round of requests
+    for _ in range(17):  # additive increase: +1/limit each, about one per round of requests
         backoff.acquire()
         backoff.release(throttled=False)
     assert int(backoff.limit) == 7
