@@ -86,6 +86,7 @@ def run(
     cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
     bwlimit: Annotated[Optional[str], typer.Option(help="Cap upload bandwidth across all workers, per second (e.g. 10MiB).")] = None,
     retry_timeout: Annotated[str, typer.Option(help="Give up on a request after retrying this long (e.g. 3m, 90s).")] = "3m",
+    manifest_max_age: Annotated[Optional[str], typer.Option(help="Skip the LIST when the cached manifest is younger than this (e.g. 1h); default: always LIST.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every action with its reason; change nothing remote.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last unfinished run without re-scanning (a fresh run if there is none).")] = False,
     delete: Annotated[bool, typer.Option("--delete", help="Mirror: delete objects under the prefix that have no local file (guarded).")] = False,
@@ -111,7 +112,8 @@ def run(
             workers=workers, multipart_threshold=parse_size(multipart_threshold),
             part_size=parse_size(part_size), cache_control=cache_control, dry_run=dry_run,
             provider=provider.lower(), bwlimit=parse_size(bwlimit) if bwlimit else None,
-            retry_timeout=parse_duration(retry_timeout), resume=resume, delete=delete, max_delete_percent=max_delete_percent,
+            retry_timeout=parse_duration(retry_timeout), resume=resume, delete=delete,
+            manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None, max_delete_percent=max_delete_percent,
             max_delete=max_delete, force=force, allow_empty_source=allow_empty_source,
             verbose=verbose).validate()
         planned: list = []

@@ -18,6 +18,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from journalsync.config import Config
+from journalsync.fastparse import install_fast_timestamps
 from journalsync.ratelimit import RateLimiter
 from journalsync.retry import Attempts, RetryPolicy, SharedBackoff
 
@@ -83,6 +84,7 @@ class ClientFactory:
         self.preset = resolve_provider(cfg.provider, cfg.endpoint_url)
         pool_size = pool_size or cfg.workers * 2 + 4
         self._session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
+        install_fast_timestamps(self._session._session)  # LIST is CPU-bound in date parsing
         self._config = boto_config(self.preset, pool_size)
         self._endpoint_url = cfg.endpoint_url
         self._region = cfg.region or self._session.region_name or "us-east-1"

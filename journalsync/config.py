@@ -105,6 +105,7 @@ class Config:
     verbose: bool = False
     provider: str = "auto"  # auto | aws | minio | r2 | gcs | other
     bwlimit: float | None = None  # bytes per second across all workers
+    manifest_max_age: float | None = None  # trust a LIST this recent instead of listing
     retry_attempts: int = 10
     retry_timeout: float = 180.0  # per request, across its retries
 

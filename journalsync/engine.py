@@ -188,20 +188,24 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
     cfg, journal, counts = run.cfg, run.journal, run.counts
     run.journal_files = journal.count_files()
     t = time.monotonic()
-    scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers), run.stop)
+    # The LIST (network) runs beside the scan (disk): neither waits for the other.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="list") as lister:
+        listing = lister.submit(_list, run) if _must_list(run) else None
+        try:
+            scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers), run.stop)
+        except BaseException:
+            run.stop.set()  # let the LIST stop at its next page
+            raise
+        log.info("scan: %d files, %d hashed (%d bytes), %d failed, %d symlinks not followed, "
+                 "%.2fs", scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
+                 scanned.symlinks, time.monotonic() - t)
+        listed = listing.result() if listing else manifest.ManifestStats()
     counts.scanned, counts.symlinks = scanned.scanned, scanned.symlinks
-    log.info("scan: %d files, %d hashed (%d bytes), %d failed, %d symlinks not followed, %.2fs",
-             scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
-             scanned.symlinks, time.monotonic() - t)
     if scanned.symlinks:
         run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
-
-    t = time.monotonic()
-    listed = _remote("cannot list", cfg,
-                     lambda: manifest.refresh(run.clients, cfg, journal, run.run_id, run.stop))
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
-    log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs",
+    log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
              listed.listed, listed.pages, listed.heads, time.monotonic() - t)
 
     plan = build_plan(journal, run.run_id, cfg)
@@ -214,6 +218,23 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
              plan.upload_bytes, plan.skipped, plan.extra, plan.deletes)
     if cfg.dry_run:
         _dry_run_report(run, plan, on_plan_item)
+
+
+def _must_list(run: Run) -> bool:
+    """LIST unless --manifest-max-age trusts a listing recent enough."""
+    if run.cfg.manifest_max_age is None:
+        return True
+    age = run.journal.last_listing_age()
+    if age is None or age > run.cfg.manifest_max_age:
+        return True
+    log.info("trusting the cached manifest from %.0fs ago (--manifest-max-age)", age)
+    run.notes.append(f"no LIST: trusted the manifest cached {age:.0f}s ago")
+    return False
+
+
+def _list(run: Run) -> manifest.ManifestStats:
+    return _remote("cannot list", run.cfg, lambda: manifest.refresh(
+        run.clients, run.cfg, run.journal, run.run_id, run.stop))
 
 
 def _dry_run_report(run: Run, plan, on_plan_item) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def migrations_dir() -> Path:

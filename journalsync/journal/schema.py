@@ -47,6 +47,7 @@ runs = Table(
     Column("planned_at", Float),  # set once the whole plan is stored: only then is it resumable
     Column("resumed", Integer, nullable=False, default=0, server_default="0"),  # times resumed
     Column("remote_total", Integer),  # objects under the prefix at planning: the guard's base
+    Column("listed_at", Float),  # when this run's LIST of the prefix completed
 )
 
 # One row per regular file under the source root, as of the last scan.

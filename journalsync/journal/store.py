@@ -346,6 +346,12 @@ class Journal:
             conn.execute(text("DELETE FROM remote_objects WHERE listed_run IS NOT :run"),
                          {"run": run_id})
             conn.execute(remote_stage.delete())
+            conn.execute(update(runs).where(runs.c.id == run_id).values(listed_at=time.time()))
+
+    def last_listing_age(self) -> float | None:
+        """Seconds since the last complete LIST of the prefix, or None if there was none."""
+        listed_at = self._one(select(func.max(runs.c.listed_at)))[0]
+        return None if listed_at is None else max(0.0, time.time() - listed_at)
 
     def keys_needing_head(self) -> Iterator[tuple[str, str]]:
         """(key, etag) of objects whose hash is unknown and whose size equals the local

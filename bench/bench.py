@@ -1,0 +1,279 @@
+"""`make bench`: journalsync side by side with `aws s3 sync`, `rclone sync` and `s5cmd sync`.
+
+One local `rclone serve s3`; every tool syncs the same trees into its own bucket, one after
+another, phase by phase: initial upload, no-op, incremental (1% of files changed, 1% added,
+1% deleted, deletes on for every tool), no-op again; for journalsync also a no-op that
+trusts a fresh cached manifest (no LIST). For each phase: wall seconds, peak RSS, and
+journalsync's ratio to the fastest peer. After the initial and the last phase every bucket
+is checked against its source tree (keys, sizes, and MD5 against the server's ETag, which
+`rclone serve s3` computes for every object), so a fast wrong answer cannot win.
+
+    python bench/bench.py [--quick] [--huge] [--cap 900] [--readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from journalsync.devtools.localserver import RcloneS3Server
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench"
+BIN = Path(sys.executable).parent
+TOOLS = ("journalsync", "aws", "rclone", "s5cmd")
+
+
+@dataclass
+class Tree:
+    name: str
+    files: int
+    max_size: int
+    dirs: int
+    big_files: int = 0
+    big_size: int = 0
+
+
+TREES = {
+    "mixed": Tree("mixed", 2_000, 64 * 1024, 40, big_files=4, big_size=64 * 1024 * 1024),
+    "small": Tree("small", 50_000, 4 * 1024, 100),
+    "huge": Tree("huge", 1_000_000, 16, 1_000),
+}
+QUICK = {"mixed": Tree("mixed", 200, 64 * 1024, 8, big_files=1, big_size=20 * 1024 * 1024),
+         "small": Tree("small", 5_000, 4 * 1024, 20)}
+
+
+@dataclass
+class Measure:
+    tree: str
+    phase: str
+    tool: str
+    seconds: float
+    rss_mb: float
+    exit_code: int
+    capped: bool = False
+
+
+def generate(tree: Tree, root: Path) -> None:
+    rnd = random.Random(tree.name)
+    shutil.rmtree(root, ignore_errors=True)
+    for d in range(tree.dirs):
+        (root / f"d{d:04d}").mkdir(parents=True)
+    for i in range(tree.files):
+        (root / f"d{i % tree.dirs:04d}" / f"f{i:07d}.dat").write_bytes(rnd.randbytes(rnd.randint(1, tree.max_size)))
+    for i in range(tree.big_files):
+        (root / f"big{i}.img").write_bytes(os.urandom(tree.big_size))
+
+
+def mutate(tree: Tree, root: Path) -> None:
+    """1% of files changed in content (and size), 1% added, 1% deleted."""
+    rnd = random.Random(tree.name + "-incremental")
+    files = sorted(p for p in root.rglob("f*.dat"))
+    n = max(1, len(files) // 100)
+    picked = rnd.sample(files, 2 * n)
+    for path in picked[:n]:
+        path.write_bytes(rnd.randbytes(rnd.randint(1, tree.max_size)) + b"changed")
+    for path in picked[n:]:
+        path.unlink()
+    for i in range(n):
+        (root / f"d{i % tree.dirs:04d}" / f"new{i:07d}.dat").write_bytes(rnd.randbytes(rnd.randint(1, tree.max_size)))
+
+
+def command(tool: str, tree: str, src: Path, server, phase: str) -> list[str]:
+    bucket = f"{tool}-{tree}"
+    if tool == "journalsync":
+        cmd = [str(BIN / "journalsync"), "run", str(src), f"s3://{bucket}", "--delete",
+               "--endpoint-url", server.endpoint_url,
+               "--journal", str(WORK / "journals" / f"{tree}.sqlite")]
+        if phase == "no-op (cached manifest)":
+            cmd += ["--manifest-max-age", "1h"]
+        return cmd
+    if tool == "aws":
+        return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}", "--delete",
+                "--only-show-errors", "--endpoint-url", server.endpoint_url]
+    if tool == "rclone":
+        return [str(BIN / "rclone"), "sync", str(src), f"bench:{bucket}", "--config", "/dev/null"]
+    return [str(BIN / "s5cmd"), "--endpoint-url", server.endpoint_url, "sync", "--delete",
+            f"{src}/", f"s3://{bucket}/"]
+
+
+def tool_env(server) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(server.env())
+    env.pop("AWS_ENDPOINT_URL")  # each tool is given the endpoint its own way
+    env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+               AWS_EC2_METADATA_DISABLED="true",
+               RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Rclone",
+               RCLONE_CONFIG_BENCH_ENDPOINT=server.endpoint_url,
+               RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=server.access_key,
+               RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=server.secret_key)
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str], cap: float, log) -> tuple[float, float, int, bool]:
+    """Run cmd; wall seconds, peak RSS in MB, exit code, whether the cap stopped it."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    capped = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() - started > cap:
+            proc.kill()
+            capped = True
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.monotonic() - started, usage.ru_maxrss / 1024, proc.returncode, capped
+
+
+def local_md5s(root: Path) -> dict[str, tuple[int, str]]:
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            out[path.relative_to(root).as_posix()] = (len(data), hashlib.md5(data).hexdigest())
+    return out
+
+
+def bucket_listing(client, bucket: str) -> dict[str, tuple[int, str]]:
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", ()):
+            out[obj["Key"]] = (obj["Size"], obj["ETag"].strip('"'))
+    return out
+
+
+def check_buckets(server, tree: str, src: Path, tools) -> dict[str, str]:
+    """Each bucket against the source: same keys, sizes and MD5s."""
+    from journalsync.fastparse import install_fast_timestamps
+
+    expected = local_md5s(src)
+    client = server.client()
+    install_fast_timestamps(client)
+    verdicts = {}
+    for tool in tools:
+        got = bucket_listing(client, f"{tool}-{tree}")
+        missing = len(expected.keys() - got.keys())
+        extra = len(got.keys() - expected.keys())
+        wrong = sum(1 for k in expected.keys() & got.keys() if got[k] != expected[k])
+        verdicts[tool] = "ok" if not (missing or extra or wrong) else \
+            f"MISMATCH missing={missing} extra={extra} wrong={wrong}"
+    return verdicts
+
+
+def run_tree(tree: Tree, server, cap: float, results: list[Measure], checks: dict) -> None:
+    src = WORK / "trees" / tree.name
+    print(f"\n== {tree.name}: generating {tree.files} files in {tree.dirs} dirs"
+          f"{f' + {tree.big_files} x {tree.big_size >> 20} MiB' if tree.big_files else ''}", flush=True)
+    generate(tree, src)
+    for tool in TOOLS:
+        server.create_bucket(f"{tool}-{tree.name}")
+    env = tool_env(server)
+    phases = ["initial", "no-op", "incremental", "no-op again", "no-op (cached manifest)"]
+    with open(WORK / f"{tree.name}.log", "w") as log:
+        for phase in phases:
+            if phase == "incremental":
+                mutate(tree, src)
+            tools = ("journalsync",) if phase == "no-op (cached manifest)" else TOOLS
+            for tool in tools:
+                log.write(f"\n### {phase} {tool}\n")
+                log.flush()
+                secs, rss, code, capped = timed(command(tool, tree.name, src, server, phase), env, cap, log)
+                results.append(Measure(tree.name, phase, tool, secs, rss, code, capped))
+                print(f"{tree.name:6} {phase:24} {tool:12} {secs:8.2f}s {rss:7.1f} MB exit={code}"
+                      f"{' CAPPED' if capped else ''}", flush=True)
+            if phase in ("initial", "no-op again"):
+                checks[f"{tree.name} after {phase}"] = check_buckets(server, tree.name, src, TOOLS)
+                print(f"   check: {checks[f'{tree.name} after {phase}']}", flush=True)
+
+
+def table(results: list[Measure], checks: dict) -> str:
+    lines = ["| tree | phase | journalsync | aws s3 sync | rclone sync | s5cmd sync | ratio to fastest peer |",
+             "|---|---|---|---|---|---|---|"]
+    keys = []
+    for m in results:
+        if (m.tree, m.phase) not in keys:
+            keys.append((m.tree, m.phase))
+    for tree, phase in keys:
+        row = {m.tool: m for m in results if (m.tree, m.phase) == (tree, phase)}
+
+        def cell(tool):
+            m = row.get(tool)
+            if m is None:
+                return "-"
+            flag = " (capped)" if m.capped else (f" (exit {m.exit_code})" if m.exit_code else "")
+            return f"{m.seconds:.1f}s, {m.rss_mb:.0f} MB{flag}"
+
+        peers = [row[t] for t in TOOLS[1:] if t in row and not row[t].capped and row[t].exit_code == 0]
+        if phase == "no-op (cached manifest)":
+            peers = [m for m in results if m.tree == tree and m.phase == "no-op again" and m.tool != "journalsync"
+                     and not m.capped and m.exit_code == 0]
+        ratio = "-"
+        if peers and "journalsync" in row:
+            fastest = min(peers, key=lambda m: m.seconds)
+            ratio = f"{row['journalsync'].seconds / fastest.seconds:.2f}x ({fastest.tool})"
+        lines.append(f"| {tree} | {phase} | {cell('journalsync')} | {cell('aws')} | {cell('rclone')} | "
+                     f"{cell('s5cmd')} | {ratio} |")
+    lines.append("")
+    for name, verdicts in checks.items():
+        lines.append(f"- bucket check {name}: " + ", ".join(f"{t} {v}" for t, v in verdicts.items()))
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {datetime.now():%Y-%m-%d}"
+
+
+def update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    content = readme.read_text()
+    before, _, rest = content.partition(start)
+    _, _, after = rest.partition(end)
+    readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small trees, for trying the script")
+    parser.add_argument("--huge", action="store_true", help="also the 1,000,000-file tree")
+    parser.add_argument("--trees", default="mixed,small", help="comma-separated: mixed, small")
+    parser.add_argument("--cap", type=float, default=900, help="seconds before a tool's run is stopped")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args()
+    trees = [(QUICK if args.quick else TREES)[n] for n in args.trees.split(",")]
+    if args.huge:
+        trees.append(TREES["huge"])
+    shutil.rmtree(WORK, ignore_errors=True)
+    (WORK / "journals").mkdir(parents=True)
+    results: list[Measure] = []
+    checks: dict = {}
+    with RcloneS3Server(WORK / "s3", log_file=WORK / "rclone-server.log") as server:
+        print(f"rclone serve s3 at {server.endpoint_url}; {machine()}", flush=True)
+        for tree in trees:
+            run_tree(tree, server, args.cap, results, checks)
+    text = (f"Measured on {machine()}, one local `rclone serve s3`, default settings for every "
+            f"tool, `make bench`:\n\n" + table(results, checks))
+    print("\n" + text)
+    (WORK / "results.json").write_text(json.dumps({"machine": machine(), "results": [asdict(m) for m in results],
+                                                   "checks": checks}, indent=1))
+    if args.readme:
+        update_readme(text)
+    if any("MISMATCH" in v for c in checks.values() for v in c.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
