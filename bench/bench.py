@@ -72,7 +72,9 @@ def generate(tree: Tree, root: Path) -> None:
     for i in range(tree.files):
         (root / f"d{i % tree.dirs:04d}" / f"f{i:07d}.dat").write_bytes(rnd.randbytes(rnd.randint(1, tree.max_size)))
     for i in range(tree.big_files):
-        (root / f"big{i}.img").write_bytes(os.urandom(tree.big_size))
+        with open(root / f"big{i}.img", "wb") as fh:
+            for _ in range(tree.big_size // (1 << 20)):
+                fh.write(os.urandom(1 << 20))
 
 
 def mutate(tree: Tree, root: Path) -> None:
@@ -120,29 +122,45 @@ def tool_env(server) -> dict[str, str]:
     return env
 
 
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's own high-water mark since exec. (getrusage's ru_maxrss would
+    count the bench's own memory, inherited at fork, against every tool.)"""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def timed(cmd: list[str], env: dict[str, str], cap: float, log) -> tuple[float, float, int, bool]:
     """Run cmd; wall seconds, peak RSS in MB, exit code, whether the cap stopped it."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     capped = False
+    peak = 0.0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
+        peak = max(peak, peak_rss_mb(proc.pid))
         if time.monotonic() - started > cap:
             proc.kill()
             capped = True
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.monotonic() - started, usage.ru_maxrss / 1024, proc.returncode, capped
+    return time.monotonic() - started, peak, proc.returncode, capped
 
 
 def local_md5s(root: Path) -> dict[str, tuple[int, str]]:
     out = {}
     for path in root.rglob("*"):
         if path.is_file():
-            data = path.read_bytes()
-            out[path.relative_to(root).as_posix()] = (len(data), hashlib.md5(data).hexdigest())
+            with open(path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "md5").hexdigest()
+            out[path.relative_to(root).as_posix()] = (path.stat().st_size, digest)
     return out
 
 

@@ -7,7 +7,6 @@ No SQL and no boto3 here. Every error ends as one line on stderr, never a traceb
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import traceback
@@ -64,11 +63,6 @@ def _guard(body: Callable[[], int]) -> int:
         return int(ExitCode.INTERNAL)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -86,6 +80,8 @@ def run(
     cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
     bwlimit: Annotated[Optional[str], typer.Option(help="Cap upload bandwidth across all workers, per second (e.g. 10MiB).")] = None,
     retry_timeout: Annotated[str, typer.Option(help="Give up on a request after retrying this long (e.g. 3m, 90s).")] = "3m",
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out keys matching this glob (repeatable; wins over --include). Excluded keys are never uploaded or deleted.")] = None,
     manifest_max_age: Annotated[Optional[str], typer.Option(help="Skip the LIST when the cached manifest is younger than this (e.g. 1h); default: always LIST.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every action with its reason; change nothing remote.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last unfinished run without re-scanning (a fresh run if there is none).")] = False,
@@ -96,9 +92,15 @@ def run(
     allow_empty_source: Annotated[bool, typer.Option("--allow-empty-source", help="Let --delete mirror an empty source (deleting everything).")] = False,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Nothing but the summary line and errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Log everything, botocore included (secrets redacted).")] = False,
+    log_file: Annotated[Optional[Path], typer.Option(help="Also log to this file (info, or everything with --debug).")] = None,
+    log_format: Annotated[str, typer.Option(help="text or json (JSON lines) for --log-file.")] = "text",
 ) -> None:
     """Sync SOURCE into DEST: scan, plan, upload, then print one summary line."""
-    _setup_logging(verbose)
+    from journalsync import logs
+
+    logs.setup(verbose=verbose and not quiet, debug=debug, log_file=log_file, log_format=log_format)
 
     def body() -> int:
         from journalsync.engine import run_sync  # boto3 imports are slow: only when needed
@@ -113,13 +115,14 @@ def run(
             part_size=parse_size(part_size), cache_control=cache_control, dry_run=dry_run,
             provider=provider.lower(), bwlimit=parse_size(bwlimit) if bwlimit else None,
             retry_timeout=parse_duration(retry_timeout), resume=resume, delete=delete,
-            manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None, max_delete_percent=max_delete_percent,
+            manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None,
+            includes=tuple(include or ()), excludes=tuple(exclude or ()), max_delete_percent=max_delete_percent,
             max_delete=max_delete, force=force, allow_empty_source=allow_empty_source,
             verbose=verbose).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         outcome = run_sync(cfg, on_plan_item=on_item if dry_run else None)
-        for note in outcome.notes:
+        for note in outcome.notes if not quiet else ():
             print(f"journalsync: note: {note}", file=sys.stderr)
         if outcome.verdict is not None and dry_run and not json_out:
             print(report.guard_line(outcome.verdict, dry_run))
@@ -221,6 +224,58 @@ def cleanup(
         else:
             report.render_cleanup(rows, destination, Console(width=160))
         return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def verify(
+    dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX] to verify.")],
+    endpoint_url: EndpointOpt = None,
+    region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
+    journal: JournalOpt = None,
+    sample: Annotated[float, typer.Option(help="Check only this percentage of the objects, chosen at random.")] = 100.0,
+    workers: Annotated[int, typer.Option(help="Concurrent HEAD requests.")] = 8,
+    json_out: JsonOpt = False,
+) -> None:
+    """HEAD the synced objects and report any whose size or sha256 no longer match the
+    file. Exit 1 on a mismatch."""
+
+    def body() -> int:
+        from journalsync.cleanup import journals_for
+        from journalsync.journal import Journal
+        from journalsync.verify import verify as run_verify
+
+        destination = Destination.parse(dest)
+        endpoint = _endpoint(endpoint_url)
+        paths = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
+        if len(paths) != 1:
+            raise UsageError(f"{len(paths)} journals sync to {destination}: name one with --journal")
+        if not 0 < sample <= 100:
+            raise UsageError("--sample must be a percentage above 0 and at most 100")
+        cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
+                     profile=profile, journal_path=paths[0], workers=workers).validate()
+        try:
+            with Journal(paths[0]) as j:
+                result = run_verify(cfg, j, sample)
+        except JournalsyncError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, exit 4
+            from journalsync.retry import describe, fatal_reason
+
+            raise FatalRemoteError(f"cannot verify {destination}: "
+                                   f"{fatal_reason(exc) or describe(exc)}") from exc
+        if json_out:
+            print(json.dumps({"checked": result.checked, "synced": result.sampled_from,
+                              "mismatches": [{"key": m.key, "problem": m.problem}
+                                             for m in result.mismatches]}))
+        else:
+            for m in result.mismatches:
+                print(f"mismatch {report.shown(m.key)}: {m.problem}")
+            print(f"journalsync: verified={result.checked} of {result.sampled_from} "
+                  f"mismatches={len(result.mismatches)}")
+        return 1 if result.mismatches else 0
 
     raise typer.Exit(_guard(body))
 

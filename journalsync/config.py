@@ -106,8 +106,16 @@ class Config:
     provider: str = "auto"  # auto | aws | minio | r2 | gcs | other
     bwlimit: float | None = None  # bytes per second across all workers
     manifest_max_age: float | None = None  # trust a LIST this recent instead of listing
+    includes: tuple[str, ...] = ()  # see filters.py for the precedence
+    excludes: tuple[str, ...] = ()
     retry_attempts: int = 10
     retry_timeout: float = 180.0  # per request, across its retries
+
+    @property
+    def key_filter(self):
+        from journalsync.filters import KeyFilter
+
+        return KeyFilter(tuple(self.includes), tuple(self.excludes))
 
     def validate(self) -> Config:
         if self.workers < 1 or self.workers > 256:

@@ -76,7 +76,9 @@ def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading
         results = deleter.delete(batch)
         journal.record_results(results)
         for result in results:
-            if not result.ok:
+            if result.ok:
+                log.info("deleted %s (extra: no local file)", result.key)
+            else:
                 log.warning("delete failed: %s: %s", result.key, result.error)
         fatal = next((r.error for r in results if r.fatal), None)
         if fatal:

@@ -29,6 +29,7 @@ from journalsync.deleter import Deleter, run_deletes
 from journalsync.errors import ExitCode, FatalRemoteError, Interrupted, JournalsyncError, UsageError
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
+from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan
 from journalsync.retry import describe, fatal_reason
@@ -115,7 +116,8 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     check_source(cfg)
     started = time.monotonic()
     stop = threading.Event()
-    with Journal(cfg.journal_path) as journal, stop_on_signals(stop) as received:
+    with RunLock(cfg.journal_path), Journal(cfg.journal_path) as journal, \
+            stop_on_signals(stop) as received:
         run = _open_run(cfg, journal, stop)
         state = _execute(run, on_plan_item)
         if received:
@@ -192,7 +194,8 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="list") as lister:
         listing = lister.submit(_list, run) if _must_list(run) else None
         try:
-            scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers), run.stop)
+            scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers),
+                           run.stop, cfg.key_filter)
         except BaseException:
             run.stop.set()  # let the LIST stop at its next page
             raise

@@ -3,6 +3,7 @@ decision per key, and the actions stored as plan rows that workers execute later
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -10,6 +11,8 @@ from journalsync.config import Config
 from journalsync.journal import Journal
 from journalsync.journal.store import BATCH
 from journalsync.models import Action, Decision, LocalFile, RemoteObject
+
+log = logging.getLogger(__name__)
 
 
 def decide(local: LocalFile | None, remote: RemoteObject | None, cfg: Config | None = None) -> Decision:
@@ -69,6 +72,7 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
     rows: list[dict] = []
     for local, remote in journal.iter_plan_inputs():
         decision = decide(local, remote, cfg)
+        log.debug("%s %s (%s)", decision.action.value, local.key, decision.reason)
         if decision.action is Action.SKIP:
             summary.skipped += 1
             summary.skip_reasons[decision.reason] += 1
@@ -83,7 +87,10 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
             rows = []
     journal.add_plan_items(run_id, rows)
     rows = []
+    key_filter = cfg.key_filter if cfg is not None else None
     for remote in journal.iter_extras():
+        if key_filter is not None and not key_filter.selected(remote.key):
+            continue  # excluded: never an extra, never deleted
         summary.extra += 1
         decision = decide(None, remote, cfg)
         if decision.action is Action.DELETE:

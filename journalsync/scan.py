@@ -20,6 +20,7 @@ from pathlib import Path
 
 from journalsync.config import S3_MAX_KEY_BYTES, Destination
 from journalsync.errors import Interrupted, UsageError
+from journalsync.filters import KeyFilter
 from journalsync.journal import Journal
 from journalsync.journal.store import BATCH
 from journalsync.workers import bounded_map
@@ -31,6 +32,7 @@ class ScanStats:
     symlinks: int = 0  # not followed; counted and reported
     special: int = 0  # sockets, fifos, devices: skipped
     failed: int = 0  # files that could not be keyed or read
+    excluded: int = 0  # files the filters leave out
     hashed: int = 0
     hashed_bytes: int = 0
     unreadable_dirs: list[tuple[str, str]] = field(default_factory=list)
@@ -57,8 +59,9 @@ def key_for(rel: str, dest: Destination) -> tuple[str | None, str | None]:
     return key, None
 
 
-def walk(root: str) -> Iterator[tuple[str, str, os.stat_result | str | None]]:
-    """Yield (kind, relative path, stat or reason) for everything under root, depth first.
+def walk(root: str, descend=lambda rel: True) -> Iterator[tuple[str, str, os.stat_result | str | None]]:
+    """Yield (kind, relative path, stat or reason) for everything under root, depth first,
+    entering only directories for which `descend(relative path)` is true.
 
     kind is file, symlink, special, error (a file we could not stat) or direrror. Symlinks
     are never followed, so a link to / cannot pull the whole disk into a backup.
@@ -80,7 +83,8 @@ def walk(root: str) -> Iterator[tuple[str, str, os.stat_result | str | None]]:
                 if entry.is_symlink():
                     yield "symlink", rel, None
                 elif entry.is_dir(follow_symlinks=False):
-                    stack.append(rel)
+                    if descend(rel):
+                        stack.append(rel)
                 else:
                     st = entry.stat(follow_symlinks=False)
                     yield ("file" if stat_mod.S_ISREG(st.st_mode) else "special"), rel, st
@@ -120,14 +124,21 @@ def _stat_fields(row: dict) -> dict:
 
 
 def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
-         hash_threads: int = 4, stop: threading.Event | None = None) -> ScanStats:
-    """Walk `root` into the journal, hash what changed, and fold it into `files`.
-    Raises Interrupted if `stop` is set; the journal's `files` are then left as they were."""
+         hash_threads: int = 4, stop: threading.Event | None = None,
+         key_filter: KeyFilter = KeyFilter()) -> ScanStats:
+    """Walk `root` into the journal, hash what changed, and fold it into `files`. Files
+    the filter excludes are not looked at at all. Raises Interrupted if `stop` is set; the
+    journal's `files` are then left as they were."""
     stats = ScanStats()
     journal.begin_scan()
     staged: list[dict] = []
     errors: list[tuple[str, str]] = []
-    for kind, rel, info in walk(str(root)):
+
+    def descend(rel: str) -> bool:
+        key, _ = key_for(rel, dest)
+        return key is None or key_filter.may_contain(key)
+
+    for kind, rel, info in walk(str(root), descend if key_filter.active else (lambda rel: True)):
         if kind == "symlink":
             stats.symlinks += 1
         elif kind == "special":
@@ -138,8 +149,11 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
                 stats.unreadable_dirs.append((dir_key, str(info)))
             errors.append((display_path(rel) + "/", str(info)))
         else:
-            stats.scanned += 1
             key, reason = key_for(rel, dest)
+            if key is not None and not key_filter.selected(key):
+                stats.excluded += 1
+                continue
+            stats.scanned += 1
             if kind == "error":
                 reason = str(info)
             if key is None or kind == "error":

@@ -198,6 +198,16 @@ class Journal:
         stmt = select(runs.c.remote_total).where(runs.c.id == run_id)
         return int(self._one(stmt)[0] or 0)
 
+    def synced_files(self) -> Iterator[tuple[str, int, str]]:
+        """(key, size, sha256) of every file whose object we believe matches it: the
+        manifest holds the same hash."""
+        stmt = text("""
+            SELECT f.key, f.size, f.sha256 FROM files f JOIN remote_objects r ON r.key = f.key
+            WHERE f.scan_error IS NULL AND f.sha256 IS NOT NULL AND r.sha256 = f.sha256
+            ORDER BY f.key""")
+        for row in self._stream(stmt):
+            yield row.key, row.size, row.sha256
+
     def count_files(self) -> int:
         return int(self._one(select(func.count()).select_from(files))[0])
 

@@ -1,0 +1,49 @@
+"""One run per journal at a time.
+
+An exclusive `flock` on `<journal>.lock`, held for the whole run. The kernel releases it
+when the process ends however it ends (SIGKILL, OOM, reboot), so a lock left by a killed
+run is never stale: the next run simply takes it. The holder's pid is written into the file
+only so the refusal can name it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from journalsync.errors import UsageError
+
+
+class RunLock:
+    def __init__(self, journal_path: Path):
+        self.journal_path = Path(journal_path)
+        self.path = self.journal_path.with_name(self.journal_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UsageError(f"another run (pid {holder}) holds {self.journal_path}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

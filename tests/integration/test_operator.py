@@ -1,0 +1,79 @@
+"""Operator features against both servers: filters, verify, and the run lock's message."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.test_delete import keys
+
+
+def test_excluded_files_are_neither_uploaded_nor_deleted(sync, s3client):
+    sync.write("keep.txt", b"keep")
+    sync.write("x.tmp", b"scratch")
+    sync.write("node_modules/a/b.js", b"js")
+    sync.write("logs/2026/a.log", b"log")
+    for key in ("cache.tmp", "node_modules/old.js"):  # excluded objects already there
+        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(key), Body=b"old")
+    result = sync.run("--exclude", "*.tmp", "--exclude", "node_modules/**", "--delete", "--force")
+    assert result.code == 0, result.err
+    assert (result.summary["uploaded"], result.summary["deleted"], result.summary["extra"]) == ("2", "0", "0")
+    assert keys(s3client, sync.bucket) == {sync.object_key(k) for k in (
+        "keep.txt", "logs/2026/a.log", "cache.tmp", "node_modules/old.js")}
+
+    only_logs = sync.run("--include", "logs/**", "--delete", "--force")
+    assert only_logs.code == 0, only_logs.err
+    assert only_logs.summary["scanned"] == "1" and only_logs.summary["deleted"] == "0"
+    assert sync.object_key("keep.txt") in keys(s3client, sync.bucket)  # not included: kept
+
+
+def test_verify_catches_an_object_overwritten_behind_our_back(sync, s3client):
+    for i in range(10):
+        sync.write(f"f{i}.txt", f"file {i}".encode())
+    assert sync.run().code == 0
+    base = ("verify", sync.dest, "--journal", str(sync.journal))
+    clean = sync.cli(*base)
+    assert clean.code == 0, clean.err
+    assert clean.out.strip() == "journalsync: verified=10 of 10 mismatches=0"
+
+    s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("f3.txt"), Body=b"tampered",
+                        Metadata={"sha256": "0" * 64})
+    s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("f4.txt"), Body=b"file 4")  # no metadata
+    s3client.delete_object(Bucket=sync.bucket, Key=sync.object_key("f5.txt"))
+    tampered = sync.cli(*base, "--json")
+    assert tampered.code == 1
+    found = {m["key"]: m["problem"] for m in json.loads(tampered.out)["mismatches"]}
+    assert set(found) == {"f3.txt", "f4.txt", "f5.txt"}
+    assert found["f5.txt"] == "missing" and found["f4.txt"].startswith("sha256 absent")
+    sampled = sync.cli(*base, "--sample", "50", "--json")
+    assert 0 < json.loads(sampled.out)["checked"] <= 10
+
+
+def test_debug_log_holds_no_secret_key_token_or_signature(sync, s3, tmp_path):
+    token = "FwoGZXIvYXdzEJr-journalsync-test-session-token-0123456789"
+    sync.env_overrides = {"AWS_SESSION_TOKEN": token}
+    sync.write("a.txt", b"a")
+    sync.write("big.bin", b"b" * (6 * 1024 * 1024))
+    log = tmp_path / "debug.log"
+    result = sync.run("--debug", "--log-file", str(log), "--multipart-threshold", "5MiB")
+    text = log.read_text() + result.err
+    assert "botocore" in text and "<redacted>" in text  # the debug log really is verbose
+    assert s3.secret_key not in text
+    assert token not in text
+    import re
+
+    assert not re.search(r"Signature=[0-9a-f]{64}", text)
+    json_log = tmp_path / "run.jsonl"
+    sync.run("--log-file", str(json_log), "--log-format", "json", "-v")
+    first = json.loads(json_log.read_text().splitlines()[0])
+    assert {"time", "level", "logger", "message"} <= set(first)
+
+
+def test_quiet_prints_only_the_summary(sync, tmp_path):
+    import os
+
+    sync.write("a.txt", b"a")
+    os.symlink("/etc", sync.src / "link")
+    loud = sync.run()
+    assert "symlink(s) not followed" in loud.err
+    quiet = sync.run("--quiet")
+    assert quiet.code == 0 and quiet.err == "" and len(quiet.out.splitlines()) == 1
