@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_concurrent_run_refused_then_lock_recovered_after_kill(sync, s3):
     sync.write("big.bin", random.Random(1).randbytes(20 * MiB))
-    with RecordingProxy(s3.port, hook=slow_parts(0.1)) as proxy:
+    with RecordingProxy(s3.port, hook=slow_parts(1.0)) as proxy:  # a run that lasts
         sync.endpoint_url = proxy.endpoint_url
         first = sync.start(*sync.run_args(*ARGS, "--workers", "1"))
         while journal_parts(sync.journal) < 1:
