@@ -29,6 +29,7 @@ from journalsync.config import (
 from journalsync.errors import ExitCode, FatalRemoteError, JournalsyncError, UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  rich_markup_mode=None,  # help texts hold s3://BUCKET[/PREFIX], not markup
                   help="Resumable one-way sync of a local directory into S3-compatible storage.")
 
 EndpointOpt = Annotated[Optional[str], typer.Option(
@@ -67,8 +68,10 @@ def _guard(body: Callable[[], int]) -> int:
 
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(help="Local directory to sync from.")],
-    dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX]")],
+    ctx: typer.Context,
+    source: Annotated[Optional[Path], typer.Argument(help="Local directory to sync from (or `source` in --config).")] = None,
+    dest: Annotated[Optional[str], typer.Argument(help="s3://BUCKET[/PREFIX] (or `destination` in --config).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML job file; flags given here override it.")] = None,
     endpoint_url: EndpointOpt = None,
     region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
@@ -78,6 +81,9 @@ def run(
     multipart_threshold: Annotated[str, typer.Option(help="Files this big or bigger go multipart.")] = "8MiB",
     part_size: Annotated[str, typer.Option(help="Multipart part size (grows so no file needs >10,000 parts).")] = "8MiB",
     cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
+    storage_class: Annotated[Optional[str], typer.Option(help="Storage class for new objects (e.g. STANDARD_IA).")] = None,
+    sse: Annotated[Optional[str], typer.Option(help="Server-side encryption: AES256 or aws:kms.")] = None,
+    sse_kms_key_id: Annotated[Optional[str], typer.Option(help="KMS key for --sse aws:kms.")] = None,
     bwlimit: Annotated[Optional[str], typer.Option(help="Cap upload bandwidth across all workers, per second (e.g. 10MiB).")] = None,
     retry_timeout: Annotated[str, typer.Option(help="Give up on a request after retrying this long (e.g. 3m, 90s).")] = "3m",
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Only keys matching this glob (repeatable).")] = None,
@@ -105,19 +111,26 @@ def run(
     def body() -> int:
         from journalsync.engine import run_sync  # boto3 imports are slow: only when needed
 
-        src = source.expanduser().absolute()
-        destination = Destination.parse(dest)
-        endpoint = _endpoint(endpoint_url)
+        p = _with_job_file(ctx, config)
+        if p["source"] is None or p["dest"] is None:
+            raise UsageError("give SOURCE and DEST, or a --config job file with source and destination")
+        src = Path(p["source"]).expanduser().absolute()
+        destination = Destination.parse(p["dest"])
+        endpoint = _endpoint(p["endpoint_url"])
         cfg = Config(
-            source=src, dest=destination, endpoint_url=endpoint, region=region, profile=profile,
-            journal_path=journal or default_journal_path(src, destination, endpoint),
-            workers=workers, multipart_threshold=parse_size(multipart_threshold),
-            part_size=parse_size(part_size), cache_control=cache_control, dry_run=dry_run,
-            provider=provider.lower(), bwlimit=parse_size(bwlimit) if bwlimit else None,
-            retry_timeout=parse_duration(retry_timeout), resume=resume, delete=delete,
+            source=src, dest=destination, endpoint_url=endpoint, region=p["region"],
+            profile=p["profile"],
+            journal_path=p["journal"] or default_journal_path(src, destination, endpoint),
+            workers=p["workers"], multipart_threshold=parse_size(p["multipart_threshold"]),
+            part_size=parse_size(p["part_size"]), cache_control=p["cache_control"],
+            cache_rules=p["cache_rules"], storage_class=p["storage_class"], sse=p["sse"],
+            sse_kms_key_id=p["sse_kms_key_id"], dry_run=dry_run,
+            provider=p["provider"].lower(), bwlimit=parse_size(p["bwlimit"]) if p["bwlimit"] else None,
+            retry_timeout=parse_duration(p["retry_timeout"]), resume=resume, delete=p["delete"],
             manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None,
-            includes=tuple(include or ()), excludes=tuple(exclude or ()), max_delete_percent=max_delete_percent,
-            max_delete=max_delete, force=force, allow_empty_source=allow_empty_source,
+            includes=tuple(p["include"] or ()), excludes=tuple(p["exclude"] or ()),
+            max_delete_percent=p["max_delete_percent"], max_delete=p["max_delete"],
+            force=p["force"], allow_empty_source=p["allow_empty_source"],
             verbose=verbose).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
@@ -139,6 +152,44 @@ def run(
         return int(outcome.exit_code)
 
     raise typer.Exit(_guard(body))
+
+
+# Job-file keys for each run() parameter: (section or None, key).
+_JOB_KEYS = {
+    "source": (None, "source"), "dest": (None, "destination"), "endpoint_url": (None, "endpoint"),
+    "profile": (None, "profile"), "region": (None, "region"), "provider": (None, "provider"),
+    "workers": (None, "workers"), "include": (None, "include"), "exclude": (None, "exclude"),
+    "storage_class": (None, "storage_class"), "multipart_threshold": (None, "multipart_threshold"),
+    "part_size": (None, "part_size"), "bwlimit": (None, "bwlimit"),
+    "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"),
+    "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
+    "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
+    "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
+    "force": ("delete", "force"),
+}
+
+
+def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
+    """The run's parameters: the job file's values where the command line gave none."""
+    from journalsync import jobfile
+
+    params = dict(ctx.params, cache_rules=())
+    job = jobfile.load(config) if config else {}
+    # Compared by name: typer ships its own copy of click's ParameterSource enum.
+    given = {name for name in params if getattr(ctx.get_parameter_source(name), "name",
+                                                "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    for name, (section, key) in _JOB_KEYS.items():
+        table = job.get(section, {}) if section else job
+        if name not in given and key in table:
+            params[name] = table[key]
+    if params.get("journal") and not isinstance(params["journal"], Path):
+        params["journal"] = Path(params["journal"]).expanduser()
+    rules = job.get("cache_control")
+    if "cache_control" not in given and isinstance(rules, str):
+        params["cache_control"] = rules
+    elif "cache_control" not in given and isinstance(rules, dict):
+        params["cache_rules"] = tuple(rules.items())
+    return params
 
 
 def _find_journal(journal: Path | None, source: Path | None, dest: str | None,

@@ -108,6 +108,20 @@ class Config:
     manifest_max_age: float | None = None  # trust a LIST this recent instead of listing
     includes: tuple[str, ...] = ()  # see filters.py for the precedence
     excludes: tuple[str, ...] = ()
+    cache_rules: tuple[tuple[str, str], ...] = ()  # (glob, Cache-Control): first match wins
+    storage_class: str | None = None
+    sse: str | None = None  # AES256 | aws:kms
+    sse_kms_key_id: str | None = None
+
+    def cache_control_for(self, key: str) -> str | None:
+        """The first matching per-glob rule, else --cache-control, else none."""
+        if self.cache_rules:
+            from journalsync.filters import compile_glob
+
+            for pattern, value in self.cache_rules:
+                if compile_glob(pattern).fullmatch(key):
+                    return value
+        return self.cache_control
     retry_attempts: int = 10
     retry_timeout: float = 180.0  # per request, across its retries
 
@@ -124,6 +138,10 @@ class Config:
             raise UsageError("--part-size must be between 5MiB and 5GiB (S3's limits)")
         if not S3_MIN_PART_SIZE <= self.multipart_threshold <= S3_MAX_PART_SIZE:
             raise UsageError("--multipart-threshold must be between 5MiB and 5GiB")
+        if self.sse not in (None, "AES256", "aws:kms"):
+            raise UsageError("--sse must be AES256 or aws:kms")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise UsageError("--sse-kms-key-id needs --sse aws:kms")
         if self.provider not in ("auto", "aws", "minio", "r2", "gcs", "other"):
             raise UsageError(f"--provider must be auto, aws, minio, r2, gcs or other, not {self.provider!r}")
         if self.bwlimit is not None and self.bwlimit <= 0:

@@ -52,6 +52,13 @@ def object_args(cfg: Config, key: str, sha256: str, mtime_ns: int) -> dict:
     args = {"Bucket": cfg.dest.bucket, "Key": cfg.dest.object_key(key),
             "ContentType": content_type(key),
             "Metadata": {"sha256": sha256, "mtime": mtime_text(mtime_ns)}}
-    if cfg.cache_control:
-        args["CacheControl"] = cfg.cache_control
+    cache_control = cfg.cache_control_for(key)
+    if cache_control:
+        args["CacheControl"] = cache_control
+    if cfg.storage_class:
+        args["StorageClass"] = cfg.storage_class
+    if cfg.sse:
+        args["ServerSideEncryption"] = cfg.sse
+    if cfg.sse_kms_key_id:
+        args["SSEKMSKeyId"] = cfg.sse_kms_key_id
     return args

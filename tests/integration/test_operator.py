@@ -77,3 +77,77 @@ def test_quiet_prints_only_the_summary(sync, tmp_path):
     assert "symlink(s) not followed" in loud.err
     quiet = sync.run("--quiet")
     assert quiet.code == 0 and quiet.err == "" and len(quiet.out.splitlines()) == 1
+
+
+def test_job_file_reproduces_a_flag_driven_run(sync, s3, s3client, tmp_path):
+    for rel in ("index.html", "assets/app.js", "notes.tmp", "docs/a.txt"):
+        sync.write(rel, rel.encode())
+    flags = sync.run("--exclude", "*.tmp", "--cache-control", "max-age=60", "--workers", "3")
+    assert flags.code == 0, flags.err
+    job = tmp_path / "job.toml"
+    job.write_text(f'''
+source = "{sync.src}"
+destination = "s3://{sync.bucket}/from-job"
+endpoint = "{s3.endpoint_url}"
+workers = 3
+exclude = ["*.tmp"]
+cache_control = "max-age=60"
+journal = "{tmp_path / 'job.sqlite'}"
+''')
+    from_job = sync.cli("run", "--config", str(job))
+    assert from_job.code == 0, from_job.err
+    assert from_job.summary["uploaded"] == flags.summary["uploaded"] == "3"
+
+    def objects(prefix):
+        found = {}
+        for key in keys(s3client, sync.bucket, prefix + "/"):
+            head = s3client.head_object(Bucket=sync.bucket, Key=key)
+            found[key[len(prefix) + 1:]] = (head["ContentLength"], head.get("CacheControl"),
+                                            head["Metadata"].get("sha256") or head["Metadata"].get("Sha256"))
+        return found
+
+    assert objects("from-job") == objects(sync.prefix)
+    # A flag overrides the file: the same job, another prefix.
+    override = sync.cli("run", "--config", str(job), str(sync.src), f"s3://{sync.bucket}/override")
+    assert override.code == 0 and keys(s3client, sync.bucket, "override/")
+
+
+def test_cache_control_rules_land_on_the_right_objects(sync, s3, s3client, tmp_path):
+    for rel in ("index.html", "blog/post.html", "assets/app.js", "assets/img/logo.png", "robots.txt"):
+        sync.write(rel, rel.encode())
+    job = tmp_path / "site.toml"
+    job.write_text(f'''
+source = "{sync.src}"
+destination = "{sync.dest}"
+journal = "{sync.journal}"
+
+[cache_control]
+"*.html" = "no-cache"
+"assets/**" = "max-age=31536000, immutable"
+''')
+    result = sync.cli("run", "--config", str(job))
+    assert result.code == 0, result.err
+
+    def cache(rel):
+        return s3client.head_object(Bucket=sync.bucket, Key=sync.object_key(rel)).get("CacheControl")
+
+    assert cache("index.html") == cache("blog/post.html") == "no-cache"
+    assert cache("assets/app.js") == cache("assets/img/logo.png") == "max-age=31536000, immutable"
+    assert cache("robots.txt") is None
+
+
+def test_malformed_job_file_names_the_line(sync, tmp_path):
+    job = tmp_path / "bad.toml"
+    job.write_text('source = "/x"\ndestination = "s3://b/x"\nworkers = = 3\n')
+    result = sync.cli("run", "--config", str(job))
+    assert result.code == 2
+    assert "line 3" in result.err and len(result.err.strip().splitlines()) == 1
+    job.write_text('source = "/x"\ndestination = "s3://b/x"\n[delete]\nenabeld = true\n')
+    typo = sync.cli("run", "--config", str(job))
+    assert typo.code == 2 and "unknown setting 'enabeld' in [delete]" in typo.err
+
+
+def test_help_works_for_every_command(sync):
+    for command in ("run", "status", "cleanup", "verify"):
+        result = sync.cli(command, "--help")
+        assert result.code == 0 and "Usage: journalsync" in result.out, result.err

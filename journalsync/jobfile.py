@@ -1,0 +1,91 @@
+"""`journalsync run --config job.toml`: a sync job written down once, for cron.
+
+    source = "/srv/www"
+    destination = "s3://assets/site"
+    endpoint = "https://acc.r2.cloudflarestorage.com"   # optional
+    profile = "publisher"                               # optional
+    provider = "r2"                                     # optional
+    workers = 16
+    include = ["**"]
+    exclude = ["*.tmp", "node_modules/**"]
+    storage_class = "STANDARD_IA"
+    multipart_threshold = "64MiB"
+    part_size = "16MiB"
+
+    [cache_control]                     # first matching glob wins
+    "*.html" = "no-cache"
+    "assets/**" = "max-age=31536000, immutable"
+
+    [encryption]
+    sse = "aws:kms"                     # or "AES256"
+    kms_key_id = "arn:aws:kms:..."
+
+    [delete]
+    enabled = true
+    max_percent = 5
+    max_count = 1000
+    allow_empty_source = false
+
+Flags given on the command line override the file. Unknown keys are errors, not silently
+ignored: a typo in `[delete]` must not turn into a different mirror.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from journalsync.errors import UsageError
+
+_TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
+        "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
+        "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal"}
+_DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
+_ENCRYPTION = {"sse", "kms_key_id"}
+_STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
+            "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
+            "journal"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and check a job file; errors name the file and, for syntax, the line."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"job file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"job file {path}: {exc}") from None  # "... (at line 3, column 9)"
+    _check(path, data)
+    return data
+
+
+def _check(path: Path, data: dict) -> None:
+    def fail(msg: str):
+        raise UsageError(f"job file {path}: {msg}")
+
+    for key in data.keys() - _TOP:
+        fail(f"unknown setting {key!r}")
+    for key in _STRINGS & data.keys():
+        if not isinstance(data[key], str):
+            fail(f"{key} must be a string")
+    if "workers" in data and not isinstance(data["workers"], int):
+        fail("workers must be a whole number")
+    for key in ("include", "exclude"):
+        if key in data and not (isinstance(data[key], list) and all(isinstance(p, str) for p in data[key])):
+            fail(f"{key} must be a list of glob strings")
+    cache = data.get("cache_control", {})
+    if not isinstance(cache, (dict, str)) or (isinstance(cache, dict) and not all(
+            isinstance(v, str) for v in cache.values())):
+        fail("cache_control must be a string or a table of glob = value")
+    for section, allowed in (("delete", _DELETE), ("encryption", _ENCRYPTION)):
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            fail(f"[{section}] must be a table")
+        for key in table.keys() - allowed:
+            fail(f"unknown setting {key!r} in [{section}]")
+    sse = data.get("encryption", {}).get("sse")
+    if sse not in (None, "AES256", "aws:kms"):
+        fail("encryption.sse must be \"AES256\" or \"aws:kms\"")
+    if data.get("encryption", {}).get("kms_key_id") and sse != "aws:kms":
+        fail("encryption.kms_key_id needs sse = \"aws:kms\"")
