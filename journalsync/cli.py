@@ -134,7 +134,14 @@ def run(
             verbose=verbose).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
-        outcome = run_sync(cfg, on_plan_item=on_item if dry_run else None)
+        from journalsync.progress import ProgressView
+
+        view = ProgressView.for_terminal(not (quiet or verbose or debug or json_out or dry_run))
+        if view is None:
+            outcome = run_sync(cfg, on_plan_item=on_item if dry_run else None)
+        else:
+            with view:
+                outcome = run_sync(cfg, view=view)
         for note in outcome.notes if not quiet else ():
             print(f"journalsync: note: {note}", file=sys.stderr)
         if outcome.verdict is not None and dry_run and not json_out:
@@ -217,23 +224,35 @@ def status(
     journal: JournalOpt = None,
     endpoint_url: EndpointOpt = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
+    failed: Annotated[bool, typer.Option("--failed", help="Only the last run's failed files, with error and attempts.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show recent runs, the last run's failed files with reasons, and uploads in flight."""
+    """Show recent runs, the last run's failed files with reasons, and uploads in flight.
+
+    --json prints one object: journal (path), runs (newest first: id, started_at,
+    finished_at, state, dry_run, resumed, scanned, uploaded, skipped, deleted, extra, failed,
+    bytes, error, ...), failed (key, action, error, attempts), file_errors (path, reason),
+    in_flight (key, upload_id, part_size, size, parts_done, bytes_done, created_at, ...)."""
 
     def body() -> int:
         from journalsync.journal import Journal
 
         path = _find_journal(journal, source, dest, _endpoint(endpoint_url))
         with Journal(path) as j:
-            data = report.status_data(j, runs=runs)
+            data = report.status_data(j, runs=runs, failures=None if failed else 50)
+        if failed:
+            data = {"journal": data["journal"], "failed": data["failed"],
+                    "file_errors": data["file_errors"]}
         if json_out:
             print(json.dumps(data, default=str))
         else:
             console = Console()
             if not console.is_terminal:
                 console = Console(width=160)  # cron mail and pipes: don't squeeze columns
-            report.render_status(data, console)
+            if failed:
+                report.render_failures(data, console)
+            else:
+                report.render_status(data, console)
         return 0
 
     raise typer.Exit(_guard(body))

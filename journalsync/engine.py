@@ -66,6 +66,7 @@ class Run:
     clients: ClientFactory | None = None
     notes: list[str] = field(default_factory=list)
     resumed: bool = False
+    view: object | None = None  # progress.ProgressView on a terminal
     journal_files: int = 0  # files the journal remembered before this run's scan
     verdict: Verdict | None = None
 
@@ -110,7 +111,8 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
             signal.signal(sig, old)
 
 
-def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None) -> RunOutcome:
+def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None,
+             view=None) -> RunOutcome:
     """Run (or resume) one sync. Raises UsageError / FatalRemoteError for errors that stop
     the run; per-file failures are counted and journaled, never raised."""
     check_source(cfg)
@@ -119,6 +121,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     with RunLock(cfg.journal_path), Journal(cfg.journal_path) as journal, \
             stop_on_signals(stop) as received:
         run = _open_run(cfg, journal, stop)
+        run.view = view
         state = _execute(run, on_plan_item)
         if received:
             state = "interrupted"
@@ -189,6 +192,8 @@ def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
 def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> None:
     cfg, journal, counts = run.cfg, run.journal, run.counts
     run.journal_files = journal.count_files()
+    if run.view:
+        run.view.phase("scanning and listing")
     t = time.monotonic()
     # The LIST (network) runs beside the scan (disk): neither waits for the other.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="list") as lister:
@@ -257,7 +262,14 @@ def _transfer(run: Run) -> None:
             run.journal, run.run_id, uploader.multipart, run.clients, cfg))
         if aborted:
             log.info("aborted %d incomplete upload(s) this run will not continue", aborted)
-        work = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers, stop=run.stop)
+        on_result = None
+        if run.view:
+            files, size = run.journal.pending_uploads(run.run_id)
+            run.view.backoff = run.clients.backoff
+            run.view.uploads(files, size)
+            on_result = run.view.on_result
+        work = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
+                           on_result=on_result, stop=run.stop)
     if work.fatal:
         raise FatalRemoteError(f"stopped: {work.fatal}")
     if run.stop.is_set():

@@ -73,7 +73,7 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def status_data(journal: Journal, runs: int = 5, failures: int = 50) -> dict:
+def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
     """Everything `status` shows, as plain data (the --json form)."""
     recent = journal.recent_runs(runs)
     last = recent[0] if recent else None
@@ -104,11 +104,11 @@ def render_status(data: dict, console: Console) -> None:
     reasons = json.loads(last.get("skip_reasons") or "{}")
     for reason, n in sorted(reasons.items()):
         console.print(f"skipped {n}: {reason}")
-    _render_failures(data, console)
+    render_failures(data, console)
     _render_in_flight(data, console)
 
 
-def _render_failures(data: dict, console: Console) -> None:
+def render_failures(data: dict, console: Console) -> None:
     if not data["failed"] and not data["file_errors"]:
         console.print("no failed files in the last run")
         return

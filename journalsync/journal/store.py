@@ -540,6 +540,13 @@ class Journal:
             self._writer.rollback()
         return found
 
+    def pending_uploads(self, run_id: int) -> tuple[int, int]:
+        """(files, bytes) still to upload in a run."""
+        row = self._one(text("""SELECT count(*), coalesce(sum(size), 0) FROM plan_items
+                                WHERE run_id = :run AND action = 'upload' AND status = 'pending'"""),
+                        {"run": run_id})
+        return int(row[0]), int(row[1])
+
     def has_pending_uploads(self, run_id: int) -> bool:
         stmt = select(plan_items.c.id).where(
             plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,

@@ -151,3 +151,48 @@ def test_help_works_for_every_command(sync):
     for command in ("run", "status", "cleanup", "verify"):
         result = sync.cli(command, "--help")
         assert result.code == 0 and "Usage: journalsync" in result.out, result.err
+
+
+def test_progress_draws_on_a_terminal_only(sync):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import base_env
+
+    for i in range(20):
+        sync.write(f"f{i}.txt", b"x" * 1000)
+    controller, terminal = os.openpty()
+    env = {**base_env(sync.tmp), **sync.s3.env(), "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.run([sys.executable, "-m", "journalsync", *sync.run_args()], env=env,
+                          stdout=subprocess.PIPE, stderr=terminal, text=True, timeout=120)
+    os.close(terminal)
+    drawn = b""
+    try:
+        while chunk := os.read(controller, 65536):
+            drawn += chunk
+    except OSError:
+        pass
+    os.close(controller)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("journalsync: scanned=20 uploaded=20") and len(proc.stdout.splitlines()) == 1
+    assert b"files" in drawn and b"\x1b[" in drawn  # a live display on the terminal
+    piped = sync.run()  # stderr is a pipe: nothing drawn
+    assert piped.err == "" and len(piped.out.splitlines()) == 1
+
+
+def test_status_failed_lists_only_failures(sync, s3):
+    from tests.support.proxy import Fault, RecordingProxy
+
+    sync.write("ok.txt", b"ok")
+    sync.write("bad.txt", b"bad")
+    with RecordingProxy(s3.port, hook=lambda r: Fault(400, "InvalidArgument")
+                        if r.operation == "PutObject" and r.path.endswith("bad.txt") else None) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        assert sync.run().code == 1
+    failed = json.loads(sync.cli("status", "--journal", str(sync.journal), "--failed", "--json").out)
+    assert set(failed) == {"journal", "failed", "file_errors"}
+    assert [(f["key"], f["attempts"]) for f in failed["failed"]] == [("bad.txt", 1)]
+    assert failed["failed"][0]["error"].startswith("InvalidArgument")
+    text = sync.cli("status", "--journal", str(sync.journal), "--failed").out
+    assert "bad.txt" in text and "recent runs" not in text
