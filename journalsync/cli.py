@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,6 +38,21 @@ EndpointOpt = Annotated[Optional[str], typer.Option(
 JournalOpt = Annotated[Optional[Path], typer.Option(
     "--journal", help="Journal file. Default: one per (source, destination) in the XDG state dir.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+RegionOpt = Annotated[Optional[str], typer.Option(help="Region (default from the profile).")]
+ProfileOpt = Annotated[Optional[str], typer.Option(help="Shared-config profile.")]
+
+
+@contextmanager
+def _remote_errors(what: str):
+    """A store error outside a run (cleanup, verify): one line, exit 4."""
+    try:
+        yield
+    except JournalsyncError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, exit 4
+        from journalsync.retry import describe, fatal_reason
+
+        raise FatalRemoteError(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
 
 
 def _endpoint(value: str | None) -> str | None:
@@ -73,8 +89,8 @@ def run(
     dest: Annotated[Optional[str], typer.Argument(help="s3://BUCKET[/PREFIX] (or `destination` in --config).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="A TOML job file; flags given here override it.")] = None,
     endpoint_url: EndpointOpt = None,
-    region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
     provider: Annotated[str, typer.Option(help="auto, aws, minio, r2, gcs or other: the store's quirks (auto: from the endpoint).")] = "auto",
     journal: JournalOpt = None,
     workers: Annotated[int, typer.Option(help="Concurrent transfers.")] = 8,
@@ -262,8 +278,8 @@ def status(
 def cleanup(
     dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX] whose incomplete uploads to list.")],
     endpoint_url: EndpointOpt = None,
-    region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
     journal: JournalOpt = None,
     older_than: Annotated[str, typer.Option(help="Only uploads started at least this long ago (e.g. 24h, 30m, 0).")] = "24h",
     abort: Annotated[bool, typer.Option("--abort", help="Abort them (without it, only list: a dry run).")] = False,
@@ -280,15 +296,8 @@ def cleanup(
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
                      profile=profile, journal_path=journal or Path("/nonexistent"))
         journals = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
-        try:
+        with _remote_errors(f"cannot list uploads in {destination}"):
             rows = run_cleanup(cfg, journals, parse_duration(older_than), abort)
-        except JournalsyncError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one line, exit 4
-            from journalsync.retry import describe, fatal_reason
-
-            raise FatalRemoteError(f"cannot list uploads in {destination}: "
-                                   f"{fatal_reason(exc) or describe(exc)}") from exc
         if json_out:
             print(json.dumps([report.cleanup_dict(row) for row in rows]))
         else:
@@ -302,8 +311,8 @@ def cleanup(
 def verify(
     dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX] to verify.")],
     endpoint_url: EndpointOpt = None,
-    region: Annotated[Optional[str], typer.Option(help="Region (default from the profile).")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Shared-config profile.")] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
     journal: JournalOpt = None,
     sample: Annotated[float, typer.Option(help="Check only this percentage of the objects, chosen at random.")] = 100.0,
     workers: Annotated[int, typer.Option(help="Concurrent HEAD requests.")] = 8,
@@ -326,16 +335,8 @@ def verify(
             raise UsageError("--sample must be a percentage above 0 and at most 100")
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
                      profile=profile, journal_path=paths[0], workers=workers).validate()
-        try:
-            with Journal(paths[0]) as j:
-                result = run_verify(cfg, j, sample)
-        except JournalsyncError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one line, exit 4
-            from journalsync.retry import describe, fatal_reason
-
-            raise FatalRemoteError(f"cannot verify {destination}: "
-                                   f"{fatal_reason(exc) or describe(exc)}") from exc
+        with _remote_errors(f"cannot verify {destination}"), Journal(paths[0]) as j:
+            result = run_verify(cfg, j, sample)
         if json_out:
             print(json.dumps({"checked": result.checked, "synced": result.sampled_from,
                               "mismatches": [{"key": m.key, "problem": m.problem}
