@@ -16,7 +16,7 @@ from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
-from journalsync.journal.store import BATCH
+from journalsync.journal import BATCH
 from journalsync.retry import error_code
 from journalsync.objectmeta import metadata_sha256
 from journalsync.workers import bounded_map

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from journalsync.config import Config
 from journalsync.journal import Journal
-from journalsync.journal.store import BATCH
+from journalsync.journal import BATCH
 from journalsync.models import Action, Decision, LocalFile, RemoteObject
 
 log = logging.getLogger(__name__)

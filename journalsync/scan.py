@@ -22,7 +22,7 @@ from journalsync.config import S3_MAX_KEY_BYTES, Destination
 from journalsync.errors import Interrupted, UsageError
 from journalsync.filters import KeyFilter
 from journalsync.journal import Journal
-from journalsync.journal.store import BATCH
+from journalsync.journal import BATCH
 from journalsync.workers import bounded_map
 
 

@@ -1,5 +1,7 @@
 """The journal package: the only code that runs SQL."""
 
-from journalsync.journal.store import Journal, UploadRecord
+from journalsync.journal.plans import BATCH
+from journalsync.journal.store import Journal
+from journalsync.journal.uploads import UploadRecord
 
-__all__ = ["Journal", "UploadRecord"]
+__all__ = ["BATCH", "Journal", "UploadRecord"]

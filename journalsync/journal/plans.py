@@ -1,0 +1,150 @@
+"""Plan rows and their outcomes: the part of the journal the plan and the workers use.
+Mixed into Journal (store.py), whose connections, lock and helpers it relies on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from journalsync.journal.schema import plan_items, remote_objects
+from journalsync.models import Action, ItemStatus, LocalFile, PlanItem, RemoteObject, TransferResult
+
+BATCH = 500  # rows per transaction on the hot paths
+
+
+class PlanStore:
+
+    def iter_plan_inputs(self) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
+        """Every readable local file with its remote object, if any, in key order."""
+        stmt = text("""
+            SELECT f.key, f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.sha256,
+                   r.size AS r_size, r.etag AS r_etag, r.sha256 AS r_sha256
+            FROM files f LEFT JOIN remote_objects r ON r.key = f.key
+            WHERE f.scan_error IS NULL ORDER BY f.key""")
+        for row in self._stream(stmt):
+            local = LocalFile(row.key, row.path, row.size, row.mtime_ns, row.ctime_ns,
+                              row.inode, row.sha256)
+            remote = (RemoteObject(row.key, row.r_size, row.r_etag, row.r_sha256)
+                      if row.r_size is not None else None)
+            yield local, remote
+
+    def add_plan_items(self, run_id: int, rows: Sequence[dict]) -> None:
+        """rows: key, action, reason, size, sha256."""
+        if rows:
+            now = time.time()
+            with self._write() as conn:
+                conn.execute(insert(plan_items), [
+                    {**r, "run_id": run_id, "status": ItemStatus.PENDING.value, "attempts": 0,
+                     "bytes_sent": 0, "updated_at": now} for r in rows])
+
+    def claim_batch(self, run_id: int, after_id: int, limit: int,
+                    action: Action = Action.UPLOAD) -> list[PlanItem]:
+        """The next pending plan items of one action, in id order, with their local paths."""
+        stmt = text("""
+            SELECT p.id, p.key, p.action, p.reason, p.size, p.sha256, f.path,
+                   f.mtime_ns, f.ctime_ns, f.inode, f.sha256 AS f_sha256
+            FROM plan_items p LEFT JOIN files f ON f.key = p.key
+            WHERE p.run_id = :run AND p.status = 'pending' AND p.action = :action
+              AND p.id > :after
+            ORDER BY p.id LIMIT :limit""")
+        with self._lock:
+            rows = self._writer.execute(stmt, {"run": run_id, "after": after_id, "limit": limit,
+                                               "action": action.value}).all()
+            self._writer.rollback()
+        # The identity is only worth carrying while the files row still describes the hash
+        # the plan was made with; otherwise the file is hashed again before a multipart.
+        return [PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256, r.path,
+                         *((r.mtime_ns, r.ctime_ns, r.inode) if r.f_sha256 == r.sha256 else ()))
+                for r in rows]
+
+    def iter_plan(self, run_id: int) -> Iterator[PlanItem]:
+        stmt = text("""SELECT id, key, action, reason, size, sha256 FROM plan_items
+                       WHERE run_id = :run ORDER BY id""")
+        for r in self._stream(stmt, {"run": run_id}):
+            yield PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256)
+
+    def record_results(self, results: Sequence[TransferResult]) -> None:
+        """One transaction for a batch of finished items: their plan rows, and for each
+        upload the object we now know (size, ETag, our hash) in the cached manifest."""
+        if not results:
+            return
+        now = time.time()
+        item_rows = [{"i": r.item_id, "status": _status(r).value,
+                      "attempts": r.attempts, "bytes_sent": r.bytes_sent, "error": r.error,
+                      "updated_at": now} for r in results]
+        uploaded = [{"key": r.key, "size": r.size, "etag": r.etag, "sha256": r.sha256,
+                     "sha_source": "upload", "last_modified": now}
+                    for r in results if r.ok and r.etag is not None and r.action is Action.UPLOAD]
+        deleted = [{"k": r.key} for r in results if r.ok and r.action is Action.DELETE]
+        with self._write() as conn:
+            conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
+                status=bindparam("status"), attempts=bindparam("attempts"),
+                bytes_sent=bindparam("bytes_sent"), error=bindparam("error"),
+                updated_at=bindparam("updated_at")), item_rows)
+            if uploaded:
+                stmt = sqlite_insert(remote_objects)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
+                    c: stmt.excluded[c] for c in ("size", "etag", "sha256", "sha_source",
+                                                  "last_modified")}), uploaded)
+            if deleted:
+                conn.execute(remote_objects.delete().where(remote_objects.c.key == bindparam("k")),
+                             deleted)
+
+    def failed_items(self, run_id: int, limit: int | None = None) -> list[dict]:
+        stmt = (select(plan_items.c.key, plan_items.c.action, plan_items.c.error,
+                       plan_items.c.attempts)
+                .where(plan_items.c.run_id == run_id, plan_items.c.status == ItemStatus.FAILED.value)
+                .order_by(plan_items.c.id).limit(limit))
+        return [dict(r._mapping) for r in self._stream(stmt)]
+
+
+    def transfer_totals(self, run_id: int) -> dict[str, int]:
+        """A run's plan items by outcome, across all its resumptions: uploaded, deleted,
+        failed, bytes (uploaded), pending_deletes."""
+        stmt = text("""
+            SELECT coalesce(sum(action = 'upload' AND status = 'done'), 0) AS uploaded,
+                   coalesce(sum(action = 'delete' AND status = 'done'), 0) AS deleted,
+                   coalesce(sum(status = 'failed'), 0) AS failed,
+                   coalesce(sum(CASE WHEN action = 'upload' AND status = 'done'
+                                     THEN size ELSE 0 END), 0) AS bytes,
+                   coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes
+            FROM plan_items WHERE run_id = :run""")
+        return {k: int(v) for k, v in self._one(stmt, {"run": run_id})._mapping.items()}
+
+    def planned_upload_keys(self, run_id: int, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` this run still has to upload."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(keys), BATCH):
+                chunk = list(keys[start:start + BATCH])
+                found.update(self._writer.execute(select(plan_items.c.key).where(
+                    plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
+                    plan_items.c.status == ItemStatus.PENDING.value,
+                    plan_items.c.key.in_(chunk))).scalars())
+            self._writer.rollback()
+        return found
+
+    def pending_uploads(self, run_id: int) -> tuple[int, int]:
+        """(files, bytes) still to upload in a run."""
+        row = self._one(text("""SELECT count(*), coalesce(sum(size), 0) FROM plan_items
+                                WHERE run_id = :run AND action = 'upload' AND status = 'pending'"""),
+                        {"run": run_id})
+        return int(row[0]), int(row[1])
+
+    def has_pending_uploads(self, run_id: int) -> bool:
+        stmt = select(plan_items.c.id).where(
+            plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
+            plan_items.c.status == ItemStatus.PENDING.value).limit(1)
+        with self._lock:
+            found = self._writer.execute(stmt).first() is not None
+            self._writer.rollback()
+        return found
+
+
+def _status(result: TransferResult) -> ItemStatus:
+    if result.ok:
+        return ItemStatus.DONE
+    return ItemStatus.PENDING if result.interrupted else ItemStatus.FAILED

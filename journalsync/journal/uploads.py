@@ -1,0 +1,92 @@
+"""Multipart uploads we own: UploadIds, their file identity and their parts. Mixed into
+Journal (store.py), whose connections, lock and helpers it relies on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from journalsync.journal.schema import multipart_parts, multipart_uploads
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    """A multipart upload as the journal knows it."""
+
+    upload_id: str
+    key: str
+    run_id: int
+    part_size: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    sha256: str
+    created_at: float
+    state: str
+    parts_done: int = 0
+    bytes_done: int = 0
+
+
+class UploadStore:
+
+    def record_upload(self, rec: UploadRecord, plan_item_id: int | None) -> None:
+        """Commit a new UploadId before its first part is sent."""
+        with self._write() as conn:
+            conn.execute(insert(multipart_uploads).values(
+                upload_id=rec.upload_id, key=rec.key, run_id=rec.run_id,
+                plan_item_id=plan_item_id, part_size=rec.part_size, size=rec.size,
+                mtime_ns=rec.mtime_ns, ctime_ns=rec.ctime_ns, inode=rec.inode,
+                sha256=rec.sha256, created_at=rec.created_at, state=rec.state))
+
+    def record_part(self, upload_id: str, part_number: int, etag: str, size: int) -> None:
+        stmt = sqlite_insert(multipart_parts).values(
+            upload_id=upload_id, part_number=part_number, etag=etag, size=size)
+        with self._write() as conn:
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["upload_id", "part_number"],
+                set_={"etag": stmt.excluded.etag, "size": stmt.excluded.size}))
+
+    def set_upload_state(self, upload_id: str, state: str) -> None:
+        with self._write() as conn:
+            conn.execute(update(multipart_uploads)
+                         .where(multipart_uploads.c.upload_id == upload_id).values(state=state))
+
+    def active_upload_for(self, key: str) -> UploadRecord | None:
+        """The newest active upload of a key, if any."""
+        stmt = (select(multipart_uploads).where(multipart_uploads.c.key == key,
+                                                multipart_uploads.c.state == "active")
+                .order_by(multipart_uploads.c.created_at.desc()).limit(1))
+        with self._lock:
+            row = self._writer.execute(stmt).mappings().first()
+            self._writer.rollback()
+        return _upload_record(row) if row else None
+
+    def part_etags(self, upload_id: str) -> dict[int, str]:
+        stmt = select(multipart_parts.c.part_number, multipart_parts.c.etag).where(
+            multipart_parts.c.upload_id == upload_id)
+        with self._lock:
+            rows = self._writer.execute(stmt).all()
+            self._writer.rollback()
+        return {r.part_number: r.etag for r in rows}
+
+    def known_upload_ids(self) -> set[str]:
+        with self._lock:
+            ids = set(self._writer.execute(select(multipart_uploads.c.upload_id)).scalars())
+            self._writer.rollback()
+        return ids
+
+    def active_uploads(self) -> list[UploadRecord]:
+        stmt = text("""
+            SELECT u.*, count(p.part_number) AS parts_done, coalesce(sum(p.size), 0) AS bytes_done
+            FROM multipart_uploads u LEFT JOIN multipart_parts p ON p.upload_id = u.upload_id
+            WHERE u.state = 'active' GROUP BY u.upload_id ORDER BY u.created_at""")
+        return [_upload_record(r._mapping) for r in self._stream(stmt)]
+
+
+
+def _upload_record(row) -> UploadRecord:
+    cols = UploadRecord.__dataclass_fields__
+    return UploadRecord(**{k: v for k, v in row.items() if k in cols})
