@@ -75,9 +75,9 @@ def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading
             raise Interrupted("stopped before every delete was done")
         results = deleter.delete(batch)
         journal.record_results(results)
-        for result in results:
+        for item, result in zip(batch, results):
             if result.ok:
-                log.info("deleted %s (extra: no local file)", result.key)
+                log.info("deleted %s (%s)", item.key, item.reason)
             else:
                 log.warning("delete failed: %s: %s", result.key, result.error)
         fatal = next((r.error for r in results if r.fatal), None)

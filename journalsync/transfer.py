@@ -12,6 +12,7 @@ files go through multipart.MultipartDriver.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,10 @@ from journalsync.journal import Journal
 from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.objectmeta import md5_b64, object_args
+from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason
+
+log = logging.getLogger(__name__)
 
 
 class Uploader:
@@ -47,8 +51,12 @@ class Uploader:
         try:
             st = os.stat(path, follow_symlinks=False)
             if st.st_size >= self.cfg.multipart_threshold:
-                return self.multipart.upload(item, path, counter)
-            return self._single(item, path, counter)
+                result = self.multipart.upload(item, path, counter)
+            else:
+                result = self._single(item, path, counter)
+            log.info("uploaded %s (%s; %d bytes, %d attempt(s))", shown(item.key), item.reason,
+                     result.size or 0, result.attempts)
+            return result
         except Interrupted as exc:
             return fail(str(exc), interrupted=True)
         except (FileChanged, UploadGone) as exc:

@@ -90,8 +90,6 @@ def _count(stats: WorkStats, result: TransferResult) -> None:
     if result.ok:
         stats.uploaded += 1
         stats.bytes += result.size or 0
-        log.info("uploaded %s (%d bytes, %d attempt(s))", shown(result.key), result.size or 0,
-                 result.attempts)
     elif result.interrupted:
         pass  # stays pending for --resume
     else:

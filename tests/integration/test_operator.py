@@ -196,3 +196,15 @@ def test_status_failed_lists_only_failures(sync, s3):
     assert failed["failed"][0]["error"].startswith("InvalidArgument")
     text = sync.cli("status", "--journal", str(sync.journal), "--failed").out
     assert "bad.txt" in text and "recent runs" not in text
+
+
+def test_verbose_prints_one_line_per_action_with_its_reason(sync):
+    sync.write("a.txt", b"a")
+    sync.write("b.txt", b"b")
+    assert sync.run().code == 0
+    sync.write("a.txt", b"A longer")
+    (sync.src / "b.txt").unlink()
+    result = sync.run("-v", "--delete", "--force")
+    assert result.code == 0, result.err
+    assert "uploaded a.txt (size differs: local 8, remote 1;" in result.err
+    assert "deleted b.txt (extra: no local file, --delete given)" in result.err
