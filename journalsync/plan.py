@@ -63,13 +63,30 @@ class PlanSummary:
     skip_reasons: Counter = field(default_factory=Counter)
 
 
+class _PlanWriter:
+    """Collects plan rows and stores them a batch at a time."""
+
+    def __init__(self, journal: Journal, run_id: int):
+        self.journal, self.run_id, self.rows = journal, run_id, []
+
+    def add(self, key: str, decision: Decision, size: int | None, sha256: str | None) -> None:
+        self.rows.append({"key": key, "action": decision.action.value,
+                          "reason": decision.reason, "size": size, "sha256": sha256})
+        if len(self.rows) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        self.journal.add_plan_items(self.run_id, self.rows)
+        self.rows = []
+
+
 def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> PlanSummary:
     """Decide every local file against its remote object, then every extra object, and
     store the actions as rows (uploads first, so deletes come after them). Skips are
     counted by reason rather than stored: a nightly run over a million unchanged files
     writes no million rows."""
     summary = PlanSummary()
-    rows: list[dict] = []
+    writer = _PlanWriter(journal, run_id)
     for local, remote in journal.iter_plan_inputs():
         decision = decide(local, remote, cfg)
         log.debug("%s %s (%s)", decision.action.value, local.key, decision.reason)
@@ -80,13 +97,8 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
         summary.uploads += 1
         summary.upload_bytes += local.size or 0
         summary.reasons[decision.reason.split(":")[0]] += 1
-        rows.append({"key": local.key, "action": decision.action.value,
-                     "reason": decision.reason, "size": local.size, "sha256": local.sha256})
-        if len(rows) >= BATCH:
-            journal.add_plan_items(run_id, rows)
-            rows = []
-    journal.add_plan_items(run_id, rows)
-    rows = []
+        writer.add(local.key, decision, local.size, local.sha256)
+    writer.flush()
     key_filter = cfg.key_filter if cfg is not None else None
     for remote in journal.iter_extras():
         if key_filter is not None and not key_filter.selected(remote.key):
@@ -95,11 +107,7 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
         decision = decide(None, remote, cfg)
         if decision.action is Action.DELETE:
             summary.deletes += 1
-            rows.append({"key": remote.key, "action": decision.action.value,
-                         "reason": decision.reason, "size": remote.size, "sha256": remote.sha256})
-        if len(rows) >= BATCH:
-            journal.add_plan_items(run_id, rows)
-            rows = []
-    journal.add_plan_items(run_id, rows)
+            writer.add(remote.key, decision, remote.size, remote.sha256)
+    writer.flush()
     summary.remote_total = journal.count_remote()
     return summary
