@@ -146,8 +146,7 @@ def run(
             manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None,
             includes=tuple(p["include"] or ()), excludes=tuple(p["exclude"] or ()),
             max_delete_percent=p["max_delete_percent"], max_delete=p["max_delete"],
-            force=p["force"], allow_empty_source=p["allow_empty_source"],
-            verbose=verbose).validate()
+            force=p["force"], allow_empty_source=p["allow_empty_source"]).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         from journalsync.progress import ProgressView
@@ -213,6 +212,17 @@ def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
     elif "cache_control" not in given and isinstance(rules, dict):
         params["cache_rules"] = tuple(rules.items())
     return params
+
+
+def _dest_and_journals(dest: str, endpoint_url: str | None, journal: Path | None):
+    """For commands given only DEST: the destination, the endpoint, and the journals that
+    sync to it (the one named by --journal, else those in the state directory)."""
+    from journalsync.cleanup import journals_for
+
+    destination = Destination.parse(dest)
+    endpoint = _endpoint(endpoint_url)
+    journals = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
+    return destination, endpoint, journals
 
 
 def _find_journal(journal: Path | None, source: Path | None, dest: str | None,
@@ -289,13 +299,10 @@ def cleanup(
 
     def body() -> int:
         from journalsync.cleanup import cleanup as run_cleanup
-        from journalsync.cleanup import journals_for
 
-        destination = Destination.parse(dest)
-        endpoint = _endpoint(endpoint_url)
+        destination, endpoint, journals = _dest_and_journals(dest, endpoint_url, journal)
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
                      profile=profile, journal_path=journal or Path("/nonexistent"))
-        journals = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
         with _remote_errors(f"cannot list uploads in {destination}"):
             rows = run_cleanup(cfg, journals, parse_duration(older_than), abort)
         if json_out:
@@ -322,13 +329,10 @@ def verify(
     file. Exit 1 on a mismatch."""
 
     def body() -> int:
-        from journalsync.cleanup import journals_for
         from journalsync.journal import Journal
         from journalsync.verify import verify as run_verify
 
-        destination = Destination.parse(dest)
-        endpoint = _endpoint(endpoint_url)
-        paths = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
+        destination, endpoint, paths = _dest_and_journals(dest, endpoint_url, journal)
         if len(paths) != 1:
             raise UsageError(f"{len(paths)} journals sync to {destination}: name one with --journal")
         if not 0 < sample <= 100:

@@ -33,17 +33,17 @@ class Preset:
     addressing_style: str  # path works everywhere without wildcard DNS
     checksums: str  # when_supported (boto3 >= 1.36's CRC default) or when_required
     batch_delete: bool  # DeleteObjects exists
-    equal_parts: bool  # every part but the last the same size (R2); ours always are
+    # R2 needs every part but the last the same size: our multipart driver always does that.
 
 
 PRESETS = {
-    "aws": Preset("aws", "auto", "when_supported", True, False),
+    "aws": Preset("aws", "auto", "when_supported", True),
     # Several S3-compatible stores reject the CRC checksums boto3 >= 1.36 sends by default;
     # we send Content-MD5 ourselves, so ask for checksums only where an API requires one.
-    "minio": Preset("minio", "path", "when_required", True, False),
-    "r2": Preset("r2", "path", "when_required", True, True),
-    "gcs": Preset("gcs", "path", "when_required", False, False),
-    "other": Preset("other", "path", "when_required", True, False),
+    "minio": Preset("minio", "path", "when_required", True),
+    "r2": Preset("r2", "path", "when_required", True),
+    "gcs": Preset("gcs", "path", "when_required", False),
+    "other": Preset("other", "path", "when_required", True),
 }
 
 

@@ -102,7 +102,6 @@ class Config:
     max_delete: int | None = None
     force: bool = False
     allow_empty_source: bool = False
-    verbose: bool = False
     provider: str = "auto"  # auto | aws | minio | r2 | gcs | other
     bwlimit: float | None = None  # bytes per second across all workers
     manifest_max_age: float | None = None  # trust a LIST this recent instead of listing

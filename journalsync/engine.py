@@ -127,6 +127,8 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
             state = "interrupted"
         journal.finish_run(run.run_id, state, run.counts,
                            "interrupted by a signal" if received else None)
+    if received:
+        run.notes.append("stopped by a signal; `journalsync run --resume` continues")
     return RunOutcome(run.run_id, run.counts, time.monotonic() - started,
                       _exit_code(run, received), state, run.resumed, run.notes, run.verdict)
 
@@ -145,7 +147,6 @@ def _open_run(cfg: Config, journal: Journal, stop: threading.Event) -> Run:
 
 def _exit_code(run: Run, received: list[int]) -> ExitCode:
     if received:
-        run.notes.append("stopped by a signal; `journalsync run --resume` continues")
         return _SIGNAL_EXIT[received[0]]
     if run.verdict is not None and not run.verdict.allowed and run.verdict.exit_code == ExitCode.GUARD:
         return ExitCode.GUARD
@@ -268,10 +269,10 @@ def _transfer(run: Run) -> None:
             run.view.backoff = run.clients.backoff
             run.view.uploads(files, size)
             on_result = run.view.on_result
-        work = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
-                           on_result=on_result, stop=run.stop)
-    if work.fatal:
-        raise FatalRemoteError(f"stopped: {work.fatal}")
+        fatal = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
+                            on_result=on_result, stop=run.stop)
+    if fatal:
+        raise FatalRemoteError(f"stopped: {fatal}")
     if run.stop.is_set():
         raise Interrupted("stopped by a signal")
 
@@ -280,9 +281,9 @@ def _policy(cfg: Config) -> DeletePolicy:
     return DeletePolicy(cfg.max_delete_percent, cfg.max_delete, cfg.force, cfg.allow_empty_source)
 
 
-def _delete_facts(run: Run, planned: int) -> DeleteFacts:
-    errors = run.counts.failed + (run.journal.scan_failures(run.run_id, include_dirs=True)
-                                  - run.journal.scan_failures(run.run_id))
+def _delete_facts(run: Run, planned: int, failed_items: int = 0) -> DeleteFacts:
+    """Errors: failed plan items, and every file or directory the scan could not read."""
+    errors = failed_items + run.journal.scan_failures(run.run_id, include_dirs=True)
     return DeleteFacts(planned=planned, remote_total=run.journal.remote_total(run.run_id),
                        scanned=run.counts.scanned, journal_files=run.journal_files,
                        errors=errors)
@@ -290,13 +291,14 @@ def _delete_facts(run: Run, planned: int) -> DeleteFacts:
 
 def _delete_phase(run: Run) -> None:
     """After every upload: ask the guard, then delete the planned extras, or nothing."""
-    pending = run.journal.transfer_totals(run.run_id)["pending_deletes"]
+    totals = run.journal.transfer_totals(run.run_id)
+    pending = totals["pending_deletes"]
     if not pending:
         return
     if not run.cfg.delete:
         run.notes.append(f"{pending} planned delete(s) not done: --delete was not given")
         return
-    run.verdict = check_deletes(_delete_facts(run, pending), _policy(run.cfg))
+    run.verdict = check_deletes(_delete_facts(run, pending, totals["failed"]), _policy(run.cfg))
     if not run.verdict.allowed:
         run.notes.append(f"deletes refused, nothing deleted: {run.verdict.reason}")
         return

@@ -27,7 +27,6 @@ class ManifestStats:
     listed: int = 0
     pages: int = 0
     heads: int = 0
-    hashes_found: int = 0
 
 
 def check_bucket(clients: ClientFactory, cfg: Config) -> None:
@@ -99,7 +98,5 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
                 found.append(row)
             if len(found) >= BATCH:
                 journal.set_remote_hashes(found)
-                stats.hashes_found += len(found)
                 found = []
     journal.set_remote_hashes(found)
-    stats.hashes_found += len(found)

@@ -59,7 +59,6 @@ class PlanSummary:
     extra: int = 0  # objects under the prefix with no local file
     deletes: int = 0  # of those, planned for deletion (--delete)
     remote_total: int = 0
-    reasons: Counter = field(default_factory=Counter)
     skip_reasons: Counter = field(default_factory=Counter)
 
 
@@ -96,7 +95,6 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
             continue
         summary.uploads += 1
         summary.upload_bytes += local.size or 0
-        summary.reasons[decision.reason.split(":")[0]] += 1
         writer.add(local.key, decision, local.size, local.sha256)
     writer.flush()
     key_filter = cfg.key_filter if cfg is not None else None

@@ -30,7 +30,6 @@ from journalsync.workers import bounded_map
 class ScanStats:
     scanned: int = 0  # regular files seen, including those that failed
     symlinks: int = 0  # not followed; counted and reported
-    special: int = 0  # sockets, fifos, devices: skipped
     failed: int = 0  # files that could not be keyed or read
     excluded: int = 0  # files the filters leave out
     hashed: int = 0
@@ -142,7 +141,7 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
         if kind == "symlink":
             stats.symlinks += 1
         elif kind == "special":
-            stats.special += 1
+            pass  # sockets, fifos, devices: not backed up
         elif kind == "direrror":
             dir_key, _ = key_for(rel, dest)
             if dir_key is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
@@ -29,12 +29,15 @@ class Mismatch:
 class VerifyReport:
     checked: int = 0
     sampled_from: int = 0
-    mismatches: list[Mismatch] | None = None
+    mismatches: list[Mismatch] = field(default_factory=list)
 
 
-def _sample(rows: Iterator[tuple[str, int, str]], percent: float, seed: int | None):
+def _sample(rows: Iterator[tuple[str, int, str]], percent: float, seed: int | None,
+            report: VerifyReport):
+    """A random `percent` of the rows, counting all of them, without holding them."""
     rnd = random.Random(seed)
     for row in rows:
+        report.sampled_from += 1
         if percent >= 100 or rnd.random() * 100 < percent:
             yield row
 
@@ -43,7 +46,7 @@ def verify(cfg: Config, journal: Journal, percent: float = 100.0,
            seed: int | None = None) -> VerifyReport:
     """HEAD every synced object (or a random `percent` of them) and compare."""
     clients = ClientFactory(cfg)
-    report = VerifyReport(mismatches=[])
+    report = VerifyReport()
 
     def check(row: tuple[str, int, str]) -> Mismatch | None:
         key, size, sha = row
@@ -62,10 +65,9 @@ def verify(cfg: Config, journal: Journal, percent: float = 100.0,
             return Mismatch(key, f"sha256 {remote_sha or 'absent'}, file {sha}")
         return None
 
-    rows = list(journal.synced_files())
-    report.sampled_from = len(rows)
+    rows = _sample(journal.synced_files(), percent, seed, report)
     with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="verify") as pool:
-        for result in bounded_map(pool, check, _sample(iter(rows), percent, seed), cfg.workers * 2):
+        for result in bounded_map(pool, check, rows, cfg.workers * 2):
             report.checked += 1
             if result:
                 report.mismatches.append(result)

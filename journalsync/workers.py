@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import TypeVar
 
 from journalsync.journal import Journal
@@ -45,29 +44,22 @@ def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window
             yield future.result()
 
 
-@dataclass(slots=True)
-class WorkStats:
-    uploaded: int = 0
-    failed: int = 0
-    bytes: int = 0
-    bytes_sent: int = 0
-    fatal: str | None = None
-
-
 def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferResult],
                 workers: int, on_result: Callable[[TransferResult], None] | None = None,
-                stop: threading.Event | None = None) -> WorkStats:
+                stop: threading.Event | None = None) -> str | None:
     """Execute every pending plan item of the run. A fatal error (credentials, bucket) or
-    `stop` (a signal) stops new claims; items in flight finish and are recorded."""
-    stats = WorkStats()
+    `stop` (a signal) stops new claims; items in flight finish and are recorded. Returns
+    the fatal error, if one stopped the run; the counts are in the journal."""
+    fatal = None
     stop = stop or threading.Event()
     buffer: list[TransferResult] = []
     last_flush = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker") as pool:
         for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop):
-            _count(stats, result)
-            if result.fatal and not stop.is_set():
-                stats.fatal = result.error
+            if not (result.ok or result.interrupted):
+                log.warning("failed: %s: %s", shown(result.key), result.error)
+            if result.fatal and fatal is None:
+                fatal = result.error
                 stop.set()
             if on_result:
                 on_result(result)
@@ -76,7 +68,7 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
                 journal.record_results(buffer)
                 buffer, last_flush = [], time.monotonic()
     journal.record_results(buffer)
-    return stats
+    return fatal
 
 
 def _claimed(journal: Journal, run_id: int) -> Iterator:
@@ -85,14 +77,3 @@ def _claimed(journal: Journal, run_id: int) -> Iterator:
         yield from batch
         after = batch[-1].id
 
-
-def _count(stats: WorkStats, result: TransferResult) -> None:
-    if result.ok:
-        stats.uploaded += 1
-        stats.bytes += result.size or 0
-    elif result.interrupted:
-        pass  # stays pending for --resume
-    else:
-        stats.failed += 1
-        log.warning("failed: %s: %s", shown(result.key), result.error)
-    stats.bytes_sent += result.bytes_sent

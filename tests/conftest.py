@@ -108,19 +108,21 @@ class Sync:
     def dest(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
-    def cli(self, *args: str, timeout: float = 180) -> Result:
+    def env(self) -> dict[str, str]:
         env = {**base_env(self.tmp), **self.s3.env(), **self.env_overrides}
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        return env
+
+    def cli(self, *args: str, timeout: float = 180) -> Result:
+        env = self.env()
         proc = subprocess.run([sys.executable, "-m", "journalsync", *args], env=env,
                               capture_output=True, text=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def start(self, *args: str) -> subprocess.Popen:
         """The CLI as a background process (for SIGKILL and SIGTERM tests)."""
-        env = {**base_env(self.tmp), **self.s3.env(), **self.env_overrides}
-        if self.endpoint_url:
-            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        env = self.env()
         return subprocess.Popen([sys.executable, "-m", "journalsync", *args], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
