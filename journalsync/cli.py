@@ -102,6 +102,7 @@ def run(
     sse_kms_key_id: Annotated[Optional[str], typer.Option(help="KMS key for --sse aws:kms.")] = None,
     bwlimit: Annotated[Optional[str], typer.Option(help="Cap upload bandwidth across all workers, per second (e.g. 10MiB).")] = None,
     retry_timeout: Annotated[str, typer.Option(help="Give up on a request after retrying this long (e.g. 3m, 90s).")] = "3m",
+    crt: Annotated[bool, typer.Option("--crt/--no-crt", help="Send small files through the AWS Common Runtime (fast); --no-crt uses botocore only.")] = True,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Only keys matching this glob (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out keys matching this glob (repeatable; wins over --include). Excluded keys are never uploaded or deleted.")] = None,
     manifest_max_age: Annotated[Optional[str], typer.Option(help="Skip the LIST when the cached manifest is younger than this (e.g. 1h); default: always LIST.")] = None,
@@ -146,7 +147,7 @@ def run(
             manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None,
             includes=tuple(p["include"] or ()), excludes=tuple(p["exclude"] or ()),
             max_delete_percent=p["max_delete_percent"], max_delete=p["max_delete"],
-            force=p["force"], allow_empty_source=p["allow_empty_source"]).validate()
+            force=p["force"], allow_empty_source=p["allow_empty_source"], crt=p["crt"]).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         from journalsync.progress import ProgressView
@@ -183,7 +184,7 @@ _JOB_KEYS = {
     "workers": (None, "workers"), "include": (None, "include"), "exclude": (None, "exclude"),
     "storage_class": (None, "storage_class"), "multipart_threshold": (None, "multipart_threshold"),
     "part_size": (None, "part_size"), "bwlimit": (None, "bwlimit"),
-    "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"),
+    "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"), "crt": (None, "crt"),
     "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
     "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
     "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),

@@ -8,6 +8,7 @@ boto3's standard chain (environment, shared profile, instance or container role)
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from journalsync.ratelimit import RateLimiter
 from journalsync.retry import Attempts, RetryPolicy, SharedBackoff
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,36 @@ class ClientFactory:
         self.backoff = SharedBackoff(cfg.workers * 2)
         self.retry = RetryPolicy(cfg.retry_attempts, cfg.retry_timeout, self.backoff)
         self.bandwidth = RateLimiter(cfg.bwlimit) if cfg.bwlimit else None
+        self._cfg = cfg
+        self._pool_size = pool_size
+        self._putter = None
+        self._putter_made = False
+        self._putter_lock = threading.Lock()  # not self._lock: get() takes that one
+
+    def putter(self):
+        """The run's awscrt PUT path (crt.py), or None where the classic client must serve:
+        --no-crt, --bwlimit (the CRT reads bodies on its own threads, unpaced), no awscrt,
+        no credentials. Made once, on first use."""
+        if not self._putter_made:
+            with self._putter_lock:
+                if not self._putter_made:
+                    self._putter = self._make_putter()
+                    self._putter_made = True
+        return self._putter
+
+    def _make_putter(self):
+        if not self._cfg.crt or self.bandwidth is not None:
+            return None
+        from journalsync.crt import CrtPutter
+
+        try:
+            return CrtPutter.create(self.get(), self._cfg.dest.bucket, self._region,
+                                    self._session.get_credentials(), self._pool_size,
+                                    timeout=self._config.read_timeout + 30,
+                                    connect_timeout=self._config.connect_timeout)
+        except Exception as exc:  # noqa: BLE001 - the classic path still works
+            log.warning("the awscrt PUT path is unavailable (%s): using botocore", exc)
+            return None
 
     def get(self):
         """This thread's client, created on first use."""

@@ -111,6 +111,7 @@ class Config:
     storage_class: str | None = None
     sse: str | None = None  # AES256 | aws:kms
     sse_kms_key_id: str | None = None
+    crt: bool = True  # small-file PUTs through awscrt when it is installed (crt.py)
 
     def cache_control_for(self, key: str) -> str | None:
         """The first matching per-glob rule, else --cache-control, else none."""

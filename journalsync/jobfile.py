@@ -40,7 +40,7 @@ from journalsync.errors import UsageError
 
 _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
-        "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal"}
+        "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
@@ -71,6 +71,8 @@ def _check(path: Path, data: dict) -> None:
             fail(f"{key} must be a string")
     if "workers" in data and not isinstance(data["workers"], int):
         fail("workers must be a whole number")
+    if "crt" in data and not isinstance(data["crt"], bool):
+        fail("crt must be true or false")
     for key in ("include", "exclude"):
         if key in data and not (isinstance(data[key], list) and all(isinstance(p, str) for p in data[key])):
             fail(f"{key} must be a list of glob strings")

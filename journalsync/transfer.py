@@ -5,7 +5,8 @@ never hands it out (so a crashed upload can be neither resumed nor cleaned up by
 does not return the ETag we need to trust our cached manifest, it cannot prove that the
 bytes it streamed are the bytes whose SHA-256 we put in the metadata, and it starts a
 thread pool per call, which is slow for many small files. So a small file is read once,
-hashed, and sent with Content-MD5 in one PutObject, retried with the same bytes; large
+hashed, and sent with Content-MD5 in one PutObject, retried with the same bytes, through
+awscrt where it is installed (crt.py: about 4x the PUTs per second of botocore); large
 files go through multipart.MultipartDriver.
 """
 
@@ -76,12 +77,16 @@ class Uploader:
         sha = hashlib.sha256(data).hexdigest()
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
         md5 = md5_b64(data)
-        client = self.clients.get()
-        resp = self.clients.call(
-            lambda: client.put_object(Body=self.clients.body(data), ContentMD5=md5, **args), counter)
+        putter = self.clients.putter()
+        if putter is not None and putter.supports(args):
+            etag = self.clients.call(lambda: putter.put(args, data, md5), counter)
+        else:
+            client = self.clients.get()
+            etag = self.clients.call(lambda: client.put_object(
+                Body=self.clients.body(data), ContentMD5=md5, **args), counter)["ETag"].strip('"')
         return TransferResult(item.id, item.key, True, counter.count,
                               bytes_sent=len(data) * counter.count, size=len(data),
-                              etag=resp["ETag"].strip('"'), sha256=sha)
+                              etag=etag, sha256=sha)
 
     def abort(self, key: str, upload_id: str) -> None:
         self.multipart.abort(key, upload_id)
