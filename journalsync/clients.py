@@ -97,33 +97,32 @@ class ClientFactory:
         self.bandwidth = RateLimiter(cfg.bwlimit) if cfg.bwlimit else None
         self._cfg = cfg
         self._pool_size = pool_size
-        self._putter = None
-        self._putter_made = False
-        self._putter_lock = threading.Lock()  # not self._lock: get() takes that one
+        self._crt = None
+        self._crt_made = False
+        self._crt_lock = threading.Lock()  # not self._lock: get() takes that one
 
-    def putter(self):
-        """The run's awscrt PUT path (crt.py), or None where the classic client must serve:
-        --no-crt, --bwlimit (the CRT reads bodies on its own threads, unpaced), no awscrt,
-        no credentials. Made once, on first use."""
-        if not self._putter_made:
-            with self._putter_lock:
-                if not self._putter_made:
-                    self._putter = self._make_putter()
-                    self._putter_made = True
-        return self._putter
+    def crt(self):
+        """The run's awscrt client for small PUTs and LIST pages (crt.py), or None where
+        botocore must serve: --no-crt, no awscrt, no credentials. Made once, on first use."""
+        if not self._crt_made:
+            with self._crt_lock:
+                if not self._crt_made:
+                    self._crt = self._make_crt()
+                    self._crt_made = True
+        return self._crt
 
-    def _make_putter(self):
-        if not self._cfg.crt or self.bandwidth is not None:
+    def _make_crt(self):
+        if not self._cfg.crt:
             return None
-        from journalsync.crt import CrtPutter
+        from journalsync.crt import CrtS3
 
         try:
-            return CrtPutter.create(self.get(), self._cfg.dest.bucket, self._region,
+            return CrtS3.create(self.get(), self._cfg.dest.bucket, self._region,
                                     self._session.get_credentials(), self._pool_size,
                                     timeout=self._config.read_timeout + 30,
                                     connect_timeout=self._config.connect_timeout)
         except Exception as exc:  # noqa: BLE001 - the classic path still works
-            log.warning("the awscrt PUT path is unavailable (%s): using botocore", exc)
+            log.warning("the awscrt path is unavailable (%s): using botocore only", exc)
             return None
 
     def get(self):

@@ -40,37 +40,51 @@ def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
             stop: threading.Event | None = None) -> ManifestStats:
     """Replace the cached manifest with a fresh ListObjectsV2 of the prefix."""
     stats = ManifestStats()
-    client = clients.get()
     prefix = cfg.dest.list_prefix
+    fetch = _page_fetcher(clients, cfg)
     journal.begin_listing()
     token: str | None = None
-    rows: list[dict] = []
+    rows: list[tuple] = []
     while True:
-        kwargs = {"Bucket": cfg.dest.bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = clients.call(lambda: client.list_objects_v2(**kwargs))
+        page, token = clients.call(lambda: fetch(token))
         stats.pages += 1
-        for obj in page.get("Contents", ()):
-            key = obj["Key"]
+        for key, size, etag, last_modified in page:
             if not key.startswith(prefix) or len(key) == len(prefix):
                 continue  # outside the boundary, or the "prefix/" marker itself
-            rows.append({"key": key[len(prefix):], "size": obj["Size"],
-                         "etag": obj.get("ETag", "").strip('"'),
-                         "last_modified": obj["LastModified"].timestamp()})
+            rows.append((key[len(prefix):], size, etag, last_modified))
         if len(rows) >= BATCH:
             journal.stage_remote(rows)
             stats.listed += len(rows)
             rows = []
         if stop is not None and stop.is_set():
             raise Interrupted("stopped while listing")
-        token = page.get("NextContinuationToken")
-        if not page.get("IsTruncated") or not token:
+        if not token:
             break
     journal.stage_remote(rows)
     stats.listed += len(rows)
     journal.commit_listing(run_id)
     return stats
+
+
+def _page_fetcher(clients: ClientFactory, cfg: Config):
+    """fetch(token) -> (rows of (key, size, etag, last_modified), next token or None):
+    through awscrt and our own XML parsing where it is available, else botocore."""
+    prefix = cfg.dest.list_prefix
+    crt = clients.crt()
+    if crt is not None:
+        return lambda token: crt.list_page(prefix, token)
+    client = clients.get()
+
+    def fetch(token: str | None):
+        kwargs = {"Bucket": cfg.dest.bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = client.list_objects_v2(**kwargs)
+        rows = [(obj["Key"], obj["Size"], obj.get("ETag", "").strip('"'),
+                 obj["LastModified"].timestamp()) for obj in page.get("Contents", ())]
+        return rows, page.get("NextContinuationToken") if page.get("IsTruncated") else None
+
+    return fetch
 
 
 def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: ManifestStats) -> None:

@@ -77,9 +77,10 @@ class Uploader:
         sha = hashlib.sha256(data).hexdigest()
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
         md5 = md5_b64(data)
-        putter = self.clients.putter()
-        if putter is not None and putter.supports(args):
-            etag = self.clients.call(lambda: putter.put(args, data, md5), counter)
+        crt = self.clients.crt()
+        # --bwlimit paces the body as it is read; the CRT reads on its own threads, unpaced.
+        if crt is not None and self.clients.bandwidth is None and crt.supports(args):
+            etag = self.clients.call(lambda: crt.put(args, data, md5), counter)
         else:
             client = self.clients.get()
             etag = self.clients.call(lambda: client.put_object(

@@ -300,13 +300,14 @@ class Journal(PlanStore, UploadStore):
         with self._write() as conn:
             conn.execute(remote_stage.delete())
 
-    def stage_remote(self, rows: Sequence[dict]) -> None:
+    def stage_remote(self, rows: Sequence[tuple]) -> None:
+        """Rows of (key, size, etag, last_modified) from one or more LIST pages."""
         if rows:
             with self._write() as conn:  # driver-level, as in stage_files
                 conn.exec_driver_sql(
                     "INSERT INTO remote_stage (key, size, etag, last_modified) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (key) DO NOTHING",
-                    [(r["key"], r["size"], r["etag"], r["last_modified"]) for r in rows])
+                    rows)
 
     def commit_listing(self, run_id: int) -> None:
         """Replace the cached manifest with the LIST just staged. A hash we knew survives

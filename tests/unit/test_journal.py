@@ -66,7 +66,7 @@ def test_commit_scan_keeps_unreadable_and_drops_gone(tmp_path):
         assert inputs == {"keep": "k"}  # unchanged keeps its hash; errors are not planned
         assert journal.scan_error_count() == 2  # "later" and "dir/inner" kept, flagged
         journal.begin_listing()
-        journal.stage_remote([{"key": k, "size": 1, "etag": "e", "last_modified": 0.0}
+        journal.stage_remote([(k, 1, "e", 0.0)
                               for k in ("keep", "later", "dir/inner", "gone")])
         journal.commit_listing(2)
         assert [r.key for r in journal.iter_extras()] == ["gone"]  # only "gone" is an extra
@@ -76,7 +76,7 @@ def test_listing_keeps_hash_only_while_size_and_etag_match(tmp_path):
     with Journal(tmp_path / "j.sqlite") as journal:
         def listing(run, rows):
             journal.begin_listing()
-            journal.stage_remote([{"key": k, "size": s, "etag": e, "last_modified": 0.0}
+            journal.stage_remote([(k, s, e, 0.0)
                                   for k, s, e in rows])
             journal.commit_listing(run)
 

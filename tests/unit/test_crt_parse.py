@@ -1,0 +1,67 @@
+"""The ListObjectsV2 parser of the awscrt path (crt.py): the fields botocore would give."""
+
+from datetime import datetime, timezone
+
+from botocore.exceptions import ClientError
+
+from journalsync.crt import client_error, parse_list_page
+from journalsync.retry import fatal_reason, is_retryable, is_throttle
+
+AWS_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>bucket</Name><Prefix>p%2F</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys>
+  <EncodingType>url</EncodingType>
+  <IsTruncated>true</IsTruncated>
+  <Contents>
+    <Key>p/a+b%2Bc%20d.txt</Key>
+    <LastModified>2026-11-25T01:02:03.000Z</LastModified>
+    <ETag>&quot;0cc175b9c0f1b6a831c399e269772661&quot;</ETag>
+    <Size>1</Size><StorageClass>STANDARD</StorageClass>
+    <Owner><ID>abc</ID><DisplayName>me</DisplayName></Owner>
+  </Contents>
+  <Contents>
+    <Size>0</Size><Key>p/%E2%82%AC%26%3C.bin</Key><ETag>"d41d8cd98f00b204e9800998ecf8427e-2"</ETag>
+    <LastModified>2026-11-25T01:02:04Z</LastModified>
+  </Contents>
+  <Contents><Key>p/</Key><LastModified>2026-11-25T01:02:05.5Z</LastModified><ETag></ETag><Size>0</Size></Contents>
+  <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+</ListBucketResult>"""
+
+
+def test_page_fields_decoded_like_botocore():
+    rows, token = parse_list_page(AWS_PAGE)
+    ts = datetime(2026, 11, 25, 1, 2, 3, tzinfo=timezone.utc).timestamp()
+    assert rows == [
+        ("p/a b+c d.txt", 1, "0cc175b9c0f1b6a831c399e269772661", ts),
+        ("p/\u20ac&<.bin", 0, "d41d8cd98f00b204e9800998ecf8427e-2", ts + 1),
+        ("p/", 0, "", ts + 2.5),
+    ]
+    assert token == "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="
+
+
+def test_keys_not_url_decoded_when_the_server_did_not_encode_them():
+    body = (b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b%41&amp;.txt</Key>"
+            b"<LastModified>2026-11-25T01:02:03Z</LastModified><ETag>e</ETag><Size>7</Size></Contents>"
+            b"<NextContinuationToken>ignored</NextContinuationToken></ListBucketResult>")
+    rows, token = parse_list_page(body)
+    assert [r[0] for r in rows] == ["a+b%41&.txt"]
+    assert token is None  # not truncated: the last page, whatever else it says
+
+
+def test_empty_listing():
+    assert parse_list_page(b"<ListBucketResult><KeyCount>0</KeyCount><IsTruncated>false"
+                           b"</IsTruncated></ListBucketResult>") == ([], None)
+
+
+def test_error_responses_classified_like_botocore_errors():
+    slow = client_error(503, [("x-amz-request-id", "1")],
+                        b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>",
+                        "PutObject")
+    assert isinstance(slow, ClientError) and is_retryable(slow) and is_throttle(slow)
+    skew = client_error(403, [], b"<Error><Code>RequestTimeTooSkewed</Code><Message>m</Message>"
+                                 b"<ServerTime>2026-11-25T00:00:00Z</ServerTime></Error>", "PutObject")
+    assert "2026-11-25T00:00:00Z" in fatal_reason(skew) and not is_retryable(skew)
+    bare = client_error(502, [], None, "PutObject")  # a proxy's empty 502
+    assert is_retryable(bare) and bare.response["Error"]["Code"] == "502"
+    garbage = client_error(500, [], b"<html>oops", "PutObject")
+    assert is_retryable(garbage) and "oops" in garbage.response["Error"]["Message"]
