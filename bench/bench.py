@@ -69,6 +69,7 @@ class Measure:
 def generate(tree: Tree, root: Path) -> None:
     rnd = random.Random(tree.name)
     shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     for d in range(tree.dirs):
         (root / f"d{d:04d}").mkdir(parents=True)
     for i in range(tree.files):

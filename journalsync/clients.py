@@ -1,9 +1,12 @@
-"""boto3 clients: one session built in the main thread, one client per worker thread, one
+"""S3 clients: one session built in the main thread, one client per worker thread, one
 retry policy and one shared backoff for all of them, and the provider's quirks.
 
-boto3 sessions are not thread-safe, so the session is made once and clients are created
-from it under a lock; each thread then keeps its own client. Credentials come only from
-boto3's standard chain (environment, shared profile, instance or container role).
+Sessions are not thread-safe, so the session is made once and clients are created from it
+under a lock; each thread then keeps its own client. Credentials come only from the SDK's
+standard chain (environment, shared profile, instance or container role).
+
+The session is botocore's own, not boto3's wrapper: boto3 adds nothing we use (we never call
+its upload_file), and importing it pulls in s3transfer, about 0.15 s of every run's start.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import boto3
+import botocore.session
 from botocore.config import Config as BotoConfig
 
 from journalsync.config import Config
@@ -85,11 +88,13 @@ class ClientFactory:
     def __init__(self, cfg: Config, pool_size: int | None = None):
         self.preset = resolve_provider(cfg.provider, cfg.endpoint_url)
         pool_size = pool_size or cfg.workers * 2 + 4
-        self._session = boto3.session.Session(profile_name=cfg.profile, region_name=cfg.region)
-        install_fast_timestamps(self._session._session)  # LIST is CPU-bound in date parsing
+        self._session = botocore.session.Session(profile=cfg.profile)
+        if cfg.profile:
+            self._session.get_scoped_config()  # ProfileNotFound now, not at the first request
+        install_fast_timestamps(self._session)  # LIST is CPU-bound in date parsing
         self._config = boto_config(self.preset, pool_size)
         self._endpoint_url = cfg.endpoint_url
-        self._region = cfg.region or self._session.region_name or "us-east-1"
+        self._region = cfg.region or self._session.get_config_variable("region") or "us-east-1"
         self._lock = threading.Lock()
         self._local = threading.local()
         self.backoff = SharedBackoff(cfg.workers * 2)
@@ -130,7 +135,7 @@ class ClientFactory:
         client = getattr(self._local, "client", None)
         if client is None:
             with self._lock:
-                client = self._session.client(
+                client = self._session.create_client(
                     "s3", endpoint_url=self._endpoint_url, region_name=self._region,
                     config=self._config)
             self._local.client = client

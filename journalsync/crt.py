@@ -58,8 +58,7 @@ class CrtS3:
 
     def __init__(self, base_url: str, region: str, credentials, connections: int,
                  timeout: float, connect_timeout: float):
-        from awscrt import s3
-        from s3transfer.crt import BotocoreCRTCredentialsWrapper
+        from awscrt import auth, s3
 
         parts = urlsplit(base_url)
         self._host = parts.netloc
@@ -68,7 +67,12 @@ class CrtS3:
         self._timeout = timeout
         self._s3 = s3
         tls = s3.S3RequestTlsMode.ENABLED if parts.scheme == "https" else s3.S3RequestTlsMode.DISABLED
-        provider = BotocoreCRTCredentialsWrapper(credentials).to_crt_credentials_provider()
+
+        def current():  # botocore refreshes role and SSO credentials as they near expiry
+            frozen = credentials.get_frozen_credentials()
+            return auth.AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+        provider = auth.AwsCredentialsProvider.new_delegate(current)
         self._client = s3.S3Client(
             region=region, tls_mode=tls, credential_provider=provider,
             retry_config=s3.S3RetryConfig(retry_mode=s3.S3RetryMode.NONE),
@@ -81,7 +85,6 @@ class CrtS3:
         """A client for `bucket`, or None when awscrt is missing (the classic path serves)."""
         try:
             import awscrt.s3
-            import s3transfer.crt  # noqa: F401
         except ImportError:
             log.info("awscrt is not installed: small files go through botocore")
             return None

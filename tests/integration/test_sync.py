@@ -89,6 +89,33 @@ def test_second_run_uploads_nothing_and_sends_no_put(sync, s3, s3client):
     assert proxy.operations() == {"ListObjects": 2}, proxy.requests  # check + listing
 
 
+def test_crt_and_botocore_paths_agree(sync, s3, s3client):
+    """The awscrt path (default) and the botocore path (--no-crt) write the same objects and
+    read the same listing: a run on one after a run on the other uploads nothing."""
+    files = mixed_tree(sync)
+    assert sync.run(*MULTIPART, "--no-crt", "--cache-control", "max-age=5").code == 0
+    assert_bucket_matches(sync, s3client, files)
+    head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("index.html"))
+    assert (head["ContentType"].split(";")[0], head["CacheControl"]) == ("text/html", "max-age=5")
+    result = sync.run(*MULTIPART)  # awscrt LIST of objects botocore wrote
+    assert (result.code, result.summary["uploaded"]) == (0, "0"), result.err
+    sync.write("docs/000.txt", b"now through the CRT")
+    sync.write("weird/new one+plus%.txt", b"new")
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*MULTIPART, "--cache-control", "max-age=5")
+    assert (result.code, result.summary["uploaded"]) == (0, "2"), result.err
+    assert proxy.counts()["PUT"] == 2
+    files.update({"docs/000.txt": b"now through the CRT", "weird/new one+plus%.txt": b"new"})
+    assert_bucket_matches(sync, s3client, files)
+    head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("docs/000.txt"))
+    assert (head["ContentType"].split(";")[0], head["CacheControl"]) == ("text/plain", "max-age=5")
+    sync.endpoint_url = s3.endpoint_url
+    result = sync.run(*MULTIPART, "--no-crt")  # botocore LIST of objects the CRT wrote
+    assert (result.code, result.summary["uploaded"], result.summary["skipped"]) == \
+        (0, "0", str(len(files))), result.err
+
+
 def test_same_size_edit_with_restored_mtime_is_uploaded(sync, s3client):
     path = sync.write("notes.txt", b"version one")
     sync.write("other.txt", b"unchanged")
