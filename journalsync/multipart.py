@@ -217,20 +217,25 @@ class MultipartDriver:
         return etag == journaled_etag or etag.strip('"') == hashlib.md5(data).hexdigest()
 
     def _send_part(self, rec: UploadRecord, number: int, data: bytes) -> tuple[int, str, int]:
-        client = self.clients.get()
         md5 = md5_b64(data)
         counter = Attempts()
+        key = self.cfg.dest.object_key(rec.key)
+        crt = self.clients.crt()
+        if crt is not None and self.clients.bandwidth is None:
+            send = lambda: crt.upload_part(key, rec.upload_id, number, data, md5)  # noqa: E731
+        else:
+            client = self.clients.get()
+            send = lambda: client.upload_part(  # noqa: E731
+                Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
+                Body=self.clients.body(data), ContentMD5=md5)["ETag"]
         try:
-            resp = self._call(lambda: client.upload_part(
-                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(rec.key),
-                UploadId=rec.upload_id, PartNumber=number, Body=self.clients.body(data),
-                ContentMD5=md5), counter)
+            etag = self._call(send, counter)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
-        self.journal.record_part(rec.upload_id, number, resp["ETag"], len(data))
-        return number, resp["ETag"], len(data) * counter.count
+        self.journal.record_part(rec.upload_id, number, etag, len(data))
+        return number, etag, len(data) * counter.count
 
     def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict],
                   counter: Attempts) -> str:
