@@ -181,22 +181,40 @@ def _stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None)
             "ctime_ns": ctime_ns, "inode": inode, "sha256": None, "error": error}
 
 
+INLINE_HASH_MAX = 256 * 1024  # smaller files are hashed on the scanning thread
+
+
 def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tuple[str, str]],
                   threads: int, stop: threading.Event | None) -> None:
-    """Hash every staged file that changed, on a few threads (hashlib releases the GIL)."""
+    """Hash every staged file that changed: large ones on a few threads (hashlib releases
+    the GIL), small ones right here, where a thread hand-off would cost more than the hash."""
     done: list[dict] = []
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
-        for result in bounded_map(pool, lambda row: hash_file(root, row),
-                                  journal.iter_files_to_hash(), window=threads * 4, stop=stop):
-            if result["error"]:
-                errors.append((result["key"], result["error"]))
+
+    def record(result: dict) -> None:
+        nonlocal done
+        if result["error"]:
+            errors.append((result["key"], result["error"]))
+        else:
+            stats.hashed += 1
+            stats.hashed_bytes += result["size"]
+        done.append(result)
+        if len(done) >= BATCH:
+            journal.set_staged_hashes(done)
+            done = []
+
+    def large_ones():
+        for row in journal.iter_files_to_hash():
+            if stop is not None and stop.is_set():
+                return
+            if (row["size"] or 0) < INLINE_HASH_MAX:
+                record(hash_file(root, row))
             else:
-                stats.hashed += 1
-                stats.hashed_bytes += result["size"]
-            done.append(result)
-            if len(done) >= BATCH:
-                journal.set_staged_hashes(done)
-                done = []
+                yield row
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
+        for result in bounded_map(pool, lambda row: hash_file(root, row), large_ones(),
+                                  window=threads * 4, stop=stop):
+            record(result)
     journal.set_staged_hashes(done)
     if stop is not None and stop.is_set():
         raise Interrupted("stopped while hashing")
