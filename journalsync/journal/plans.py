@@ -14,16 +14,30 @@ from journalsync.models import Action, ItemStatus, LocalFile, PlanItem, RemoteOb
 
 BATCH = 500  # rows per transaction on the hot paths
 
+# SQL for the one case plan.decide() skips a local file: an object of the same size whose
+# sha256 is known and equals the file's. NULLs (no object, an unknown hash) make it 0, so an
+# unknown is never a match. tests/unit/test_pure.py checks it against decide() case by case.
+UNCHANGED = "coalesce(f.size = r.size AND f.sha256 = r.sha256, 0)"
+
 
 class PlanStore:
 
-    def iter_plan_inputs(self) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
-        """Every readable local file with its remote object, if any, in key order."""
-        stmt = text("""
+    def count_unchanged(self) -> int:
+        """Readable local files whose object is certainly the same: counted, not streamed."""
+        stmt = text(f"""SELECT count(*) FROM files f JOIN remote_objects r ON r.key = f.key
+                        WHERE f.scan_error IS NULL AND {UNCHANGED} = 1""")
+        with self._reader.begin():
+            return int(self._reader.execute(stmt).scalar())
+
+    def iter_plan_inputs(self, changed_only: bool = False) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
+        """Every readable local file with its remote object, if any, in key order; with
+        `changed_only`, only those count_unchanged() does not count."""
+        stmt = text(f"""
             SELECT f.key, f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.sha256,
                    r.size AS r_size, r.etag AS r_etag, r.sha256 AS r_sha256
             FROM files f LEFT JOIN remote_objects r ON r.key = f.key
-            WHERE f.scan_error IS NULL ORDER BY f.key""")
+            WHERE f.scan_error IS NULL {f"AND {UNCHANGED} = 0" if changed_only else ""}
+            ORDER BY f.key""")
         for row in self._stream(stmt):
             local = LocalFile(row.key, row.path, row.size, row.mtime_ns, row.ctime_ns,
                               row.inode, row.sha256)

@@ -142,3 +142,30 @@ def _client_error(code, status=400):
 def test_error_classification(exc, retryable, fatal):
     assert is_retryable(exc) is retryable
     assert (fatal_reason(exc) is not None) is fatal
+
+
+def test_sql_unchanged_condition_is_decides_skip_case():
+    """plan.build_plan counts unchanged files in SQL (journal UNCHANGED); for every mix of
+    sizes and known/unknown/equal/different hashes, SQL and decide() must agree."""
+    import itertools
+    import sqlite3
+
+    from journalsync.journal.plans import UNCHANGED
+    from journalsync.models import Action, LocalFile, RemoteObject
+    from journalsync.plan import decide
+
+    a, b = "a" * 64, "b" * 64
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE files (key TEXT PRIMARY KEY, size INT, sha256 TEXT)")
+    db.execute("CREATE TABLE remote_objects (key TEXT PRIMARY KEY, size INT, sha256 TEXT)")
+    cases = list(itertools.product((1, 2), (None, a, b), (None, 1, 2), (None, a, b)))
+    for i, (lsize, lsha, rsize, rsha) in enumerate(cases):
+        db.execute("INSERT INTO files VALUES (?, ?, ?)", (str(i), lsize, lsha))
+        if rsize is not None:
+            db.execute("INSERT INTO remote_objects VALUES (?, ?, ?)", (str(i), rsize, rsha))
+    sql = dict(db.execute(f"SELECT f.key, {UNCHANGED} FROM files f "
+                          "LEFT JOIN remote_objects r ON r.key = f.key"))
+    for i, (lsize, lsha, rsize, rsha) in enumerate(cases):
+        remote = RemoteObject("k", rsize, "e", rsha) if rsize is not None else None
+        skip = decide(LocalFile("k", "k", lsize, 0, 0, 0, lsha), remote).action is Action.SKIP
+        assert sql[str(i)] == int(skip), (lsize, lsha, rsize, rsha)
