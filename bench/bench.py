@@ -177,7 +177,7 @@ def bucket_listing(client, bucket: str) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
     token = None
     while True:
-        rows, token = crt.list_page("", token)
+        rows, _, token = crt.list_page("", token)
         out.update((key, (size, etag)) for key, size, etag, _ in rows)
         if not token:
             return out

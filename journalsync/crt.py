@@ -35,6 +35,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from botocore.exceptions import ClientError, NoCredentialsError
@@ -136,12 +137,15 @@ class CrtS3:
                                          self._timeout + len(data) / 65536)
         return next((v for k, v in response_headers if k.lower() == "etag"), "")
 
-    def list_page(self, prefix: str, token: str | None) -> tuple[list[tuple], str | None]:
+    def list_page(self, prefix: str, token: str | None, delimiter: str | None = None) -> ListPage:
         """One ListObjectsV2 page of up to 1,000 keys under `prefix`: rows of (key, size,
-        etag, last_modified seconds) and the continuation token, None on the last page."""
+        etag, last_modified seconds), the common prefixes (with a delimiter), and the
+        continuation token, None on the last page."""
         query = {"list-type": "2", "prefix": prefix, "max-keys": "1000", "encoding-type": "url"}
         if token:
             query["continuation-token"] = token
+        if delimiter:
+            query["delimiter"] = delimiter
         path = self._bucket_path + "?" + "&".join(
             f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
         _, body = self._send("GET", path, [], b"", "ListObjectsV2", self._timeout)
@@ -180,15 +184,22 @@ class CrtS3:
         return got["headers"], b"".join(got["body"])
 
 
+class ListPage(NamedTuple):
+    rows: list[tuple]  # (key, size, etag, last_modified seconds)
+    prefixes: list[str]  # CommonPrefixes, when a delimiter was given
+    token: str | None  # NextContinuationToken; None on the last page
+
+
 _CONTENTS = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
+_PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
 _FIELD = re.compile(rb"<(Key|Size|ETag|LastModified)>([^<]*)</")
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
 _NEXT = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
 _URL_ENCODED = re.compile(rb"<EncodingType>\s*url\s*</EncodingType>")
 
 
-def parse_list_page(body: bytes) -> tuple[list[tuple], str | None]:
-    """(rows, next token) from a ListObjectsV2 XML body. Keys are URL-decoded only when the
+def parse_list_page(body: bytes) -> ListPage:
+    """Rows, common prefixes and the next token from a ListObjectsV2 XML body. Keys are URL-decoded only when the
     server says it encoded them (as botocore does); XML entities are unescaped."""
     url_encoded = _URL_ENCODED.search(body) is not None
     rows = []
@@ -199,11 +210,14 @@ def parse_list_page(body: bytes) -> tuple[list[tuple], str | None]:
             key = unquote_plus(key)
         rows.append((key, int(fields[b"Size"]), _text(fields.get(b"ETag", b"")).strip('"'),
                      _timestamp(_text(fields[b"LastModified"]))))
+    prefixes = [_text(p) for p in _PREFIX.findall(body)]
+    if url_encoded:
+        prefixes = [unquote_plus(p) for p in prefixes]
     token = None
     if _TRUNCATED.search(body):
         found = _NEXT.search(body)
         token = _text(found.group(1)) if found else None
-    return rows, token
+    return ListPage(rows, prefixes, token)
 
 
 def _text(raw: bytes) -> str:

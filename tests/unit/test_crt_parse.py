@@ -29,7 +29,7 @@ AWS_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_page_fields_decoded_like_botocore():
-    rows, token = parse_list_page(AWS_PAGE)
+    rows, prefixes, token = parse_list_page(AWS_PAGE)
     ts = datetime(2026, 11, 25, 1, 2, 3, tzinfo=timezone.utc).timestamp()
     assert rows == [
         ("p/a b+c d.txt", 1, "0cc175b9c0f1b6a831c399e269772661", ts),
@@ -43,14 +43,21 @@ def test_keys_not_url_decoded_when_the_server_did_not_encode_them():
     body = (b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b%41&amp;.txt</Key>"
             b"<LastModified>2026-11-25T01:02:03Z</LastModified><ETag>e</ETag><Size>7</Size></Contents>"
             b"<NextContinuationToken>ignored</NextContinuationToken></ListBucketResult>")
-    rows, token = parse_list_page(body)
+    rows, _, token = parse_list_page(body)
     assert [r[0] for r in rows] == ["a+b%41&.txt"]
     assert token is None  # not truncated: the last page, whatever else it says
 
 
 def test_empty_listing():
     assert parse_list_page(b"<ListBucketResult><KeyCount>0</KeyCount><IsTruncated>false"
-                           b"</IsTruncated></ListBucketResult>") == ([], None)
+                           b"</IsTruncated></ListBucketResult>") == ([], [], None)
+
+
+def test_common_prefixes_decoded():
+    body = (b"<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>"
+            b"<CommonPrefixes><Prefix>p/d%20one/</Prefix></CommonPrefixes>"
+            b"<CommonPrefixes>\n <Prefix>p/%26x/</Prefix>\n</CommonPrefixes></ListBucketResult>")
+    assert parse_list_page(body).prefixes == ["p/d one/", "p/&x/"]
 
 
 def test_error_responses_classified_like_botocore_errors():
