@@ -168,19 +168,26 @@ def local_md5s(root: Path) -> dict[str, tuple[int, str]]:
 
 
 def bucket_listing(client, bucket: str) -> dict[str, tuple[int, str]]:
-    """Every key's (size, ETag), listed through journalsync's awscrt lister (a million keys
-    through botocore's parser would take minutes)."""
+    """Every key's (size, ETag), listed through journalsync's awscrt lister one top-level
+    directory at a time (a flat listing of a million keys is quadratic on this server)."""
     from journalsync.crt import CrtS3
 
     crt = CrtS3.create(client, bucket, "us-east-1", client._request_signer._credentials,
-                       connections=4, timeout=120, connect_timeout=10)
+                       connections=4, timeout=300, connect_timeout=10)
     out: dict[str, tuple[int, str]] = {}
-    token = None
-    while True:
-        rows, _, token = crt.list_page("", token)
-        out.update((key, (size, etag)) for key, size, etag, _ in rows)
-        if not token:
-            return out
+
+    def list_all(prefix: str, delimiter: str | None = None) -> list[str]:
+        token, found = None, []
+        while True:
+            rows, prefixes, token = crt.list_page(prefix, token, delimiter)
+            out.update((key, (size, etag)) for key, size, etag, _ in rows)
+            found += prefixes
+            if not token:
+                return found
+
+    for prefix in list_all("", "/"):
+        list_all(prefix)
+    return out
 
 
 def check_buckets(server, tree: str, src: Path, tools) -> dict[str, str]:
