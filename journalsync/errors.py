@@ -15,6 +15,8 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or input: missing source, malformed destination
     GUARD = 3  # a safety guard refused the run (delete cap, empty source)
     FATAL_REMOTE = 4  # the store refused us: no such bucket, access denied, bad credentials
+    JOURNAL = 5  # the journal cannot be used: damaged, read-only, disk full, lock file error
+    CONFIG = 6  # the local setup cannot be used: unknown profile, CA bundle, TLS trust, endpoint URL
     INTERNAL = 70  # an unexpected error inside journalsync (a bug: please report it)
     INTERRUPTED = 130  # SIGINT
     TERMINATED = 143  # SIGTERM
@@ -39,6 +41,22 @@ class FatalRemoteError(JournalsyncError):
     """The store refused the whole run (bucket, credentials, clock); retrying will not help."""
 
     exit_code = ExitCode.FATAL_REMOTE
+
+
+class JournalError(JournalsyncError):
+    """The journal file cannot be read or written. The message names the file and, for a
+    damaged one, how to recover (move it aside: the next run rebuilds it from a scan and a
+    LIST, and the bucket loses nothing)."""
+
+    exit_code = ExitCode.JOURNAL
+
+
+class ConfigError(JournalsyncError):
+    """The environment is wrong before any file is touched: a profile that does not exist,
+    an unreadable CA bundle, a certificate the endpoint presents that we cannot trust, an
+    endpoint URL we cannot use. The message names the setting."""
+
+    exit_code = ExitCode.CONFIG
 
 
 class Interrupted(Exception):
