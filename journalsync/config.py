@@ -97,6 +97,8 @@ class Config:
     cache_control: str | None = None
     dry_run: bool = False
     resume: bool = False
+    resume_max_age: float = 12 * 3600.0  # --resume continues only a plan younger than this
+    endpoint_moved: bool = False  # the journal's store is now reached at this endpoint URL
     delete: bool = False  # mirror: delete objects under the prefix with no local file
     max_delete_percent: float = 10.0
     max_delete: int | None = None
@@ -146,6 +148,12 @@ class Config:
             raise UsageError(f"--provider must be auto, aws, minio, r2, gcs or other, not {self.provider!r}")
         if self.bwlimit is not None and self.bwlimit <= 0:
             raise UsageError("--bwlimit must be positive")
+        if self.endpoint_url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?",
+                                                              self.endpoint_url):
+            raise UsageError(f"endpoint {self.endpoint_url!r} is not a URL: give it as "
+                             "https://HOST[:PORT] or http://HOST[:PORT]")
+        if self.resume_max_age <= 0:
+            raise UsageError("--resume-max-age must be positive")
         if self.retry_timeout <= 0:
             raise UsageError("--retry-timeout must be positive")
         if not 0 <= self.max_delete_percent <= 100:

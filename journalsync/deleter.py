@@ -13,6 +13,7 @@ from journalsync.config import Config
 from journalsync.errors import FatalRemoteError, Interrupted
 from journalsync.journal import Journal
 from journalsync.models import Action, PlanItem, TransferResult
+from journalsync.presence import LocalPresence
 from journalsync.retry import describe, error_code, fatal_reason, http_status
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,42 @@ class Deleter:
                               action=Action.DELETE)
 
 
-def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading.Event) -> None:
-    """Delete every pending delete item of the run, a batch at a time."""
-    after = 0
+def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading.Event,
+                presence: LocalPresence | None = None) -> int:
+    """Delete every pending delete item of the run, a batch at a time. With `presence`,
+    each key is looked up in the source again just before its batch: a file that is back
+    cancels its delete. Returns the number of deletes cancelled that way."""
+    after, cancelled = 0, 0
     while batch := journal.claim_batch(run_id, after, BATCH_KEYS, Action.DELETE):
         if stop.is_set():
             raise Interrupted("stopped before every delete was done")
-        results = deleter.delete(batch)
-        journal.record_results(results)
-        for item, result in zip(batch, results):
-            if result.ok:
-                log.info("deleted %s (%s)", item.key, item.reason)
-            else:
-                log.warning("delete failed: %s: %s", result.key, result.error)
-        fatal = next((r.error for r in results if r.fatal), None)
-        if fatal:
-            raise FatalRemoteError(f"stopped deleting: {fatal}")
         after = batch[-1].id
+        if presence is not None:
+            back = [item for item in batch if presence.present(item.key)]
+            journal.cancel_items([(item.id, "not deleted: the local file exists again")
+                                  for item in back])
+            cancelled += len(back)
+            batch = [item for item in batch if item not in back]
+        if batch:
+            _delete_batch(journal, deleter, batch)
+    return cancelled
+
+
+def _delete_batch(journal: Journal, deleter: Deleter, batch: list[PlanItem]) -> None:
+    try:
+        results = deleter.delete(batch)
+    except ClientError as exc:
+        reason = fatal_reason(exc)
+        if reason is not None:
+            raise FatalRemoteError(f"stopped deleting: {reason}") from exc
+        # Refused, not fatal: every key of the batch failed, each journaled with why.
+        results = [Deleter._result(item, describe(exc)) for item in batch]
+    journal.record_results(results)
+    for item, result in zip(batch, results):
+        if result.ok:
+            log.info("deleted %s (%s)", item.key, item.reason)
+        else:
+            log.warning("delete failed: %s: %s", result.key, result.error)
+    fatal = next((r.error for r in results if r.fatal), None)
+    if fatal:
+        raise FatalRemoteError(f"stopped deleting: {fatal}")

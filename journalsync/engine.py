@@ -3,10 +3,16 @@
 This module only sequences the phases and turns their outcomes into counts and an exit
 code; each phase lives in its own module and talks to the journal itself.
 
-`--resume` continues the last run that stopped after its plan was stored (killed,
-interrupted, or stopped by a fatal error): it skips scan, LIST and plan, and executes the
-plan rows still pending or failed. A plain run after a crash plans afresh but still
-continues the in-flight multipart uploads of unchanged files (multipart.py).
+`--resume` continues the last run only if it was interrupted (a signal, a kill, an
+expired token) after its plan was stored, and only while that plan is younger than
+--resume-max-age (12 h): it skips scan, LIST and plan, and executes the plan rows still
+pending or failed. Anything else (a run that ended on a fatal error, an old plan) is planned
+afresh, which still continues the journaled multipart uploads of unchanged files.
+
+A stored plan is a list of intentions, not of facts. Every upload opens and checks the file
+it sends; every delete looks for the file again just before it (presence.py); and a resumed
+run with deletes pending scans and LISTs again first, cancels the deletes whose file is
+back or whose object changed, and asks the guard again on the fresh counts.
 """
 
 from __future__ import annotations
@@ -26,13 +32,22 @@ from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.deleter import Deleter, run_deletes
-from journalsync.errors import ExitCode, FatalRemoteError, Interrupted, JournalsyncError, UsageError
+from journalsync.errors import (
+    ConfigError,
+    ExitCode,
+    FatalRemoteError,
+    Interrupted,
+    JournalsyncError,
+    UsageError,
+)
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
+from journalsync.journal.health import is_journal_failure, journal_errors
 from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan
-from journalsync.retry import describe, fatal_reason
+from journalsync.presence import LocalPresence
+from journalsync.retry import config_reason, describe, fatal_reason
 from journalsync.scan import scan
 from journalsync.transfer import Uploader
 from journalsync.workers import run_workers
@@ -118,8 +133,8 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     check_source(cfg)
     started = time.monotonic()
     stop = threading.Event()
-    with RunLock(cfg.journal_path), Journal(cfg.journal_path) as journal, \
-            stop_on_signals(stop) as received:
+    with journal_errors(cfg.journal_path), RunLock(cfg.journal_path), \
+            Journal(cfg.journal_path) as journal, stop_on_signals(stop) as received:
         run = _open_run(cfg, journal, stop)
         run.view = view
         state = _execute(run, on_plan_item)
@@ -134,15 +149,52 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
 
 
 def _open_run(cfg: Config, journal: Journal, stop: threading.Event) -> Run:
+    _check_binding(cfg, journal)
     journal.mark_abandoned_runs()
-    previous = journal.resumable_run() if cfg.resume and not cfg.dry_run else None
+    previous, why_not = _resumable(cfg, journal) if cfg.resume and not cfg.dry_run else (None, None)
     if previous:
         log.info("resuming run %d", previous["id"])
         journal.reopen_run(previous["id"])
         return Run(cfg, journal, previous["id"], journal.plan_counts(previous["id"]), stop,
                    resumed=True)
     run_id = journal.start_run(str(cfg.source), str(cfg.dest), cfg.endpoint_url, cfg.dry_run)
-    return Run(cfg, journal, run_id, RunCounts(), stop)
+    return Run(cfg, journal, run_id, RunCounts(), stop, notes=[why_not] if why_not else [])
+
+
+def _check_binding(cfg: Config, journal: Journal) -> None:
+    """A journal serves one (source, destination, endpoint): refuse to mix two jobs. With
+    --endpoint-moved, the same store reached at a new URL keeps its journal."""
+    other = journal.binding_conflict(str(cfg.source), str(cfg.dest), cfg.endpoint_url)
+    if not other:
+        return
+    same_job = other["source"] == str(cfg.source) and other["dest"] == str(cfg.dest)
+    if same_job and cfg.endpoint_moved:
+        journal.rebind_endpoint(cfg.endpoint_url)
+        log.info("journal rebound from %s to %s (--endpoint-moved)", other["endpoint"] or "AWS",
+                 cfg.endpoint_url or "AWS")
+        return
+    hint = (" (or --endpoint-moved if the same store is now reached at this URL)"
+            if same_job else "")
+    raise UsageError(
+        f"journal {cfg.journal_path} belongs to {other['source']} -> {other['dest']} at "
+        f"{other['endpoint'] or 'AWS'}, not to {cfg.source} -> {cfg.dest} at "
+        f"{cfg.endpoint_url or 'AWS'}; give this job its own --journal{hint}")
+
+
+def _resumable(cfg: Config, journal: Journal) -> tuple[dict | None, str | None]:
+    """The run --resume may continue, or None and why not (None when there is no run to
+    continue at all: a finished last run is no news)."""
+    last = journal.last_real_run()
+    if last is None or not last["planned_at"] or last["state"] not in ("interrupted", "failed"):
+        return None, None
+    if last["state"] == "failed":
+        return None, (f"--resume: run {last['id']} ended on an error ({last['error']}); "
+                      "planned afresh")
+    age = time.time() - last["planned_at"]
+    if age > cfg.resume_max_age:
+        return None, (f"--resume: run {last['id']}'s plan is {age / 3600:.1f} h old, over "
+                      f"--resume-max-age {cfg.resume_max_age / 3600:g} h; planned afresh")
+    return last, None
 
 
 def _exit_code(run: Run, received: list[int]) -> ExitCode:
@@ -155,9 +207,9 @@ def _exit_code(run: Run, received: list[int]) -> ExitCode:
 
 def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
     """Run the phases, recording a stopped run before re-raising what stopped it."""
-    cfg, journal = run.cfg, run.journal
+    cfg = run.cfg
     try:
-        run.clients = ClientFactory(cfg)
+        run.clients = _clients(cfg)
         _remote("cannot list", cfg, lambda: manifest.check_bucket(run.clients, cfg))
         if not run.resumed:
             _scan_and_plan(run, on_plan_item)
@@ -169,49 +221,55 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
         _final_counts(run)
         return "interrupted"
     except FatalRemoteError as exc:
-        _final_counts(run)
-        journal.finish_run(run.run_id, "failed", run.counts, str(exc))
+        _record_stop(run, "interrupted" if exc.resumable else "failed", str(exc))
         raise
     except BaseException as exc:
-        journal.finish_run(run.run_id, "failed", run.counts, describe(exc))
+        _record_stop(run, "failed", describe(exc))
         raise
     _final_counts(run)
     return "done" if run.counts.failed == 0 and (run.verdict is None or run.verdict.allowed) else "partial"
 
 
+def _record_stop(run: Run, state: str, error: str) -> None:
+    """Journal how the run ended. If the journal itself is what failed, this fails too:
+    then the original error, not this one, is what the user must see."""
+    try:
+        _final_counts(run)
+        run.journal.finish_run(run.run_id, state, run.counts, error)
+    except Exception as exc:  # noqa: BLE001 - the error being raised matters more
+        log.debug("could not record the end of run %d: %s", run.run_id, exc)
+
+
+def _clients(cfg: Config) -> ClientFactory:
+    try:
+        return ClientFactory(cfg)
+    except Exception as exc:
+        reason = config_reason(exc)
+        if reason is None:
+            raise
+        raise ConfigError(reason) from exc
+
+
 def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
-    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4)."""
+    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4),
+    a local configuration problem exits 6, and a journal failure is left to say itself."""
     try:
         return fn()
-    except Interrupted:
+    except (Interrupted, JournalsyncError):
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to one line and exit 4
+        if is_journal_failure(exc):
+            raise
+        if config_reason(exc):
+            raise ConfigError(config_reason(exc)) from exc
         reason = fatal_reason(exc) or describe(exc)
         raise FatalRemoteError(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
 
 
 def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> None:
     cfg, journal, counts = run.cfg, run.journal, run.counts
-    run.journal_files = journal.count_files()
-    if run.view:
-        run.view.phase("scanning and listing")
     t = time.monotonic()
-    # The LIST (network) runs beside the scan (disk): neither waits for the other.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="list") as lister:
-        listing = lister.submit(_list, run) if _must_list(run) else None
-        try:
-            scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers),
-                           run.stop, cfg.key_filter)
-        except BaseException:
-            run.stop.set()  # let the LIST stop at its next page
-            raise
-        log.info("scan: %d files, %d hashed (%d bytes), %d failed, %d symlinks not followed, "
-                 "%.2fs", scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
-                 scanned.symlinks, time.monotonic() - t)
-        listed = listing.result() if listing else manifest.ManifestStats()
-    counts.scanned, counts.symlinks = scanned.scanned, scanned.symlinks
-    if scanned.symlinks:
-        run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
+    listed = _scan_and_list(run, _must_list(run))
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
@@ -227,6 +285,32 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
              plan.upload_bytes, plan.skipped, plan.extra, plan.deletes)
     if cfg.dry_run:
         _dry_run_report(run, plan, on_plan_item)
+
+
+def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
+    """Scan the source into the journal with the LIST (network) beside it (disk): neither
+    waits for the other. Sets the scan's counts and notes."""
+    cfg, journal, counts = run.cfg, run.journal, run.counts
+    run.journal_files = journal.count_files()
+    if run.view:
+        run.view.phase("scanning and listing")
+    t = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="list") as lister:
+        listing = lister.submit(_list, run) if must_list else None
+        try:
+            scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers),
+                           run.stop, cfg.key_filter)
+        except BaseException:
+            run.stop.set()  # let the LIST stop at its next page
+            raise
+        log.info("scan: %d files, %d hashed (%d bytes), %d failed, %d symlinks not followed, "
+                 "%.2fs", scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
+                 scanned.symlinks, time.monotonic() - t)
+        listed = listing.result() if listing else manifest.ManifestStats()
+    counts.scanned, counts.symlinks = scanned.scanned, scanned.symlinks
+    if scanned.symlinks:
+        run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
+    return listed
 
 
 def _must_list(run: Run) -> bool:
@@ -269,10 +353,10 @@ def _transfer(run: Run) -> None:
             run.view.backoff = run.clients.backoff
             run.view.uploads(files, size)
             on_result = run.view.on_result
-        fatal = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
-                            on_result=on_result, stop=run.stop)
-    if fatal:
-        raise FatalRemoteError(f"stopped: {fatal}")
+        stopped = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
+                              on_result=on_result, stop=run.stop)
+    if stopped:
+        raise FatalRemoteError(f"stopped: {stopped.reason}", resumable=stopped.resumable)
     if run.stop.is_set():
         raise Interrupted("stopped by a signal")
 
@@ -298,12 +382,36 @@ def _delete_phase(run: Run) -> None:
     if not run.cfg.delete:
         run.notes.append(f"{pending} planned delete(s) not done: --delete was not given")
         return
+    if run.resumed:
+        pending = _recheck_stored_deletes(run)
+        if not pending:
+            return
     run.verdict = check_deletes(_delete_facts(run, pending, totals["failed"]), _policy(run.cfg))
     if not run.verdict.allowed:
         run.notes.append(f"deletes refused, nothing deleted: {run.verdict.reason}")
         return
     log.info("deleting %d extra object(s): %s", pending, run.verdict.reason)
-    run_deletes(run.journal, run.run_id, Deleter(run.cfg, run.clients), run.stop)
+    back = run_deletes(run.journal, run.run_id, Deleter(run.cfg, run.clients), run.stop,
+                       LocalPresence(run.cfg.source))
+    if back:
+        run.notes.append(f"{back} planned delete(s) not done: the file exists again")
+
+
+def _recheck_stored_deletes(run: Run) -> int:
+    """A resumed plan's deletes were decided by an older scan and LIST. Scan and LIST again
+    (this run's scan errors start afresh), cancel every delete whose file is back or whose
+    object is gone or changed, and return how many deletes remain for the guard."""
+    journal = run.journal
+    journal.clear_file_errors(run.run_id)
+    _scan_and_list(run, must_list=True)
+    journal.set_remote_total(run.run_id, journal.count_remote())
+    cancelled = journal.revalidate_deletes(run.run_id)
+    for why, count in cancelled.items():
+        if count:
+            run.notes.append(f"{count} stored delete(s) cancelled on resume: "
+                             + ("the file exists again" if why == "back"
+                                else "the object is gone or changed since the plan"))
+    return journal.transfer_totals(run.run_id)["pending_deletes"]
 
 
 def _final_counts(run: Run) -> None:
@@ -313,4 +421,5 @@ def _final_counts(run: Run) -> None:
     run.counts.deleted = totals.get("deleted", 0)
     run.counts.bytes = totals.get("bytes", 0)
     run.counts.failed = totals.get("failed", 0) + run.journal.scan_failures(run.run_id)
-    run.counts.extra = max(0, run.journal.plan_counts(run.run_id).extra - run.counts.deleted)
+    gone = run.counts.deleted + totals.get("cancelled_deletes", 0)
+    run.counts.extra = max(0, run.journal.plan_counts(run.run_id).extra - gone)

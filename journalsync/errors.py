@@ -38,9 +38,15 @@ class UsageError(JournalsyncError):
 
 
 class FatalRemoteError(JournalsyncError):
-    """The store refused the whole run (bucket, credentials, clock); retrying will not help."""
+    """The store refused the whole run (bucket, credentials, clock); retrying will not help.
+    `resumable`: the cause passes by itself (an expired session token), so the run is left
+    interrupted for --resume rather than failed."""
 
     exit_code = ExitCode.FATAL_REMOTE
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None, resumable: bool = False):
+        super().__init__(message, exit_code)
+        self.resumable = resumable
 
 
 class JournalError(JournalsyncError):

@@ -40,12 +40,13 @@ from journalsync.errors import UsageError
 
 _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
-        "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt"}
+        "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
+        "resume_max_age"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
             "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
-            "journal"}
+            "journal", "resume_max_age"}
 
 
 def load(path: Path) -> dict[str, Any]:

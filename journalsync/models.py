@@ -16,6 +16,7 @@ class ItemStatus(str, Enum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # a re-check found the planned action stale; nothing was done
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,9 @@ class TransferResult:
     etag: str | None = None
     sha256: str | None = None
     error: str | None = None
-    fatal: bool = False
+    fatal: bool = False  # the error dooms the whole run (credentials, bucket, clock)
+    denied: bool = False  # the store refused this object (AccessDenied, KMS): maybe only it
+    resumable: bool = False  # fatal, but the cause passes by itself (an expired token)
     action: Action = Action.UPLOAD
     interrupted: bool = False  # stopped by a signal: the item stays pending for --resume
 

@@ -72,9 +72,10 @@ class _PlanWriter:
     def __init__(self, journal: Journal, run_id: int):
         self.journal, self.run_id, self.rows = journal, run_id, []
 
-    def add(self, key: str, decision: Decision, size: int | None, sha256: str | None) -> None:
-        self.rows.append({"key": key, "action": decision.action.value,
-                          "reason": decision.reason, "size": size, "sha256": sha256})
+    def add(self, key: str, decision: Decision, size: int | None, sha256: str | None,
+            etag: str | None = None) -> None:
+        self.rows.append({"key": key, "action": decision.action.value, "reason": decision.reason,
+                          "size": size, "sha256": sha256, "etag": etag})
         if len(self.rows) >= BATCH:
             self.flush()
 
@@ -115,7 +116,7 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
         decision = decide(None, remote, cfg)
         if decision.action is Action.DELETE:
             summary.deletes += 1
-            writer.add(remote.key, decision, remote.size, remote.sha256)
+            writer.add(remote.key, decision, remote.size, remote.sha256, remote.etag)
     writer.flush()
     summary.remote_total = journal.count_remote()
     return summary

@@ -104,6 +104,38 @@ def fatal_reason(exc: BaseException) -> str | None:
         return f"{FATAL_CODES[code]} ({code})"
     if code in ("403", "Forbidden"):
         return "access denied (403)"
+    if code and code.startswith("KMS."):
+        return f"the KMS key refused us ({code})"
+    return None
+
+
+# Fatal codes that may concern one object only (a bucket policy on a prefix, a KMS key one
+# object was written with): the run stops only when several files in a row meet them.
+OBJECT_SCOPED = frozenset({"AccessDenied", "403", "Forbidden"})
+# Fatal codes whose cause passes by itself: the run is left resumable.
+RESUMABLE_FATAL = frozenset({"ExpiredToken"})
+
+
+def fatal_scope(exc: BaseException) -> str | None:
+    """For an error fatal_reason() names: "object" (maybe only this key), "resumable" (the
+    whole run, until the cause passes) or "run"; None for an error that is not fatal."""
+    if fatal_reason(exc) is None:
+        return None
+    code = error_code(exc)
+    if code in OBJECT_SCOPED or (code or "").startswith("KMS."):
+        return "object"
+    return "resumable" if code in RESUMABLE_FATAL else "run"
+
+
+def config_reason(exc: BaseException) -> str | None:
+    """A one-line reason when the local AWS configuration cannot be used (exit 6)."""
+    from botocore.exceptions import InvalidConfigError, ProfileNotFound
+
+    if isinstance(exc, ProfileNotFound):
+        return (f"profile {exc.kwargs.get('profile')!r} is not in the shared config or "
+                "credentials files (--profile or AWS_PROFILE)")
+    if isinstance(exc, InvalidConfigError):
+        return f"the AWS configuration cannot be used: {exc}"
     return None
 
 

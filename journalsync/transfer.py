@@ -26,7 +26,7 @@ from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.objectmeta import md5_b64, object_args
 from journalsync.report import shown
-from journalsync.retry import Attempts, describe, fatal_reason
+from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class Uploader:
         except OSError as exc:
             return fail(f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - every per-file failure is journaled
-            fatal = fatal_reason(exc)
-            return fail(fatal or describe(exc), fatal=fatal is not None)
+            scope = fatal_scope(exc)
+            return fail(fatal_reason(exc) or describe(exc), fatal=scope in ("run", "resumable"),
+                        denied=scope == "object", resumable=scope == "resumable")
 
     def _single(self, item: PlanItem, path: str, counter: Attempts) -> TransferResult:
         with open(path, "rb") as fh:

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -44,13 +45,30 @@ def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window
             yield future.result()
 
 
+DENIED_STREAK = 3  # files refused in a row (AccessDenied, KMS) that stop the run
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Why the worker phase stopped early: the one line for the run, and whether the run
+    may be resumed once the cause passes."""
+
+    reason: str
+    resumable: bool = False
+
+
 def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferResult],
                 workers: int, on_result: Callable[[TransferResult], None] | None = None,
-                stop: threading.Event | None = None) -> str | None:
-    """Execute every pending plan item of the run. A fatal error (credentials, bucket) or
-    `stop` (a signal) stops new claims; items in flight finish and are recorded. Returns
-    the fatal error, if one stopped the run; the counts are in the journal."""
-    fatal = None
+                stop: threading.Event | None = None) -> Stopped | None:
+    """Execute every pending plan item of the run. A fatal error (credentials, bucket), a
+    streak of refused files, or `stop` (a signal) stops new claims; items in flight finish
+    and are recorded. Returns why it stopped early, if it did; counts are in the journal.
+
+    One refused file is that file's failure: a policy may deny one prefix or one KMS key,
+    and the rest of the night's files must still go up. Several in a row are the store
+    refusing us, and the run stops rather than fail every file one by one."""
+    stopped: Stopped | None = None
+    streak = 0
     stop = stop or threading.Event()
     buffer: list[TransferResult] = []
     last_flush = time.monotonic()
@@ -58,8 +76,10 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
         for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop):
             if not (result.ok or result.interrupted):
                 log.warning("failed: %s: %s", shown(result.key), result.error)
-            if result.fatal and fatal is None:
-                fatal = result.error
+            streak = streak + 1 if result.denied else (0 if result.ok else streak)
+            if stopped is None and (result.fatal or streak >= DENIED_STREAK):
+                stopped = Stopped(result.error if result.fatal else
+                                  f"{result.error} on {streak} files in a row", result.resumable)
                 stop.set()
             if on_result:
                 on_result(result)
@@ -68,7 +88,7 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
                 journal.record_results(buffer)
                 buffer, last_flush = [], time.monotonic()
     journal.record_results(buffer)
-    return fatal
+    return stopped
 
 
 def _claimed(journal: Journal, run_id: int) -> Iterator:

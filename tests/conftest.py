@@ -103,6 +103,15 @@ class Sync:
         self.src = self.tmp / "src"
         self.src.mkdir(exist_ok=True)
         self.journal = self.tmp / "journal.sqlite"
+        self._bound_to = self.endpoint_url
+
+    def _moved(self) -> tuple[str, ...]:
+        """A test that puts a proxy in front of the same server moves the journal's store
+        to a new URL: say so, as a user would (the journal is bound to its endpoint)."""
+        if self.endpoint_url == self._bound_to:
+            return ()
+        self._bound_to = self.endpoint_url
+        return ("--endpoint-moved",)
 
     @property
     def dest(self) -> str:
@@ -127,10 +136,11 @@ class Sync:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def run_args(self, *extra: str) -> list[str]:
-        return ["run", str(self.src), self.dest, "--journal", str(self.journal), *extra]
+        return ["run", str(self.src), self.dest, "--journal", str(self.journal), *self._moved(),
+                *extra]
 
     def run(self, *extra: str) -> Result:
-        return self.cli("run", str(self.src), self.dest, "--journal", str(self.journal), *extra)
+        return self.cli(*self.run_args(*extra))
 
     def write(self, rel: str, data: bytes) -> Path:
         path = self.src / rel

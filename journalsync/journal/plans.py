@@ -64,10 +64,9 @@ class PlanStore:
             WHERE p.run_id = :run AND p.status = 'pending' AND p.action = :action
               AND p.id > :after
             ORDER BY p.id LIMIT :limit""")
-        with self._lock:
-            rows = self._writer.execute(stmt, {"run": run_id, "after": after_id, "limit": limit,
-                                               "action": action.value}).all()
-            self._writer.rollback()
+        with self._read() as conn:
+            rows = conn.execute(stmt, {"run": run_id, "after": after_id, "limit": limit,
+                                       "action": action.value}).all()
         # The identity is only worth carrying while the files row still describes the hash
         # the plan was made with; otherwise the file is hashed again before a multipart.
         return [PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256, r.path,
@@ -117,28 +116,28 @@ class PlanStore:
 
     def transfer_totals(self, run_id: int) -> dict[str, int]:
         """A run's plan items by outcome, across all its resumptions: uploaded, deleted,
-        failed, bytes (uploaded), pending_deletes."""
+        failed, bytes (uploaded), pending_deletes, cancelled_deletes."""
         stmt = text("""
             SELECT coalesce(sum(action = 'upload' AND status = 'done'), 0) AS uploaded,
                    coalesce(sum(action = 'delete' AND status = 'done'), 0) AS deleted,
                    coalesce(sum(status = 'failed'), 0) AS failed,
                    coalesce(sum(CASE WHEN action = 'upload' AND status = 'done'
                                      THEN size ELSE 0 END), 0) AS bytes,
-                   coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes
+                   coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes,
+                   coalesce(sum(action = 'delete' AND status = 'cancelled'), 0) AS cancelled_deletes
             FROM plan_items WHERE run_id = :run""")
         return {k: int(v) for k, v in self._one(stmt, {"run": run_id})._mapping.items()}
 
     def planned_upload_keys(self, run_id: int, keys: Sequence[str]) -> set[str]:
         """Which of `keys` this run still has to upload."""
         found: set[str] = set()
-        with self._lock:
+        with self._read() as conn:
             for start in range(0, len(keys), BATCH):
                 chunk = list(keys[start:start + BATCH])
-                found.update(self._writer.execute(select(plan_items.c.key).where(
+                found.update(conn.execute(select(plan_items.c.key).where(
                     plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
                     plan_items.c.status == ItemStatus.PENDING.value,
                     plan_items.c.key.in_(chunk))).scalars())
-            self._writer.rollback()
         return found
 
     def pending_uploads(self, run_id: int) -> tuple[int, int]:
@@ -152,10 +151,37 @@ class PlanStore:
         stmt = select(plan_items.c.id).where(
             plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
             plan_items.c.status == ItemStatus.PENDING.value).limit(1)
-        with self._lock:
-            found = self._writer.execute(stmt).first() is not None
-            self._writer.rollback()
-        return found
+        with self._read() as conn:
+            return conn.execute(stmt).first() is not None
+
+
+    def cancel_items(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Mark plan items (id, reason) cancelled: a re-check found them stale."""
+        if rows:
+            with self._write() as conn:
+                conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
+                    status=ItemStatus.CANCELLED.value, error=bindparam("why"),
+                    updated_at=time.time()), [{"i": i, "why": why} for i, why in rows])
+
+    def revalidate_deletes(self, run_id: int) -> dict[str, int]:
+        """After a fresh scan and LIST: cancel every pending delete whose file is back, or
+        whose object is gone or is no longer the object the plan saw (another ETag, or a
+        plan from before ETags were kept). Returns the counts by reason."""
+        checks = {
+            "back": ("EXISTS (SELECT 1 FROM files f WHERE f.key = plan_items.key)",
+                     "not deleted: the local file exists again"),
+            "changed": ("NOT EXISTS (SELECT 1 FROM remote_objects r WHERE r.key = plan_items.key"
+                        " AND r.etag = plan_items.etag)",
+                        "not deleted: the object is gone or changed since the plan"),
+        }
+        done: dict[str, int] = {}
+        with self._write() as conn:
+            for name, (condition, why) in checks.items():
+                done[name] = conn.execute(text(f"""
+                    UPDATE plan_items SET status = 'cancelled', error = :why, updated_at = :now
+                    WHERE run_id = :run AND action = 'delete' AND status = 'pending'
+                      AND {condition}"""), {"run": run_id, "why": why, "now": time.time()}).rowcount
+        return done
 
 
 def _status(result: TransferResult) -> ItemStatus:

@@ -114,7 +114,9 @@ plan_items = Table(
     Column("reason", Text, nullable=False),
     Column("size", Integer),
     Column("sha256", Text),
-    Column("status", Text, nullable=False, default="pending"),  # pending | done | failed
+    Column("etag", Text),  # deletes: the object's ETag when planned (re-checked on resume)
+    # pending | done | failed | cancelled (a re-check found the plan stale: not done, not failed)
+    Column("status", Text, nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("bytes_sent", Integer, nullable=False, default=0),
     Column("error", Text),

@@ -50,7 +50,12 @@ class Journal(PlanStore, UploadStore):
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from journalsync.journal.health import os_journal_error
+
+            raise os_journal_error(exc, self.path) from exc
         self._engine = create_engine(
             f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
         )
@@ -76,6 +81,17 @@ class Journal(PlanStore, UploadStore):
     def _write(self) -> Iterator[Connection]:
         with self._lock, self._writer.begin():
             yield self._writer
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A short read on the write connection. Always rolled back, even when the read
+        fails, so a failed read never leaves a half-open transaction behind to hide the
+        real error under "already initialized a Transaction" at the next write."""
+        with self._lock:
+            try:
+                yield self._writer
+            finally:
+                self._writer.rollback()
 
     def _stream(self, stmt, params=None, chunk: int = 2000) -> Iterator:
         """Rows of a large SELECT, fetched in chunks on the read connection."""
@@ -104,10 +120,9 @@ class Journal(PlanStore, UploadStore):
     def mark_abandoned_runs(self) -> int:
         """Runs still marked running whose process is gone (killed, crashed, rebooted)
         become 'interrupted', so --resume can find them."""
-        with self._lock:
-            rows = self._writer.execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 select(runs.c.id, runs.c.pid).where(runs.c.state == "running")).all()
-            self._writer.rollback()
         dead = [r.id for r in rows if not _pid_alive(r.pid)]
         if dead:
             with self._write() as conn:
@@ -115,16 +130,29 @@ class Journal(PlanStore, UploadStore):
                     state="interrupted", error="the process ended without finishing"))
         return len(dead)
 
-    def resumable_run(self) -> dict | None:
-        """The last real run, if it stopped before finishing after its plan was stored."""
-        with self._lock:
-            row = self._writer.execute(
-                select(runs).where(runs.c.dry_run.is_(False)).order_by(runs.c.id.desc()).limit(1)
-            ).mappings().first()
-            self._writer.rollback()
-        if row and row["state"] in ("interrupted", "failed") and row["planned_at"]:
-            return dict(row)
-        return None
+    def binding_conflict(self, source: str, dest: str, endpoint: str | None) -> dict | None:
+        """A run of this journal made for another (source, destination, endpoint), if any.
+        A journal caches one job's listing and plans: shared with another job, it would
+        make that job trust a listing of another bucket."""
+        stmt = (select(runs.c.source, runs.c.dest, runs.c.endpoint)
+                .where(~((runs.c.source == source) & (runs.c.dest == dest)
+                         & runs.c.endpoint.is_not_distinct_from(endpoint)))
+                .order_by(runs.c.id.desc()).limit(1))
+        with self._read() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return dict(row) if row else None
+
+    def rebind_endpoint(self, endpoint: str | None) -> None:
+        """The same store, reached at a new URL: every run of the journal now names it."""
+        with self._write() as conn:
+            conn.execute(update(runs).values(endpoint=endpoint))
+
+    def last_real_run(self) -> dict | None:
+        """The newest run that was not a dry run."""
+        with self._read() as conn:
+            row = conn.execute(select(runs).where(runs.c.dry_run.is_(False))
+                               .order_by(runs.c.id.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
 
     def reopen_run(self, run_id: int) -> None:
         """Continue a run: it is running again, and its failed items are tried again."""
@@ -146,9 +174,8 @@ class Journal(PlanStore, UploadStore):
                 planned_at=time.time()))
 
     def plan_counts(self, run_id: int) -> RunCounts:
-        with self._lock:
-            row = self._writer.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
-            self._writer.rollback()
+        with self._read() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
         return RunCounts(scanned=row["scanned"], skipped=row["skipped"], extra=row["extra"],
                          symlinks=row["symlinks"],
                          skip_reasons=json.loads(row["skip_reasons"] or "{}"))
@@ -158,6 +185,11 @@ class Journal(PlanStore, UploadStore):
         where = "" if include_dirs else " AND path NOT LIKE '%/'"
         stmt = text(f"SELECT count(*) FROM file_errors WHERE run_id = :run{where}")
         return int(self._one(stmt, {"run": run_id})[0])
+
+    def set_remote_total(self, run_id: int, total: int) -> None:
+        """The guard's base after a fresh LIST (a resumed run re-checking its deletes)."""
+        with self._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(remote_total=total))
 
     def remote_total(self, run_id: int) -> int:
         stmt = select(runs.c.remote_total).where(runs.c.id == run_id)
@@ -180,16 +212,13 @@ class Journal(PlanStore, UploadStore):
         return int(self._one(select(func.count()).select_from(remote_objects))[0])
 
     def _one(self, stmt, params=None):
-        with self._lock:
-            row = self._writer.execute(stmt, params or {}).one()
-            self._writer.rollback()
-        return row
+        with self._read() as conn:
+            return conn.execute(stmt, params or {}).one()
 
     def recent_runs(self, limit: int = 10) -> list[dict]:
-        with self._lock:
-            rows = self._writer.execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings().all()
-            self._writer.rollback()
         return [dict(row) for row in rows]
 
     # -- scan -----------------------------------------------------------------------------
@@ -282,16 +311,21 @@ class Journal(PlanStore, UploadStore):
                 conn.execute(insert(file_errors), [
                     {"run_id": run_id, "path": path, "reason": reason} for path, reason in rows])
 
+    def clear_file_errors(self, run_id: int) -> None:
+        """Forget a run's scan errors before the run scans again (a resumed run re-checking
+        its deletes), so each failure is counted once."""
+        with self._write() as conn:
+            conn.execute(file_errors.delete().where(file_errors.c.run_id == run_id))
+
     def file_errors(self, run_id: int, limit: int | None = None) -> list[dict]:
         stmt = (select(file_errors.c.path, file_errors.c.reason)
                 .where(file_errors.c.run_id == run_id).order_by(file_errors.c.id).limit(limit))
         return [dict(r._mapping) for r in self._stream(stmt)]
 
     def scan_error_count(self) -> int:
-        with self._lock:
-            n = self._writer.execute(
-                select(func.count()).select_from(files).where(files.c.scan_error.is_not(None))).scalar_one()
-            self._writer.rollback()
+        with self._read() as conn:
+            n = conn.execute(select(func.count()).select_from(files)
+                             .where(files.c.scan_error.is_not(None))).scalar_one()
         return int(n)
 
     # -- remote manifest ----------------------------------------------------------------

@@ -59,17 +59,15 @@ class UploadStore:
         stmt = (select(multipart_uploads).where(multipart_uploads.c.key == key,
                                                 multipart_uploads.c.state == "active")
                 .order_by(multipart_uploads.c.created_at.desc()).limit(1))
-        with self._lock:
-            row = self._writer.execute(stmt).mappings().first()
-            self._writer.rollback()
+        with self._read() as conn:
+            row = conn.execute(stmt).mappings().first()
         return _upload_record(row) if row else None
 
     def part_etags(self, upload_id: str) -> dict[int, str]:
         stmt = select(multipart_parts.c.part_number, multipart_parts.c.etag).where(
             multipart_parts.c.upload_id == upload_id)
-        with self._lock:
-            rows = self._writer.execute(stmt).all()
-            self._writer.rollback()
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
         return {r.part_number: r.etag for r in rows}
 
     def known_upload_ids(self) -> set[str]:

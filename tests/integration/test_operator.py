@@ -107,8 +107,14 @@ journal = "{tmp_path / 'job.sqlite'}"
         return found
 
     assert objects("from-job") == objects(sync.prefix)
-    # A flag overrides the file: the same job, another prefix.
-    override = sync.cli("run", "--config", str(job), str(sync.src), f"s3://{sync.bucket}/override")
+    # A flag overrides the file: the same job, another prefix. The job file's journal is
+    # bound to its own destination, so the other prefix is refused until it gets its own.
+    other = f"s3://{sync.bucket}/override"
+    refused = sync.cli("run", "--config", str(job), str(sync.src), other)
+    assert refused.code == 2 and "give this job its own --journal" in refused.err
+    assert not keys(s3client, sync.bucket, "override/")
+    override = sync.cli("run", "--config", str(job), str(sync.src), other,
+                        "--journal", str(tmp_path / "override.sqlite"))
     assert override.code == 0 and keys(s3client, sync.bucket, "override/")
 
 
