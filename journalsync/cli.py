@@ -27,7 +27,7 @@ from journalsync.config import (
     parse_size,
     state_dir,
 )
-from journalsync.errors import ExitCode, FatalRemoteError, JournalsyncError, UsageError
+from journalsync.errors import ConfigError, ExitCode, FatalRemoteError, JournalsyncError, UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode=None,  # help texts hold s3://BUCKET[/PREFIX], not markup
@@ -50,8 +50,13 @@ def _remote_errors(what: str):
     except JournalsyncError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line, exit 4
-        from journalsync.retry import describe, fatal_reason
+        from journalsync.journal.health import is_journal_failure
+        from journalsync.retry import config_reason, describe, fatal_reason
 
+        if is_journal_failure(exc):
+            raise  # the journal says what went wrong itself (exit 5)
+        if config_reason(exc):
+            raise ConfigError(config_reason(exc)) from exc
         raise FatalRemoteError(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
 
 
@@ -269,8 +274,10 @@ def status(
     def body() -> int:
         from journalsync.journal import Journal
 
+        from journalsync.journal.health import journal_errors
+
         path = _find_journal(journal, source, dest, _endpoint(endpoint_url))
-        with Journal(path) as j:
+        with journal_errors(path), Journal(path) as j:
             data = report.status_data(j, runs=runs, failures=None if failed else 50)
         if failed:
             data = {"journal": data["journal"], "failed": data["failed"],
@@ -345,7 +352,10 @@ def verify(
             raise UsageError("--sample must be a percentage above 0 and at most 100")
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
                      profile=profile, journal_path=paths[0], workers=workers).validate()
-        with _remote_errors(f"cannot verify {destination}"), Journal(paths[0]) as j:
+        from journalsync.journal.health import journal_errors
+
+        with journal_errors(paths[0]), _remote_errors(f"cannot verify {destination}"), \
+                Journal(paths[0]) as j:
             result = run_verify(cfg, j, sample)
         if json_out:
             print(json.dumps({"checked": result.checked, "synced": result.sampled_from,
