@@ -27,7 +27,7 @@ from journalsync.config import (
     parse_size,
     state_dir,
 )
-from journalsync.errors import ExitCode, FatalRemoteError, JournalsyncError, UsageError
+from journalsync.errors import ExitCode, JournalsyncError, UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode=None,  # help texts hold s3://BUCKET[/PREFIX], not markup
@@ -49,10 +49,10 @@ def _remote_errors(what: str):
         yield
     except JournalsyncError:
         raise
-    except Exception as exc:  # noqa: BLE001 - one line, exit 4
-        from journalsync.retry import describe, fatal_reason
+    except Exception as exc:  # noqa: BLE001 - one line, exit 4 (6 for a TLS failure)
+        from journalsync.retry import describe, fatal_class, fatal_reason
 
-        raise FatalRemoteError(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
+        raise fatal_class(exc)(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
 
 
 def _endpoint(value: str | None) -> str | None:

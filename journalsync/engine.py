@@ -26,13 +26,14 @@ from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.deleter import Deleter, run_deletes
-from journalsync.errors import ExitCode, FatalRemoteError, Interrupted, JournalsyncError, UsageError
+from journalsync.errors import (ConfigError, ExitCode, FatalRemoteError, Interrupted, JournalsyncError,
+                                UsageError)
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
 from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan
-from journalsync.retry import describe, fatal_reason
+from journalsync.retry import describe, fatal_class, fatal_reason
 from journalsync.scan import scan
 from journalsync.transfer import Uploader
 from journalsync.workers import run_workers
@@ -168,7 +169,7 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
     except Interrupted:
         _final_counts(run)
         return "interrupted"
-    except FatalRemoteError as exc:
+    except (FatalRemoteError, ConfigError) as exc:
         _final_counts(run)
         journal.finish_run(run.run_id, "failed", run.counts, str(exc))
         raise
@@ -180,14 +181,15 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
 
 
 def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
-    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4)."""
+    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4, or
+    6 when the local setup is at fault, e.g. an endpoint certificate we cannot verify)."""
     try:
         return fn()
     except Interrupted:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped to one line and exit 4
+    except Exception as exc:  # noqa: BLE001 - mapped to one line and exit 4 or 6
         reason = fatal_reason(exc) or describe(exc)
-        raise FatalRemoteError(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
+        raise fatal_class(exc)(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
 
 
 def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> None:
