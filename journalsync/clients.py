@@ -125,6 +125,7 @@ class ClientFactory:
         """The CRT gets botocore's settings where it can take them (the CA bundle, the
         region botocore signed for) and steps aside where it cannot (a proxy)."""
         if not self._cfg.crt:
+            log.info("awscrt path off: --no-crt; everything goes through botocore")
             return None
         from journalsync.crt import CrtS3
 
