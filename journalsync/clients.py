@@ -124,17 +124,13 @@ class ClientFactory:
     def _make_crt(self):
         """The CRT gets botocore's settings where it can take them (the CA bundle, the
         region botocore signed for) and steps aside where it cannot (a proxy)."""
-        if not self._cfg.crt:
-            log.info("awscrt path off: --no-crt; everything goes through botocore")
+        client = self.get()
+        why_not = self._crt_off_reason(client.meta.endpoint_url)
+        if why_not:
+            log.info("awscrt path off: %s; bodies and listings go through botocore", why_not)
             return None
         from journalsync.crt import CrtS3
 
-        client = self.get()
-        proxy = self._proxy_for(client.meta.endpoint_url)
-        if proxy:  # awscrt's S3Client takes no proxy options (0.38): botocore must go through it
-            log.info("awscrt path off: %s applies to %s; bodies and listings go through "
-                     "botocore, which uses the proxy", proxy, client.meta.endpoint_url)
-            return None
         # botocore's own trust: the configured bundle, else the one it ships with (certifi),
         # so a certificate botocore accepted at the bucket check is one the CRT accepts too.
         ca_file = self.ca_bundle or get_cert_path(True)
@@ -151,14 +147,19 @@ class ClientFactory:
                      client.meta.endpoint_url, self._region, ca_file)
         return crt
 
-    @staticmethod
-    def _proxy_for(endpoint_url: str) -> str | None:
-        """The environment variable naming a proxy botocore would use for `endpoint_url`
-        (HTTPS_PROXY, HTTP_PROXY..., unless NO_PROXY matches), by botocore's own rule."""
+    def _crt_off_reason(self, endpoint_url: str) -> str | None:
+        """Why the CRT must not serve this run, or None.
+
+        A proxy: awscrt's S3Client takes no proxy options, but reads HTTP(S)_PROXY and
+        NO_PROXY itself, by rules of its own (NO_PROXY=10.0.0.0/8 is a CIDR to it, a name
+        suffix to botocore), so the two could take different routes to the same store.
+        botocore decides, by its own rule; when it uses a proxy, it carries everything."""
+        if not self._cfg.crt:
+            return "--no-crt"
         scheme = urlsplit(endpoint_url).scheme
-        if not get_environ_proxies(endpoint_url).get(scheme):
-            return None
-        return f"{scheme.upper()}_PROXY"
+        if get_environ_proxies(endpoint_url).get(scheme):
+            return f"{scheme.upper()}_PROXY applies to {endpoint_url} (botocore uses the proxy)"
+        return None
 
     def _note_region(self, context=None, **_kwargs) -> None:
         """After a ListObjectsV2 (the bucket check comes first): the region botocore signed
