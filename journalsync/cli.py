@@ -51,13 +51,13 @@ def _remote_errors(what: str):
         raise
     except Exception as exc:  # noqa: BLE001 - one line, exit 4
         from journalsync.journal.health import is_journal_failure
-        from journalsync.retry import config_reason, describe, fatal_reason
+        from journalsync.retry import config_reason, describe, fatal_class, fatal_reason
 
         if is_journal_failure(exc):
             raise  # the journal says what went wrong itself (exit 5)
         if config_reason(exc):
             raise ConfigError(config_reason(exc)) from exc
-        raise FatalRemoteError(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
+        raise fatal_class(exc)(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
 
 
 def _endpoint(value: str | None) -> str | None:

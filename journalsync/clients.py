@@ -12,6 +12,7 @@ its upload_file), and importing it pulls in s3transfer, about 0.15 s of every ru
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from urllib.parse import urlsplit
 
 import botocore.session
 from botocore.config import Config as BotoConfig
+from botocore.httpsession import get_cert_path
+from botocore.utils import get_environ_proxies
 
 from journalsync.config import Config
+from journalsync.errors import ConfigError
 from journalsync.fastparse import install_fast_timestamps
 from journalsync.ratelimit import RateLimiter
 from journalsync.retry import Attempts, RetryPolicy, SharedBackoff
@@ -95,6 +99,7 @@ class ClientFactory:
         self._config = boto_config(self.preset, pool_size)
         self._endpoint_url = cfg.endpoint_url
         self._region = cfg.region or self._session.get_config_variable("region") or "us-east-1"
+        self.ca_bundle = ca_bundle(self._session)
         self._lock = threading.Lock()
         self._local = threading.local()
         self.backoff = SharedBackoff(cfg.workers * 2)
@@ -117,18 +122,54 @@ class ClientFactory:
         return self._crt
 
     def _make_crt(self):
-        if not self._cfg.crt:
+        """The CRT gets botocore's settings where it can take them (the CA bundle, the
+        region botocore signed for) and steps aside where it cannot (a proxy)."""
+        client = self.get()
+        why_not = self._crt_off_reason(client.meta.endpoint_url)
+        if why_not:
+            log.info("awscrt path off: %s; bodies and listings go through botocore", why_not)
             return None
         from journalsync.crt import CrtS3
 
+        # botocore's own trust: the configured bundle, else the one it ships with (certifi),
+        # so a certificate botocore accepted at the bucket check is one the CRT accepts too.
+        ca_file = self.ca_bundle or get_cert_path(True)
         try:
-            return CrtS3.create(self.get(), self._cfg.dest.bucket, self._region,
-                                    self._session.get_credentials(), self._pool_size,
-                                    timeout=self._config.read_timeout + 30,
-                                    connect_timeout=self._config.connect_timeout)
+            crt = CrtS3.create(client, self._cfg.dest.bucket, self._region,
+                               self._session.get_credentials(), self._pool_size,
+                               timeout=self._config.read_timeout + 30,
+                               connect_timeout=self._config.connect_timeout, ca_file=ca_file)
         except Exception as exc:  # noqa: BLE001 - the classic path still works
             log.warning("the awscrt path is unavailable (%s): using botocore only", exc)
             return None
+        if crt is not None:
+            log.info("awscrt path on for %s: signing for region %s, trusting %s",
+                     client.meta.endpoint_url, self._region, ca_file)
+        return crt
+
+    def _crt_off_reason(self, endpoint_url: str) -> str | None:
+        """Why the CRT must not serve this run, or None.
+
+        A proxy: awscrt's S3Client takes no proxy options, but reads HTTP(S)_PROXY and
+        NO_PROXY itself, by rules of its own (NO_PROXY=10.0.0.0/8 is a CIDR to it, a name
+        suffix to botocore), so the two could take different routes to the same store.
+        botocore decides, by its own rule; when it uses a proxy, it carries everything."""
+        if not self._cfg.crt:
+            return "--no-crt"
+        scheme = urlsplit(endpoint_url).scheme
+        if get_environ_proxies(endpoint_url).get(scheme):
+            return f"{scheme.upper()}_PROXY applies to {endpoint_url} (botocore uses the proxy)"
+        return None
+
+    def _note_region(self, context=None, **_kwargs) -> None:
+        """After a ListObjectsV2 (the bucket check comes first): the region botocore signed
+        for, which differs from ours when botocore followed S3's region redirect. Later
+        clients, and the CRT, sign for it from the start."""
+        region = ((context or {}).get("signing") or {}).get("region")
+        if region and region != self._region:
+            log.info("bucket %s is in region %s, not %s (botocore was redirected): signing "
+                     "for %s from now on", self._cfg.dest.bucket, region, self._region, region)
+            self._region = region
 
     def get(self):
         """This thread's client, created on first use."""
@@ -138,6 +179,7 @@ class ClientFactory:
                 client = self._session.create_client(
                     "s3", endpoint_url=self._endpoint_url, region_name=self._region,
                     config=self._config)
+            client.meta.events.register("after-call.s3.ListObjectsV2", self._note_region)
             self._local.client = client
         return client
 
@@ -149,3 +191,19 @@ class ClientFactory:
         """A request body for `data`, paced by --bwlimit when it is set. Made anew for each
         attempt, so a retry sends the same bytes from the start."""
         return self.bandwidth.wrap(data) if self.bandwidth else data
+
+
+def ca_bundle(session) -> str | None:
+    """The CA bundle botocore will trust (AWS_CA_BUNDLE, else the profile's ca_bundle),
+    checked now: an unreadable one is the setup's error (exit 6), not every request's."""
+    path = session.get_config_variable("ca_bundle")
+    if not path:
+        return None
+    where = "AWS_CA_BUNDLE" if os.environ.get("AWS_CA_BUNDLE") else "the profile's ca_bundle"
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA bundle {path} ({where}): "
+                          f"{exc.strerror or exc}") from None
+    return path

@@ -55,7 +55,13 @@ _HEADERS = {
 
 
 class CrtConnectionError(ConnectionError):
-    """The CRT could not complete the exchange (refused, reset, closed): retryable."""
+    """The CRT could not complete the exchange (refused, reset, closed, TLS). retry.py decides
+    from `crt_error` (the CRT's error name) whether it is worth another attempt."""
+
+    def __init__(self, message: str, crt_error: str = "", endpoint: str = ""):
+        super().__init__(message)
+        self.crt_error = crt_error
+        self.endpoint = endpoint
 
 
 class CrtS3:
@@ -63,11 +69,12 @@ class CrtS3:
     thread. Thread-safe: each call builds its own request and waits on its own future."""
 
     def __init__(self, base_url: str, region: str, credentials, connections: int,
-                 timeout: float, connect_timeout: float):
+                 timeout: float, connect_timeout: float, ca_file: str | None = None):
         from awscrt import auth, s3
 
         parts = urlsplit(base_url)
         self._host = parts.netloc
+        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path_prefix = parts.path  # "/bucket/" (path style) or "/" (virtual host)
         self._bucket_path = parts.path.rstrip("/") or "/"
         self._timeout = timeout
@@ -81,14 +88,17 @@ class CrtS3:
         provider = auth.AwsCredentialsProvider.new_delegate(current)
         self._client = s3.S3Client(
             region=region, tls_mode=tls, credential_provider=provider,
+            tls_connection_options=_trusting(ca_file) if parts.scheme == "https" else None,
             retry_config=s3.S3RetryConfig(retry_mode=s3.S3RetryMode.NONE),
             max_active_connections_override=connections,
             connect_timeout_ms=int(connect_timeout * 1000))
 
     @classmethod
     def create(cls, botocore_client, bucket: str, region: str, credentials, connections: int,
-               timeout: float, connect_timeout: float) -> CrtS3 | None:
-        """A client for `bucket`, or None when awscrt is missing (the classic path serves)."""
+               timeout: float, connect_timeout: float, ca_file: str | None = None) -> CrtS3 | None:
+        """A client for `bucket` that signs for `region` and trusts exactly the CAs in
+        `ca_file` (None: the system's store), or None when awscrt is missing (the classic
+        path serves)."""
         try:
             import awscrt.s3
         except ImportError:
@@ -105,7 +115,7 @@ class CrtS3:
         if not parts.path.endswith("/" + _PROBE_KEY):
             return None  # an addressing form we do not understand: stay classic
         base = f"{parts.scheme}://{parts.netloc}{parts.path[:-len(_PROBE_KEY)]}"
-        return cls(base, region, credentials, connections, timeout, connect_timeout)
+        return cls(base, region, credentials, connections, timeout, connect_timeout, ca_file)
 
     @staticmethod
     def supports(args: dict) -> bool:
@@ -177,11 +187,24 @@ class CrtS3:
         except AwsCrtError as exc:
             if exc.name.startswith("AWS_AUTH_"):
                 raise NoCredentialsError() from exc
-            raise CrtConnectionError(f"{exc.name}: {exc.message}") from None
+            raise CrtConnectionError(f"{exc.name}: {exc.message} ({self._origin})", exc.name,
+                                     self._origin) from None
         except TimeoutError:
             meta.cancel()
             raise TimeoutError(f"{operation} got no response in time") from None
         return got["headers"], b"".join(got["body"])
+
+
+def _trusting(ca_file: str | None):
+    """TLS options that trust only the CAs in `ca_file`, as botocore does with its bundle;
+    None keeps the CRT's default (the system's trust store)."""
+    if not ca_file:
+        return None
+    from awscrt.io import ClientTlsContext, TlsContextOptions
+
+    options = TlsContextOptions()
+    options.override_default_trust_store_from_path(ca_dirpath=None, ca_filepath=ca_file)
+    return ClientTlsContext(options).new_connection_options()
 
 
 class ListPage(NamedTuple):

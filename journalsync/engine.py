@@ -47,7 +47,7 @@ from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan
 from journalsync.presence import LocalPresence
-from journalsync.retry import config_reason, describe, fatal_reason
+from journalsync.retry import config_reason, describe, fatal_class, fatal_reason
 from journalsync.scan import scan
 from journalsync.transfer import Uploader
 from journalsync.workers import run_workers
@@ -220,8 +220,8 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
     except Interrupted:
         _final_counts(run)
         return "interrupted"
-    except FatalRemoteError as exc:
-        _record_stop(run, "interrupted" if exc.resumable else "failed", str(exc))
+    except (FatalRemoteError, ConfigError) as exc:
+        _record_stop(run, "interrupted" if getattr(exc, "resumable", False) else "failed", str(exc))
         raise
     except BaseException as exc:
         _record_stop(run, "failed", describe(exc))
@@ -251,8 +251,9 @@ def _clients(cfg: Config) -> ClientFactory:
 
 
 def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
-    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4),
-    a local configuration problem exits 6, and a journal failure is left to say itself."""
+    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4, or
+    6 when the local setup is at fault: a profile, an endpoint certificate we cannot
+    verify); a journal failure is left to say itself (exit 5)."""
     try:
         return fn()
     except (Interrupted, JournalsyncError):
@@ -263,7 +264,7 @@ def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
         if config_reason(exc):
             raise ConfigError(config_reason(exc)) from exc
         reason = fatal_reason(exc) or describe(exc)
-        raise FatalRemoteError(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
+        raise fatal_class(exc)(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
 
 
 def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> None:

