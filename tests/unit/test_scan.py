@@ -9,7 +9,7 @@ import pytest
 
 from journalsync.config import Destination
 from journalsync.journal import Journal
-from journalsync.scan import is_racy, scan
+from journalsync.scan import hash_file, is_racy, scan
 
 DEST = Destination.parse("s3://bkt/pre")
 
@@ -105,3 +105,20 @@ def test_racy_hash_is_taken_again_by_the_next_scan(tmp_path):
         # Once the file is older than the window, one more hash is kept and then trusted.
         assert scan(src, DEST, journal, 4, racy_window_ns=0).hashed == 1
         assert scan(src, DEST, journal, 5, racy_window_ns=0).hashed == 0
+
+
+def test_hash_refuses_a_path_swapped_since_the_walk(tmp_path):
+    """The walk saw sub/ and sub/f; before the hash, sub became a symlink to a directory
+    outside the tree holding an f of its own. The hash reads nothing through it."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(b"inside")
+    outside.mkdir()
+    (outside / "f").write_bytes(b"outside")
+    row = {"key": "sub/f", "path": "sub/f", "size": 6, "mtime_ns": 1, "ctime_ns": 1, "inode": 1}
+    assert hash_file(str(src), row)["sha256"] == hashlib.sha256(b"inside").hexdigest()
+    (src / "sub").rename(tmp_path / "moved")
+    (src / "sub").symlink_to(outside)
+    result = hash_file(str(src), row)
+    assert result["sha256"] is None
+    assert result["error"] == "directory sub/ was replaced by a symlink since the scan; not followed"
