@@ -29,7 +29,7 @@ class LocalFile:
     path: str
     size: int
     mtime_ns: int
-    ctime_ns: int
+    ctime_ns: int | None  # None: the hash was racy (scan.is_racy); the next scan hashes again
     inode: int
     sha256: str | None
 

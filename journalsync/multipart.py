@@ -57,6 +57,15 @@ def part_size_for(size: int, requested: int) -> int:
     return min(part, S3_MAX_PART_SIZE)
 
 
+def _as_scanned(st: os.stat_result, item: PlanItem) -> bool:
+    """The file still has the identity the plan's hash was taken with. A racy hash (scan.py)
+    was recorded without a ctime: it is trusted for this run's upload, where the SHA-256 of
+    every byte read is checked before Complete anyway, and hashed again by the next scan."""
+    size, mtime_ns, ctime_ns, inode = file_identity(st)
+    return (item.size, item.mtime_ns, item.inode) == (size, mtime_ns, inode) \
+        and item.ctime_ns in (ctime_ns, None) and item.mtime_ns is not None
+
+
 class MultipartDriver:
     """Uploads one large file per call; called from worker threads."""
 
@@ -74,43 +83,43 @@ class MultipartDriver:
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
 
-    def upload(self, item: PlanItem, path: str, counter: Attempts) -> TransferResult:
-        """Upload (or resume) one file. Raises FileChanged, UploadGone, Interrupted or the
-        store's error; the caller turns them into a result."""
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if st.st_size > S3_MAX_OBJECT:
-                raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
-            sha = self._current_sha256(item, fh, st)
-            rec, held = self._resumable(item, file_identity(st), sha)
-            for attempt in (1, 2):  # a second upload only if the first vanished server-side
-                if rec is None:
-                    rec, held = self._create(item, st, sha, counter), {}
-                try:
-                    return self._send_and_complete(item, path, fh, st, rec, held, counter)
-                except UploadGone:
-                    self.journal.set_upload_state(rec.upload_id, "aborted")
-                    if attempt == 2:
-                        raise
-                    log.warning("upload of %s vanished on the server; starting a new one", item.key)
-                    rec = None
-                    fh.seek(0)
-                except Interrupted:
-                    raise  # keep the upload: --resume continues it
-                except Exception as exc:
-                    # A dead link or a stopped run keeps the upload for the next run to
-                    # resume; anything else (the file changed, the store refused a part)
-                    # aborts it so it accrues nothing.
-                    if not (is_retryable(exc) or fatal_reason(exc)):
-                        self._abort_quietly(rec)
+    def upload(self, item: PlanItem, path: str, counter: Attempts, fh) -> TransferResult:
+        """Upload (or resume) one file from `fh`, the caller's descriptor for `path` (opened
+        by safeio, never through a symlink; everything is read from it). Raises FileChanged,
+        UploadGone, Interrupted or the store's error; the caller turns them into a result."""
+        st = os.fstat(fh.fileno())
+        if st.st_size > S3_MAX_OBJECT:
+            raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
+        sha = self._current_sha256(item, fh, st)
+        rec, held = self._resumable(item, file_identity(st), sha)
+        for attempt in (1, 2):  # a second upload only if the first vanished server-side
+            if rec is None:
+                rec, held = self._create(item, st, sha, counter), {}
+            try:
+                return self._send_and_complete(item, path, fh, st, rec, held, counter)
+            except UploadGone:
+                self.journal.set_upload_state(rec.upload_id, "aborted")
+                if attempt == 2:
                     raise
+                log.warning("upload of %s vanished on the server; starting a new one", item.key)
+                rec = None
+                fh.seek(0)
+            except Interrupted:
+                raise  # keep the upload: --resume continues it
+            except Exception as exc:
+                # A dead link or a stopped run keeps the upload for the next run to
+                # resume; anything else (the file changed, the store refused a part)
+                # aborts it so it accrues nothing.
+                if not (is_retryable(exc) or fatal_reason(exc)):
+                    self._abort_quietly(rec)
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _current_sha256(item: PlanItem, fh, st: os.stat_result) -> str:
         """The scan's SHA-256 while the file is as scanned; else hash it again now (the file
         was re-planned: it changed since the scan, or since a killed run's plan)."""
-        if item.sha256 is not None and file_identity(st) == item.identity:
+        if item.sha256 is not None and _as_scanned(st, item):
             return item.sha256
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
@@ -168,7 +177,7 @@ class MultipartDriver:
                            rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
         parts, sent, digest = self._send_parts(fh, rec, held)
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
-        if digest != rec.sha256 or file_identity(os.stat(path)) != file_identity(st):
+        if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
         etag = self._complete(item, rec, parts, counter)
         self.journal.set_upload_state(rec.upload_id, "completed")

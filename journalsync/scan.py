@@ -4,6 +4,11 @@ A file is re-hashed only when its (size, mtime_ns, ctime_ns, inode) differ from 
 scan, so a nightly run over an unchanged tree reads no file contents. ctime is in the
 identity because a same-size edit whose mtime was put back (`touch -r`, `os.utime`,
 rsync -t) still moves ctime, which no user-level call can set.
+
+A hash is only as good as the timestamps that vouch for it: a same-size write landing in the
+same timestamp tick as the hash leaves the identity unchanged. So, like git's racy-git rule,
+a hash taken within RACY_WINDOW_NS of the file's mtime or ctime is recorded with no ctime
+(an identity no stat can match): this run uses it, the next scan hashes the file again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import os
 import stat as stat_mod
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +29,7 @@ from journalsync.errors import Interrupted, UsageError
 from journalsync.filters import KeyFilter
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
+from journalsync.safeio import SourceRefused, open_source
 from journalsync.workers import bounded_map
 
 
@@ -95,24 +102,42 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def hash_file(root: str, row: dict) -> dict:
+# Two seconds: FAT stores mtime in 2 s steps, and HFS+, ext3, SMB and NFS servers in 1 s or
+# coarser; local ext4/xfs/btrfs take timestamps from the kernel's tick (a few ms before
+# Linux 6.13). Detecting each filesystem's step would save little: the cost of the margin is
+# one extra hash next run for files written in the two seconds before they were hashed.
+RACY_WINDOW_NS = 2 * 10**9
+
+
+def is_racy(st: os.stat_result, hashed_at_ns: int, window_ns: int = RACY_WINDOW_NS) -> bool:
+    """True when a write after `hashed_at_ns` could leave mtime and ctime as they are: the
+    file's timestamps are within one clock step of the hash (or in the future)."""
+    return max(st.st_mtime_ns, st.st_ctime_ns) > hashed_at_ns - window_ns
+
+
+def hash_file(root: str, row: dict, racy_window_ns: int = RACY_WINDOW_NS) -> dict:
     """SHA-256 of one staged file, with the stat seen while hashing it.
 
-    The file is fstat'ed before and after reading; if it changed meanwhile the hash is of
-    no single version, so it is read again (three tries, then the file fails this run).
+    The file is opened without following symlinks (safeio) and fstat'ed before and after
+    reading; if it changed meanwhile the hash is of no single version, so it is read again
+    (three tries, then the file fails this run). A racy hash is returned with ctime_ns None.
     """
-    path = os.path.join(root, row["path"])
     result = {"key": row["key"], "sha256": None, "error": None}
     for _ in range(3):
+        started = time.time_ns()
         try:
-            with open(path, "rb") as fh:
+            with open_source(root, row["path"]) as fh:
                 before = os.fstat(fh.fileno())
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
                 after = os.fstat(fh.fileno())
+        except SourceRefused as exc:
+            return {**result, **_stat_fields(row), "error": str(exc)}
         except OSError as exc:
             return {**result, **_stat_fields(row), "error": f"cannot read: {exc.strerror}"}
         if _identity(before) == _identity(after):
             size, mtime_ns, ctime_ns, inode = _identity(after)
+            if is_racy(after, started, racy_window_ns):
+                ctime_ns = None
             return {**result, "sha256": digest, "size": size, "mtime_ns": mtime_ns,
                     "ctime_ns": ctime_ns, "inode": inode}
     return {**result, **_stat_fields(row), "error": "file kept changing while it was read"}
@@ -124,7 +149,7 @@ def _stat_fields(row: dict) -> dict:
 
 def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
          hash_threads: int = 4, stop: threading.Event | None = None,
-         key_filter: KeyFilter = KeyFilter()) -> ScanStats:
+         key_filter: KeyFilter = KeyFilter(), racy_window_ns: int = RACY_WINDOW_NS) -> ScanStats:
     """Walk `root` into the journal, hash what changed, and fold it into `files`. Files
     the filter excludes are not looked at at all. Raises Interrupted if `stop` is set; the
     journal's `files` are then left as they were."""
@@ -168,7 +193,7 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
                 raise Interrupted("stopped while scanning")
     journal.stage_files(staged)
     errors.extend(journal.staged_collisions())
-    _hash_changed(str(root), journal, stats, errors, hash_threads, stop)
+    _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns)
     journal.commit_scan(run_id, stats.unreadable_dirs)
     journal.record_file_errors(run_id, errors)
     stats.failed = sum(1 for path, _ in errors if not path.endswith("/"))
@@ -185,7 +210,7 @@ INLINE_HASH_MAX = 256 * 1024  # smaller files are hashed on the scanning thread
 
 
 def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tuple[str, str]],
-                  threads: int, stop: threading.Event | None) -> None:
+                  threads: int, stop: threading.Event | None, racy_window_ns: int) -> None:
     """Hash every staged file that changed: large ones on a few threads (hashlib releases
     the GIL), small ones right here, where a thread hand-off would cost more than the hash."""
     done: list[dict] = []
@@ -207,12 +232,12 @@ def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tu
             if stop is not None and stop.is_set():
                 return
             if (row["size"] or 0) < INLINE_HASH_MAX:
-                record(hash_file(root, row))
+                record(hash_file(root, row, racy_window_ns))
             else:
                 yield row
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
-        for result in bounded_map(pool, lambda row: hash_file(root, row), large_ones(),
+        for result in bounded_map(pool, lambda row: hash_file(root, row, racy_window_ns), large_ones(),
                                   window=threads * 4, stop=stop):
             record(result)
     journal.set_staged_hashes(done)

@@ -27,6 +27,7 @@ from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.objectmeta import md5_b64, object_args
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope
+from journalsync.safeio import SourceRefused, open_source
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +38,33 @@ class Uploader:
     def __init__(self, cfg: Config, journal: Journal, run_id: int, clients: ClientFactory,
                  part_pool: ThreadPoolExecutor, stop: threading.Event | None = None):
         self.cfg = cfg
+        self.journal = journal
         self.clients = clients
         self.stop = stop or threading.Event()
         self.multipart = MultipartDriver(cfg, journal, run_id, clients, part_pool, self.stop)
 
     def upload(self, item: PlanItem) -> TransferResult:
         """Upload one file; never raises for a per-file problem."""
-        path = os.path.join(self.cfg.source, item.path or item.key)
         counter = Attempts()
         fail = lambda error, **kw: TransferResult(item.id, item.key, False, counter.count,  # noqa: E731
                                                   error=error, **kw)
         if self.stop.is_set():
             return fail("interrupted before it started", interrupted=True)
         try:
-            st = os.stat(path, follow_symlinks=False)
-            if st.st_size >= self.cfg.multipart_threshold:
-                result = self.multipart.upload(item, path, counter)
-            else:
-                result = self._single(item, path, counter)
+            # One descriptor, opened without following symlinks, is stat'ed, hashed and sent.
+            with open_source(str(self.cfg.source), item.path or item.key) as fh:
+                result = self._send(item, fh, counter)
             log.info("uploaded %s (%s; %d bytes, %d attempt(s))", shown(item.key), item.reason,
                      result.size or 0, result.attempts)
             return result
         except Interrupted as exc:
             return fail(str(exc), interrupted=True)
-        except (FileChanged, UploadGone) as exc:
+        except FileChanged as exc:
+            # The cached hash may be what was wrong (a write its timestamps did not show):
+            # forget it, so the next scan hashes the file again instead of failing forever.
+            self.journal.forget_hash(item.key)
+            return fail(str(exc))
+        except (SourceRefused, UploadGone) as exc:
             return fail(str(exc))
         except OSError as exc:
             return fail(f"cannot read: {exc.strerror or exc}")
@@ -69,10 +73,17 @@ class Uploader:
             return fail(fatal_reason(exc) or describe(exc), fatal=scope in ("run", "resumable"),
                         denied=scope == "object", resumable=scope == "resumable")
 
-    def _single(self, item: PlanItem, path: str, counter: Attempts) -> TransferResult:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read()
+    def _send(self, item: PlanItem, fh, counter: Attempts) -> TransferResult:
+        st = os.fstat(fh.fileno())
+        if item.inode is not None and st.st_ino != item.inode:
+            log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
+        path = os.path.join(self.cfg.source, item.path or item.key)
+        if st.st_size >= self.cfg.multipart_threshold:
+            return self.multipart.upload(item, path, counter, fh)
+        return self._single(item, fh, st, counter)
+
+    def _single(self, item: PlanItem, fh, st: os.stat_result, counter: Attempts) -> TransferResult:
+        data = fh.read()
         # The metadata describes the bytes actually sent, even if the file moved on
         # since the scan; the next scan sees the new stat and compares again.
         sha = hashlib.sha256(data).hexdigest()

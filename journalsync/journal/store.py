@@ -272,6 +272,12 @@ class Journal(PlanStore, UploadStore):
         with self._write() as conn:
             conn.execute(stmt, [{"k": r["key"], **r} for r in rows])
 
+    def forget_hash(self, key: str) -> None:
+        """Drop a file's cached hash (the upload found the file's bytes disagree with it),
+        so the next scan hashes it again whatever its stat says."""
+        with self._write() as conn:
+            conn.execute(update(files).where(files.c.key == key).values(sha256=None))
+
     def commit_scan(self, run_id: int, unreadable_dirs: Iterable[tuple[str, str]] = ()) -> None:
         """Fold the staged scan into `files` in one transaction.
 

@@ -1,0 +1,86 @@
+"""Racily-clean hashes, for real: content that changes while (size, mtime_ns, ctime_ns,
+inode) stay exactly as they were.
+
+Such a write needs no special filesystem: stores through a shared writable mapping whose
+page is already faulted in move no timestamp (the kernel stamps mtime/ctime at the first
+write fault, not at every store), and the same happens to a same-size write() in the hash's
+clock tick on a coarse clock (FAT's 2 s, SMB, NFS, Linux before 6.13). Each test asserts
+the identity really is unchanged before it relies on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import random
+import sqlite3
+import time
+
+import pytest
+
+from journalsync.config import MiB
+from journalsync.scan import RACY_WINDOW_NS
+from tests.support.proxy import RecordingProxy
+
+pytestmark = pytest.mark.slow
+
+ARGS = ("--multipart-threshold", "5MiB", "--part-size", "5MiB")
+
+
+def identity(path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def body(sync, s3client, rel: str) -> bytes:
+    return s3client.get_object(Bucket=sync.bucket, Key=sync.object_key(rel))["Body"].read()
+
+
+def test_edit_in_the_hash_tick_is_uploaded_by_the_next_run(sync, s3client):
+    path = sync.write("notes.txt", b"version one")
+    sync.write("other.txt", b"unchanged")
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mapped:
+        mapped[:1] = b"V"  # the write fault: timestamps move now, never again for this page
+        # The file's timestamp lands in the tick the next run hashes it in (a coarse or a
+        # server clock); set ahead with utime, since this run's start-up time is not ours.
+        ahead = time.time_ns() + 60 * 10**9
+        os.utime(path, ns=(ahead, ahead))
+        first = sync.run()
+        assert (first.code, first.summary["uploaded"]) == (0, "2"), first.err
+        assert body(sync, s3client, "notes.txt") == b"Version one"
+        before = identity(path)
+        mapped[:7] = b"VERSION"  # same size, new content
+        assert identity(path) == before, "this filesystem moved a timestamp; no race to show"
+        second = sync.run()
+    assert (second.code, second.summary["uploaded"]) == (0, "1"), second.err
+    assert body(sync, s3client, "notes.txt") == b"VERSION one"
+
+
+def test_multipart_that_found_its_file_changed_uploads_next_night(sync, s3, s3client):
+    """A multipart upload reads bytes whose SHA-256 is not the cached one while the identity
+    says nothing changed: it is aborted, and the cached hash is forgotten, so the next night
+    hashes the file again and uploads it instead of failing the same way every night."""
+    path = sync.write("big.bin", random.Random(11).randbytes(20 * MiB))
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mapped:
+        mapped[-1:] = b"\0"  # fault the last page in writable; its timestamps move now
+        time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)  # so the first night's hash is not racy
+        before = identity(path)
+
+        def hook(req):
+            if req.operation == "UploadPart" and mapped[-4:] != b"EDIT":
+                mapped[-4:] = b"EDIT"  # part 4 is not read yet: one worker, two part slots
+            return None
+
+        with RecordingProxy(s3.port, hook=hook) as proxy:
+            sync.endpoint_url = proxy.endpoint_url
+            night1 = sync.run(*ARGS, "--workers", "1")
+        assert night1.code == 1 and "changed during upload" in night1.err, night1.err
+        assert identity(path) == before, "this filesystem moved a timestamp; no race to show"
+        sync.endpoint_url = None
+        night2 = sync.run(*ARGS)
+        current = hashlib.sha256(mapped).hexdigest()
+    assert (night2.code, night2.summary["uploaded"]) == (0, "1"), night2.err
+    assert hashlib.sha256(body(sync, s3client, "big.bin")).hexdigest() == current
+    with sqlite3.connect(sync.journal) as db:
+        assert db.execute("SELECT sha256 FROM files WHERE key = 'big.bin'").fetchone() == (current,)
