@@ -41,7 +41,7 @@ def kill_during_deletes(sync, proxy, rng) -> str:
 
     def hook(req):
         if held and req.operation.startswith("Delete") and deletes(proxy) - seen >= hold_at:
-            return Fault(status=0, delay=60)
+            return Fault(status=0, delay=60, reset=True)
         return None
 
     proxy.hook = hook

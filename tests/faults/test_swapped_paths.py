@@ -3,16 +3,18 @@ tree, a FIFO, a directory replaced by a symlink. The upload must refuse that one
 clear reason, never read outside the tree, never hang, and finish (and journal) the rest.
 
 The swap lands after the plan, as it would between a killed night and `--resume`: the
-first run plans through a proxy that refuses every upload (403 AccessDenied, which stops
-the run with its plan stored), the tree is changed, and `--resume` executes the stored plan
-against the real server without scanning again.
+first run plans through a proxy that holds its first upload (never forwarding it), it is
+SIGKILLed there with its plan stored, the tree is changed, and `--resume` executes the
+stored plan against the real server without scanning again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import time
 
 import pytest
 
@@ -23,19 +25,24 @@ pytestmark = pytest.mark.slow
 SECRET = b"outside the tree: must never be uploaded"
 
 
-def deny_uploads(req):
+def hold_uploads(req):
+    """Hold an upload, then drop it unsent: the store never sees it."""
     if req.operation in ("PutObject", "CreateMultipartUpload"):
-        return Fault(status=403, code="AccessDenied")
+        return Fault(status=0, delay=60, reset=True)
     return None
 
 
 def plan_without_uploading(sync, s3) -> None:
-    with RecordingProxy(s3.port, hook=deny_uploads) as proxy:
+    with RecordingProxy(s3.port, hook=hold_uploads) as proxy:
         sync.endpoint_url = proxy.endpoint_url
-        first = sync.run("--workers", "1")
+        proc = sync.start(*sync.run_args("--workers", "1"))
+        deadline = time.monotonic() + 60
+        while proxy.counts()["PUT"] + proxy.operations()["CreateMultipartUpload"] == 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "no upload began"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     sync.endpoint_url = None
-    assert first.code == 4, first.err
-    assert "access denied" in first.err
 
 
 def bucket_bodies(sync, s3client) -> dict[str, bytes]:

@@ -40,7 +40,7 @@ def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
 def kill_in_delete_phase(sync, s3, *args: str) -> RecordingProxy:
     """Run with --delete through a proxy that holds the first delete request; SIGKILL the
     run while it waits, so its plan (deletes pending) is all the journal has."""
-    held = lambda req: Fault(status=0, delay=60) if req.operation.startswith("Delete") else None  # noqa: E731
+    held = lambda req: Fault(status=0, delay=60, reset=True) if req.operation.startswith("Delete") else None  # noqa: E731
     proxy = RecordingProxy(s3.port, hook=held).__enter__()
     sync.endpoint_url = proxy.endpoint_url
     proc = sync.start(*sync.run_args("--delete", *args))
@@ -181,7 +181,7 @@ def test_a_store_refusing_everything_stops_early_and_is_not_replayed(sync, s3, s
 def test_resume_refuses_a_plan_older_than_its_bound(sync, s3, s3client):
     """A plan older than --resume-max-age is made afresh, and the files it missed go up."""
     tree(sync, 10)
-    held = lambda req: Fault(status=0, delay=60) if req.method == "PUT" else None  # noqa: E731
+    held = lambda req: Fault(status=0, delay=60, reset=True) if req.method == "PUT" else None  # noqa: E731
     with RecordingProxy(s3.port, hook=held) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         proc = sync.start(*sync.run_args("--workers", "1"))
