@@ -25,10 +25,13 @@ FLUSH_SECONDS = 1.0
 
 
 def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int,
-                stop: threading.Event | None = None) -> Iterator[R]:
+                stop: threading.Event | None = None,
+                on_idle: Callable[[], None] | None = None) -> Iterator[R]:
     """Like pool.map, but with at most `window` items in flight (so a million-item stream
     never becomes a million futures) and results in completion order. Once `stop` is set
-    nothing new is submitted; what is in flight is still yielded."""
+    nothing new is submitted; what is in flight is still yielded. `on_idle` is called
+    about once a second while no result arrives (one long upload must not keep the
+    results before it out of the journal)."""
     it = iter(items)
     in_flight: set[Future] = set()
     exhausted = False
@@ -40,7 +43,10 @@ def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window
                 exhausted = True
         if not in_flight:
             return
-        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED,
+                               timeout=FLUSH_SECONDS if on_idle else None)
+        if not done and on_idle:
+            on_idle()
         for future in done:
             yield future.result()
 
@@ -72,8 +78,15 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
     stop = stop or threading.Event()
     buffer: list[TransferResult] = []
     last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal buffer, last_flush
+        journal.record_results(buffer)
+        buffer, last_flush = [], time.monotonic()
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker") as pool:
-        for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop):
+        for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop,
+                                  on_idle=lambda: buffer and flush()):
             if not (result.ok or result.interrupted):
                 log.warning("failed: %s: %s", shown(result.key), result.error)
             streak = streak + 1 if result.denied else (0 if result.ok else streak)
@@ -85,9 +98,8 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
                 on_result(result)
             buffer.append(result)
             if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
-                journal.record_results(buffer)
-                buffer, last_flush = [], time.monotonic()
-    journal.record_results(buffer)
+                flush()
+    flush()
     return stopped
 
 

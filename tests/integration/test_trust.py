@@ -231,3 +231,27 @@ def test_endpoint_moved_keeps_the_journal(sync, s3, s3client):
         kept = sync.cli(*base, "--endpoint-moved")
     assert kept.code == 0, kept.err
     assert json.loads(kept.out)["uploaded"] == 0
+
+
+def test_a_long_upload_does_not_hold_finished_ones_out_of_the_journal(sync, s3, s3client):
+    """Results are journaled about once a second even while no other result arrives: a
+    kill during one long upload does not lose the record of the files already sent."""
+    sync.write("a.txt", b"quick")
+    sync.write("b.txt", b"slow")
+    held = lambda req: Fault(status=0, delay=30) if "b.txt" in req.path else None  # noqa: E731
+    with RecordingProxy(s3.port, hook=held) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args("--workers", "2"))
+        try:
+            def a_done() -> bool:
+                try:
+                    with sqlite3.connect(f"file:{sync.journal}?mode=ro", uri=True) as db:
+                        return db.execute("SELECT status FROM plan_items WHERE key = 'a.txt'"
+                                          ).fetchone() == ("done",)
+                except sqlite3.Error:
+                    return False
+            wait_for(a_done, "a.txt journaled while b.txt is still held", timeout=15)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert sync.object_key("a.txt") in keys(s3client, sync.bucket)
