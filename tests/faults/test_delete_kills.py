@@ -33,29 +33,35 @@ def deletes(proxy) -> int:
     return sum(1 for r in proxy.requests if r.operation.startswith("Delete"))
 
 
-def kill_during_deletes(sync, proxy, rng) -> str:
-    """Start a --delete run and SIGKILL it somewhere in its delete phase; says where."""
-    hold_at = rng.randint(1, 4)
+def kill_during_deletes(sync, proxy, rng, planned: int) -> str:
+    """Start a --delete run and SIGKILL it somewhere in its delete phase; says where.
+
+    Either a random delete is held (and later dropped, never reaching the store), or each
+    delete is slowed a little and the kill falls after a random pause: then it can land
+    anywhere, a delete the store has done but the journal has not recorded included."""
+    hold_at = rng.randint(1, planned)
     held = rng.random() < 0.5
     seen = deletes(proxy)
 
     def hook(req):
-        if held and req.operation.startswith("Delete") and deletes(proxy) - seen >= hold_at:
-            return Fault(status=0, delay=60, reset=True)
-        return None
+        if not req.operation.startswith("Delete"):
+            return None
+        if not held:
+            return Fault(status=0, delay=0.05)
+        return Fault(status=0, delay=60, reset=True) if deletes(proxy) - seen >= hold_at else None
 
     proxy.hook = hook
     proc = sync.start(*sync.run_args(*ARGS))
     deadline = time.monotonic() + 60
     while deletes(proxy) - seen < (hold_at if held else 1) and proc.poll() is None:
         assert time.monotonic() < deadline, "the delete phase never began"
-        time.sleep(0.02)
+        time.sleep(0.01)
     if not held:
-        time.sleep(rng.uniform(0, 0.3))
+        time.sleep(rng.uniform(0, 0.05 * planned))
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     proxy.hook = None
-    return f"held at delete {hold_at}" if held else "after a random pause"
+    return f"held at delete {hold_at} of {planned}" if held else "after a random pause"
 
 
 def test_random_kills_in_the_delete_phase_never_delete_a_present_file(sync, s3, s3client):
@@ -74,7 +80,7 @@ def test_random_kills_in_the_delete_phase_never_delete_a_present_file(sync, s3, 
             gone = rng.sample(sorted(files), rng.randint(3, 15))  # within the 10% cap
             for rel in gone:
                 (sync.src / rel).unlink()
-            where = kill_during_deletes(sync, proxy, rng)
+            where = kill_during_deletes(sync, proxy, rng, len(gone))
             back = rng.sample(gone, rng.randint(0, len(gone)))
             for rel in back:
                 sync.write(rel, files[rel])
