@@ -19,9 +19,10 @@ from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
-# Give freed pages back to the file system once they are this share of the file. Below it
-# they are left for the next run's scan and LIST staging, which reuses them at once.
-RECLAIM_FRACTION = 0.25
+# A journal made before auto_vacuum=INCREMENTAL is rewritten by one VACUUM (which also
+# switches it over) once its free pages are this share of the file; an incremental journal
+# gives back every free page after each run, which costs little (the pages are at hand).
+VACUUM_FRACTION = 0.25
 
 # Runs never pruned: the newest `keep`, the current one, the one --resume would continue,
 # any still marked running, and any that owns an active multipart upload (its UploadId
@@ -88,11 +89,11 @@ class Housekeeping:
         return PruneStats(gone, items, errors, uploads, parts)
 
     def reclaim_free_pages(self) -> int:
-        """Give free pages back once they exceed RECLAIM_FRACTION of the file: an
-        incremental vacuum on a journal with auto_vacuum=INCREMENTAL, else one VACUUM that
-        also switches it to incremental (journals made before this release)."""
+        """Give free pages back to the file system: all of them on a journal with
+        auto_vacuum=INCREMENTAL, else (journals made before this release) one VACUUM that
+        switches it to incremental, once they exceed VACUUM_FRACTION of the file."""
         pages, free, mode = self.page_stats()
-        if free <= pages * RECLAIM_FRACTION:
+        if free == 0 or (mode != 2 and free <= pages * VACUUM_FRACTION):
             return 0
         with self._lock:
             self._reader.rollback()  # no read transaction may pin pages while we move them
