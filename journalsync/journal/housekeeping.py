@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -63,8 +63,7 @@ class Housekeeping:
         log.info("journal: pruned %d run(s), %d plan row(s), %d scan error(s), %d upload(s), "
                  "%d part(s); %d page(s) freed", stats.runs, stats.plan_items,
                  stats.file_errors, stats.uploads, stats.parts, freed)
-        return PruneStats(stats.runs, stats.plan_items, stats.file_errors, stats.uploads,
-                          stats.parts, freed)
+        return replace(stats, pages_freed=freed)
 
     def prune_history(self, current_run: int, keep: int) -> PruneStats:
         """Delete every run outside the kept set (see _DOOMED_RUNS) with its rows, in one
