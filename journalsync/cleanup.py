@@ -80,8 +80,9 @@ def reconcile(journal: Journal, run_id: int, driver: MultipartDriver, clients: C
             aborted += _abort(lambda r=rec: driver.abort(r.key, r.upload_id), rec.key)
     if not journal.has_pending_uploads(run_id):
         return aborted  # nothing to upload: no stray can be ours to clean (no request sent)
-    known = journal.known_upload_ids()
-    strays = [u for u in list_incomplete(clients, cfg) if u.upload_id not in known]
+    listed = list(list_incomplete(clients, cfg))
+    known = journal.known_upload_ids(u.upload_id for u in listed)
+    strays = [u for u in listed if u.upload_id not in known]
     planned = journal.planned_upload_keys(run_id, [u.key for u in strays])
     for up in strays:
         if up.key in planned:
@@ -113,13 +114,14 @@ def cleanup(cfg: Config, journals: list[Path], older_than: float, abort: bool) -
     """List (and with `abort`, abort) incomplete uploads under the prefix older than
     `older_than` seconds, marking those that belong to one of `journals`."""
     clients = ClientFactory(cfg)
+    listed = list(list_incomplete(clients, cfg))
     owners: dict[str, Path] = {}
     for path in journals:
         with Journal(path) as journal:
-            owners.update(dict.fromkeys(journal.known_upload_ids(), path))
+            owners.update(dict.fromkeys(journal.known_upload_ids(u.upload_id for u in listed), path))
     now = time.time()
     rows = []
-    for up in list_incomplete(clients, cfg):
+    for up in listed:
         ours = up.upload_id in owners
         if now - up.initiated < older_than:
             action = f"kept: younger than {older_than:g}s"

@@ -114,6 +114,7 @@ class Config:
     sse: str | None = None  # AES256 | aws:kms
     sse_kms_key_id: str | None = None
     crt: bool = True  # small-file PUTs through awscrt when it is installed (crt.py)
+    keep_runs: int = 30  # runs of history the journal keeps (housekeeping.py)
 
     def cache_control_for(self, key: str) -> str | None:
         """The first matching per-glob rule, else --cache-control, else none."""
@@ -160,6 +161,8 @@ class Config:
             raise UsageError("--max-delete-percent must be between 0 and 100")
         if self.max_delete is not None and self.max_delete < 0:
             raise UsageError("--max-delete must not be negative")
+        if self.keep_runs < 1:
+            raise UsageError(f"--keep-runs must be at least 1, got {self.keep_runs}")
         return self
 
 

@@ -142,6 +142,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
             state = "interrupted"
         journal.finish_run(run.run_id, state, run.counts,
                            "interrupted by a signal" if received else None)
+        journal.housekeep(run.run_id, cfg.keep_runs)
     if received:
         run.notes.append("stopped by a signal; `journalsync run --resume` continues")
     return RunOutcome(run.run_id, run.counts, time.monotonic() - started,

@@ -11,6 +11,7 @@
     storage_class = "STANDARD_IA"
     multipart_threshold = "64MiB"
     part_size = "16MiB"
+    keep_runs = 30                      # runs of history kept in the journal
 
     [cache_control]                     # first matching glob wins
     "*.html" = "no-cache"
@@ -41,7 +42,7 @@ from journalsync.errors import UsageError
 _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
         "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
-        "resume_max_age"}
+        "resume_max_age", "keep_runs"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
@@ -70,8 +71,9 @@ def _check(path: Path, data: dict) -> None:
     for key in _STRINGS & data.keys():
         if not isinstance(data[key], str):
             fail(f"{key} must be a string")
-    if "workers" in data and not isinstance(data["workers"], int):
-        fail("workers must be a whole number")
+    for key in ("workers", "keep_runs"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
+            fail(f"{key} must be a whole number")
     if "crt" in data and not isinstance(data["crt"], bool):
         fail("crt must be true or false")
     for key in ("include", "exclude"):

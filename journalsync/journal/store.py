@@ -29,6 +29,7 @@ from journalsync.journal.schema import (
     runs,
     scan_stage,
 )
+from journalsync.journal.housekeeping import Housekeeping
 from journalsync.journal.plans import PlanStore
 from journalsync.journal.uploads import UploadStore
 from journalsync.models import ItemStatus, RemoteObject, RunCounts
@@ -37,7 +38,14 @@ from journalsync.models import ItemStatus, RemoteObject, RunCounts
 
 def _set_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
+    # Only takes effect on a new, empty file (before its first table): freed pages can then
+    # be given back with incremental_vacuum (housekeeping.py). Older journals switch over
+    # at their first VACUUM.
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
+    # After a checkpoint resets the WAL, truncate it back to this size rather than leave
+    # it at its high-water mark (a first run of a large tree can write hundreds of MB).
+    cur.execute("PRAGMA journal_size_limit=8388608")
     # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
     # the last commits, and every phase can be re-run from what remains.
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -45,7 +53,7 @@ def _set_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Journal(PlanStore, UploadStore):
+class Journal(PlanStore, UploadStore, Housekeeping):
     """All reads and writes of one journal file. Thread-safe for writes."""
 
     def __init__(self, path: Path):

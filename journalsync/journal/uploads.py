@@ -3,6 +3,7 @@ Journal (store.py), whose connections, lock and helpers it relies on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, text, update
@@ -70,11 +71,19 @@ class UploadStore:
             rows = conn.execute(stmt).all()
         return {r.part_number: r.etag for r in rows}
 
-    def known_upload_ids(self) -> set[str]:
+    def known_upload_ids(self, candidates: Iterable[str]) -> set[str]:
+        """Those of `candidates` (UploadIds the server lists as incomplete) that this
+        journal created: asked in chunks, so the cost follows the listing, never the
+        journal's history."""
+        known: set[str] = set()
+        ids = list(candidates)
         with self._lock:
-            ids = set(self._writer.execute(select(multipart_uploads.c.upload_id)).scalars())
+            for start in range(0, len(ids), 500):
+                stmt = select(multipart_uploads.c.upload_id).where(
+                    multipart_uploads.c.upload_id.in_(ids[start:start + 500]))
+                known.update(self._writer.execute(stmt).scalars())
             self._writer.rollback()
-        return ids
+        return known
 
     def active_uploads(self) -> list[UploadRecord]:
         stmt = text("""
