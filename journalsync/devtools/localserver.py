@@ -204,6 +204,7 @@ class SeaweedS3Server(LocalS3Server):
         self.log_file = log_file
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
+        self._ports: list[int] = []
 
     def _command(self) -> list[str]:
         identities = self.data_dir / "identities.json"
@@ -211,7 +212,8 @@ class SeaweedS3Server(LocalS3Server):
             "name": "admin",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        ports = [f"-{name}.port={free_port_pair()}" for name in self._PORTS]
+        self._ports = [self.port] + [free_port_pair() for _ in self._PORTS]
+        ports = [f"-{name}.port={port}" for name, port in zip(self._PORTS, self._ports[1:])]
         return [_bin("weed"), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-s3.port={self.port}", f"-s3.config={identities}",
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
@@ -277,3 +279,8 @@ class SeaweedS3Server(LocalS3Server):
             except ProcessLookupError:
                 pass
         self.proc = None
+        # weed leaves some of its unix sockets (/tmp/seaweedfs-s3-PORT.sock) behind.
+        for port in self._ports:
+            for sock in (*Path("/tmp").glob(f"seaweedfs-*-{port}.sock"),
+                         *Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock")):
+                sock.unlink(missing_ok=True)
