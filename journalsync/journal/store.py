@@ -331,6 +331,16 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         with self._write() as conn:
             conn.execute(file_errors.delete().where(file_errors.c.run_id == run_id))
 
+    def refuse_files(self, run_id: int, rows: Sequence[tuple[str, str, str]]) -> None:
+        """rows: (key, display path, reason) of files found unfit after the scan: each is a
+        file error of the run, and its row is set aside like an unreadable file's (never
+        planned, its object never an extra)."""
+        if rows:
+            with self._write() as conn:
+                conn.execute(update(files).where(files.c.key == bindparam("k")).values(
+                    scan_error=bindparam("reason")), [{"k": k, "reason": r} for k, _, r in rows])
+            self.record_file_errors(run_id, [(path, reason) for _, path, reason in rows])
+
     def file_errors(self, run_id: int, limit: int | None = None) -> list[dict]:
         stmt = (select(file_errors.c.path, file_errors.c.reason)
                 .where(file_errors.c.run_id == run_id).order_by(file_errors.c.id).limit(limit))

@@ -87,7 +87,7 @@ def test_resumable_run_is_kept_behind_dry_runs(tmp_path):
         stopped = nightly(journal, state="interrupted")
         for _ in range(5):
             nightly(journal, dry_run=True, keep=1)
-        assert journal.resumable_run()["id"] == stopped
+        assert journal.last_real_run()["id"] == stopped
         assert len(rows(path, f"SELECT 1 FROM plan_items WHERE run_id = {stopped}")) == 3
         nightly(journal, keep=1)  # a real run that finished: nothing is resumable any more
     assert len(rows(path, "SELECT id FROM runs")) == 1
