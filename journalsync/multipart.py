@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from botocore.exceptions import ClientError
 
@@ -183,31 +183,44 @@ class MultipartDriver:
         reused: list[tuple[int, str, int]] = []
         futures: list[Future] = []
         stopped = False
-        for number in range(1, max(1, math.ceil(rec.size / rec.part_size)) + 1):
-            if self.stop.is_set():
-                stopped = True
-                break
-            if any(f.done() and f.exception() for f in futures):
-                break
-            self.part_slots.acquire()
-            data = fh.read(rec.part_size)
-            hasher.update(data)
-            if self._reusable(held.get(number), journaled.get(number), data):
-                self.part_slots.release()
-                etag = held[number][0]
-                if number not in journaled:
-                    self.journal.record_part(rec.upload_id, number, etag, len(data))
-                reused.append((number, etag, 0))
-                continue
-            future = self.part_pool.submit(self._send_part, rec, number, data)
-            future.add_done_callback(lambda _f: self.part_slots.release())
-            futures.append(future)
-        sent = [f.result() for f in futures]  # waits for all; re-raises the first failure
+        try:
+            for number in range(1, max(1, math.ceil(rec.size / rec.part_size)) + 1):
+                if self.stop.is_set():
+                    stopped = True
+                    break
+                if any(f.done() and f.exception() for f in futures):
+                    break
+                data = self._read_part(fh, rec.part_size)
+                hasher.update(data)
+                if self._reusable(held.get(number), journaled.get(number), data):
+                    self.part_slots.release()
+                    etag = held[number][0]
+                    if number not in journaled:
+                        self.journal.record_part(rec.upload_id, number, etag, len(data))
+                    reused.append((number, etag, 0))
+                    continue
+                future = self.part_pool.submit(self._send_part, rec, number, data)
+                future.add_done_callback(lambda _f: self.part_slots.release())
+                futures.append(future)
+        finally:
+            # Every part in flight ends before anything else happens (an abort sent while
+            # parts are still arriving could leave one stored on the server).
+            wait(futures)
+        sent = [f.result() for f in futures]  # re-raises the first failure
         if stopped:
             raise Interrupted("stopped before every part was sent; --resume continues")
         parts = sorted(reused + sent)
         return ([{"PartNumber": n, "ETag": etag} for n, etag, _ in parts],
                 sum(b for _, _, b in parts), hasher.hexdigest())
+
+    def _read_part(self, fh, size: int) -> bytes:
+        """Take a part slot, then read one part into it; a read error gives the slot back."""
+        self.part_slots.acquire()
+        try:
+            return fh.read(size)
+        except BaseException:
+            self.part_slots.release()
+            raise
 
     @staticmethod
     def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, data: bytes) -> bool:

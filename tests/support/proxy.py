@@ -75,6 +75,7 @@ class RecordingProxy:
         self.upstream_port = upstream_port
         self.hook = hook
         self.requests: list[Request] = []
+        self._active: Counter = Counter()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -95,6 +96,12 @@ class RecordingProxy:
                 url = urlsplit(self.path)
                 req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length)
                 proxy._record(req)  # as soon as the headers are in: a started request counts
+                try:
+                    self._answer(req, length)
+                finally:
+                    proxy._finished(req)
+
+            def _answer(self, req: Request, length: int):
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
                     time.sleep(fault.delay)  # the client is still sending the body meanwhile
@@ -164,6 +171,16 @@ class RecordingProxy:
     def _record(self, req: Request) -> None:
         with self._lock:
             self.requests.append(req)
+            self._active[req.operation] += 1
+
+    def _finished(self, req: Request) -> None:
+        with self._lock:
+            self._active[req.operation] -= 1
+
+    def in_flight(self, operation: str) -> int:
+        """Requests of `operation` received and not yet answered (or dropped)."""
+        with self._lock:
+            return self._active[operation]
 
     def counts(self) -> Counter:
         with self._lock:
