@@ -157,12 +157,37 @@ class MultipartDriver:
                 counter: Attempts) -> UploadRecord:
         client = self.clients.get()
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
-        upload_id = self._call(lambda: client.create_multipart_upload(**args), counter)["UploadId"]
+        tries = Attempts()
+        upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
+        counter.count += tries.count
         rec = UploadRecord(upload_id, item.key, self.run_id,
                            part_size_for(st.st_size, self.cfg.part_size), *file_identity(st),
                            sha, time.time(), "active")
         self.journal.record_upload(rec, item.id)  # committed before the first part
+        if tries.count > 1:
+            # An earlier try may have created an upload whose answer was lost: its UploadId
+            # reached no one, so nothing would ever complete or abort it.
+            self._abort_strays(item.key)
         return rec
+
+    def _abort_strays(self, key: str) -> None:
+        """Abort the incomplete uploads of `key` that the journal does not know."""
+        client = self.clients.get()
+        full = self.cfg.dest.object_key(key)
+        try:
+            page = self._call(lambda: client.list_multipart_uploads(
+                Bucket=self.cfg.dest.bucket, Prefix=full, MaxUploads=1000))
+        except Exception as exc:  # noqa: BLE001 - the next run's reconcile finds the stray
+            log.warning("could not list the uploads of %s after a retried create: %s", key, exc)
+            return
+        known = self.journal.known_upload_ids()
+        for up in page.get("Uploads", ()):
+            if up["Key"] == full and up["UploadId"] not in known:
+                log.info("aborting an upload of %s left by a retried create", key)
+                try:
+                    self.abort(key, up["UploadId"])
+                except Exception as exc:  # noqa: BLE001 - as above
+                    log.warning("could not abort a stray upload of %s: %s", key, exc)
 
     def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
                            rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:

@@ -37,3 +37,21 @@ def test_failed_part_waits_for_parts_in_flight_before_aborting(sync, s3, s3clien
     assert parts_at_abort == [0] and "UploadPart" not in after_abort, ops
     assert ops.count("UploadPart") == 3
     assert incomplete(s3client, sync.bucket) == []
+
+
+def test_create_retried_after_a_lost_answer_leaves_no_upload(sync, s3, s3client):
+    sync.write("big.bin", random.Random(32).randbytes(12 * MiB))
+    lost = []
+
+    def hook(req):
+        if req.operation == "CreateMultipartUpload" and not lost:
+            lost.append(req)
+            return Fault(reset=True, after_forward=True)  # created, but the answer is lost
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    assert proxy.operations()["CreateMultipartUpload"] == 2
+    assert incomplete(s3client, sync.bucket) == []

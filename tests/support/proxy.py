@@ -62,6 +62,7 @@ class Fault:
     code: str = "InternalError"
     after_forward: bool = False  # forward first, then answer with the error anyway
     reset: bool = False  # read about half the body, then drop the connection with a RST
+    # (with after_forward: forward the whole request, then drop the connection unanswered)
     fields: tuple[tuple[str, str], ...] = ()  # extra elements in the error document
     delay: float = 0.0  # hold the request (before reading its body), then go on; status=0
     # with a delay only delays
@@ -105,7 +106,7 @@ class RecordingProxy:
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
                     time.sleep(fault.delay)  # the client is still sending the body meanwhile
-                if fault and fault.reset:
+                if fault and fault.reset and not fault.after_forward:
                     return self._reset(length)
                 body = self.rfile.read(length) if length else None
                 if length and len(body or b"") < length:
@@ -114,6 +115,8 @@ class RecordingProxy:
                 if fault and fault.status and not fault.after_forward:
                     return self._error(fault)
                 status, reason, headers, data = proxy._upstream(self.command, self.path, self.headers, body)
+                if fault and fault.reset and fault.after_forward:
+                    return self._reset(0)  # the server did the work; the answer is lost
                 if fault and fault.status and fault.after_forward:
                     return self._error(fault)
                 self.send_response_only(status, reason)
