@@ -6,6 +6,7 @@ and any key a server returns outside it is ignored, never touched.
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from journalsync.config import Config
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
-from journalsync.retry import error_code
+from journalsync.retry import describe, error_code, http_status
 from journalsync.objectmeta import metadata_sha256
 from journalsync.workers import bounded_map
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -127,6 +130,13 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None  # gone since LIST: it will be uploaded
+            if http_status(exc) in (400, 403):
+                # This one object refuses HEAD (another customer's SSE-C key, another
+                # account's object): its hash stays unknown, so it is uploaded. LIST worked,
+                # so the credentials and the bucket are fine.
+                log.warning("HEAD %s refused (%s): its hash is unknown, it will be uploaded",
+                            key, describe(exc))
+                return None
             raise
         sha = metadata_sha256(resp.get("Metadata"))
         return {"key": key, "etag": resp["ETag"].strip('"'), "sha256": sha} if sha else None
