@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
+from journalsync.crt import IncompleteListing
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
@@ -112,7 +113,11 @@ def _page_fetcher(clients: ClientFactory, cfg: Config):
         rows = [(obj["Key"], obj["Size"], obj.get("ETag", "").strip('"'),
                  obj["LastModified"].timestamp()) for obj in page.get("Contents", ())]
         prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
-        return rows, prefixes, page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        if not page.get("IsTruncated"):
+            return rows, prefixes, None
+        if not page.get("NextContinuationToken"):
+            raise IncompleteListing(prefix)
+        return rows, prefixes, page["NextContinuationToken"]
 
     return fetch
 

@@ -66,6 +66,7 @@ class Fault:
     fields: tuple[tuple[str, str], ...] = ()  # extra elements in the error document
     delay: float = 0.0  # hold the request (before reading its body), then go on; status=0
     # with a delay only delays
+    rewrite: Callable[[bytes], bytes] | None = None  # with status=0: edit the server's answer
 
 
 Hook = Callable[[Request], Fault | None]
@@ -119,6 +120,8 @@ class RecordingProxy:
                     return self._reset(0)  # the server did the work; the answer is lost
                 if fault and fault.status and fault.after_forward:
                     return self._error(fault)
+                if fault and fault.rewrite:
+                    data = fault.rewrite(data)
                 self.send_response_only(status, reason)
                 for name, value in headers:
                     low = name.lower()
