@@ -8,8 +8,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
+from journalsync.errors import StopNow
 from journalsync.journal import Journal
 from journalsync.models import TransferResult
 from journalsync.report import shown
@@ -54,21 +56,39 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
     stop = stop or threading.Event()
     buffer: list[TransferResult] = []
     last_flush = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker") as pool:
-        for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop):
-            if not (result.ok or result.interrupted):
-                log.warning("failed: %s: %s", shown(result.key), result.error)
-            if result.fatal and fatal is None:
-                fatal = result.error
-                stop.set()
-            if on_result:
-                on_result(result)
-            buffer.append(result)
-            if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
-                journal.record_results(buffer)
-                buffer, last_flush = [], time.monotonic()
-    journal.record_results(buffer)
+    try:
+        with thread_pool(workers, "worker") as pool:
+            for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop):
+                if not (result.ok or result.interrupted):
+                    log.warning("failed: %s: %s", shown(result.key), result.error)
+                if result.fatal and fatal is None:
+                    fatal = result.error
+                    stop.set()
+                if on_result:
+                    on_result(result)
+                buffer.append(result)
+                if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
+                    journal.record_results(buffer)
+                    buffer, last_flush = [], time.monotonic()
+    finally:
+        journal.record_results(buffer)  # what finished is recorded, even on a stop at once
     return fatal
+
+
+@contextmanager
+def thread_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A ThreadPoolExecutor that waits for its work on the way out, except when a second
+    signal stops the run at once (StopNow): then nothing queued starts and nothing in
+    flight is waited for (the process exits without it)."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    hurry = False
+    try:
+        yield pool
+    except StopNow:
+        hurry = True
+        raise
+    finally:
+        pool.shutdown(wait=not hurry, cancel_futures=hurry)
 
 
 def _claimed(journal: Journal, run_id: int) -> Iterator:
