@@ -71,6 +71,7 @@ class Run:
     view: object | None = None  # progress.ProgressView on a terminal
     journal_files: int = 0  # files the journal remembered before this run's scan
     verdict: Verdict | None = None
+    head_refused: set[str] = field(default_factory=set)  # keys whose HEAD the store refused
 
 
 def check_source(cfg: Config) -> None:
@@ -232,6 +233,7 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
         run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
+    run.head_refused = listed.refused
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
              listed.listed, listed.pages, listed.heads, time.monotonic() - t)
 
@@ -276,7 +278,8 @@ def _dry_run_report(run: Run, plan, on_plan_item) -> None:
 def _transfer(run: Run) -> None:
     cfg = run.cfg
     with thread_pool(cfg.workers, "part") as part_pool:
-        uploader = Uploader(cfg, run.journal, run.run_id, run.clients, part_pool, run.stop)
+        uploader = Uploader(cfg, run.journal, run.run_id, run.clients, part_pool, run.stop,
+                            run.head_refused)
         aborted = _remote("cannot list incomplete uploads in", cfg, lambda: reconcile(
             run.journal, run.run_id, uploader.multipart, run.clients, cfg))
         if aborted:

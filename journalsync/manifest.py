@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
@@ -31,6 +31,7 @@ class ManifestStats:
     listed: int = 0
     pages: int = 0
     heads: int = 0
+    refused: set[str] = field(default_factory=set)  # keys whose HEAD was refused (400/403)
 
 
 def check_bucket(clients: ClientFactory, cfg: Config) -> None:
@@ -141,6 +142,7 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
                 # so the credentials and the bucket are fine.
                 log.warning("HEAD %s refused (%s): its hash is unknown, it will be uploaded",
                             key, describe(exc))
+                stats.refused.add(key)
                 return None
             raise
         sha = metadata_sha256(resp.get("Metadata"))

@@ -57,3 +57,24 @@ def test_truncated_page_without_token_fails_the_listing(sync, s3, s3client, path
     assert not {"PutObject", "DeleteObject", "DeleteObjects"} & set(sent), sent  # nothing done
     status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
     assert status["runs"][0]["state"] == "failed"
+
+
+def test_object_refusing_head_and_put_fails_alone(sync, s3, s3client):
+    for name in ("foreign.txt", "plain.txt"):
+        sync.write(name, b"same bytes as the object")
+        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"same bytes as the object")
+    refused = "/" + sync.object_key("foreign.txt")
+
+    def hook(req):  # another account's object: neither read nor overwritten by us
+        if req.operation in ("HeadObject", "PutObject") and req.path.endswith(refused):
+            return Fault(403, "AccessDenied")
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run()
+    assert result.code == 1, result.err
+    assert result.summary["uploaded"] == "1" and result.summary["failed"] == "1"
+    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    [failed] = status["failed"]
+    assert failed["key"] == "foreign.txt" and "refused by the store" in failed["error"]
