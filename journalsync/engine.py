@@ -89,12 +89,13 @@ def check_source(cfg: Config) -> None:
 
 @dataclass(slots=True)
 class Signals:
-    """The stop signals a run received. `armed`: a second one still stops the phases at
+    """The stop signals a run received. `armed`: a further one still stops the phases at
     once (cleared once they are over, so it cannot cut the final bookkeeping short)."""
 
     received: list[int] = field(default_factory=list)
     armed: bool = True
     hurried: bool = False  # a second signal stopped the run at once
+    busy: bool = False  # the handler is writing its log line
 
 
 @contextmanager
@@ -110,13 +111,21 @@ def stop_on_signals(stop: threading.Event) -> Iterator[Signals]:
 
     def handler(signum, _frame):
         signals.received.append(signum)
+        if signals.busy:
+            return  # the call below raises once its line is out (logging swallows raises)
+        signals.busy = True
         name = signal.Signals(signum).name
-        if len(signals.received) == 1:
-            stop.set()
-            log.warning("%s: finishing the work in flight, then stopping (again to stop now)", name)
-        elif signals.armed and not signals.hurried:
+        try:
+            if len(signals.received) == 1:
+                stop.set()
+                log.warning("%s: finishing the work in flight, then stopping (again to stop now)",
+                            name)
+            elif signals.armed:
+                log.warning("%s again: stopping now; --resume continues the work in flight", name)
+        finally:
+            signals.busy = False
+        if len(signals.received) > 1 and signals.armed:
             signals.hurried = True
-            log.warning("%s again: stopping now; --resume continues the work in flight", name)
             raise StopNow("stopped at once by a second signal")
 
     previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_EXIT}

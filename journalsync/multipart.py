@@ -311,6 +311,12 @@ class MultipartDriver:
         self.journal.set_upload_state(upload_id, "aborted")
 
     def _abort_quietly(self, rec: UploadRecord) -> None:
+        if self.stop.is_set():
+            # A stopping run keeps every upload: an error now may come from the stop itself
+            # (a second signal closes the journal under the threads still sending), and the
+            # next run resumes the upload or aborts it (cleanup.reconcile).
+            log.info("stopping: keeping the upload of %s for the next run", rec.key)
+            return
         try:
             self.abort(rec.key, rec.upload_id)
         except Exception as exc:  # noqa: BLE001 - it stays 'active'; the next run retries

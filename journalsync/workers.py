@@ -78,8 +78,9 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
 @contextmanager
 def thread_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
     """A ThreadPoolExecutor that waits for its work on the way out, except when a second
-    signal stops the run at once (StopNow): then nothing queued starts and nothing in
-    flight is waited for (the process exits without it)."""
+    signal stops the run at once (StopNow): then nothing is waited for (the process exits
+    without it). Queued work is not cancelled: a cancelled part would fail its upload,
+    which would then be aborted; queued work sees the stop flag instead."""
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
     hurry = False
     try:
@@ -88,7 +89,7 @@ def thread_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
         hurry = True
         raise
     finally:
-        pool.shutdown(wait=not hurry, cancel_futures=hurry)
+        pool.shutdown(wait=not hurry)
 
 
 def _claimed(journal: Journal, run_id: int) -> Iterator:

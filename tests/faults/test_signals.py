@@ -45,7 +45,9 @@ def test_second_sigterm_stops_now_with_the_summary_line(sync, s3, s3client):
         status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
         assert status["runs"][0]["state"] == "interrupted"
         proxy.hook = None
+        proxy.clear()
         result = sync.run(*ARGS, "--resume")
     assert result.code == 0, result.err
+    assert proxy.operations()["CreateMultipartUpload"] == 0  # the upload was kept and continued
     assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
