@@ -40,8 +40,9 @@ class Deleter:
         order of `items`."""
         if self.one_by_one:
             return [self._one(item) for item in items]
-        alone = [item for item in items if _NOT_IN_XML.search(item.key)]
-        batched = [item for item in items if not _NOT_IN_XML.search(item.key)]
+        unsafe = lambda item: _NOT_IN_XML.search(self.cfg.dest.object_key(item.key))  # noqa: E731
+        alone = [item for item in items if unsafe(item)]
+        batched = [item for item in items if not unsafe(item)]
         results = {id(item): self._one(item) for item in alone}
         results.update(zip(map(id, batched), self._batch_or_one_by_one(batched)))
         return [results[id(item)] for item in items]
