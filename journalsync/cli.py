@@ -183,6 +183,10 @@ def run(
             print(report.summary_json(outcome.counts, outcome.elapsed, **extra))
         else:
             print(report.summary_line(outcome.counts, outcome.elapsed))
+        if outcome.left_in_flight:  # a second signal: do not wait for the threads still sending
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(outcome.exit_code))
         return int(outcome.exit_code)
 
     raise typer.Exit(_guard(body))

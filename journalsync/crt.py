@@ -159,7 +159,10 @@ class CrtS3:
         path = self._bucket_path + "?" + "&".join(
             f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
         _, body = self._send("GET", path, [], b"", "ListObjectsV2", self._timeout)
-        return parse_list_page(body)
+        page = parse_list_page(body)
+        if page.token is None and _TRUNCATED.search(body):
+            raise IncompleteListing(prefix)
+        return page
 
     def _send(self, method: str, path: str, headers: list, data: bytes, operation: str,
               timeout: float) -> tuple[list, bytes]:
@@ -205,6 +208,15 @@ def _trusting(ca_file: str | None):
     options = TlsContextOptions()
     options.override_default_trust_store_from_path(ca_dirpath=None, ca_filepath=ca_file)
     return ClientTlsContext(options).new_connection_options()
+
+
+class IncompleteListing(Exception):
+    """A listing page says more keys follow but not where: the listing cannot be finished,
+    and a plan (or a delete) from part of it would be wrong."""
+
+    def __init__(self, prefix: str):
+        super().__init__(f"a page listing {prefix!r} says it is truncated but gives no "
+                         "continuation token; refusing to plan from a partial listing")
 
 
 class ListPage(NamedTuple):

@@ -4,6 +4,7 @@ one DeleteObject at a time where a provider lacks the batch call (GCS's S3 API).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 from botocore.exceptions import ClientError
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 BATCH_KEYS = 1000  # S3's limit per DeleteObjects
 _NOT_SUPPORTED = {"NotImplemented", "MethodNotAllowed", "501", "405"}
+# Keys DeleteObjects' XML body cannot carry faithfully: XML 1.0 forbids most control
+# characters, and a parser reads a carriage return as a line feed (quiet mode would then
+# report the wrong key as deleted). Such keys go one DeleteObject at a time.
+_NOT_IN_XML = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 class Deleter:
@@ -32,15 +37,30 @@ class Deleter:
         return self.clients.call(fn)
 
     def delete(self, items: list[PlanItem]) -> list[TransferResult]:
-        """Delete a batch of keys; per-key failures come back as failed results."""
-        if not self.one_by_one:
-            try:
-                return self._batch(items)
-            except ClientError as exc:
-                if error_code(exc) not in _NOT_SUPPORTED and http_status(exc) not in (405, 501):
-                    raise
-                log.info("DeleteObjects is not supported here; deleting one key at a time")
-                self.one_by_one = True
+        """Delete a batch of keys; per-key failures come back as failed results, in the
+        order of `items`."""
+        if self.one_by_one:
+            return [self._one(item) for item in items]
+        unsafe = lambda item: _NOT_IN_XML.search(self.cfg.dest.object_key(item.key))  # noqa: E731
+        alone = [item for item in items if unsafe(item)]
+        batched = [item for item in items if not unsafe(item)]
+        results = {id(item): self._one(item) for item in alone}
+        results.update(zip(map(id, batched), self._batch_or_one_by_one(batched)))
+        return [results[id(item)] for item in items]
+
+    def _batch_or_one_by_one(self, items: list[PlanItem]) -> list[TransferResult]:
+        if not items:
+            return []
+        try:
+            return self._batch(items)
+        except ClientError as exc:
+            if error_code(exc) == "MalformedXML":  # a key this server's XML cannot carry
+                log.info("DeleteObjects refused the batch (MalformedXML); deleting its keys one at a time")
+                return [self._one(item) for item in items]
+            if error_code(exc) not in _NOT_SUPPORTED and http_status(exc) not in (405, 501):
+                raise
+            log.info("DeleteObjects is not supported here; deleting one key at a time")
+            self.one_by_one = True
         return [self._one(item) for item in items]
 
     def _batch(self, items: list[PlanItem]) -> list[TransferResult]:

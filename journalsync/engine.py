@@ -18,12 +18,10 @@ back or whose object changed, and asks the guard again on the fresh counts.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +36,7 @@ from journalsync.errors import (
     FatalRemoteError,
     Interrupted,
     JournalsyncError,
+    StopNow,
     UsageError,
 )
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
@@ -50,7 +49,7 @@ from journalsync.presence import LocalPresence
 from journalsync.retry import config_reason, describe, fatal_class, fatal_reason
 from journalsync.scan import scan
 from journalsync.transfer import Uploader
-from journalsync.workers import run_workers
+from journalsync.workers import run_workers, thread_pool
 
 log = logging.getLogger("journalsync")
 
@@ -67,6 +66,9 @@ class RunOutcome:
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
     verdict: Verdict | None = None  # the delete guard's, when --delete was given
+    # A second signal stopped the run at once: threads may still be sending; the caller
+    # ends the process (os._exit) after its report instead of waiting for them.
+    left_in_flight: bool = False
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ class Run:
     view: object | None = None  # progress.ProgressView on a terminal
     journal_files: int = 0  # files the journal remembered before this run's scan
     verdict: Verdict | None = None
+    head_refused: set[str] = field(default_factory=set)  # keys whose HEAD the store refused
 
 
 def check_source(cfg: Config) -> None:
@@ -99,28 +102,50 @@ def check_source(cfg: Config) -> None:
         raise UsageError(problem)
 
 
+@dataclass(slots=True)
+class Signals:
+    """The stop signals a run received. `armed`: a further one still stops the phases at
+    once (cleared once they are over, so it cannot cut the final bookkeeping short)."""
+
+    received: list[int] = field(default_factory=list)
+    armed: bool = True
+    hurried: bool = False  # a second signal stopped the run at once
+    busy: bool = False  # the handler is writing its log line
+
+
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+def stop_on_signals(stop: threading.Event) -> Iterator[Signals]:
     """SIGINT/SIGTERM set `stop`: no new work is claimed, work in flight finishes, the
-    journal stays consistent. A second signal ends the process at once."""
-    received: list[int] = []
+    journal stays consistent. A second signal stops at once: StopNow is raised in the main
+    thread, so what finished is still recorded and the summary line still printed, and
+    the work in flight is left for --resume."""
+    signals = Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield signals
         return
 
     def handler(signum, _frame):
-        if received:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        received.append(signum)
-        stop.set()
-        log.warning("%s: finishing the work in flight, then stopping (again to stop now)",
-                    signal.Signals(signum).name)
+        signals.received.append(signum)
+        if signals.busy:
+            return  # the call below raises once its line is out (logging swallows raises)
+        signals.busy = True
+        name = signal.Signals(signum).name
+        try:
+            if len(signals.received) == 1:
+                stop.set()
+                log.warning("%s: finishing the work in flight, then stopping (again to stop now)",
+                            name)
+            elif signals.armed:
+                log.warning("%s again: stopping now; --resume continues the work in flight", name)
+        finally:
+            signals.busy = False
+        if len(signals.received) > 1 and signals.armed:
+            signals.hurried = True
+            raise StopNow("stopped at once by a second signal")
 
     previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_EXIT}
     try:
-        yield received
+        yield signals
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -134,10 +159,12 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     started = time.monotonic()
     stop = threading.Event()
     with journal_errors(cfg.journal_path), RunLock(cfg.journal_path), \
-            Journal(cfg.journal_path) as journal, stop_on_signals(stop) as received:
+            Journal(cfg.journal_path) as journal, stop_on_signals(stop) as signals:
         run = _open_run(cfg, journal, stop)
         run.view = view
         state = _execute(run, on_plan_item)
+        signals.armed = False
+        received = signals.received
         if received:
             state = "interrupted"
         journal.finish_run(run.run_id, state, run.counts,
@@ -146,7 +173,8 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     if received:
         run.notes.append("stopped by a signal; `journalsync run --resume` continues")
     return RunOutcome(run.run_id, run.counts, time.monotonic() - started,
-                      _exit_code(run, received), state, run.resumed, run.notes, run.verdict)
+                      _exit_code(run, received), state, run.resumed, run.notes, run.verdict,
+                      left_in_flight=signals.hurried)
 
 
 def _open_run(cfg: Config, journal: Journal, stop: threading.Event) -> Run:
@@ -279,6 +307,7 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
                          "names (journalsync status --failed)")
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
+    run.head_refused = listed.refused
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
              listed.listed, listed.pages, listed.heads, time.monotonic() - t)
 
@@ -302,7 +331,7 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
     if run.view:
         run.view.phase("scanning and listing")
     t = time.monotonic()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="list") as lister:
+    with thread_pool(1, "list") as lister:
         listing = lister.submit(_list, run) if must_list else None
         try:
             scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers),
@@ -348,8 +377,9 @@ def _dry_run_report(run: Run, plan, on_plan_item) -> None:
 
 def _transfer(run: Run) -> None:
     cfg = run.cfg
-    with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="part") as part_pool:
-        uploader = Uploader(cfg, run.journal, run.run_id, run.clients, part_pool, run.stop)
+    with thread_pool(cfg.workers, "part") as part_pool:
+        uploader = Uploader(cfg, run.journal, run.run_id, run.clients, part_pool, run.stop,
+                            run.head_refused)
         aborted = _remote("cannot list incomplete uploads in", cfg, lambda: reconcile(
             run.journal, run.run_id, uploader.multipart, run.clients, cfg))
         if aborted:

@@ -67,3 +67,8 @@ class ConfigError(JournalsyncError):
 
 class Interrupted(Exception):
     """A stop was requested (SIGINT or SIGTERM); work in flight was finished or kept."""
+
+
+class StopNow(Interrupted):
+    """A second signal: stop at once. What finished is recorded and the summary printed;
+    work still in flight is left to `--resume` (the process does not wait for it)."""

@@ -6,20 +6,24 @@ and any key a server returns outside it is ignored, never touched.
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
+from journalsync.crt import IncompleteListing
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
-from journalsync.retry import error_code
+from journalsync.retry import describe, error_code, http_status
 from journalsync.objectmeta import metadata_sha256
 from journalsync.workers import bounded_map
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -27,6 +31,7 @@ class ManifestStats:
     listed: int = 0
     pages: int = 0
     heads: int = 0
+    refused: set[str] = field(default_factory=set)  # keys whose HEAD was refused (400/403)
 
 
 def check_bucket(clients: ClientFactory, cfg: Config) -> None:
@@ -109,7 +114,11 @@ def _page_fetcher(clients: ClientFactory, cfg: Config):
         rows = [(obj["Key"], obj["Size"], obj.get("ETag", "").strip('"'),
                  obj["LastModified"].timestamp()) for obj in page.get("Contents", ())]
         prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
-        return rows, prefixes, page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        if not page.get("IsTruncated"):
+            return rows, prefixes, None
+        if not page.get("NextContinuationToken"):
+            raise IncompleteListing(prefix)
+        return rows, prefixes, page["NextContinuationToken"]
 
     return fetch
 
@@ -127,6 +136,14 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None  # gone since LIST: it will be uploaded
+            if http_status(exc) in (400, 403):
+                # This one object refuses HEAD (another customer's SSE-C key, another
+                # account's object): its hash stays unknown, so it is uploaded. LIST worked,
+                # so the credentials and the bucket are fine.
+                log.warning("HEAD %s refused (%s): its hash is unknown, it will be uploaded",
+                            key, describe(exc))
+                stats.refused.add(key)
+                return None
             raise
         sha = metadata_sha256(resp.get("Metadata"))
         return {"key": key, "etag": resp["ETag"].strip('"'), "sha256": sha} if sha else None

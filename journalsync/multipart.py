@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from botocore.exceptions import ClientError
 
@@ -166,12 +166,37 @@ class MultipartDriver:
                 counter: Attempts) -> UploadRecord:
         client = self.clients.get()
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
-        upload_id = self._call(lambda: client.create_multipart_upload(**args), counter)["UploadId"]
+        tries = Attempts()
+        upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
+        counter.count += tries.count
         rec = UploadRecord(upload_id, item.key, self.run_id,
                            part_size_for(st.st_size, self.cfg.part_size), *file_identity(st),
                            sha, time.time(), "active")
         self.journal.record_upload(rec, item.id)  # committed before the first part
+        if tries.count > 1:
+            # An earlier try may have created an upload whose answer was lost: its UploadId
+            # reached no one, so nothing would ever complete or abort it.
+            self._abort_strays(item.key)
         return rec
+
+    def _abort_strays(self, key: str) -> None:
+        """Abort the incomplete uploads of `key` that the journal does not know."""
+        client = self.clients.get()
+        full = self.cfg.dest.object_key(key)
+        try:
+            page = self._call(lambda: client.list_multipart_uploads(
+                Bucket=self.cfg.dest.bucket, Prefix=full, MaxUploads=1000))
+        except Exception as exc:  # noqa: BLE001 - the next run's reconcile finds the stray
+            log.warning("could not list the uploads of %s after a retried create: %s", key, exc)
+            return
+        known = self.journal.known_upload_ids()
+        for up in page.get("Uploads", ()):
+            if up["Key"] == full and up["UploadId"] not in known:
+                log.info("aborting an upload of %s left by a retried create", key)
+                try:
+                    self.abort(key, up["UploadId"])
+                except Exception as exc:  # noqa: BLE001 - as above
+                    log.warning("could not abort a stray upload of %s: %s", key, exc)
 
     def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
                            rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
@@ -192,31 +217,44 @@ class MultipartDriver:
         reused: list[tuple[int, str, int]] = []
         futures: list[Future] = []
         stopped = False
-        for number in range(1, max(1, math.ceil(rec.size / rec.part_size)) + 1):
-            if self.stop.is_set():
-                stopped = True
-                break
-            if any(f.done() and f.exception() for f in futures):
-                break
-            self.part_slots.acquire()
-            data = fh.read(rec.part_size)
-            hasher.update(data)
-            if self._reusable(held.get(number), journaled.get(number), data):
-                self.part_slots.release()
-                etag = held[number][0]
-                if number not in journaled:
-                    self.journal.record_part(rec.upload_id, number, etag, len(data))
-                reused.append((number, etag, 0))
-                continue
-            future = self.part_pool.submit(self._send_part, rec, number, data)
-            future.add_done_callback(lambda _f: self.part_slots.release())
-            futures.append(future)
-        sent = [f.result() for f in futures]  # waits for all; re-raises the first failure
+        try:
+            for number in range(1, max(1, math.ceil(rec.size / rec.part_size)) + 1):
+                if self.stop.is_set():
+                    stopped = True
+                    break
+                if any(f.done() and f.exception() for f in futures):
+                    break
+                data = self._read_part(fh, rec.part_size)
+                hasher.update(data)
+                if self._reusable(held.get(number), journaled.get(number), data):
+                    self.part_slots.release()
+                    etag = held[number][0]
+                    if number not in journaled:
+                        self.journal.record_part(rec.upload_id, number, etag, len(data))
+                    reused.append((number, etag, 0))
+                    continue
+                future = self.part_pool.submit(self._send_part, rec, number, data)
+                future.add_done_callback(lambda _f: self.part_slots.release())
+                futures.append(future)
+        finally:
+            # Every part in flight ends before anything else happens (an abort sent while
+            # parts are still arriving could leave one stored on the server).
+            wait(futures)
+        sent = [f.result() for f in futures]  # re-raises the first failure
         if stopped:
             raise Interrupted("stopped before every part was sent; --resume continues")
         parts = sorted(reused + sent)
         return ([{"PartNumber": n, "ETag": etag} for n, etag, _ in parts],
                 sum(b for _, _, b in parts), hasher.hexdigest())
+
+    def _read_part(self, fh, size: int) -> bytes:
+        """Take a part slot, then read one part into it; a read error gives the slot back."""
+        self.part_slots.acquire()
+        try:
+            return fh.read(size)
+        except BaseException:
+            self.part_slots.release()
+            raise
 
     @staticmethod
     def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, data: bytes) -> bool:
@@ -282,6 +320,12 @@ class MultipartDriver:
         self.journal.set_upload_state(upload_id, "aborted")
 
     def _abort_quietly(self, rec: UploadRecord) -> None:
+        if self.stop.is_set():
+            # A stopping run keeps every upload: an error now may come from the stop itself
+            # (a second signal closes the journal under the threads still sending), and the
+            # next run resumes the upload or aborts it (cleanup.reconcile).
+            log.info("stopping: keeping the upload of %s for the next run", rec.key)
+            return
         try:
             self.abort(rec.key, rec.upload_id)
         except Exception as exc:  # noqa: BLE001 - it stays 'active'; the next run retries

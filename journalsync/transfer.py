@@ -26,7 +26,7 @@ from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.objectmeta import md5_b64, object_args
 from journalsync.report import shown
-from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope
+from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,13 @@ class Uploader:
     """Uploads plan items. Called from worker threads; each uses its thread's client."""
 
     def __init__(self, cfg: Config, journal: Journal, run_id: int, clients: ClientFactory,
-                 part_pool: ThreadPoolExecutor, stop: threading.Event | None = None):
+                 part_pool: ThreadPoolExecutor, stop: threading.Event | None = None,
+                 head_refused: set[str] | frozenset[str] = frozenset()):
         self.cfg = cfg
         self.journal = journal
         self.clients = clients
         self.stop = stop or threading.Event()
+        self.head_refused = head_refused
         self.multipart = MultipartDriver(cfg, journal, run_id, clients, part_pool, self.stop)
 
     def upload(self, item: PlanItem) -> TransferResult:
@@ -69,8 +71,13 @@ class Uploader:
         except OSError as exc:
             return fail(f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - every per-file failure is journaled
+            fatal = fatal_reason(exc)
+            if fatal and http_status(exc) == 403 and item.key in self.head_refused:
+                # Its HEAD was refused too: the store refuses this one object (another
+                # account's, another customer's SSE-C key), not our credentials.
+                return fail(f"refused by the store, as its HEAD was: {describe(exc)}")
             scope = fatal_scope(exc)
-            return fail(fatal_reason(exc) or describe(exc), fatal=scope in ("run", "resumable"),
+            return fail(fatal or describe(exc), fatal=scope in ("run", "resumable"),
                         denied=scope == "object", resumable=scope == "resumable")
 
     def _send(self, item: PlanItem, fh, counter: Attempts) -> TransferResult:

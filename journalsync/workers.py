@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
+from journalsync.errors import StopNow
 from journalsync.journal import Journal
 from journalsync.models import TransferResult
 from journalsync.report import shown
@@ -84,23 +86,43 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
         journal.record_results(buffer)
         buffer, last_flush = [], time.monotonic()
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker") as pool:
-        for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2, stop,
-                                  on_idle=lambda: buffer and flush()):
-            if not (result.ok or result.interrupted):
-                log.warning("failed: %s: %s", shown(result.key), result.error)
-            streak = streak + 1 if result.denied else (0 if result.ok else streak)
-            if stopped is None and (result.fatal or streak >= DENIED_STREAK):
-                stopped = Stopped(result.error if result.fatal else
-                                  f"{result.error} on {streak} files in a row", result.resumable)
-                stop.set()
-            if on_result:
-                on_result(result)
-            buffer.append(result)
-            if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
-                flush()
-    flush()
+    try:
+        with thread_pool(workers, "worker") as pool:
+            for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2,
+                                      stop, on_idle=lambda: buffer and flush()):
+                if not (result.ok or result.interrupted):
+                    log.warning("failed: %s: %s", shown(result.key), result.error)
+                streak = streak + 1 if result.denied else (0 if result.ok else streak)
+                if stopped is None and (result.fatal or streak >= DENIED_STREAK):
+                    stopped = Stopped(result.error if result.fatal else
+                                      f"{result.error} on {streak} files in a row",
+                                      result.resumable)
+                    stop.set()
+                if on_result:
+                    on_result(result)
+                buffer.append(result)
+                if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush > FLUSH_SECONDS:
+                    flush()
+    finally:
+        flush()  # what finished is recorded, even on a stop at once
     return stopped
+
+
+@contextmanager
+def thread_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A ThreadPoolExecutor that waits for its work on the way out, except when a second
+    signal stops the run at once (StopNow): then nothing is waited for (the process exits
+    without it). Queued work is not cancelled: a cancelled part would fail its upload,
+    which would then be aborted; queued work sees the stop flag instead."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    hurry = False
+    try:
+        yield pool
+    except StopNow:
+        hurry = True
+        raise
+    finally:
+        pool.shutdown(wait=not hurry)
 
 
 def _claimed(journal: Journal, run_id: int) -> Iterator:

@@ -126,17 +126,15 @@ class Journal(PlanStore, UploadStore, Housekeeping):
                 skip_reasons=json.dumps(counts.skip_reasons, sort_keys=True), **values))
 
     def mark_abandoned_runs(self) -> int:
-        """Runs still marked running whose process is gone (killed, crashed, rebooted)
-        become 'interrupted', so --resume can find them."""
-        with self._read() as conn:
-            rows = conn.execute(
-                select(runs.c.id, runs.c.pid).where(runs.c.state == "running")).all()
-        dead = [r.id for r in rows if not _pid_alive(r.pid)]
-        if dead:
-            with self._write() as conn:
-                conn.execute(update(runs).where(runs.c.id.in_(dead)).values(
-                    state="interrupted", error="the process ended without finishing"))
-        return len(dead)
+        """Runs still marked running become 'interrupted', so --resume can find them.
+
+        Call only under the run lock (lock.py), before this run's row exists: the lock
+        proves no other run is alive, whatever its recorded pid says now (pid 1 in every
+        container, or a pid the system has since given to another process)."""
+        with self._write() as conn:
+            result = conn.execute(update(runs).where(runs.c.state == "running").values(
+                state="interrupted", error="the process ended without finishing"))
+        return result.rowcount
 
     def binding_conflict(self, source: str, dest: str, endpoint: str | None) -> dict | None:
         """A run of this journal made for another (source, destination, endpoint), if any.
@@ -423,15 +421,3 @@ class Journal(PlanStore, UploadStore, Housekeeping):
             WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = r.key) ORDER BY r.key""")
         for row in self._stream(stmt):
             yield RemoteObject(row.key, row.size, row.etag, row.sha256)
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True

@@ -12,7 +12,7 @@ import pytest
 from journalsync.config import MiB
 from tests.faults.test_multipart_crash import (
     ARGS, incomplete, journal_rows, kill_mid_upload, object_sha, part_numbers, slow_parts)
-from tests.support.proxy import RecordingProxy
+from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +24,11 @@ def test_active_upload_outlives_pruned_runs(sync, s3, s3client):
         sync.endpoint_url = proxy.endpoint_url
         kill_mid_upload(sync, proxy, 2, 0.0, *ARGS, "--workers", "1")
         (upload_id,) = journal_rows(sync.journal, "SELECT upload_id FROM multipart_uploads")[0]
-        # A real run that fails before planning (no such bucket): nothing is resumable now.
-        failed = sync.cli("run", str(sync.src), f"s3://{sync.bucket}-missing/x",
-                          "--journal", str(sync.journal))
+        # A real run that fails before planning (the store says no such bucket): nothing is
+        # resumable now.
+        proxy.hook = lambda req: Fault(404, "NoSuchBucket")
+        failed = sync.run()
+        proxy.hook = None
         assert failed.code == 4, failed.err
         dry = sync.run("--dry-run", "--keep-runs", "1")
         assert dry.code == 0, dry.err

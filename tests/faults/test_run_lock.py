@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -31,3 +34,15 @@ def test_concurrent_run_refused_then_lock_recovered_after_kill(sync, s3):
         first.wait()
         third = sync.run(*ARGS, "--resume")
     assert third.code == 0, third.err
+
+
+def test_running_row_with_a_live_pid_is_interrupted_by_the_next_run(sync):
+    """Under the lock no other run can be alive, whatever pid its row names: pid 1 in a
+    container, or a pid since given to another process (here: this test's own)."""
+    sync.write("a.txt", b"a")
+    assert sync.run().code == 0
+    with sqlite3.connect(sync.journal) as db:  # as a run killed with its row left running
+        db.execute("UPDATE runs SET state = 'running', finished_at = NULL, pid = ?", (os.getpid(),))
+    assert sync.run().code == 0
+    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    assert [r["state"] for r in status["runs"]] == ["done", "interrupted"]

@@ -174,3 +174,32 @@ def test_single_delete_fallback_and_per_key_errors(sync, s3, s3client, failing_k
     else:
         assert result.code == 0 and result.summary["deleted"] == "3"
         assert left == {sync.object_key(n) for n in names[3:]}
+
+
+def test_extra_with_a_control_character_is_deleted(sync, s3client):
+    """DeleteObjects cannot carry a control character in XML 1.0 (MalformedXML): that
+    batch is deleted one key at a time."""
+    sync.write("kept.txt", b"local")
+    odd = ["bell\x07.txt", "cr\rname.txt", "tab\tname.txt", "plain-extra.txt"]
+    for name in odd:
+        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"remote")
+    result = sync.run("--delete", "--max-delete-percent", "100")
+    assert result.code == 0, result.err
+    assert result.summary["deleted"] == "4"
+    left = [o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket).get("Contents", [])]
+    assert left == [sync.object_key("kept.txt")]
+
+
+def test_batch_refused_as_malformed_xml_is_deleted_one_by_one(sync, s3, s3client):
+    sync.write("kept.txt", b"local")
+    for name in ("a-extra.txt", "b-extra.txt"):
+        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"remote")
+    refuse = lambda req: Fault(400, "MalformedXML") if req.operation == "DeleteObjects" else None  # noqa: E731
+    with RecordingProxy(s3.port, hook=refuse) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run("--delete", "--max-delete-percent", "100")
+    assert result.code == 0, result.err
+    assert result.summary["deleted"] == "2"
+    assert proxy.operations()["DeleteObject"] == 2
+    left = [o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket).get("Contents", [])]
+    assert left == [sync.object_key("kept.txt")]

@@ -67,9 +67,11 @@ class Fault:
     code: str = "InternalError"
     after_forward: bool = False  # forward first, then answer with the error anyway
     reset: bool = False  # read about half the body, then drop the connection with a RST
+    # (with after_forward: forward the whole request, then drop the connection unanswered)
     fields: tuple[tuple[str, str], ...] = ()  # extra elements in the error document
     delay: float = 0.0  # hold the request (before reading its body), then go on; status=0
     # with a delay only delays
+    rewrite: Callable[[bytes], bytes] | None = None  # with status=0: edit the server's answer
 
 
 Hook = Callable[[Request], Fault | None]
@@ -80,6 +82,7 @@ class RecordingProxy:
         self.upstream_port = upstream_port
         self.hook = hook
         self.requests: list[Request] = []
+        self._active: Counter = Counter()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -101,10 +104,16 @@ class RecordingProxy:
                 req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length,
                               tuple(self.headers.items()))
                 proxy._record(req)  # as soon as the headers are in: a started request counts
+                try:
+                    self._answer(req, length)
+                finally:
+                    proxy._finished(req)
+
+            def _answer(self, req: Request, length: int):
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
                     time.sleep(fault.delay)  # the client is still sending the body meanwhile
-                if fault and fault.reset:
+                if fault and fault.reset and not fault.after_forward:
                     return self._reset(length)
                 body = self.rfile.read(length) if length else None
                 if length and len(body or b"") < length:
@@ -113,8 +122,12 @@ class RecordingProxy:
                 if fault and fault.status and not fault.after_forward:
                     return self._error(fault)
                 status, reason, headers, data = proxy._upstream(self.command, self.path, self.headers, body)
+                if fault and fault.reset and fault.after_forward:
+                    return self._reset(0)  # the server did the work; the answer is lost
                 if fault and fault.status and fault.after_forward:
                     return self._error(fault)
+                if fault and fault.rewrite:
+                    data = fault.rewrite(data)
                 self.send_response_only(status, reason)
                 for name, value in headers:
                     low = name.lower()
@@ -170,6 +183,16 @@ class RecordingProxy:
     def _record(self, req: Request) -> None:
         with self._lock:
             self.requests.append(req)
+            self._active[req.operation] += 1
+
+    def _finished(self, req: Request) -> None:
+        with self._lock:
+            self._active[req.operation] -= 1
+
+    def in_flight(self, operation: str) -> int:
+        """Requests of `operation` received and not yet answered (or dropped)."""
+        with self._lock:
+            return self._active[operation]
 
     def counts(self) -> Counter:
         with self._lock:
