@@ -27,7 +27,7 @@ from journalsync.config import (
     parse_size,
     state_dir,
 )
-from journalsync.errors import ConfigError, ExitCode, FatalRemoteError, JournalsyncError, UsageError
+from journalsync.errors import ExitCode, JournalsyncError, UsageError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode=None,  # help texts hold s3://BUCKET[/PREFIX], not markup
@@ -44,24 +44,22 @@ ProfileOpt = Annotated[Optional[str], typer.Option(help="Shared-config profile."
 
 @contextmanager
 def _remote_errors(what: str):
-    """A store error outside a run (cleanup, verify): one line, exit 4."""
+    """A store error outside a run (cleanup, verify): one line, exit 4 (or 5, 6)."""
     try:
         yield
-    except JournalsyncError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - one line, exit 4
-        from journalsync.journal.health import is_journal_failure
-        from journalsync.retry import config_reason, describe, fatal_class, fatal_reason
+    except Exception as exc:  # noqa: BLE001 - one line and its exit code
+        from journalsync.retry import whole_run_error
 
-        if is_journal_failure(exc):
-            raise  # the journal says what went wrong itself (exit 5)
-        if config_reason(exc):
-            raise ConfigError(config_reason(exc)) from exc
-        raise fatal_class(exc)(f"{what}: {fatal_reason(exc) or describe(exc)}") from exc
+        mapped = whole_run_error(what, exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _endpoint(value: str | None) -> str | None:
-    return value or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    """The endpoint URL, without a trailing slash (the same endpoint is one journal)."""
+    found = value or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return found.rstrip("/") or None if found else None
 
 
 def _err(message: str) -> None:

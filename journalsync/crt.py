@@ -97,7 +97,8 @@ class CrtS3:
     def create(cls, botocore_client, bucket: str, region: str, credentials, connections: int,
                timeout: float, connect_timeout: float, ca_file: str | None = None) -> CrtS3 | None:
         """A client for `bucket` that signs for `region` and trusts exactly the CAs in
-        `ca_file` (None: the system's store), or None when awscrt is missing (the classic
+        `ca_file` (the caller passes botocore's own bundle when none is configured), or None
+        when awscrt is missing (the classic
         path serves)."""
         try:
             import awscrt.s3

@@ -77,6 +77,8 @@ class Deleter:
         try:
             self._call(lambda: client.delete_object(
                 Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(item.key)))
+        except Interrupted:
+            raise  # a second signal stops now, not after the remaining keys
         except Exception as exc:  # noqa: BLE001 - journaled per key
             fatal = fatal_reason(exc)
             return self._result(item, fatal or describe(exc), fatal=fatal is not None)
@@ -88,25 +90,38 @@ class Deleter:
                               action=Action.DELETE)
 
 
+ONE_BY_ONE_CHUNK = 25  # keys deleted one at a time between two looks at the source
+
+
 def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading.Event,
                 presence: LocalPresence | None = None) -> int:
-    """Delete every pending delete item of the run, a batch at a time. With `presence`,
-    each key is looked up in the source again just before its batch: a file that is back
-    cancels its delete. Returns the number of deletes cancelled that way."""
+    """Delete every pending delete item of the run. With `presence`, the source is looked
+    at again just before each request (one DeleteObjects of up to 1000 keys, or a few
+    single deletes), and a file that is back cancels its delete. A stop is honoured as
+    often. Returns the number of deletes cancelled because the file is back."""
     after, cancelled = 0, 0
     while batch := journal.claim_batch(run_id, after, BATCH_KEYS, Action.DELETE):
-        if stop.is_set():
-            raise Interrupted("stopped before every delete was done")
         after = batch[-1].id
-        if presence is not None:
-            back = [item for item in batch if presence.present(item.key)]
-            journal.cancel_items([(item.id, "not deleted: the local file exists again")
-                                  for item in back])
-            cancelled += len(back)
-            batch = [item for item in batch if item not in back]
-        if batch:
-            _delete_batch(journal, deleter, batch)
+        step = ONE_BY_ONE_CHUNK if deleter.one_by_one else len(batch)
+        for start in range(0, len(batch), step):
+            if stop.is_set():
+                raise Interrupted("stopped before every delete was done")
+            chunk = batch[start:start + step]
+            if presence is not None:
+                chunk, back = _still_absent(journal, presence, chunk)
+                cancelled += back
+            if chunk:
+                _delete_batch(journal, deleter, chunk)
     return cancelled
+
+
+def _still_absent(journal: Journal, presence: LocalPresence,
+                  items: list[PlanItem]) -> tuple[list[PlanItem], int]:
+    """The items whose file is still absent; the others are cancelled in the journal."""
+    presence.forget()  # what the source held a moment ago is not what it holds now
+    back = [item for item in items if presence.present(item.key)]
+    journal.cancel_items([(item.id, "not deleted: the local file exists again") for item in back])
+    return [item for item in items if item not in back], len(back)
 
 
 def _delete_batch(journal: Journal, deleter: Deleter, batch: list[PlanItem]) -> None:

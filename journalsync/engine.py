@@ -41,12 +41,12 @@ from journalsync.errors import (
 )
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
-from journalsync.journal.health import is_journal_failure, journal_errors
+from journalsync.journal.health import journal_errors
 from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
-from journalsync.plan import build_plan
+from journalsync.plan import build_plan, plan_new_uploads
 from journalsync.presence import LocalPresence
-from journalsync.retry import config_reason, describe, fatal_class, fatal_reason
+from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
 from journalsync.transfer import Uploader
 from journalsync.workers import run_workers, thread_pool
@@ -87,6 +87,7 @@ class Run:
     journal_files: int = 0  # files the journal remembered before this run's scan
     verdict: Verdict | None = None
     head_refused: set[str] = field(default_factory=set)  # keys whose HEAD the store refused
+    vanished: int = 0  # planned uploads whose file was gone when their turn came
 
 
 def check_source(cfg: Config) -> None:
@@ -172,6 +173,9 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
         journal.housekeep(run.run_id, cfg.keep_runs)
     if received:
         run.notes.append("stopped by a signal; `journalsync run --resume` continues")
+    if run.vanished:
+        run.notes.append(f"{run.vanished} planned file(s) vanished before their upload; "
+                         "not uploaded, not failed")
     return RunOutcome(run.run_id, run.counts, time.monotonic() - started,
                       _exit_code(run, received), state, run.resumed, run.notes, run.verdict,
                       left_in_flight=signals.hurried)
@@ -280,31 +284,24 @@ def _clients(cfg: Config) -> ClientFactory:
 
 
 def _remote(what: str, cfg: Config, fn: Callable[[], object]) -> object:
-    """Run a whole-run remote step; any error it cannot retry away ends the run (exit 4, or
-    6 when the local setup is at fault: a profile, an endpoint certificate we cannot
-    verify); a journal failure is left to say itself (exit 5)."""
+    """Run a whole-run remote step; any error it cannot retry away ends the run in one
+    line (retry.whole_run_error: exit 4, or 6 when the local setup is at fault)."""
     try:
         return fn()
-    except (Interrupted, JournalsyncError):
+    except Interrupted:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped to one line and exit 4
-        if is_journal_failure(exc):
+    except Exception as exc:  # noqa: BLE001 - mapped to one line and its exit code
+        mapped = whole_run_error(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}", exc)
+        if mapped is None:
             raise
-        if config_reason(exc):
-            raise ConfigError(config_reason(exc)) from exc
-        reason = fatal_reason(exc) or describe(exc)
-        raise fatal_class(exc)(f"{what} {cfg.dest} at {cfg.endpoint_url or 'AWS'}: {reason}") from exc
+        raise mapped from exc
 
 
 def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> None:
     cfg, journal, counts = run.cfg, run.journal, run.counts
     t = time.monotonic()
     listed = _scan_and_list(run, _must_list(run))
-    refused = _remote("cannot read object metadata in", cfg, lambda: rewrites.refuse_rewritten(
-        run.clients, cfg, journal, run.run_id))
-    if refused:
-        run.notes.append(f"{refused} file(s) refused: the store keeps their keys under other "
-                         "names (journalsync status --failed)")
+    _refuse_rewritten(run)
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     run.head_refused = listed.refused
@@ -347,6 +344,15 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
     if scanned.symlinks:
         run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
     return listed
+
+
+def _refuse_rewritten(run: Run) -> None:
+    """Files whose key the store keeps under another name fail (rewrites.py)."""
+    refused = _remote("cannot read object metadata in", run.cfg, lambda: rewrites.refuse_rewritten(
+        run.clients, run.cfg, run.journal, run.run_id))
+    if refused:
+        run.notes.append(f"{refused} file(s) refused: the store keeps their keys under other "
+                         "names (journalsync status --failed)")
 
 
 def _must_list(run: Run) -> bool:
@@ -420,7 +426,9 @@ def _delete_phase(run: Run) -> None:
         run.notes.append(f"{pending} planned delete(s) not done: --delete was not given")
         return
     if run.resumed:
-        pending = _recheck_stored_deletes(run)
+        _refresh_resumed_plan(run)
+        totals = run.journal.transfer_totals(run.run_id)
+        pending = totals["pending_deletes"]
         if not pending:
             return
     run.verdict = check_deletes(_delete_facts(run, pending, totals["failed"]), _policy(run.cfg))
@@ -434,21 +442,30 @@ def _delete_phase(run: Run) -> None:
         run.notes.append(f"{back} planned delete(s) not done: the file exists again")
 
 
-def _recheck_stored_deletes(run: Run) -> int:
+def _refresh_resumed_plan(run: Run) -> None:
     """A resumed plan's deletes were decided by an older scan and LIST. Scan and LIST again
     (this run's scan errors start afresh), cancel every delete whose file is back or whose
-    object is gone or changed, and return how many deletes remain for the guard."""
-    journal = run.journal
+    object is gone or changed, and upload what the fresh look finds missing (files that
+    came back, or changed) before the guard is asked on the fresh counts."""
+    cfg, journal = run.cfg, run.journal
     journal.clear_file_errors(run.run_id)
-    _scan_and_list(run, must_list=True)
+    listed = _scan_and_list(run, must_list=True)
+    _refuse_rewritten(run)
+    _remote("cannot read object metadata in", cfg,
+            lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
+    run.head_refused = listed.refused
     journal.set_remote_total(run.run_id, journal.count_remote())
-    cancelled = journal.revalidate_deletes(run.run_id)
-    for why, count in cancelled.items():
+    for why, count in journal.revalidate_deletes(run.run_id).items():
         if count:
             run.notes.append(f"{count} stored delete(s) cancelled on resume: "
                              + ("the file exists again" if why == "back"
                                 else "the object is gone or changed since the plan"))
-    return journal.transfer_totals(run.run_id)["pending_deletes"]
+    added = plan_new_uploads(journal, run.run_id, cfg)
+    if added.uploads:
+        run.notes.append(f"{added.uploads} upload(s) added on resume: files new, back or "
+                         "changed since the plan")
+        _transfer(run)
+    _final_counts(run)
 
 
 def _final_counts(run: Run) -> None:
@@ -458,5 +475,6 @@ def _final_counts(run: Run) -> None:
     run.counts.deleted = totals.get("deleted", 0)
     run.counts.bytes = totals.get("bytes", 0)
     run.counts.failed = totals.get("failed", 0) + run.journal.scan_failures(run.run_id)
+    run.vanished = totals.get("vanished", 0)
     gone = run.counts.deleted + totals.get("cancelled_deletes", 0)
     run.counts.extra = max(0, run.journal.plan_counts(run.run_id).extra - gone)

@@ -93,6 +93,7 @@ class TransferResult:
     resumable: bool = False  # fatal, but the cause passes by itself (an expired token)
     action: Action = Action.UPLOAD
     interrupted: bool = False  # stopped by a signal: the item stays pending for --resume
+    vanished: bool = False  # the file is gone since the scan: cancelled, not failed
 
 
 @dataclass(slots=True)

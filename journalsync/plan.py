@@ -98,7 +98,26 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
     if unchanged:
         summary.skipped += unchanged
         summary.skip_reasons[UNCHANGED_REASON] += unchanged
-    for local, remote in journal.iter_plan_inputs(changed_only=True):
+    _plan_uploads(journal.iter_plan_inputs(changed_only=True), cfg, summary, writer)
+    _plan_extras(journal, cfg, summary, writer)
+    writer.flush()
+    summary.remote_total = journal.count_remote()
+    return summary
+
+
+def plan_new_uploads(journal: Journal, run_id: int, cfg: Config | None = None) -> PlanSummary:
+    """Add to a run's stored plan the uploads a fresh scan and LIST call for and the plan
+    does not hold yet (files that came back or changed since it was made). Keys it holds,
+    done or failed, keep their rows: one outcome per key and run."""
+    summary = PlanSummary()
+    writer = _PlanWriter(journal, run_id)
+    _plan_uploads(journal.iter_plan_inputs(changed_only=True, unplanned_in=run_id), cfg,
+                  summary, writer)
+    return summary
+
+
+def _plan_uploads(inputs, cfg: Config | None, summary: PlanSummary, writer: _PlanWriter) -> None:
+    for local, remote in inputs:
         decision = decide(local, remote, cfg)
         log.debug("%s %s (%s)", decision.action.value, local.key, decision.reason)
         if decision.action is Action.SKIP:
@@ -109,10 +128,6 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
         summary.upload_bytes += local.size or 0
         writer.add(local.key, decision, local.size, local.sha256)
     writer.flush()
-    _plan_extras(journal, cfg, summary, writer)
-    writer.flush()
-    summary.remote_total = journal.count_remote()
-    return summary
 
 
 def _plan_extras(journal: Journal, cfg: Config | None, summary: PlanSummary,

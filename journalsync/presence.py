@@ -19,7 +19,7 @@ _DIR, _FILE, _OTHER = "dir", "file", "other"
 
 
 class LocalPresence:
-    """Answers `present(key)` with one scandir per directory, cached for its lifetime."""
+    """Answers `present(key)` with one scandir per directory, cached until `forget()`."""
 
     def __init__(self, root: Path):
         self.root = str(root)
@@ -46,6 +46,10 @@ class LocalPresence:
                 return False  # a file or a symlink where a directory should be
             real = f"{real}/{spelled}" if real else spelled
         return False
+
+    def forget(self) -> None:
+        """Drop the cached listings: the next look reads the directories again."""
+        self._dirs.clear()
 
     def _listing(self, rel: str) -> dict[str, tuple[str, str]] | None:
         if rel not in self._dirs:

@@ -180,6 +180,20 @@ def fatal_class(exc: BaseException) -> type[JournalsyncError]:
     return ConfigError if is_tls_failure(exc) else FatalRemoteError
 
 
+def whole_run_error(what: str, exc: Exception) -> Exception | None:
+    """The one-line error a failed whole-run step (the bucket check, a LIST, verify,
+    cleanup) ends with: the local setup's (exit 6), else the store's (exit 4, or 6 for a
+    TLS failure). None for an error that says itself: ours (JournalsyncError) and the
+    journal's (exit 5, journal/health.py)."""
+    from journalsync.journal.health import is_journal_failure
+
+    if isinstance(exc, JournalsyncError) or is_journal_failure(exc):
+        return None
+    if config_reason(exc):
+        return ConfigError(config_reason(exc))
+    return fatal_class(exc)(f"{what}: {fatal_reason(exc) or describe(exc)}")
+
+
 def describe(exc: BaseException) -> str:
     """A short, single-line description of an error for the journal and the log."""
     code = error_code(exc)

@@ -68,6 +68,10 @@ class Uploader:
             return fail(str(exc))
         except (SourceRefused, UploadGone) as exc:
             return fail(str(exc))
+        except FileNotFoundError:
+            # Gone since the scan (deleted, or its directory renamed): nothing to send, and
+            # nothing failed; its object, if any, is judged by the next scan.
+            return fail("vanished since the scan; not uploaded", vanished=True)
         except OSError as exc:
             return fail(f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - every per-file failure is journaled

@@ -90,7 +90,7 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
         with thread_pool(workers, "worker") as pool:
             for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2,
                                       stop, on_idle=lambda: buffer and flush()):
-                if not (result.ok or result.interrupted):
+                if not (result.ok or result.interrupted or result.vanished):
                     log.warning("failed: %s: %s", shown(result.key), result.error)
                 streak = streak + 1 if result.denied else (0 if result.ok else streak)
                 if stopped is None and (result.fatal or streak >= DENIED_STREAK):

@@ -29,16 +29,21 @@ class PlanStore:
         with self._reader.begin():
             return int(self._reader.execute(stmt).scalar())
 
-    def iter_plan_inputs(self, changed_only: bool = False) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
+    def iter_plan_inputs(self, changed_only: bool = False, unplanned_in: int | None = None,
+                         ) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
         """Every readable local file with its remote object, if any, in key order; with
-        `changed_only`, only those count_unchanged() does not count."""
+        `changed_only`, only those count_unchanged() does not count; with `unplanned_in`,
+        only keys that run has no plan row for."""
+        unplanned = ("AND NOT EXISTS (SELECT 1 FROM plan_items p WHERE p.run_id = :run"
+                     " AND p.key = f.key)" if unplanned_in is not None else "")
         stmt = text(f"""
             SELECT f.key, f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.sha256,
                    r.size AS r_size, r.etag AS r_etag, r.sha256 AS r_sha256
             FROM files f LEFT JOIN remote_objects r ON r.key = f.key
             WHERE f.scan_error IS NULL {f"AND {UNCHANGED} = 0" if changed_only else ""}
+              {unplanned}
             ORDER BY f.key""")
-        for row in self._stream(stmt):
+        for row in self._stream(stmt, {"run": unplanned_in}):
             local = LocalFile(row.key, row.path, row.size, row.mtime_ns, row.ctime_ns,
                               row.inode, row.sha256)
             remote = (RemoteObject(row.key, row.r_size, row.r_etag, row.r_sha256)
@@ -57,10 +62,8 @@ class PlanStore:
             WHERE ({has}) {"AND f.scan_error IS NULL" if readable_only else ""}
               AND NOT EXISTS (SELECT 1 FROM remote_objects r WHERE r.key = f.key)
             ORDER BY f.key""")
-        with self._lock:  # not _stream: the plan calls this while it streams the extras
-            rows = [(r.key, r.path) for r in self._writer.execute(stmt, params)]
-            self._writer.rollback()
-        return rows
+        with self._read() as conn:  # not _stream: the plan calls this while it streams the extras
+            return [(r.key, r.path) for r in conn.execute(stmt, params)]
 
     def remote_etags(self, keys: Sequence[str]) -> dict[str, str]:
         """{key: ETag} of those of `keys` the cached manifest holds."""
@@ -70,15 +73,6 @@ class PlanStore:
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         """Those of `keys` that are local files (readable or not)."""
         return {row[0] for row in self._in_chunks(select(files.c.key), files.c.key, keys)}
-
-    def _in_chunks(self, stmt, column, keys: Sequence[str]) -> list[tuple]:
-        rows: list[tuple] = []
-        with self._lock:
-            for start in range(0, len(keys), BATCH):
-                chunk = list(keys[start:start + BATCH])
-                rows.extend(tuple(r) for r in self._writer.execute(stmt.where(column.in_(chunk))))
-            self._writer.rollback()
-        return rows
 
     def add_plan_items(self, run_id: int, rows: Sequence[dict]) -> None:
         """rows: key, action, reason, size, sha256."""
@@ -151,7 +145,8 @@ class PlanStore:
 
     def transfer_totals(self, run_id: int) -> dict[str, int]:
         """A run's plan items by outcome, across all its resumptions: uploaded, deleted,
-        failed, bytes (uploaded), pending_deletes, cancelled_deletes."""
+        failed, bytes (uploaded), pending_deletes, cancelled_deletes, vanished (uploads whose
+        file was gone when its turn came)."""
         stmt = text("""
             SELECT coalesce(sum(action = 'upload' AND status = 'done'), 0) AS uploaded,
                    coalesce(sum(action = 'delete' AND status = 'done'), 0) AS deleted,
@@ -159,21 +154,17 @@ class PlanStore:
                    coalesce(sum(CASE WHEN action = 'upload' AND status = 'done'
                                      THEN size ELSE 0 END), 0) AS bytes,
                    coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes,
-                   coalesce(sum(action = 'delete' AND status = 'cancelled'), 0) AS cancelled_deletes
+                   coalesce(sum(action = 'delete' AND status = 'cancelled'), 0) AS cancelled_deletes,
+                   coalesce(sum(action = 'upload' AND status = 'cancelled'), 0) AS vanished
             FROM plan_items WHERE run_id = :run""")
         return {k: int(v) for k, v in self._one(stmt, {"run": run_id})._mapping.items()}
 
     def planned_upload_keys(self, run_id: int, keys: Sequence[str]) -> set[str]:
         """Which of `keys` this run still has to upload."""
-        found: set[str] = set()
-        with self._read() as conn:
-            for start in range(0, len(keys), BATCH):
-                chunk = list(keys[start:start + BATCH])
-                found.update(conn.execute(select(plan_items.c.key).where(
-                    plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
-                    plan_items.c.status == ItemStatus.PENDING.value,
-                    plan_items.c.key.in_(chunk))).scalars())
-        return found
+        stmt = select(plan_items.c.key).where(
+            plan_items.c.run_id == run_id, plan_items.c.action == Action.UPLOAD.value,
+            plan_items.c.status == ItemStatus.PENDING.value)
+        return {row[0] for row in self._in_chunks(stmt, plan_items.c.key, keys)}
 
     def pending_uploads(self, run_id: int) -> tuple[int, int]:
         """(files, bytes) still to upload in a run."""
@@ -222,4 +213,6 @@ class PlanStore:
 def _status(result: TransferResult) -> ItemStatus:
     if result.ok:
         return ItemStatus.DONE
+    if result.vanished:
+        return ItemStatus.CANCELLED
     return ItemStatus.PENDING if result.interrupted else ItemStatus.FAILED

@@ -122,6 +122,7 @@ plan_items = Table(
     Column("error", Text),
     Column("updated_at", Float),
     Index("ix_plan_items_run_status", "run_id", "status", "id"),
+    Index("ix_plan_items_run_key", "run_id", "key"),
 )
 
 # Files the scan could not turn into a key or read: they fail alone, the rest continue.

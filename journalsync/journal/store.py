@@ -101,6 +101,16 @@ class Journal(PlanStore, UploadStore, Housekeeping):
             finally:
                 self._writer.rollback()
 
+    def _in_chunks(self, stmt, column, keys: Sequence[str], chunk: int = 500) -> list[tuple]:
+        """Rows of `stmt` restricted to `column IN keys`, asked a chunk of keys at a time
+        (SQLite caps the number of bound parameters)."""
+        rows: list[tuple] = []
+        with self._read() as conn:
+            for start in range(0, len(keys), chunk):
+                part = list(keys[start:start + chunk])
+                rows.extend(tuple(r) for r in conn.execute(stmt.where(column.in_(part))))
+        return rows
+
     def _stream(self, stmt, params=None, chunk: int = 2000) -> Iterator:
         """Rows of a large SELECT, fetched in chunks on the read connection."""
         with self._reader.begin():
@@ -141,6 +151,9 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         A journal caches one job's listing and plans: shared with another job, it would
         make that job trust a listing of another bucket."""
         stmt = (select(runs.c.source, runs.c.dest, runs.c.endpoint)
+                # a run that failed before its LIST (a typo'd bucket) cached nothing: it binds
+                # nothing either
+                .where(runs.c.listed_at.is_not(None) | runs.c.planned_at.is_not(None))
                 .where(~((runs.c.source == source) & (runs.c.dest == dest)
                          & runs.c.endpoint.is_not_distinct_from(endpoint)))
                 .order_by(runs.c.id.desc()).limit(1))
@@ -290,7 +303,11 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         Unchanged files keep their hash; files that could not be read keep their last good
         row with `scan_error` set; files under a directory that could not be listed are kept
         too. Only files truly gone from the tree are dropped.
+
+        `seen_run` holds a number unique to this scan, not the run id: a resumed run scans
+        again under its first run id, and a file gone since its first scan must go.
         """
+        scan_mark = time.time_ns()
         with self._write() as conn:
             conn.execute(text("""
                 INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256,
@@ -302,19 +319,19 @@ class Journal(PlanStore, UploadStore, Housekeeping):
                 ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
                     inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL,
-                    seen_run = excluded.seen_run"""), {"run": run_id})
+                    seen_run = excluded.seen_run"""), {"run": scan_mark})
             conn.execute(text("""
                 INSERT INTO files (key, path, scan_error, seen_run)
                 SELECT key, path, error, :run FROM scan_stage WHERE error IS NOT NULL
                 ON CONFLICT (key) DO UPDATE SET scan_error = excluded.scan_error,
-                    seen_run = excluded.seen_run"""), {"run": run_id})
+                    seen_run = excluded.seen_run"""), {"run": scan_mark})
             for dir_key, reason in unreadable_dirs:
                 # Every key under the directory: the range [dir/, dir0) in binary order.
                 conn.execute(text("""
                     UPDATE files SET scan_error = :reason, seen_run = :run
                     WHERE key >= :lo AND key < :hi"""),
-                    {"reason": reason, "run": run_id, "lo": dir_key + "/", "hi": dir_key + "0"})
-            conn.execute(text("DELETE FROM files WHERE seen_run IS NOT :run"), {"run": run_id})
+                    {"reason": reason, "run": scan_mark, "lo": dir_key + "/", "hi": dir_key + "0"})
+            conn.execute(text("DELETE FROM files WHERE seen_run IS NOT :run"), {"run": scan_mark})
             conn.execute(scan_stage.delete())
 
     def record_file_errors(self, run_id: int, rows: Sequence[tuple[str, str]]) -> None:
@@ -382,8 +399,10 @@ class Journal(PlanStore, UploadStore, Housekeeping):
                     last_modified = excluded.last_modified, sha256 = excluded.sha256,
                     sha_source = excluded.sha_source, listed_run = excluded.listed_run"""),
                 {"run": run_id})
-            conn.execute(text("DELETE FROM remote_objects WHERE listed_run IS NOT :run"),
-                         {"run": run_id})
+            # What this LIST did not see is gone, whichever run listed it before: a resumed
+            # run lists again under its own run id, and must not keep its first LIST's rows.
+            conn.execute(text("""DELETE FROM remote_objects WHERE NOT EXISTS
+                                 (SELECT 1 FROM remote_stage s WHERE s.key = remote_objects.key)"""))
             conn.execute(remote_stage.delete())
             conn.execute(update(runs).where(runs.c.id == run_id).values(listed_at=time.time()))
 

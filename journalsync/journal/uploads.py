@@ -75,15 +75,9 @@ class UploadStore:
         """Those of `candidates` (UploadIds the server lists as incomplete) that this
         journal created: asked in chunks, so the cost follows the listing, never the
         journal's history."""
-        known: set[str] = set()
-        ids = list(candidates)
-        with self._lock:
-            for start in range(0, len(ids), 500):
-                stmt = select(multipart_uploads.c.upload_id).where(
-                    multipart_uploads.c.upload_id.in_(ids[start:start + 500]))
-                known.update(self._writer.execute(stmt).scalars())
-            self._writer.rollback()
-        return known
+        stmt = select(multipart_uploads.c.upload_id)
+        return {row[0] for row in self._in_chunks(stmt, multipart_uploads.c.upload_id,
+                                                  list(candidates))}
 
     def active_uploads(self) -> list[UploadRecord]:
         stmt = text("""

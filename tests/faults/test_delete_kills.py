@@ -92,6 +92,8 @@ def test_random_kills_in_the_delete_phase_never_delete_a_present_file(sync, s3, 
             wrongly = (before - after) & present
             assert not wrongly, f"trial {trial} ({where}): deleted {sorted(wrongly)}"
             assert (before & present) <= after
+            # and what the resumed run's fresh look found missing, it uploaded
+            assert present <= after, f"trial {trial} ({where}): missing {sorted(present - after)}"
             resumed_with_deletes += json.loads(resumed.out)["resumed"]
             for rel in gone:  # the next trial starts from a full tree and bucket
                 sync.write(rel, files[rel])

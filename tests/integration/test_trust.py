@@ -255,3 +255,105 @@ def test_a_long_upload_does_not_hold_finished_ones_out_of_the_journal(sync, s3, 
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
     assert sync.object_key("a.txt") in keys(s3client, sync.bucket)
+
+
+def test_resume_relists_and_uploads_what_went_missing_since_the_plan(sync, s3, s3client):
+    """A resumed run with deletes pending LISTs again: an object deleted behind our back
+    since the plan (its file still here) is seen gone and uploaded again, and the listing
+    it leaves cached is the true one."""
+    files = tree(sync, 40)
+    assert sync.run().code == 0
+    (sync.src / "d0/f000.txt").unlink()
+    proxy = kill_in_delete_phase(sync, s3)
+    try:
+        s3client.delete_object(Bucket=sync.bucket, Key=sync.object_key("d1/f001.txt"))
+        resumed = sync.run("--resume", "--delete", "--json")
+    finally:
+        proxy.__exit__(None, None, None)
+    assert resumed.code == 0, resumed.err
+    out = json.loads(resumed.out)
+    assert out["resumed"] is True and (out["uploaded"], out["deleted"]) == (1, 1), out
+    assert "1 upload(s) added on resume" in resumed.err
+    assert keys(s3client, sync.bucket) == {sync.object_key(r) for r in files if r != "d0/f000.txt"}
+    cached = sync.run("--manifest-max-age", "1h", "--json")  # trusts that listing: all there
+    assert cached.code == 0 and json.loads(cached.out)["uploaded"] == 0
+
+
+def test_a_file_back_during_a_long_delete_phase_keeps_its_object(sync, s3, s3client):
+    """Deletes one key at a time look at the source again every few keys: a file restored
+    while the deletes run is not deleted, even in the same 1000-key batch."""
+    files = tree(sync, 80)
+    assert sync.run().code == 0
+    doomed = sorted(files)[:60]
+    for rel in doomed:
+        (sync.src / rel).unlink()
+    last = doomed[-1]
+
+    def hook(req):
+        if req.operation == "DeleteObject":
+            if sum(r.operation == "DeleteObject" for r in proxy.requests) == 10:
+                sync.write(last, files[last])  # back while the deletes run
+            return Fault(status=0, delay=0.02)
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run("--delete", "--force", "--provider", "gcs", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["deleted"] == 59
+    assert sync.object_key(last) in keys(s3client, sync.bucket)
+
+
+def test_a_second_sigterm_stops_single_deletes_at_once(sync, s3, s3client):
+    """One-at-a-time deletes honour a stop every few keys, and a second signal at once."""
+    files = tree(sync, 240)
+    assert sync.run().code == 0
+    for rel in sorted(files)[:200]:
+        (sync.src / rel).unlink()
+    slow = lambda req: Fault(status=0, delay=0.05) if req.operation == "DeleteObject" else None  # noqa: E731
+    with RecordingProxy(s3.port, hook=slow) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args("--delete", "--force", "--provider", "gcs"))
+        wait_for(lambda: proxy.operations()["DeleteObject"] >= 20, "the deletes")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        at_signal = proxy.operations()["DeleteObject"]
+        out, err = proc.communicate(timeout=60)
+        sent = proxy.operations()["DeleteObject"]
+    assert proc.returncode == 143, err
+    assert out.strip().splitlines()[-1].startswith("journalsync: scanned=")
+    assert sent <= at_signal + 2, (at_signal, sent)
+    assert len(keys(s3client, sync.bucket)) >= 240 - sent
+
+
+def test_a_planned_file_gone_before_its_upload_is_not_a_failure(sync, s3, s3client):
+    """A file removed between a killed run and its resume is not uploaded and not failed:
+    exit 0, with a note."""
+    tree(sync, 6)
+    held = lambda req: Fault(status=0, delay=60, reset=True) if req.method == "PUT" else None  # noqa: E731
+    with RecordingProxy(s3.port, hook=held) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args("--workers", "1"))
+        wait_for(lambda: proxy.counts()["PUT"] >= 1, "the first upload")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    sync.endpoint_url = None
+    (sync.src / "d3/f003.txt").unlink()
+    result = sync.run("--resume", "--json")
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    assert out["resumed"] is True and (out["uploaded"], out["failed"]) == (5, 0), out
+    assert "1 planned file(s) vanished before their upload" in result.err
+
+
+def test_a_run_that_never_listed_binds_no_journal(sync, s3, s3client):
+    """A first run with a mistyped bucket (exit 4) does not lock its journal to that
+    bucket: the corrected run goes through."""
+    tree(sync, 3)
+    typo = sync.cli("run", str(sync.src), f"s3://{sync.bucket}-typo/x", "--journal",
+                    str(sync.journal))
+    assert typo.code == 4, typo.err
+    fixed = sync.run()
+    assert fixed.code == 0, fixed.err
+    assert len(keys(s3client, sync.bucket)) == 3
