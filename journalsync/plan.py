@@ -107,8 +107,8 @@ def build_plan(journal: Journal, run_id: int, cfg: Config | None = None) -> Plan
 
 def plan_new_uploads(journal: Journal, run_id: int, cfg: Config | None = None) -> PlanSummary:
     """Add to a run's stored plan the uploads a fresh scan and LIST call for and the plan
-    does not hold yet (files that came back or changed since it was made). Keys it holds,
-    done or failed, keep their rows: one outcome per key and run."""
+    does not hold yet (files that came back or changed since it was made). Keys it holds an
+    upload for, done or failed, keep their rows: one upload outcome per key and run."""
     summary = PlanSummary()
     writer = _PlanWriter(journal, run_id)
     _plan_uploads(journal.iter_plan_inputs(changed_only=True, unplanned_in=run_id), cfg,

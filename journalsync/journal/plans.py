@@ -33,9 +33,9 @@ class PlanStore:
                          ) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
         """Every readable local file with its remote object, if any, in key order; with
         `changed_only`, only those count_unchanged() does not count; with `unplanned_in`,
-        only keys that run has no plan row for."""
+        only keys that run has no upload row for."""
         unplanned = ("AND NOT EXISTS (SELECT 1 FROM plan_items p WHERE p.run_id = :run"
-                     " AND p.key = f.key)" if unplanned_in is not None else "")
+                     " AND p.key = f.key AND p.action = 'upload')" if unplanned_in is not None else "")
         stmt = text(f"""
             SELECT f.key, f.path, f.size, f.mtime_ns, f.ctime_ns, f.inode, f.sha256,
                    r.size AS r_size, r.etag AS r_etag, r.sha256 AS r_sha256
