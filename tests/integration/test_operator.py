@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.integration.test_delete import keys
+from tests.support.proxy import RecordingProxy
 
 
 def test_excluded_files_are_neither_uploaded_nor_deleted(sync, s3client):
@@ -44,8 +45,22 @@ def test_verify_catches_an_object_overwritten_behind_our_back(sync, s3client):
     found = {m["key"]: m["problem"] for m in json.loads(tampered.out)["mismatches"]}
     assert set(found) == {"f3.txt", "f4.txt", "f5.txt"}
     assert found["f5.txt"] == "missing" and found["f4.txt"].startswith("sha256 absent")
-    sampled = sync.cli(*base, "--sample", "50", "--json")
-    assert 0 < json.loads(sampled.out)["checked"] <= 10
+
+
+def test_verify_sample_checks_about_that_share(sync, s3):
+    """--sample 10 over 200 objects HEADs about 20 of them. The band holds 3..60 (a
+    binomial draw falls outside it about twice in ten million runs) and leaves out 200."""
+    for i in range(200):
+        sync.write(f"d{i % 4}/f{i:03d}.txt", f"file {i}".encode())
+    assert sync.run().code == 0
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        sampled = sync.cli("verify", sync.dest, "--journal", str(sync.journal), "--sample", "10", "--json")
+    assert sampled.code == 0, sampled.err
+    report = json.loads(sampled.out)
+    assert report["synced"] == 200 and report["mismatches"] == []
+    assert 3 <= report["checked"] <= 60, report["checked"]
+    assert proxy.operations()["HeadObject"] == report["checked"]
 
 
 def test_debug_log_holds_no_secret_key_token_or_signature(sync, s3, tmp_path):
