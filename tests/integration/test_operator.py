@@ -219,7 +219,7 @@ def test_status_failed_lists_only_failures(sync, s3):
     assert "bad.txt" in text and "recent runs" not in text
 
 
-def test_verbose_prints_one_line_per_action_with_its_reason(sync):
+def test_verbose_prints_one_line_per_action_with_its_reason(sync, s3client):
     sync.write("a.txt", b"a")
     sync.write("b.txt", b"b")
     assert sync.run().code == 0
@@ -229,3 +229,7 @@ def test_verbose_prints_one_line_per_action_with_its_reason(sync):
     assert result.code == 0, result.err
     assert "uploaded a.txt (size differs: local 8, remote 1;" in result.err
     assert "deleted b.txt (extra: no local file, --delete given)" in result.err
+    # What the lines say happened did happen.
+    assert keys(s3client, sync.bucket) == {sync.object_key("a.txt")}
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("a.txt"))["Body"].read()
+    assert body == b"A longer"

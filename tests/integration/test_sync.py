@@ -150,8 +150,11 @@ def test_prefix_boundary(sync, s3client):
     for key in ("backup/host10/keep.txt", "backup/host1x", "backup/host1.txt", "other/x"):
         s3client.put_object(Bucket=sync.bucket, Key=key, Body=b"not ours")
     sync.write("keep.txt", b"ours")
-    dry = sync.run("--dry-run")
-    assert "host10" not in dry.out and "host1x" not in dry.out
+    dry = sync.run("--dry-run", "--delete", "--force")  # a sibling's key would be a delete
+    assert dry.code == 0, dry.err
+    assert dry.out.splitlines()[:-1] == ["upload keep.txt (new file)",
+                                         "guard: would pass: nothing to delete"]
+    assert (dry.summary["extra"], dry.summary["scanned"]) == ("0", "1")
     result = sync.run("--json")
     assert result.code == 0, result.err
     import json
@@ -297,8 +300,13 @@ def test_default_journal_lives_in_xdg_state_dir(sync):
     assert result.code == 0, result.err
     journals = list((sync.tmp / "state" / "journalsync").glob("*.sqlite"))
     assert len(journals) == 1
-    status = sync.cli("status", str(sync.src), sync.dest)
-    assert status.code == 0 and "done" in status.out
+    status = sync.cli("status", str(sync.src), sync.dest, "--json")
+    assert status.code == 0, status.err
+    import json
+
+    data = json.loads(status.out)  # status found that journal by itself, and its one run
+    assert data["journal"] == str(journals[0])
+    assert [(r["state"], r["uploaded"]) for r in data["runs"]] == [("done", 1)]
 
 
 @pytest.mark.parametrize("dest", ["bucket-only-no-scheme", "s3://", "s3://UP/../"])
