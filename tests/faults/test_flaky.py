@@ -194,11 +194,24 @@ def test_expired_token_mid_run_stops_cleanly_and_resumes(sync, s3, s3client):
     assert_all_match(sync, s3client, files)
 
 
-def test_bwlimit_paces_uploads_and_keeps_bytes_intact(sync, s3client):
-    files = {f"f{i}.bin": random.Random(i).randbytes(200_000) for i in range(5)}
-    files["big.bin"] = random.Random(9).randbytes(6 * MiB)
+@pytest.mark.parametrize("path", ["--crt", "--no-crt"])
+def test_bwlimit_paces_uploads_and_keeps_bytes_intact(sync, s3, s3client, path):
+    """8 MiB (16 small files and a 6 MiB multipart file) at --bwlimit 2MiB: every body is
+    read as it is sent, after its request's headers reached the proxy, so from the first
+    body's headers to the last body's answer cannot take less than 4 s (the test asks for
+    3 s: the bucket's burst is 1/8 s). With the CRT on, the PUTs and parts go through
+    botocore, whose bodies draw from the limiter; the CRT would read them unpaced."""
+    files = {f"f{i:02d}.bin": random.Random(i).randbytes(128 * 1024) for i in range(16)}
+    files["big.bin"] = random.Random(99).randbytes(6 * MiB)
     for rel, data in files.items():
         sync.write(rel, data)
-    result = sync.run(*ARGS, "--bwlimit", "64MiB", "--provider", "other")
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--bwlimit", "2MiB", path)
     assert result.code == 0, result.err
+    bodies = [a for a in proxy.answers if a.request.operation in ("PutObject", "UploadPart")]
+    assert sum(a.request.size for a in bodies) == 8 * MiB  # each body sent once
+    took = max(a.at for a in bodies) - min(a.request.at for a in bodies)
+    print(f"8 MiB at 2 MiB/s: {took:.2f}s from the first body's headers to the last answer")
+    assert took >= 3.0, f"{took:.2f}s"
     assert_all_match(sync, s3client, files)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +34,7 @@ class Request:
     query: dict[str, list[str]]
     size: int
     headers: tuple[tuple[str, str], ...] = ()  # as received, for hooks that read them
+    at: float = field(default=0.0, compare=False)  # time.monotonic() when its headers came
 
     def header(self, name: str) -> str:
         """The value of a request header (case-insensitive), or ""."""
@@ -131,8 +132,8 @@ class RecordingProxy:
             def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 url = urlsplit(self.path)
-                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length,
-                              tuple(self.headers.items()))
+                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                              length, tuple(self.headers.items()), time.monotonic())
                 proxy._record(req)  # as soon as the headers are in: a started request counts
                 fault = proxy.hook(req) if proxy.hook else None
                 if fault and fault.delay:
