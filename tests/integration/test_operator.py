@@ -157,20 +157,20 @@ journal = "{sync.journal}"
     assert cache("robots.txt") is None
 
 
-def test_malformed_job_file_names_the_line(sync, tmp_path):
+def test_malformed_job_file_names_the_line(offline_sync, tmp_path):
     job = tmp_path / "bad.toml"
     job.write_text('source = "/x"\ndestination = "s3://b/x"\nworkers = = 3\n')
-    result = sync.cli("run", "--config", str(job))
+    result = offline_sync.cli("run", "--config", str(job))
     assert result.code == 2
     assert "line 3" in result.err and len(result.err.strip().splitlines()) == 1
     job.write_text('source = "/x"\ndestination = "s3://b/x"\n[delete]\nenabeld = true\n')
-    typo = sync.cli("run", "--config", str(job))
+    typo = offline_sync.cli("run", "--config", str(job))
     assert typo.code == 2 and "unknown setting 'enabeld' in [delete]" in typo.err
 
 
-def test_help_works_for_every_command(sync):
+def test_help_works_for_every_command(offline_sync):
     for command in ("run", "status", "cleanup", "verify"):
-        result = sync.cli(command, "--help")
+        result = offline_sync.cli(command, "--help")
         assert result.code == 0 and "Usage: journalsync" in result.out, result.err
 
 
