@@ -3,8 +3,8 @@ and of the first send of each multipart part, and forwards it. The store must re
 with BadDigest (our Content-MD5 no longer matches), we must send the same bytes again,
 and the stored object must be the file, on the awscrt path and on botocore's.
 
-Only rclone serve s3 checks Content-MD5 (moto's server stores whatever arrives), so this
-runs against rclone (and an external server, which real S3 and MinIO are: both check)."""
+rclone serve s3 and SeaweedFS check Content-MD5; moto's server stores whatever arrives,
+so there the tests are skipped (an external server, such as real S3 or MinIO, checks)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = pytest.mark.slow
 
-CHECKS_CONTENT_MD5 = {"rclone", "external"}  # moto's server stores whatever arrives
+CHECKS_CONTENT_MD5 = {"rclone", "seaweed", "external"}
 
 
 def damage_first_send():
@@ -83,7 +83,7 @@ def test_damaged_put_is_refused_and_sent_again(sync, s3, s3client, path):
 def test_damaged_parts_are_refused_and_sent_again(sync, s3, s3client, path):
     """rclone fails the whole upload when a part is refused (it streams parts into one
     file), so there the next send hears NoSuchUpload and the driver starts the upload once
-    more; a store that keeps the upload (S3, MinIO) takes the part sent again."""
+    more; a store that keeps the upload (SeaweedFS, S3, MinIO) takes the part sent again."""
     skip_unless_store_checks_md5(s3)
     big = random.Random(32).randbytes(11 * MiB)  # parts of 5, 5 and 1 MiB
     sync.write("big.bin", big)
