@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 ## test: the whole suite, against moto and rclone serve s3
 test: $(STAMP)
 	$(PY) -m pytest
+
+## test-fast: the suite without the crash and fault-injection tests (marked slow)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'

@@ -54,6 +54,18 @@ _HEADERS = {
 }
 
 
+# With its retries off, the CRT reports these error answers by name only, without the
+# response's status, headers or body. They are answers, not broken connections: they get
+# the status and code botocore would have parsed, so retry.py sees throttling as throttling
+# (and the shared backoff hears of it) and a skewed clock as fatal.
+_ANSWERED_BY_NAME = {
+    "AWS_ERROR_S3_SLOW_DOWN": (503, "SlowDown"),  # any 503
+    "AWS_ERROR_S3_INTERNAL_ERROR": (500, "InternalError"),  # any 500, or an error in a 200
+    "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": (403, "RequestTimeTooSkewed"),
+    "AWS_ERROR_S3_REQUEST_TIMEOUT": (400, "RequestTimeout"),
+}
+
+
 class CrtConnectionError(ConnectionError):
     """The CRT could not complete the exchange (refused, reset, closed, TLS). retry.py decides
     from `crt_error` (the CRT's error name) whether it is worth another attempt."""
@@ -191,6 +203,8 @@ class CrtS3:
         except AwsCrtError as exc:
             if exc.name.startswith("AWS_AUTH_"):
                 raise NoCredentialsError() from exc
+            if exc.name in _ANSWERED_BY_NAME:
+                raise answered_by_name(exc.name, exc.message, operation) from None
             raise CrtConnectionError(f"{exc.name}: {exc.message} ({self._origin})", exc.name,
                                      self._origin) from None
         except TimeoutError:
@@ -263,6 +277,14 @@ def _text(raw: bytes) -> str:
 
 def _timestamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def answered_by_name(name: str, message: str, operation: str) -> ClientError:
+    """botocore's ClientError for an error answer the CRT reported only by its name."""
+    status, code = _ANSWERED_BY_NAME[name]
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}}},
+                       operation)
 
 
 def client_error(status: int, headers, body: bytes | None, operation: str) -> ClientError:

@@ -233,8 +233,9 @@ def _resumable(cfg: Config, journal: Journal) -> tuple[dict | None, str | None]:
 def _exit_code(run: Run, received: list[int]) -> ExitCode:
     if received:
         return _SIGNAL_EXIT[received[0]]
-    if run.verdict is not None and not run.verdict.allowed and run.verdict.exit_code == ExitCode.GUARD:
-        return ExitCode.GUARD
+    if run.verdict is not None and not run.verdict.allowed and run.verdict.exit_code != ExitCode.OK:
+        return run.verdict.exit_code  # 3 for a guard limit; 1 when errors (an unreadable
+        # directory counts none in `failed`) kept the deletes back
     return ExitCode.OK if run.counts.failed == 0 else ExitCode.PARTIAL
 
 

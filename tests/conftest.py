@@ -167,3 +167,21 @@ def _quiet_servers():
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+class _NoServer(LocalS3Server):
+    """Stands in for a server where none may be reached: nothing listens on port 9 of
+    127.0.0.1 (discard), so a request that does go out is refused and the test fails."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = 9
+
+
+@pytest.fixture
+def offline_sync(tmp_path) -> Sync:
+    """A Sync for tests that never reach a server (usage errors, --help, job-file syntax,
+    missing credentials): not parametrized over SERVERS, so each runs once."""
+    return Sync(_NoServer(), "jst-offline", tmp_path)

@@ -80,10 +80,25 @@ def kill_mid_upload(sync, proxy, after_parts: int, extra_delay: float, *args: st
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("seed, workers", [(11, 1), (12, 1), (13, 4)])
+KILL_SEEDS = [(11, 1), (14, 1), (13, 4)]  # (seed, workers)
+
+
+def kill_point(rnd: random.Random) -> tuple[int, float]:
+    """Kill after this many journaled parts, plus this delay."""
+    return rnd.randint(1, 9), rnd.uniform(0, 0.25)
+
+
+def test_sigkill_seeds_draw_different_kill_points():
+    """Two seeds with one worker are only worth their time if they kill at different
+    parts (11 and 12 both drew "after 8 parts")."""
+    single = [kill_point(random.Random(seed))[0] for seed, workers in KILL_SEEDS if workers == 1]
+    assert len(set(single)) == len(single), single
+
+
+@pytest.mark.parametrize("seed, workers", KILL_SEEDS)
 def test_sigkill_mid_part_then_resume(sync, s3, s3client, seed, workers):
     rnd = random.Random(seed)
-    after_parts, extra_delay = rnd.randint(1, 9), rnd.uniform(0, 0.25)
+    after_parts, extra_delay = kill_point(rnd)
     print(f"seed={seed} workers={workers} kill after {after_parts} parts + {extra_delay:.3f}s")
     big = rnd.randbytes(64 * MiB + rnd.randint(1, PART))  # 13 or 14 parts
     sync.write("big/disk.img", big)

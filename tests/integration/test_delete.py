@@ -5,6 +5,7 @@ mass change or a failed upload deletes a single object without --force; with --d
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -203,3 +204,35 @@ def test_batch_refused_as_malformed_xml_is_deleted_one_by_one(sync, s3, s3client
     assert proxy.operations()["DeleteObject"] == 2
     left = [o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket).get("Contents", [])]
     assert left == [sync.object_key("kept.txt")]
+
+
+def beyond_path_max(root) -> None:
+    """A directory whose path is longer than PATH_MAX (4096): made one level at a time
+    through directory descriptors, it cannot be listed by its path, not even by root."""
+    fd = os.open(root, os.O_RDONLY)
+    for level in range(18):
+        name = f"{level:02d}" + "d" * 240
+        os.mkdir(name, dir_fd=fd)
+        inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+
+
+@pytest.mark.parametrize("unreadable", ["name-not-utf8", "key-too-long", "dir-beyond-path-max"])
+def test_scan_error_blocks_every_delete(sync, s3client, unreadable):
+    names = synced_tree(sync, 40)
+    remove(sync, names[:2])  # two extras, 5%: within every limit, and --force besides
+    if unreadable == "name-not-utf8":
+        with open(os.fsencode(sync.src) + b"/latin-1-\xe9t\xe9.txt", "wb") as fh:
+            fh.write(b"a name S3 cannot hold")
+    elif unreadable == "key-too-long":
+        sync.write("/".join(c * 250 for c in "vwxyz"), b"a key over 1024 bytes")
+    else:
+        beyond_path_max(sync.src)
+    before = keys(s3client, sync.bucket)
+    result = sync.run("--delete", "--force")
+    assert keys(s3client, sync.bucket) == before == {sync.object_key(n) for n in names}
+    assert result.summary["deleted"] == "0" and result.summary["extra"] == "2"
+    assert "1 error(s) in this run, so nothing is deleted" in result.err
+    assert result.code == 1, result.err

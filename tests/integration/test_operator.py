@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.integration.test_delete import keys
+from tests.support.proxy import RecordingProxy
 
 
 def test_excluded_files_are_neither_uploaded_nor_deleted(sync, s3client):
@@ -44,8 +45,22 @@ def test_verify_catches_an_object_overwritten_behind_our_back(sync, s3client):
     found = {m["key"]: m["problem"] for m in json.loads(tampered.out)["mismatches"]}
     assert set(found) == {"f3.txt", "f4.txt", "f5.txt"}
     assert found["f5.txt"] == "missing" and found["f4.txt"].startswith("sha256 absent")
-    sampled = sync.cli(*base, "--sample", "50", "--json")
-    assert 0 < json.loads(sampled.out)["checked"] <= 10
+
+
+def test_verify_sample_checks_about_that_share(sync, s3):
+    """--sample 10 over 200 objects HEADs about 20 of them. The band holds 3..60 (a
+    binomial draw falls outside it about twice in ten million runs) and leaves out 200."""
+    for i in range(200):
+        sync.write(f"d{i % 4}/f{i:03d}.txt", f"file {i}".encode())
+    assert sync.run().code == 0
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        sampled = sync.cli("verify", sync.dest, "--journal", str(sync.journal), "--sample", "10", "--json")
+    assert sampled.code == 0, sampled.err
+    report = json.loads(sampled.out)
+    assert report["synced"] == 200 and report["mismatches"] == []
+    assert 3 <= report["checked"] <= 60, report["checked"]
+    assert proxy.operations()["HeadObject"] == report["checked"]
 
 
 def test_debug_log_holds_no_secret_key_token_or_signature(sync, s3, tmp_path):
@@ -142,20 +157,20 @@ journal = "{sync.journal}"
     assert cache("robots.txt") is None
 
 
-def test_malformed_job_file_names_the_line(sync, tmp_path):
+def test_malformed_job_file_names_the_line(offline_sync, tmp_path):
     job = tmp_path / "bad.toml"
     job.write_text('source = "/x"\ndestination = "s3://b/x"\nworkers = = 3\n')
-    result = sync.cli("run", "--config", str(job))
+    result = offline_sync.cli("run", "--config", str(job))
     assert result.code == 2
     assert "line 3" in result.err and len(result.err.strip().splitlines()) == 1
     job.write_text('source = "/x"\ndestination = "s3://b/x"\n[delete]\nenabeld = true\n')
-    typo = sync.cli("run", "--config", str(job))
+    typo = offline_sync.cli("run", "--config", str(job))
     assert typo.code == 2 and "unknown setting 'enabeld' in [delete]" in typo.err
 
 
-def test_help_works_for_every_command(sync):
+def test_help_works_for_every_command(offline_sync):
     for command in ("run", "status", "cleanup", "verify"):
-        result = sync.cli(command, "--help")
+        result = offline_sync.cli(command, "--help")
         assert result.code == 0 and "Usage: journalsync" in result.out, result.err
 
 
@@ -204,7 +219,7 @@ def test_status_failed_lists_only_failures(sync, s3):
     assert "bad.txt" in text and "recent runs" not in text
 
 
-def test_verbose_prints_one_line_per_action_with_its_reason(sync):
+def test_verbose_prints_one_line_per_action_with_its_reason(sync, s3client):
     sync.write("a.txt", b"a")
     sync.write("b.txt", b"b")
     assert sync.run().code == 0
@@ -214,3 +229,7 @@ def test_verbose_prints_one_line_per_action_with_its_reason(sync):
     assert result.code == 0, result.err
     assert "uploaded a.txt (size differs: local 8, remote 1;" in result.err
     assert "deleted b.txt (extra: no local file, --delete given)" in result.err
+    # What the lines say happened did happen.
+    assert keys(s3client, sync.bucket) == {sync.object_key("a.txt")}
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("a.txt"))["Body"].read()
+    assert body == b"A longer"

@@ -150,8 +150,11 @@ def test_prefix_boundary(sync, s3client):
     for key in ("backup/host10/keep.txt", "backup/host1x", "backup/host1.txt", "other/x"):
         s3client.put_object(Bucket=sync.bucket, Key=key, Body=b"not ours")
     sync.write("keep.txt", b"ours")
-    dry = sync.run("--dry-run")
-    assert "host10" not in dry.out and "host1x" not in dry.out
+    dry = sync.run("--dry-run", "--delete", "--force")  # a sibling's key would be a delete
+    assert dry.code == 0, dry.err
+    assert dry.out.splitlines()[:-1] == ["upload keep.txt (new file)",
+                                         "guard: would pass: nothing to delete"]
+    assert (dry.summary["extra"], dry.summary["scanned"]) == ("0", "1")
     result = sync.run("--json")
     assert result.code == 0, result.err
     import json
@@ -297,21 +300,29 @@ def test_default_journal_lives_in_xdg_state_dir(sync):
     assert result.code == 0, result.err
     journals = list((sync.tmp / "state" / "journalsync").glob("*.sqlite"))
     assert len(journals) == 1
-    status = sync.cli("status", str(sync.src), sync.dest)
-    assert status.code == 0 and "done" in status.out
+    status = sync.cli("status", str(sync.src), sync.dest, "--json")
+    assert status.code == 0, status.err
+    import json
+
+    data = json.loads(status.out)  # status found that journal by itself, and its one run
+    assert data["journal"] == str(journals[0])
+    assert [(r["state"], r["uploaded"]) for r in data["runs"]] == [("done", 1)]
 
 
 @pytest.mark.parametrize("dest", ["bucket-only-no-scheme", "s3://", "s3://UP/../"])
-def test_malformed_destination_exits_2(sync, dest):
-    result = sync.cli("run", str(sync.src), dest, "--journal", str(sync.journal))
+def test_malformed_destination_exits_2(offline_sync, dest):
+    local = offline_sync
+    result = local.cli("run", str(local.src), dest, "--journal", str(local.journal))
     assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
 
 
-def test_missing_source_exits_2(sync):
-    result = sync.cli("run", str(sync.tmp / "nope"), sync.dest, "--journal", str(sync.journal))
+def test_missing_source_exits_2(offline_sync):
+    missing = offline_sync.tmp / "nope"
+    result = offline_sync.cli("run", str(missing), offline_sync.dest, "--journal",
+                              str(offline_sync.journal))
     assert result.code == 2
-    assert result.err.strip() == f"journalsync: error: source {sync.tmp / 'nope'} does not exist"
+    assert result.err.strip() == f"journalsync: error: source {missing} does not exist"
 
 
 def test_missing_bucket_exits_4(sync):
@@ -334,9 +345,9 @@ def test_bad_credentials_exit_4(sync, s3):
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_no_credentials_exit_4(sync):
-    sync.env_overrides = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
-    sync.write("a.txt", b"a")
-    result = sync.run()
+def test_no_credentials_exit_4(offline_sync):
+    offline_sync.env_overrides = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    offline_sync.write("a.txt", b"a")
+    result = offline_sync.run()
     assert result.code == 4, result.err
     assert "no usable credentials" in result.err

@@ -1,6 +1,7 @@
 """A small HTTP reverse proxy between journalsync and a local S3 server.
 
-It records every request, so tests prove on the wire what was (not) sent, and it can
+It records every request, its answer and how many were in flight over time, so tests
+prove on the wire what was (not) sent and how fast, and it can
 inject faults: a `hook(request)` called for each request may return a `Fault` to answer
 with an error instead of forwarding, or after forwarding (the server did the work but the
 client hears a failure), or to hold the request for a while.
@@ -12,13 +13,14 @@ is not signed and is dropped (the proxy has already read the body).
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,6 +34,7 @@ class Request:
     query: dict[str, list[str]]
     size: int
     headers: tuple[tuple[str, str], ...] = ()  # as received, for hooks that read them
+    at: float = field(default=0.0, compare=False)  # time.monotonic() when its headers came
 
     def header(self, name: str) -> str:
         """The value of a request header (case-insensitive), or ""."""
@@ -72,9 +75,30 @@ class Fault:
     delay: float = 0.0  # hold the request (before reading its body), then go on; status=0
     # with a delay only delays
     rewrite: Callable[[bytes], bytes] | None = None  # with status=0: edit the server's answer
+    flip: bool = False  # forward the body with one byte flipped (damage in transit); status=0
+
+
+@dataclass(frozen=True)
+class Answer:
+    request: Request
+    status: int
+    code: str | None  # the error document's Code, for an error
+    at: float  # time.monotonic() when the answer was sent
 
 
 Hook = Callable[[Request], Fault | None]
+
+
+def _error_code(body: bytes) -> str | None:
+    found = re.search(rb"<Code>([^<]*)</Code>", body or b"")
+    return found.group(1).decode() if found else None
+
+
+def _flipped(body: bytes) -> bytes:
+    """The body with one bit of its middle byte inverted: same length, other bytes."""
+    damaged = bytearray(body)
+    damaged[len(damaged) // 2] ^= 0x01
+    return bytes(damaged)
 
 
 class RecordingProxy:
@@ -83,6 +107,9 @@ class RecordingProxy:
         self.hook = hook
         self.requests: list[Request] = []
         self._active: Counter = Counter()
+        self.answers: list[Answer] = []  # what each request was answered, in order
+        self.timeline: list[tuple[float, int]] = []  # (monotonic time, requests in flight)
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -99,10 +126,17 @@ class RecordingProxy:
                 pass
 
             def _forward(self):
+                proxy._enter()  # the headers are in: from here until the answer, in flight
+                try:
+                    self._serve()
+                finally:
+                    proxy._leave()
+
+            def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 url = urlsplit(self.path)
-                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), length,
-                              tuple(self.headers.items()))
+                req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                              length, tuple(self.headers.items()), time.monotonic())
                 proxy._record(req)  # as soon as the headers are in: a started request counts
                 try:
                     self._answer(req, length)
@@ -120,14 +154,17 @@ class RecordingProxy:
                     self.close_connection = True
                     return  # the client went away mid-body: forward nothing, like a server
                 if fault and fault.status and not fault.after_forward:
-                    return self._error(fault)
+                    return self._error(req, fault)
+                if fault and fault.flip and body:
+                    body = _flipped(body)
                 status, reason, headers, data = proxy._upstream(self.command, self.path, self.headers, body)
                 if fault and fault.reset and fault.after_forward:
                     return self._reset(0)  # the server did the work; the answer is lost
                 if fault and fault.status and fault.after_forward:
-                    return self._error(fault)
+                    return self._error(req, fault)
                 if fault and fault.rewrite:
                     data = fault.rewrite(data)
+                proxy._answered(req, status, _error_code(data) if status >= 300 else None)
                 self.send_response_only(status, reason)
                 for name, value in headers:
                     low = name.lower()
@@ -148,7 +185,8 @@ class RecordingProxy:
                 self.close_connection = True
                 self.connection.close()
 
-            def _error(self, fault: Fault):
+            def _error(self, req: Request, fault: Fault):
+                proxy._answered(req, fault.status, fault.code)
                 extra = "".join(f"<{k}>{v}</{k}>" for k, v in fault.fields)
                 body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                         f"<Message>injected by the test proxy</Message>{extra}</Error>").encode()
@@ -170,7 +208,10 @@ class RecordingProxy:
             for name, value in headers.items():
                 if name.lower() not in _HOP_HEADERS:
                     conn.putheader(name, value)
-            conn.endheaders(body)
+            try:
+                conn.endheaders(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered before reading the whole body: relay that answer
             resp = conn.getresponse()
             return resp.status, resp.reason, resp.getheaders(), resp.read()
         finally:
@@ -194,6 +235,25 @@ class RecordingProxy:
         with self._lock:
             return self._active[operation]
 
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.timeline.append((time.monotonic(), self._in_flight))
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self.timeline.append((time.monotonic(), self._in_flight))
+
+    def _answered(self, req: Request, status: int, code: str | None) -> None:
+        with self._lock:
+            self.answers.append(Answer(req, status, code, time.monotonic()))
+
+    def peak_in_flight(self, since: float = float("-inf"), until: float = float("inf")) -> int:
+        """The most requests in flight at once between two monotonic times."""
+        with self._lock:
+            return max((n for t, n in self.timeline if since <= t <= until), default=0)
+
     def counts(self) -> Counter:
         with self._lock:
             return Counter(r.method for r in self.requests)
@@ -205,6 +265,8 @@ class RecordingProxy:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.answers.clear()
+            self.timeline.clear()
 
     def __enter__(self) -> RecordingProxy:
         self._thread.start()

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import ClientError
 
-from journalsync.crt import client_error, parse_list_page
+from journalsync.crt import answered_by_name, client_error, parse_list_page
 from journalsync.retry import fatal_reason, is_retryable, is_throttle
 
 AWS_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -72,3 +72,17 @@ def test_error_responses_classified_like_botocore_errors():
     assert is_retryable(bare) and bare.response["Error"]["Code"] == "502"
     garbage = client_error(500, [], b"<html>oops", "PutObject")
     assert is_retryable(garbage) and "oops" in garbage.response["Error"]["Message"]
+
+
+def test_errors_the_crt_names_without_a_response_are_answers_not_dropped_connections():
+    """With its retries off, the CRT reports these only by name (checked against rclone
+    serve s3 through the fault proxy): a 503 must count as throttling, a skewed clock must
+    be fatal, and none may pass for a dropped connection."""
+    slow = answered_by_name("AWS_ERROR_S3_SLOW_DOWN", "Response code indicates throttling", "PutObject")
+    assert is_throttle(slow) and is_retryable(slow)
+    internal = answered_by_name("AWS_ERROR_S3_INTERNAL_ERROR", "internal", "UploadPart")
+    assert is_retryable(internal) and not is_throttle(internal)
+    skewed = answered_by_name("AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED", "skewed", "PutObject")
+    assert "RequestTimeTooSkewed" in fatal_reason(skewed)
+    timeout = answered_by_name("AWS_ERROR_S3_REQUEST_TIMEOUT", "timeout", "PutObject")
+    assert is_retryable(timeout) and fatal_reason(timeout) is None

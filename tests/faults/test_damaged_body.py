@@ -1,0 +1,99 @@
+"""A body damaged in transit: the proxy flips one byte of the first PUT of each small file
+and of the first send of each multipart part, and forwards it. The store must refuse it
+with BadDigest (our Content-MD5 no longer matches), we must send the same bytes again,
+and the stored object must be the file, on the awscrt path and on botocore's.
+
+rclone serve s3 and SeaweedFS check Content-MD5; moto's server stores whatever arrives,
+so there the tests are skipped (an external server, such as real S3 or MinIO, checks)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+
+import pytest
+
+from journalsync.config import MiB
+from tests.faults.test_multipart_crash import ARGS, incomplete, object_sha
+from tests.support.proxy import Fault, RecordingProxy
+
+pytestmark = pytest.mark.slow
+
+CHECKS_CONTENT_MD5 = {"rclone", "seaweed", "external"}
+
+
+def damage_first_send():
+    """A hook that flips a byte in the first send of every PutObject and UploadPart body,
+    and the list of the requests it damaged."""
+    damaged, lock = [], threading.Lock()
+    sent: set[tuple[str, str]] = set()
+
+    def hook(req):
+        if req.operation not in ("PutObject", "UploadPart") or not req.size:
+            return None
+        ident = (req.path, req.query.get("partNumber", [""])[0])
+        with lock:
+            if ident in sent:
+                return None
+            sent.add(ident)
+            damaged.append(req)
+        return Fault(status=0, flip=True)
+
+    return hook, damaged
+
+
+def skip_unless_store_checks_md5(s3):
+    if s3.name not in CHECKS_CONTENT_MD5:
+        pytest.skip(f"{s3.name}'s server does not check Content-MD5: a damaged body is stored")
+
+
+def sent_through(s3, hook, sync, *args: str):
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, *args)
+    assert result.code == 0, result.err
+    return result, proxy
+
+
+def refusals(proxy, damaged) -> list[tuple[str, int, str | None]]:
+    ids = {id(req) for req in damaged}  # the very requests: a resend is an equal Request
+    return sorted((a.request.operation, a.status, a.code) for a in proxy.answers
+                  if id(a.request) in ids)
+
+
+@pytest.mark.parametrize("path", ["--crt", "--no-crt"])
+def test_damaged_put_is_refused_and_sent_again(sync, s3, s3client, path):
+    skip_unless_store_checks_md5(s3)
+    rnd = random.Random(31)
+    files = {f"small/{i}.bin": rnd.randbytes(rnd.randint(1, 40_000)) for i in range(6)}
+    for rel, data in files.items():
+        sync.write(rel, data)
+    hook, damaged = damage_first_send()
+    result, proxy = sent_through(s3, hook, sync, path)
+    assert result.summary["uploaded"] == str(len(files))
+    assert len(damaged) == len(files)
+    assert refusals(proxy, damaged) == [("PutObject", 400, "BadDigest")] * len(files)
+    assert proxy.operations()["PutObject"] == 2 * len(files)  # each sent again, once
+    for rel, data in files.items():
+        assert object_sha(s3client, sync.bucket, sync.object_key(rel)) == hashlib.sha256(data).hexdigest(), rel
+
+
+@pytest.mark.parametrize("path", ["--crt", "--no-crt"])
+def test_damaged_parts_are_refused_and_sent_again(sync, s3, s3client, path):
+    """rclone fails the whole upload when a part is refused (it streams parts into one
+    file), so there the next send hears NoSuchUpload and the driver starts the upload once
+    more; a store that keeps the upload (SeaweedFS, S3, MinIO) takes the part sent again."""
+    skip_unless_store_checks_md5(s3)
+    big = random.Random(32).randbytes(11 * MiB)  # parts of 5, 5 and 1 MiB
+    sync.write("big.bin", big)
+    hook, damaged = damage_first_send()
+    result, proxy = sent_through(s3, hook, sync, path)
+    assert result.summary["uploaded"] == "1"
+    assert len(damaged) == 3
+    answers = refusals(proxy, damaged)
+    assert answers.count(("UploadPart", 400, "BadDigest")) >= 1, answers
+    assert {code for _, _, code in answers} <= {"BadDigest", "NoSuchUpload"}, answers
+    assert proxy.operations()["CreateMultipartUpload"] == (2 if s3.name == "rclone" else 1)
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
