@@ -189,9 +189,10 @@ class MultipartDriver:
         except Exception as exc:  # noqa: BLE001 - the next run's reconcile finds the stray
             log.warning("could not list the uploads of %s after a retried create: %s", key, exc)
             return
-        known = self.journal.known_upload_ids()
-        for up in page.get("Uploads", ()):
-            if up["Key"] == full and up["UploadId"] not in known:
+        ours = [up for up in page.get("Uploads", ()) if up["Key"] == full]
+        known = self.journal.known_upload_ids(up["UploadId"] for up in ours)
+        for up in ours:
+            if up["UploadId"] not in known:
                 log.info("aborting an upload of %s left by a retried create", key)
                 try:
                     self.abort(key, up["UploadId"])

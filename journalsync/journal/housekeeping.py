@@ -69,7 +69,7 @@ class Housekeeping:
         """Delete every run outside the kept set (see _DOOMED_RUNS) with its rows, in one
         transaction."""
         last = self.last_real_run()  # the run --resume may continue: never pruned
-        resumable = last if last and last["state"] in ("interrupted", "failed") else None
+        resumable = last if last and last["state"] == "interrupted" and last["planned_at"] else None
         params = {"keep": max(1, keep), "current": current_run,
                   "resumable": resumable["id"] if resumable else current_run}
         doomed = f"IN ({_DOOMED_RUNS})"
