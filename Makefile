@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo server test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 ## demo: local S3 server, sync a sample tree three times, show status
 demo: $(STAMP)
 	$(PY) demo/demo.py
+
+## server: a local S3 server to try journalsync by hand (data in .server/; SERVER_ARGS=--port 9600)
+server: $(STAMP)
+	$(VENV)/bin/journalsync dev-server .server $(SERVER_ARGS)
 
 ## test: the whole suite, against moto and rclone serve s3
 test: $(STAMP)
@@ -34,4 +38,4 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf .demo .bench
+	rm -rf .demo .bench .server

@@ -73,6 +73,8 @@ def main() -> None:
         print("\n# 4. what the journal remembers")
         journalsync(env, "status", str(SOURCE), DEST)
     print("\nserver stopped; everything the demo made is in .demo/")
+    print("to try it by hand: `make server` starts the same server in the foreground and "
+          "prints what to paste")
 
 
 if __name__ == "__main__":

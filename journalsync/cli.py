@@ -375,5 +375,23 @@ def verify(
     raise typer.Exit(_guard(body))
 
 
+@app.command("dev-server")
+def dev_server(
+    data_dir: Annotated[Optional[Path], typer.Argument(metavar="DIR", help="Folder that holds the buckets (default: dev-server/ in the state dir, beside the journals).", show_default=False)] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port on 127.0.0.1 (default 9555).", show_default=False)] = None,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket to create (default backups).", show_default=False)] = None,
+) -> None:
+    """A local S3 server to try journalsync by hand (rclone serve s3, the demo's server):
+    creates the bucket, prints the exports to paste and a ready `journalsync run` line,
+    and serves in the foreground until Ctrl-C. Needs the servers extra."""
+
+    def body() -> int:
+        from journalsync.devtools.devserver import serve
+
+        return serve(data_dir, port, bucket)
+
+    raise typer.Exit(_guard(body))
+
+
 def main() -> None:
     app(prog_name="journalsync")

