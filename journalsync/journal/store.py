@@ -140,7 +140,8 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         (summed over its tries) and resumed (how many times it was resumed)."""
         with self._write() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(
-                elapsed=func.coalesce(runs.c.elapsed, 0.0) + seconds))
+                # to the millisecond, so every view of it rounds the same number alike
+                elapsed=func.round(func.coalesce(runs.c.elapsed, 0.0) + seconds, 3)))
             row = conn.execute(select(runs.c.elapsed, runs.c.resumed)
                                .where(runs.c.id == run_id)).mappings().one()
         return dict(row)
