@@ -4,7 +4,7 @@
 look at every journal to find the one for a source and a destination. That look must be
 harmless: each file is opened read-only (SQLite's `mode=ro`), with no pragmas and no
 migration, so listing never upgrades a journal, never takes the run lock and never waits
-long on a running sync (WAL readers do not block on the writer). A journal with an older
+long on a running sync (WAL readers do not block on the writer), and leaves no file behind. A journal with an older
 schema is read all the same (the runs columns read here exist since revision 0001); a
 damaged file is listed as damaged, never raised.
 
@@ -55,15 +55,29 @@ _LAST_RUN = ("SELECT id, started_at, finished_at, state, dry_run, source, dest, 
 
 def read_info(path: Path) -> JournalInfo:
     """Describe one journal file; never raises for what the file holds."""
-    uri = f"{Path(path).absolute().as_uri()}?mode=ro"
+    path = Path(path)
+    # A journal closed cleanly has no -wal file: everything is in the main file, and
+    # `immutable` reads it without creating the -wal and -shm files a read-only WAL
+    # reader otherwise leaves behind. With a -wal (a run is live, or was killed) the
+    # ordinary read-only open sees its commits too. If a run began between the check and
+    # the read, the immutable read may fail: then look again the ordinary way.
+    live = path.with_name(path.name + "-wal").exists()
+    info = _read_with(path, immutable=not live)
+    if info.problem and not live:
+        info = _read_with(path, immutable=False)
+    return info
+
+
+def _read_with(path: Path, immutable: bool) -> JournalInfo:
+    uri = f"{path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=2.0)
     except sqlite3.Error as exc:
-        return JournalInfo(Path(path), problem=f"cannot open: {exc}")
+        return JournalInfo(path, problem=f"cannot open: {exc}")
     try:
-        return _read(conn, Path(path))
+        return _read(conn, path)
     except sqlite3.Error as exc:
-        return JournalInfo(Path(path), problem=_problem(exc))
+        return JournalInfo(path, problem=_problem(exc))
     finally:
         conn.close()
 
