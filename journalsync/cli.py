@@ -292,7 +292,8 @@ def status(
     --json prints one object: journal (path), runs (newest first: id, started_at,
     finished_at, elapsed, state, dry_run, resumed (times resumed), scanned, uploaded,
     skipped, deleted, extra, failed, bytes, skip_reasons (reason: count), error, ...),
-    failed (key, action, error, attempts), file_errors (path, reason), in_flight (key,
+    failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
+    file_errors (path, reason), in_flight (key,
     upload_id, part_size, size, parts_done, bytes_done, created_at, ...)."""
 
     def body() -> int:
@@ -367,7 +368,7 @@ def cleanup(
 
     def body() -> int:
         from journalsync.cleanup import cleanup as run_cleanup
-        from journalsync.journals import journals_for_dest
+        from journalsync.journals import Wanted, find_journal, journals_for_dest
 
         p = _with_job_file(ctx, config)
         if p["dest"] is None:
@@ -375,7 +376,8 @@ def cleanup(
         destination = Destination.parse(str(p["dest"]))
         endpoint = _endpoint(p["endpoint_url"])
         if p["journal"]:
-            paths = [p["journal"]]
+            info = find_journal(Wanted(), p["journal"])
+            paths, endpoint = [info.path], endpoint or info.endpoint
         else:
             paths, endpoint = journals_for_dest(destination, endpoint)
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint,
