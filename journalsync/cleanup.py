@@ -144,13 +144,3 @@ def _cleanup_abort(clients: ClientFactory, cfg: Config, up: IncompleteUpload,
             journal.set_upload_state(up.upload_id, "aborted")
     return "aborted"
 
-
-def journals_for(state_dir: Path, dest: str, endpoint: str | None) -> list[Path]:
-    """The journals in the state directory that have synced to `dest` at `endpoint`."""
-    found = []
-    for path in sorted(state_dir.glob("*.sqlite")):
-        with Journal(path) as journal:
-            last = journal.recent_runs(1)
-        if last and last[0]["dest"] == dest and last[0]["endpoint"] == endpoint:
-            found.append(path)
-    return found

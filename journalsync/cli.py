@@ -83,6 +83,28 @@ def _guard(body: Callable[[], int]) -> int:
         return int(ExitCode.INTERNAL)
 
 
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="A TOML job file (as for run): its source, destination, endpoint, journal, "
+    "profile and region, where the command line gives none.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("journalsync")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from journalsync import __version__ as found
+        print(f"journalsync {found}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_version,
+        help="Print the version and exit.")] = False) -> None:
+    """Resumable one-way sync of a local directory into S3-compatible storage."""
 
 
 @app.command()
@@ -106,8 +128,8 @@ def run(
     bwlimit: Annotated[Optional[str], typer.Option(help="Cap upload bandwidth across all workers, per second (e.g. 10MiB).")] = None,
     retry_timeout: Annotated[str, typer.Option(help="Give up on a request after retrying this long (e.g. 3m, 90s).")] = "3m",
     crt: Annotated[bool, typer.Option("--crt/--no-crt", help="Send small files through the AWS Common Runtime (fast); --no-crt uses botocore only.")] = True,
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Only keys matching this glob (repeatable).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out keys matching this glob (repeatable; wins over --include). Excluded keys are never uploaded or deleted.")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", metavar="GLOB", help="Only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="GLOB", help="Leave out keys matching this glob (repeatable; wins over --include). Excluded keys are never uploaded or deleted.")] = None,
     manifest_max_age: Annotated[Optional[str], typer.Option(help="Skip the LIST when the cached manifest is younger than this (e.g. 1h); default: always LIST.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every action with its reason; change nothing remote.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last run if it was interrupted (signal, kill, expired token) and its plan is younger than --resume-max-age; otherwise an ordinary run.")] = False,
@@ -212,9 +234,12 @@ def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
 
     params = dict(ctx.params, cache_rules=())
     job = jobfile.load(config) if config else {}
-    # Compared by name: typer ships its own copy of click's ParameterSource enum.
+    # Compared by name: typer ships its own copy of click's ParameterSource enum. An
+    # argument counts by its value: _job_params may have moved one to another name.
     given = {name for name in params if getattr(ctx.get_parameter_source(name), "name",
                                                 "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    given = {name for name in given if name not in ("source", "dest")} | {
+        name for name in ("source", "dest") if params.get(name) is not None}
     for name, (section, key) in _JOB_KEYS.items():
         table = job.get(section, {}) if section else job
         if name not in given and key in table:
@@ -229,39 +254,29 @@ def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
     return params
 
 
-def _dest_and_journals(dest: str, endpoint_url: str | None, journal: Path | None):
-    """For commands given only DEST: the destination, the endpoint, and the journals that
-    sync to it (the one named by --journal, else those in the state directory)."""
-    from journalsync.cleanup import journals_for
-
-    destination = Destination.parse(dest)
-    endpoint = _endpoint(endpoint_url)
-    journals = [journal] if journal else journals_for(state_dir(), str(destination), endpoint)
-    return destination, endpoint, journals
+def _job_params(ctx: typer.Context, config: Path | None) -> dict:
+    """The parameters of status, verify and cleanup, with the job file's where none was
+    given. One argument alone that looks like s3://... is DEST (`verify s3://b/p`)."""
+    if ctx.params.get("dest") is None and str(ctx.params.get("source") or "").startswith("s3://"):
+        ctx.params["source"], ctx.params["dest"] = None, str(ctx.params["source"])
+    return _with_job_file(ctx, config)
 
 
-def _find_journal(journal: Path | None, source: Path | None, dest: str | None,
-                  endpoint: str | None) -> Path:
-    if journal:
-        path = journal
-    elif source and dest:
-        path = default_journal_path(source.expanduser().absolute(), Destination.parse(dest), endpoint)
-    else:
-        found = sorted(state_dir().glob("*.sqlite"))
-        if len(found) != 1:
-            listing = "; ".join(str(p) for p in found) or "none"
-            raise UsageError(f"{len(found)} journals found, name one with --journal or "
-                             f"give SOURCE DEST ({listing})")
-        path = found[0]
-    if not path.exists():
-        raise UsageError(f"no journal at {path}: nothing has run for this source and destination")
-    return path
+def _wanted(p: dict):
+    """What the operator named, for finding the journal (journals.py)."""
+    from journalsync.journals import Wanted
+
+    return Wanted(source=Path(p["source"]).expanduser().absolute() if p.get("source") else None,
+                  dest=Destination.parse(str(p["dest"])) if p.get("dest") else None,
+                  endpoint=_endpoint(p.get("endpoint_url")))
 
 
 @app.command()
 def status(
-    source: Annotated[Optional[Path], typer.Argument(help="Source of the sync to show.")] = None,
-    dest: Annotated[Optional[str], typer.Argument(help="Destination of the sync to show.")] = None,
+    ctx: typer.Context,
+    source: Annotated[Optional[str], typer.Argument(help="Source of the sync to show (or `source` in --config). One argument alone that starts s3:// is DEST.")] = None,
+    dest: Annotated[Optional[str], typer.Argument(help="Destination of the sync to show (or `destination` in --config).")] = None,
+    config: ConfigOpt = None,
     journal: JournalOpt = None,
     endpoint_url: EndpointOpt = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
@@ -270,17 +285,24 @@ def status(
 ) -> None:
     """Show recent runs, the last run's failed files with reasons, and uploads in flight.
 
+    The journal is found by what is given: --journal, else the journals in the state
+    directory matching SOURCE and DEST (either may be left out) and the endpoint if one is
+    given; several matches are listed (exit 2). `journalsync journals` lists them all.
+
     --json prints one object: journal (path), runs (newest first: id, started_at,
-    finished_at, state, dry_run, resumed, scanned, uploaded, skipped, deleted, extra, failed,
-    bytes, error, ...), failed (key, action, error, attempts), file_errors (path, reason),
-    in_flight (key, upload_id, part_size, size, parts_done, bytes_done, created_at, ...)."""
+    finished_at, elapsed, state, dry_run, resumed (times resumed), scanned, uploaded,
+    skipped, deleted, extra, failed, bytes, skip_reasons (reason: count), error, ...),
+    failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
+    file_errors (path, reason), in_flight (key,
+    upload_id, part_size, size, parts_done, bytes_done, created_at, ...)."""
 
     def body() -> int:
         from journalsync.journal import Journal
-
         from journalsync.journal.health import journal_errors
+        from journalsync.journals import find_journal
 
-        path = _find_journal(journal, source, dest, _endpoint(endpoint_url))
+        p = _job_params(ctx, config)
+        path = find_journal(_wanted(p), p["journal"]).path
         with journal_errors(path), Journal(path) as j:
             data = report.status_data(j, runs=runs, failures=None if failed else 50)
         if failed:
@@ -302,8 +324,35 @@ def status(
 
 
 @app.command()
+def journals(json_out: JsonOpt = False) -> None:
+    """List the journals in the state directory: for each, its path, source, destination,
+    endpoint and last run (when, and how it ended). A journal that cannot be read is
+    listed with the reason. Nothing is changed: each is opened read-only, not upgraded.
+
+    --json prints one object: state_dir, journals (path, source, destination, endpoint,
+    last_run (id, started_at, finished_at, state, dry_run) or null, runs, schema, problem,
+    note)."""
+
+    def body() -> int:
+        from journalsync.journal.catalog import list_journals
+        from journalsync.journals import render_list
+
+        found = list_journals(state_dir())
+        if json_out:
+            print(json.dumps({"state_dir": str(state_dir()),
+                              "journals": [info.as_dict() for info in found]}))
+        else:
+            print("\n".join(render_list(found)))
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
 def cleanup(
-    dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX] whose incomplete uploads to list.")],
+    ctx: typer.Context,
+    dest: Annotated[Optional[str], typer.Argument(help="s3://BUCKET[/PREFIX] whose incomplete uploads to list (or `destination` in --config).")] = None,
+    config: ConfigOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -312,20 +361,34 @@ def cleanup(
     abort: Annotated[bool, typer.Option("--abort", help="Abort them (without it, only list: a dry run).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List incomplete multipart uploads under DEST (marking ours); abort them with --abort."""
+    """List incomplete multipart uploads under DEST (marking ours); abort them with --abort.
+
+    Ours: known to a journal that syncs to DEST (--journal, else those in the state
+    directory). Without --endpoint-url, the endpoint those journals used."""
 
     def body() -> int:
         from journalsync.cleanup import cleanup as run_cleanup
+        from journalsync.journals import Wanted, find_journal, journals_for_dest
 
-        destination, endpoint, journals = _dest_and_journals(dest, endpoint_url, journal)
-        cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
-                     profile=profile, journal_path=journal or Path("/nonexistent"))
+        p = _with_job_file(ctx, config)
+        if p["dest"] is None:
+            raise UsageError("give DEST, or a --config job file with a destination")
+        destination = Destination.parse(str(p["dest"]))
+        endpoint = _endpoint(p["endpoint_url"])
+        if p["journal"]:
+            info = find_journal(Wanted(), p["journal"])
+            paths, endpoint = [info.path], endpoint or info.endpoint
+        else:
+            paths, endpoint = journals_for_dest(destination, endpoint)
+        cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint,
+                     region=p["region"], profile=p["profile"],
+                     journal_path=p["journal"] or Path("/nonexistent"))
         with _remote_errors(f"cannot list uploads in {destination}"):
-            rows = run_cleanup(cfg, journals, parse_duration(older_than), abort)
+            rows = run_cleanup(cfg, paths, parse_duration(older_than), abort)
         if json_out:
             print(json.dumps([report.cleanup_dict(row) for row in rows]))
         else:
-            report.render_cleanup(rows, destination, Console(width=160))
+            report.render_cleanup(rows, destination)
         return 0
 
     raise typer.Exit(_guard(body))
@@ -333,7 +396,10 @@ def cleanup(
 
 @app.command()
 def verify(
-    dest: Annotated[str, typer.Argument(help="s3://BUCKET[/PREFIX] to verify.")],
+    ctx: typer.Context,
+    source: Annotated[Optional[str], typer.Argument(help="The local directory synced to DEST: optional, it tells apart journals of one DEST. One argument alone is DEST.")] = None,
+    dest: Annotated[Optional[str], typer.Argument(help="s3://BUCKET[/PREFIX] to verify (or `destination` in --config).")] = None,
+    config: ConfigOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -343,23 +409,27 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """HEAD the synced objects and report any whose size or sha256 no longer match the
-    file. Exit 1 on a mismatch."""
+    file. Exit 1 on a mismatch. The journal is found as for `status`; without
+    --endpoint-url, the requests go to the endpoint that journal's runs used."""
 
     def body() -> int:
         from journalsync.journal import Journal
+        from journalsync.journal.health import journal_errors
+        from journalsync.journals import find_journal
         from journalsync.verify import verify as run_verify
 
-        destination, endpoint, paths = _dest_and_journals(dest, endpoint_url, journal)
-        if len(paths) != 1:
-            raise UsageError(f"{len(paths)} journals sync to {destination}: name one with --journal")
+        p = _job_params(ctx, config)
+        if p["dest"] is None:
+            raise UsageError("give DEST, or a --config job file with a destination")
         if not 0 < sample <= 100:
             raise UsageError("--sample must be a percentage above 0 and at most 100")
-        cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint, region=region,
-                     profile=profile, journal_path=paths[0], workers=workers).validate()
-        from journalsync.journal.health import journal_errors
-
-        with journal_errors(paths[0]), _remote_errors(f"cannot verify {destination}"), \
-                Journal(paths[0]) as j:
+        wanted = _wanted(p)
+        info = find_journal(wanted, p["journal"])
+        cfg = Config(source=Path.cwd(), dest=wanted.dest, region=p["region"],
+                     endpoint_url=wanted.endpoint or info.endpoint, profile=p["profile"],
+                     journal_path=info.path, workers=p["workers"]).validate()
+        with journal_errors(info.path), _remote_errors(f"cannot verify {wanted.dest}"), \
+                Journal(info.path) as j:
             result = run_verify(cfg, j, sample)
         if json_out:
             print(json.dumps({"checked": result.checked, "synced": result.sampled_from,

@@ -63,7 +63,7 @@ class RunOutcome:
     elapsed: float
     exit_code: ExitCode
     state: str
-    resumed: bool = False
+    resumed: int = 0  # times this run was resumed (--resume), as `status` shows it
     notes: list[str] = field(default_factory=list)
     verdict: Verdict | None = None  # the delete guard's, when --delete was given
     # A second signal stopped the run at once: threads may still be sending; the caller
@@ -171,13 +171,16 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
         journal.finish_run(run.run_id, state, run.counts,
                            "interrupted by a signal" if received else None)
         journal.housekeep(run.run_id, cfg.keep_runs)
+        # One measure for the summary and for status: this try's seconds, added to the
+        # run's (a resumed run reports its tries summed, as it does its counts).
+        timing = journal.add_elapsed(run.run_id, time.monotonic() - started)
     if received:
         run.notes.append("stopped by a signal; `journalsync run --resume` continues")
     if run.vanished:
         run.notes.append(f"{run.vanished} planned file(s) vanished before their upload; "
                          "not uploaded, not failed")
-    return RunOutcome(run.run_id, run.counts, time.monotonic() - started,
-                      _exit_code(run, received), state, run.resumed, run.notes, run.verdict,
+    return RunOutcome(run.run_id, run.counts, timing["elapsed"],
+                      _exit_code(run, received), state, timing["resumed"], run.notes, run.verdict,
                       left_in_flight=signals.hurried)
 
 

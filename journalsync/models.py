@@ -82,6 +82,9 @@ class TransferResult:
     item_id: int
     key: str
     ok: bool
+    # Tries of the file's data: a PUT's tries, or for a multipart upload one plus every
+    # retried UploadPart (Create and Complete carry no data and are not counted). 1: no
+    # retry; 0: no data request was made (the file vanished, Create failed, ...).
     attempts: int = 1
     bytes_sent: int = 0
     size: int | None = None

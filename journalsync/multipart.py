@@ -94,7 +94,7 @@ class MultipartDriver:
         rec, held = self._resumable(item, file_identity(st), sha)
         for attempt in (1, 2):  # a second upload only if the first vanished server-side
             if rec is None:
-                rec, held = self._create(item, st, sha, counter), {}
+                rec, held = self._create(item, st, sha), {}
             try:
                 return self._send_and_complete(item, path, fh, st, rec, held, counter)
             except UploadGone:
@@ -162,13 +162,11 @@ class MultipartDriver:
             if not page.get("IsTruncated") or not marker:
                 return held
 
-    def _create(self, item: PlanItem, st: os.stat_result, sha: str,
-                counter: Attempts) -> UploadRecord:
+    def _create(self, item: PlanItem, st: os.stat_result, sha: str) -> UploadRecord:
         client = self.clients.get()
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
-        tries = Attempts()
+        tries = Attempts()  # not the file's attempts: those count its data requests
         upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
-        counter.count += tries.count
         rec = UploadRecord(upload_id, item.key, self.run_id,
                            part_size_for(st.st_size, self.cfg.part_size), *file_identity(st),
                            sha, time.time(), "active")
@@ -201,19 +199,25 @@ class MultipartDriver:
 
     def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
                            rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
-        parts, sent, digest = self._send_parts(fh, rec, held)
+        parts, sent, digest = self._send_parts(fh, rec, held, counter)
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
         if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
-        etag = self._complete(item, rec, parts, counter)
+        etag = self._complete(item, rec, parts)
         self.journal.set_upload_state(rec.upload_id, "completed")
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
                               size=st.st_size, etag=etag, sha256=rec.sha256)
 
-    def _send_parts(self, fh, rec: UploadRecord, held: dict) -> tuple[list[dict], int, str]:
+    def _send_parts(self, fh, rec: UploadRecord, held: dict,
+                    counter: Attempts) -> tuple[list[dict], int, str]:
         """Read every part in order (hashing it), reuse what the server holds, send the rest
-        concurrently. Returns the parts for Complete, the bytes sent and the SHA-256."""
+        concurrently. Returns the parts for Complete, the bytes sent and the SHA-256.
+
+        `counter` gets the file's attempts as a single PUT's would count them: one for
+        this pass over the file, plus one for every retried UploadPart (Create, ListParts
+        and Complete carry no file data and are not counted)."""
         hasher = hashlib.sha256()
+        part_tries: list[Attempts] = []  # one per part sent, read once every part ended
         journaled = self.journal.part_etags(rec.upload_id)
         reused: list[tuple[int, str, int]] = []
         futures: list[Future] = []
@@ -234,13 +238,15 @@ class MultipartDriver:
                         self.journal.record_part(rec.upload_id, number, etag, len(data))
                     reused.append((number, etag, 0))
                     continue
-                future = self.part_pool.submit(self._send_part, rec, number, data)
+                part_tries.append(Attempts())
+                future = self.part_pool.submit(self._send_part, rec, number, data, part_tries[-1])
                 future.add_done_callback(lambda _f: self.part_slots.release())
                 futures.append(future)
         finally:
             # Every part in flight ends before anything else happens (an abort sent while
             # parts are still arriving could leave one stored on the server).
             wait(futures)
+            counter.count += 1 + sum(max(0, tries.count - 1) for tries in part_tries)
         sent = [f.result() for f in futures]  # re-raises the first failure
         if stopped:
             raise Interrupted("stopped before every part was sent; --resume continues")
@@ -264,9 +270,9 @@ class MultipartDriver:
         etag = held[0]
         return etag == journaled_etag or etag.strip('"') == hashlib.md5(data).hexdigest()
 
-    def _send_part(self, rec: UploadRecord, number: int, data: bytes) -> tuple[int, str, int]:
+    def _send_part(self, rec: UploadRecord, number: int, data: bytes,
+                   counter: Attempts) -> tuple[int, str, int]:
         md5 = md5_b64(data)
-        counter = Attempts()
         key = self.cfg.dest.object_key(rec.key)
         crt = self.clients.crt()
         if crt is not None and self.clients.bandwidth is None:
@@ -285,8 +291,7 @@ class MultipartDriver:
         self.journal.record_part(rec.upload_id, number, etag, len(data))
         return number, etag, len(data) * counter.count
 
-    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict],
-                  counter: Attempts) -> str:
+    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict]) -> str:
         """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a
         different one in the Complete response) and it proves our metadata landed."""
         client = self.clients.get()
@@ -294,8 +299,7 @@ class MultipartDriver:
         gone = False
         try:
             self._call(lambda: client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=rec.upload_id, MultipartUpload={"Parts": parts}),
-                counter)
+                Bucket=bucket, Key=key, UploadId=rec.upload_id, MultipartUpload={"Parts": parts}))
         except ClientError as exc:
             # NoSuchUpload after a retried Complete whose first try had succeeded: the
             # object is there. The HEAD below tells that from a truly vanished upload.

@@ -56,17 +56,19 @@ def cleanup_dict(row) -> dict:
             "ours": row.ours, "action": row.action}
 
 
-def render_cleanup(rows: list, dest, console: Console) -> None:
+def render_cleanup(rows: list, dest) -> None:
+    """A plain-text table (columns padded, nothing cut or wrapped), so every UploadId can
+    be copied whole from a terminal or from cron mail."""
     if not rows:
-        console.print(f"no incomplete multipart uploads under {dest}")
+        print(f"no incomplete multipart uploads under {dest}")
         return
-    table = Table(title=f"incomplete multipart uploads under {dest}", title_justify="left")
-    for col in ("key", "upload id", "started", "ours", "action"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(shown(row.key), row.upload_id[:24], _when(row.initiated),
-                      "yes" if row.ours else "no", row.action)
-    console.print(table)
+    print(f"incomplete multipart uploads under {dest}:")
+    table = [("KEY", "UPLOAD ID", "STARTED", "OURS", "ACTION")] + [
+        (shown(row.key), row.upload_id, _when(row.initiated), "yes" if row.ours else "no",
+         row.action) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
 
 
 def _when(ts: float | None) -> str:
@@ -75,7 +77,7 @@ def _when(ts: float | None) -> str:
 
 def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
     """Everything `status` shows, as plain data (the --json form)."""
-    recent = journal.recent_runs(runs)
+    recent = [_run_view(row) for row in journal.recent_runs(runs)]
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
             "in_flight": [asdict(u) for u in journal.active_uploads()]}
@@ -85,13 +87,24 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
     return data
 
 
+def _run_view(row: dict) -> dict:
+    """A runs row as status shows it: skip_reasons an object, elapsed always a number
+    once the run ended (runs recorded before the journal kept it: finished - started)."""
+    view = dict(row, skip_reasons=json.loads(row.get("skip_reasons") or "{}"))
+    if view.get("elapsed") is None and view["finished_at"] is not None:
+        view["elapsed"] = view["finished_at"] - view["started_at"]
+    if view.get("elapsed") is not None:
+        view["elapsed"] = round(view["elapsed"], 3)
+    return view
+
+
 def render_status(data: dict, console: Console) -> None:
     console.print(f"journal: {data['journal']}")
     runs = Table(title="recent runs", title_justify="left")
     for col in ("run", "started", "secs", "state", *SUMMARY_FIELDS):
         runs.add_column(col, justify="right" if col not in ("started", "state") else "left")
     for r in data["runs"]:
-        secs = f"{r['finished_at'] - r['started_at']:.1f}" if r["finished_at"] else "-"
+        secs = f"{r['elapsed']:.2f}" if r["finished_at"] and r["elapsed"] is not None else "-"
         state = r["state"] + (" (dry run)" if r["dry_run"] else "")
         runs.add_row(str(r["id"]), _when(r["started_at"]), secs, state,
                      *(str(r[c]) for c in SUMMARY_FIELDS))
@@ -101,8 +114,7 @@ def render_status(data: dict, console: Console) -> None:
     last = data["runs"][0]
     if last.get("error"):
         console.print(f"last run stopped: {last['error']}")
-    reasons = json.loads(last.get("skip_reasons") or "{}")
-    for reason, n in sorted(reasons.items()):
+    for reason, n in sorted(last["skip_reasons"].items()):
         console.print(f"skipped {n}: {reason}")
     render_failures(data, console)
     _render_in_flight(data, console)

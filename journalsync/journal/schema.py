@@ -48,6 +48,9 @@ runs = Table(
     Column("resumed", Integer, nullable=False, default=0, server_default="0"),  # times resumed
     Column("remote_total", Integer),  # objects under the prefix at planning: the guard's base
     Column("listed_at", Float),  # when this run's LIST of the prefix completed
+    # Seconds the run took, summed over its tries (a resumed run adds each try's): the
+    # summary's elapsed= and status's secs are this one number.
+    Column("elapsed", Float),
 )
 
 # One row per regular file under the source root, as of the last scan.

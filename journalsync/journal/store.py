@@ -135,6 +135,17 @@ class Journal(PlanStore, UploadStore, Housekeeping):
                 finished_at=time.time(), state=state, error=error,
                 skip_reasons=json.dumps(counts.skip_reasons, sort_keys=True), **values))
 
+    def add_elapsed(self, run_id: int, seconds: float) -> dict:
+        """Add one try's seconds to the run's elapsed time. Returns the run's elapsed
+        (summed over its tries) and resumed (how many times it was resumed)."""
+        with self._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                # to the millisecond, so every view of it rounds the same number alike
+                elapsed=func.round(func.coalesce(runs.c.elapsed, 0.0) + seconds, 3)))
+            row = conn.execute(select(runs.c.elapsed, runs.c.resumed)
+                               .where(runs.c.id == run_id)).mappings().one()
+        return dict(row)
+
     def mark_abandoned_runs(self) -> int:
         """Runs still marked running become 'interrupted', so --resume can find them.
 

@@ -190,7 +190,7 @@ def test_expired_token_mid_run_stops_cleanly_and_resumes(sync, s3, s3client):
         proxy.hook = None
         again = sync.run(*ARGS, "--resume", "--json")
     assert again.code == 0, again.err
-    assert json.loads(again.out)["resumed"] is True
+    assert json.loads(again.out)["resumed"] == 1
     assert_all_match(sync, s3client, files)
 
 

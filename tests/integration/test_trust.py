@@ -72,7 +72,7 @@ def test_resume_does_not_delete_files_that_came_back(sync, s3, s3client):
         proxy.__exit__(None, None, None)
     assert resumed.code == 0, resumed.err
     out = json.loads(resumed.out)
-    assert out["resumed"] is True and out["deleted"] == 1, out
+    assert out["resumed"] == 1 and out["deleted"] == 1, out
     assert "2 stored delete(s) cancelled on resume: the file exists again" in resumed.err
     assert keys(s3client, sync.bucket) == {sync.object_key(r) for r in files if r != gone[2]}
 
@@ -173,7 +173,7 @@ def test_a_store_refusing_everything_stops_early_and_is_not_replayed(sync, s3, s
         sync.write("later/new.txt", b"made the next day")
         second = sync.run("--resume", "--json")
     assert second.code == 0, second.err
-    assert json.loads(second.out)["resumed"] is False
+    assert json.loads(second.out)["resumed"] == 0
     assert "ended on an error" in second.err and "planned afresh" in second.err
     assert sync.object_key("later/new.txt") in keys(s3client, sync.bucket)
 
@@ -194,7 +194,7 @@ def test_resume_refuses_a_plan_older_than_its_bound(sync, s3, s3client):
     sync.write("later/new.txt", b"new")
     result = sync.run("--resume", "--json")
     assert result.code == 0, result.err
-    assert json.loads(result.out)["resumed"] is False
+    assert json.loads(result.out)["resumed"] == 0
     assert "over --resume-max-age 12 h; planned afresh" in result.err
     assert sync.object_key("later/new.txt") in keys(s3client, sync.bucket)
 
@@ -272,7 +272,7 @@ def test_resume_relists_and_uploads_what_went_missing_since_the_plan(sync, s3, s
         proxy.__exit__(None, None, None)
     assert resumed.code == 0, resumed.err
     out = json.loads(resumed.out)
-    assert out["resumed"] is True and (out["uploaded"], out["deleted"]) == (1, 1), out
+    assert out["resumed"] == 1 and (out["uploaded"], out["deleted"]) == (1, 1), out
     assert "1 upload(s) added on resume" in resumed.err
     assert keys(s3client, sync.bucket) == {sync.object_key(r) for r in files if r != "d0/f000.txt"}
     sync.endpoint_url = None
@@ -344,7 +344,7 @@ def test_a_planned_file_gone_before_its_upload_is_not_a_failure(sync, s3, s3clie
     result = sync.run("--resume", "--json")
     assert result.code == 0, result.err
     out = json.loads(result.out)
-    assert out["resumed"] is True and (out["uploaded"], out["failed"]) == (5, 0), out
+    assert out["resumed"] == 1 and (out["uploaded"], out["failed"]) == (5, 0), out
     assert "1 planned file(s) vanished before their upload" in result.err
 
 
