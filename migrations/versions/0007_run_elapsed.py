@@ -1,13 +1,13 @@
 """The seconds each run took, summed over its tries: the summary line's elapsed= and the
 secs column of `status` show this one number (they used to measure two different spans).
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0008"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
