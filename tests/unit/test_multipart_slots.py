@@ -19,6 +19,7 @@ import pytest
 from journalsync.config import Config, Destination, MiB
 from journalsync.journal import Journal, UploadRecord
 from journalsync.multipart import MultipartDriver
+from journalsync.retry import Attempts
 
 
 class FailingFile:
@@ -38,6 +39,6 @@ def test_read_error_gives_the_part_slot_back(tmp_path: Path):
         slots = 2
         for _ in range(slots):  # as many failures as slots: leaked, they would all be gone
             with pytest.raises(OSError):
-                driver._send_parts(FailingFile(), rec, {})
+                driver._send_parts(FailingFile(), rec, {}, Attempts())
         taken = [driver.part_slots.acquire(blocking=False) for _ in range(slots)]
     assert taken == [True] * slots
