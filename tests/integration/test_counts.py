@@ -157,3 +157,26 @@ def test_bytes_are_file_bytes_and_sent_counts_the_retries(sync, s3):
     assert result.code == 0, result.err
     counts = adds_up(result)
     assert (counts["bytes"], counts["sent"]) == (1000, 2000), result.out
+
+
+def test_a_killed_run_shows_as_interrupted_in_status(sync, s3):
+    """While the run lives, `status` says running; once it is SIGKILLed (no chance to
+    record its end) the run lock is free, and `status` says interrupted."""
+    for i in range(6):
+        sync.write(f"s{i}.txt", b"slow")
+
+    def state() -> str:
+        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        return status["runs"][0]["state"]
+
+    with RecordingProxy(s3.port, hook=lambda r: Fault(status=0, delay=2.0)
+                        if r.operation == "PutObject" else None) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args("--workers", "1"))
+        while not proxy.operations()["PutObject"]:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        assert state() == "running"
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert state() == "interrupted"
