@@ -114,6 +114,7 @@ def _when(ts: float | None) -> str:
 def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
     """Everything `status` shows, as plain data (the --json form)."""
     recent = journal.recent_runs(runs)
+    _show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
             "in_flight": [asdict(u) for u in journal.active_uploads()]}
@@ -121,6 +122,18 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
         data["failed"] = journal.failed_items(last["id"], failures)
         data["file_errors"] = journal.file_errors(last["id"], failures)
     return data
+
+
+def _show_dead_runs(journal: Journal, recent: list[dict]) -> None:
+    """A run still marked running while no process holds the run lock was killed: show it
+    as interrupted (the next run records it so; status only reads)."""
+    from journalsync.lock import run_alive
+
+    if any(r["state"] == "running" for r in recent) and not run_alive(journal.path):
+        for r in recent:
+            if r["state"] == "running":
+                r["state"] = "interrupted"
+                r["error"] = r.get("error") or "the process ended without finishing"
 
 
 def render_status(data: dict, console: Console) -> None:
