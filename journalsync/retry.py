@@ -352,7 +352,7 @@ class RetryPolicy:
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
             stop=stop_after_attempt(self.attempts) | self._out_of_time,
-            wait=wait_random_exponential(multiplier=0.25, max=20),
+            wait=self._wait,
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -368,10 +368,19 @@ class RetryPolicy:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _out_of_time(self, state: RetryCallState) -> bool:
+    _jitter = wait_random_exponential(multiplier=0.25, max=20)
+
+    def _limit(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        limit = self.reach.budget() if exc is not None and is_unreachable(exc) else self.timeout
-        return (state.seconds_since_start or 0.0) >= limit
+        return self.reach.budget() if exc is not None and is_unreachable(exc) else self.timeout
+
+    def _out_of_time(self, state: RetryCallState) -> bool:
+        return (state.seconds_since_start or 0.0) >= self._limit(state)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Full jitter, but never past the time limit: the last try comes at the limit."""
+        left = self._limit(state) - (state.seconds_since_start or 0.0)
+        return max(0.0, min(self._jitter(state), left))
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception()
