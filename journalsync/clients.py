@@ -28,7 +28,7 @@ from journalsync.config import Config
 from journalsync.errors import ConfigError
 from journalsync.fastparse import install_fast_timestamps
 from journalsync.ratelimit import RateLimiter
-from journalsync.retry import Attempts, RetryPolicy, SharedBackoff
+from journalsync.retry import Attempts, Reachability, RetryPolicy, SharedBackoff
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -103,7 +103,9 @@ class ClientFactory:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.backoff = SharedBackoff(cfg.workers * 2)
-        self.retry = RetryPolicy(cfg.retry_attempts, cfg.retry_timeout, self.backoff)
+        self.reach = Reachability(cfg.endpoint_url or f"the S3 endpoint of {self._region}",
+                                  cfg.retry_timeout)
+        self.retry = RetryPolicy(cfg.retry_attempts, cfg.retry_timeout, self.backoff, self.reach)
         self.bandwidth = RateLimiter(cfg.bwlimit) if cfg.bwlimit else None
         self._cfg = cfg
         self._pool_size = pool_size

@@ -15,6 +15,7 @@ from journalsync.errors import FatalRemoteError, Interrupted
 from journalsync.journal import Journal
 from journalsync.models import Action, PlanItem, TransferResult
 from journalsync.presence import LocalPresence
+from journalsync.report import FailureLines
 from journalsync.retry import describe, error_code, fatal_reason, http_status
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ ONE_BY_ONE_CHUNK = 25  # keys deleted one at a time between two looks at the sou
 
 
 def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading.Event,
-                presence: LocalPresence | None = None) -> int:
+                presence: LocalPresence | None = None,
+                failures: FailureLines | None = None) -> int:
     """Delete every pending delete item of the run. With `presence`, the source is looked
     at again just before each request (one DeleteObjects of up to 1000 keys, or a few
     single deletes), and a file that is back cancels its delete. A stop is honoured as
@@ -111,7 +113,7 @@ def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading
                 chunk, back = _still_absent(journal, presence, chunk)
                 cancelled += back
             if chunk:
-                _delete_batch(journal, deleter, chunk)
+                _delete_batch(journal, deleter, chunk, failures or FailureLines())
     return cancelled
 
 
@@ -124,7 +126,8 @@ def _still_absent(journal: Journal, presence: LocalPresence,
     return [item for item in items if item not in back], len(back)
 
 
-def _delete_batch(journal: Journal, deleter: Deleter, batch: list[PlanItem]) -> None:
+def _delete_batch(journal: Journal, deleter: Deleter, batch: list[PlanItem],
+                  failures: FailureLines) -> None:
     try:
         results = deleter.delete(batch)
     except ClientError as exc:
@@ -138,7 +141,7 @@ def _delete_batch(journal: Journal, deleter: Deleter, batch: list[PlanItem]) -> 
         if result.ok:
             log.info("deleted %s (%s)", item.key, item.reason)
         else:
-            log.warning("delete failed: %s: %s", result.key, result.error)
+            failures.add(result.key, result.error, "delete failed")
     fatal = next((r.error for r in results if r.fatal), None)
     if fatal:
         raise FatalRemoteError(f"stopped deleting: {fatal}")

@@ -46,6 +46,7 @@ from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan, plan_new_uploads
 from journalsync.presence import LocalPresence
+from journalsync.report import FailureLines
 from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
 from journalsync.transfer import Uploader
@@ -88,6 +89,8 @@ class Run:
     verdict: Verdict | None = None
     head_refused: set[str] = field(default_factory=set)  # keys whose HEAD the store refused
     vanished: int = 0  # planned uploads whose file was gone when their turn came
+    failed_deletes: int = 0  # in `extra` (the objects remain), not in counts.failed
+    failures: FailureLines = field(default_factory=FailureLines)  # one stderr line each
 
 
 def check_source(cfg: Config) -> None:
@@ -163,7 +166,10 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
             Journal(cfg.journal_path) as journal, stop_on_signals(stop) as signals:
         run = _open_run(cfg, journal, stop)
         run.view = view
-        state = _execute(run, on_plan_item)
+        try:
+            state = _execute(run, on_plan_item)
+        finally:
+            run.failures.close()
         signals.armed = False
         received = signals.received
         if received:
@@ -179,6 +185,9 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     if run.vanished:
         run.notes.append(f"{run.vanished} planned file(s) vanished before their upload; "
                          "not uploaded, not failed")
+    if run.failed_deletes:
+        run.notes.append(f"{run.failed_deletes} delete(s) failed; their objects remain, in "
+                         "`extra` (journalsync status --failed)")
     return RunOutcome(run.run_id, run.counts, timing["elapsed"],
                       _exit_code(run, received), state, timing["resumed"], run.notes, run.verdict,
                       left_in_flight=signals.hurried)
@@ -239,7 +248,7 @@ def _exit_code(run: Run, received: list[int]) -> ExitCode:
     if run.verdict is not None and not run.verdict.allowed and run.verdict.exit_code != ExitCode.OK:
         return run.verdict.exit_code  # 3 for a guard limit; 1 when errors (an unreadable
         # directory counts none in `failed`) kept the deletes back
-    return ExitCode.OK if run.counts.failed == 0 else ExitCode.PARTIAL
+    return ExitCode.OK if run.counts.failed + run.failed_deletes == 0 else ExitCode.PARTIAL
 
 
 def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
@@ -264,7 +273,7 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
         _record_stop(run, "failed", describe(exc))
         raise
     _final_counts(run)
-    return "done" if run.counts.failed == 0 and (run.verdict is None or run.verdict.allowed) else "partial"
+    return "done" if run.counts.failed + run.failed_deletes == 0 and (run.verdict is None or run.verdict.allowed) else "partial"
 
 
 def _record_stop(run: Run, state: str, error: str) -> None:
@@ -344,9 +353,14 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
                  "%.2fs", scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
                  scanned.symlinks, time.monotonic() - t)
         listed = listing.result() if listing else manifest.ManifestStats()
-    counts.scanned, counts.symlinks = scanned.scanned, scanned.symlinks
+    # An unreadable directory is one entry of the source the run could not back up: it is
+    # scanned, and failed (so `failed` is what `status --failed` lists and the guard counts).
+    counts.scanned = scanned.scanned + scanned.failed_dirs
+    counts.symlinks, counts.special = scanned.symlinks, scanned.special
     if scanned.symlinks:
         run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
+    if scanned.special:
+        run.notes.append(f"{scanned.special} special file(s) (FIFO, socket, device) not backed up")
     return listed
 
 
@@ -357,6 +371,8 @@ def _refuse_rewritten(run: Run) -> None:
     if refused:
         run.notes.append(f"{refused} file(s) refused: the store keeps their keys under other "
                          "names (journalsync status --failed)")
+    for row in run.journal.file_errors(run.run_id):
+        run.failures.add(row["path"], row["reason"])
 
 
 def _must_list(run: Run) -> bool:
@@ -401,7 +417,7 @@ def _transfer(run: Run) -> None:
             run.view.uploads(files, size)
             on_result = run.view.on_result
         stopped = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
-                              on_result=on_result, stop=run.stop)
+                              on_result=on_result, stop=run.stop, failures=run.failures)
     if stopped:
         raise FatalRemoteError(f"stopped: {stopped.reason}", resumable=stopped.resumable)
     if run.stop.is_set():
@@ -441,7 +457,7 @@ def _delete_phase(run: Run) -> None:
         return
     log.info("deleting %d extra object(s): %s", pending, run.verdict.reason)
     back = run_deletes(run.journal, run.run_id, Deleter(run.cfg, run.clients), run.stop,
-                       LocalPresence(run.cfg.source))
+                       LocalPresence(run.cfg.source), run.failures)
     if back:
         run.notes.append(f"{back} planned delete(s) not done: the file exists again")
 
@@ -474,11 +490,14 @@ def _refresh_resumed_plan(run: Run) -> None:
 
 def _final_counts(run: Run) -> None:
     """Counts from the journal, so a resumed run reports everything it did across tries."""
-    totals = run.journal.transfer_totals(run.run_id) if not run.cfg.dry_run else {}
-    run.counts.uploaded = totals.get("uploaded", 0)
-    run.counts.deleted = totals.get("deleted", 0)
-    run.counts.bytes = totals.get("bytes", 0)
-    run.counts.failed = totals.get("failed", 0) + run.journal.scan_failures(run.run_id)
-    run.vanished = totals.get("vanished", 0)
+    totals = run.journal.transfer_totals(run.run_id)
+    counts = run.counts
+    counts.uploaded, counts.deleted = totals["uploaded"], totals["deleted"]
+    counts.bytes, counts.sent = totals["bytes"], totals["sent"]
+    counts.failed = totals["failed_uploads"] + run.journal.scan_failures(run.run_id,
+                                                                          include_dirs=True)
+    counts.pending = totals["pending_uploads"]
+    run.vanished = counts.vanished = totals["vanished"]
+    run.failed_deletes = totals["failed_deletes"]
     gone = run.counts.deleted + totals.get("cancelled_deletes", 0)
     run.counts.extra = max(0, run.journal.plan_counts(run.run_id).extra - gone)

@@ -15,10 +15,34 @@ from pathlib import Path
 from journalsync.errors import UsageError
 
 
+def lock_path(journal_path: Path) -> Path:
+    journal_path = Path(journal_path)
+    return journal_path.with_name(journal_path.name + ".lock")
+
+
+def run_alive(journal_path: Path) -> bool:
+    """Whether a run of this journal is alive: its lock is held. A non-blocking probe that
+    holds the lock (shared) for an instant only; when the file cannot be opened it cannot
+    tell, and says alive (nothing is then shown as interrupted that might not be)."""
+    try:
+        fd = os.open(lock_path(journal_path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases the probe's lock
+    return False
+
+
 class RunLock:
     def __init__(self, journal_path: Path):
         self.journal_path = Path(journal_path)
-        self.path = self.journal_path.with_name(self.journal_path.name + ".lock")
+        self.path = lock_path(self.journal_path)
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:

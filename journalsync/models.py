@@ -110,5 +110,9 @@ class RunCounts:
     failed: int = 0
     extra: int = 0
     symlinks: int = 0
-    bytes: int = 0
+    bytes: int = 0  # file bytes uploaded: the sizes of the files this run put in the store
+    vanished: int = 0  # planned uploads whose file was gone when their turn came
+    pending: int = 0  # planned uploads not done: a dry run, or a run stopped early
+    sent: int = 0  # bytes on the wire for uploads, retries and resent parts included
+    special: int = 0  # FIFOs, sockets and devices: not backed up
     skip_reasons: dict[str, int] = field(default_factory=dict)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from dataclasses import asdict
 
@@ -12,22 +14,58 @@ from rich.table import Table
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, RunCounts
 
+log = logging.getLogger("journalsync")
+
+# The columns of a run in `status` (the journal's runs table keeps these).
 SUMMARY_FIELDS = ("scanned", "uploaded", "skipped", "deleted", "extra", "failed", "bytes")
+# The summary line's fields. They obey, in every run (fresh, resumed, dry, stopped):
+#   scanned = uploaded + skipped + failed + vanished + pending
+LINE_FIELDS = ("scanned", "uploaded", "skipped", "failed", "vanished", "pending", "deleted",
+               "extra", "bytes", "sent")
 
 
 def summary_line(counts: RunCounts, elapsed: float) -> str:
-    """`journalsync: scanned=N uploaded=N skipped=N deleted=N extra=N failed=N bytes=N
-    elapsed=S.SSs`. `extra` counts objects under the prefix with no local file that are
-    still there (all of them without --delete)."""
-    fields = " ".join(f"{name}={getattr(counts, name)}" for name in SUMMARY_FIELDS)
+    """`journalsync: scanned=N uploaded=N skipped=N failed=N vanished=N pending=N deleted=N
+    extra=N bytes=N sent=N elapsed=S.SSs`. scanned = uploaded + skipped + failed + vanished
+    + pending. `extra` counts objects under the prefix with no local file that are still
+    there (all of them without --delete); `bytes` the file bytes uploaded, `sent` the bytes
+    sent for them, retries included."""
+    fields = " ".join(f"{name}={getattr(counts, name)}" for name in LINE_FIELDS)
     return f"journalsync: {fields} elapsed={elapsed:.2f}s"
 
 
 def summary_json(counts: RunCounts, elapsed: float, **extra) -> str:
-    data = {name: getattr(counts, name) for name in SUMMARY_FIELDS}
-    data.update(elapsed=round(elapsed, 3), symlinks=counts.symlinks,
+    data = {name: getattr(counts, name) for name in LINE_FIELDS}
+    data.update(elapsed=round(elapsed, 3), symlinks=counts.symlinks, special=counts.special,
                 skip_reasons=counts.skip_reasons, **extra)
     return json.dumps(data, sort_keys=False)
+
+
+FAILURE_LINES = 20  # lines a run prints for its failures; the rest is one line
+
+
+class FailureLines:
+    """Every failure of a run, scan or transfer, as one warning line on stderr, up to a cap
+    (cron mail stays readable with 10,000 vanished files); close() prints how many more
+    there were and where to see them. Thread-safe: workers report from their results."""
+
+    def __init__(self, cap: int = FAILURE_LINES):
+        self.cap = cap
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, what: str, reason: str, verb: str = "failed") -> None:
+        with self._lock:
+            self.count += 1
+            shown_now = self.count <= self.cap
+        if shown_now:
+            log.warning("%s: %s: %s", verb, shown(what), reason)
+
+    def close(self) -> None:
+        """`… and N more: journalsync status --failed`, when lines were held back."""
+        if self.count > self.cap:
+            log.warning("\u2026 and %d more: journalsync status --failed", self.count - self.cap)
+            self.cap = self.count  # said once
 
 
 def shown(text: str) -> str:
@@ -78,6 +116,7 @@ def _when(ts: float | None) -> str:
 def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
     """Everything `status` shows, as plain data (the --json form)."""
     recent = [_run_view(row) for row in journal.recent_runs(runs)]
+    _show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
             "in_flight": [asdict(u) for u in journal.active_uploads()]}
@@ -96,6 +135,18 @@ def _run_view(row: dict) -> dict:
     if view.get("elapsed") is not None:
         view["elapsed"] = round(view["elapsed"], 3)
     return view
+
+
+def _show_dead_runs(journal: Journal, recent: list[dict]) -> None:
+    """A run still marked running while no process holds the run lock was killed: show it
+    as interrupted (the next run records it so; status only reads)."""
+    from journalsync.lock import run_alive
+
+    if any(r["state"] == "running" for r in recent) and not run_alive(journal.path):
+        for r in recent:
+            if r["state"] == "running":
+                r["state"] = "interrupted"
+                r["error"] = r.get("error") or "the process ended without finishing"
 
 
 def render_status(data: dict, console: Console) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,12 +31,18 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from journalsync.errors import ConfigError, FatalRemoteError, JournalsyncError
 
 T = TypeVar("T")
 log = logging.getLogger("journalsync.throttle")
+retry_log = logging.getLogger("journalsync.retry")
+
+# An endpoint that has not answered once in this run gets this long (seconds) before the
+# run stops as misconfigured (a wrong port or host); after its first answer, a connection
+# failure is a flaky link and gets the whole --retry-timeout.
+UNREACHED_LIMIT = 15.0
 
 THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException",
                             "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException"})
@@ -104,6 +111,82 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError,
                             ConnectTimeoutError, ConnectionError, TimeoutError)) or (
         isinstance(exc, BotoCoreError) and "Connection" in type(exc).__name__)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """No HTTP answer at all: refused, reset, unresolved or timed-out connections."""
+    return is_retryable(exc) and not isinstance(exc, ClientError)
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """`connection refused`, `name not resolved`, ...: the cause of a connection failure."""
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return "name not resolved"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, (ConnectTimeoutError, TimeoutError, ReadTimeoutError)):
+            return "timed out"
+        inner = getattr(cause, "kwargs", {}).get("error") if isinstance(cause, BotoCoreError) else None
+        cause = inner or cause.__cause__ or cause.__context__
+    if isinstance(exc, ConnectionClosedError):
+        return "connection closed"
+    return getattr(exc, "crt_error", "") or type(exc).__name__
+
+
+def endpoint_of(exc: BaseException, default: str) -> str:
+    """scheme://host:port of the endpoint a connection error names, else `default`."""
+    url = getattr(exc, "kwargs", {}).get("endpoint_url") or getattr(exc, "endpoint", "")
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else default
+
+
+def _duration(seconds: float) -> str:
+    """180 -> `3m`, 90 -> `90s`: a --retry-timeout as it may be typed."""
+    return f"{seconds / 60:g}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
+
+
+class Reachability:
+    """Whether the endpoint has answered once in this run (any HTTP answer, errors too).
+
+    Until it has, a connection failure stops after UNREACHED_LIMIT seconds with a
+    ConfigError naming the endpoint (exit 6): a wrong port is not a flaky link. The first
+    connection failure of the run is reported on stderr at once, with what happens next."""
+
+    def __init__(self, endpoint: str, timeout: float, limit: float = UNREACHED_LIMIT):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.limit = limit
+        self.answered = False
+        self._reported = False
+        self._lock = threading.Lock()
+
+    def budget(self) -> float:
+        """Seconds a request may spend retrying connection failures."""
+        return self.timeout if self.answered else min(self.timeout, self.limit)
+
+    def report_first(self, exc: BaseException) -> None:
+        """Warn once per run: `cannot reach URL: why; retrying until HH:MM:SS (...)`."""
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        until = time.strftime("%H:%M:%S", time.localtime(time.time() + self.budget()))
+        why = (f"--retry-timeout {_duration(self.timeout)}" if self.answered else
+               f"it has not answered once in this run; giving up after {_duration(self.budget())}")
+        retry_log.warning("cannot reach %s: %s; retrying until %s (%s)",
+                          endpoint_of(exc, self.endpoint), unreachable_reason(exc), until, why)
+
+    def never_answered(self, exc: BaseException) -> ConfigError:
+        """The one-line error (exit 6) for an endpoint that never answered."""
+        return ConfigError(
+            f"cannot reach {endpoint_of(exc, self.endpoint)}: {unreachable_reason(exc)}; it "
+            "has not answered once in this run: check --endpoint-url (host and port) and that "
+            "the server is running")
 
 
 def fatal_reason(exc: BaseException) -> str | None:
@@ -255,36 +338,72 @@ class SharedBackoff:
 class RetryPolicy:
     """How every request is made: through the shared backoff, retried by tenacity."""
 
-    def __init__(self, attempts: int, timeout: float, backoff: SharedBackoff | None = None):
+    def __init__(self, attempts: int, timeout: float, backoff: SharedBackoff | None = None,
+                 reach: Reachability | None = None):
         self.attempts = attempts
         self.timeout = timeout
         self.backoff = backoff
+        self.reach = reach or Reachability("the endpoint", timeout)
 
     def call(self, fn: Callable[[], T], counter: Attempts | None = None) -> T:
         """Run fn, retrying retryable errors with full-jitter exponential backoff, bounded
-        by both an attempt count and a total time."""
+        by both an attempt count and a total time (shorter for an endpoint that has never
+        answered: see Reachability). Each retry is logged at info (-v)."""
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.timeout),
-            wait=wait_random_exponential(multiplier=0.25, max=20),
+            stop=stop_after_attempt(self.attempts) | self._out_of_time,
+            wait=self._wait,
+            before_sleep=self._before_sleep,
             reraise=True,
         )
-        for attempt in retrying:
-            with attempt:
-                if counter is not None:
-                    counter.count += 1
-                return self._once(fn)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if counter is not None:
+                        counter.count += 1
+                    return self._once(fn)
+        except Exception as exc:
+            if is_unreachable(exc) and not self.reach.answered:
+                raise self.reach.never_answered(exc) from exc
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    _jitter = wait_random_exponential(multiplier=0.25, max=20)
+
+    def _limit(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self.reach.budget() if exc is not None and is_unreachable(exc) else self.timeout
+
+    def _out_of_time(self, state: RetryCallState) -> bool:
+        return (state.seconds_since_start or 0.0) >= self._limit(state)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Full jitter, but never past the time limit: the last try comes at the limit."""
+        left = self._limit(state) - (state.seconds_since_start or 0.0)
+        return max(0.0, min(self._jitter(state), left))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        why = describe(exc)
+        if is_unreachable(exc):
+            self.reach.report_first(exc)
+            why = f"cannot reach {endpoint_of(exc, self.reach.endpoint)}: {unreachable_reason(exc)}"
+        retry_log.info("retrying in %.1fs (attempt %d failed): %s", state.next_action.sleep,
+                       state.attempt_number, why)
+
     def _once(self, fn: Callable[[], T]) -> T:
-        if self.backoff is None:
-            return fn()
-        self.backoff.acquire()
+        if self.backoff is not None:
+            self.backoff.acquire()
         throttled = False
         try:
-            return fn()
+            result = fn()
         except Exception as exc:
             throttled = is_throttle(exc)
+            if isinstance(exc, ClientError):
+                self.reach.answered = True  # an error answer is an answer
             raise
         finally:
-            self.backoff.release(throttled)
+            if self.backoff is not None:
+                self.backoff.release(throttled)
+        self.reach.answered = True
+        return result

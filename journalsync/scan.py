@@ -37,7 +37,9 @@ from journalsync.workers import bounded_map
 class ScanStats:
     scanned: int = 0  # regular files seen, including those that failed
     symlinks: int = 0  # not followed; counted and reported
+    special: int = 0  # FIFOs, sockets, devices: not backed up; counted and reported
     failed: int = 0  # files that could not be keyed or read
+    failed_dirs: int = 0  # directories that could not be listed
     excluded: int = 0  # files the filters leave out
     hashed: int = 0
     hashed_bytes: int = 0
@@ -166,7 +168,8 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
         if kind == "symlink":
             stats.symlinks += 1
         elif kind == "special":
-            pass  # sockets, fifos, devices: not backed up
+            key, _ = key_for(rel, dest)
+            stats.special += key is None or key_filter.selected(key)  # not backed up: noted
         elif kind == "direrror":
             dir_key, _ = key_for(rel, dest)
             if dir_key is not None:
@@ -196,7 +199,8 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
     _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns)
     journal.commit_scan(run_id, stats.unreadable_dirs)
     journal.record_file_errors(run_id, errors)
-    stats.failed = sum(1 for path, _ in errors if not path.endswith("/"))
+    stats.failed_dirs = sum(1 for path, _ in errors if path.endswith("/"))
+    stats.failed = len(errors) - stats.failed_dirs
     return stats
 
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 from journalsync.errors import StopNow
 from journalsync.journal import Journal
 from journalsync.models import TransferResult
-from journalsync.report import shown
+from journalsync.report import FailureLines
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +67,8 @@ class Stopped:
 
 def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferResult],
                 workers: int, on_result: Callable[[TransferResult], None] | None = None,
-                stop: threading.Event | None = None) -> Stopped | None:
+                stop: threading.Event | None = None,
+                failures: FailureLines | None = None) -> Stopped | None:
     """Execute every pending plan item of the run. A fatal error (credentials, bucket), a
     streak of refused files, or `stop` (a signal) stops new claims; items in flight finish
     and are recorded. Returns why it stopped early, if it did; counts are in the journal.
@@ -76,6 +77,7 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
     and the rest of the night's files must still go up. Several in a row are the store
     refusing us, and the run stops rather than fail every file one by one."""
     stopped: Stopped | None = None
+    failures = failures or FailureLines()
     streak = 0
     stop = stop or threading.Event()
     buffer: list[TransferResult] = []
@@ -91,7 +93,7 @@ def run_workers(journal: Journal, run_id: int, transfer: Callable[..., TransferR
             for result in bounded_map(pool, transfer, _claimed(journal, run_id), workers * 2,
                                       stop, on_idle=lambda: buffer and flush()):
                 if not (result.ok or result.interrupted or result.vanished):
-                    log.warning("failed: %s: %s", shown(result.key), result.error)
+                    failures.add(result.key, result.error)
                 streak = streak + 1 if result.denied else (0 if result.ok else streak)
                 if stopped is None and (result.fatal or streak >= DENIED_STREAK):
                     stopped = Stopped(result.error if result.fatal else

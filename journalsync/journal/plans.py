@@ -145,12 +145,17 @@ class PlanStore:
 
     def transfer_totals(self, run_id: int) -> dict[str, int]:
         """A run's plan items by outcome, across all its resumptions: uploaded, deleted,
-        failed, bytes (uploaded), pending_deletes, cancelled_deletes, vanished (uploads whose
-        file was gone when its turn came)."""
+        failed (failed_uploads + failed_deletes), bytes (file bytes uploaded), sent (bytes on
+        the wire, retries included), pending_uploads, pending_deletes, cancelled_deletes,
+        vanished (uploads whose file was gone when its turn came)."""
         stmt = text("""
             SELECT coalesce(sum(action = 'upload' AND status = 'done'), 0) AS uploaded,
                    coalesce(sum(action = 'delete' AND status = 'done'), 0) AS deleted,
                    coalesce(sum(status = 'failed'), 0) AS failed,
+                   coalesce(sum(action = 'upload' AND status = 'failed'), 0) AS failed_uploads,
+                   coalesce(sum(action = 'delete' AND status = 'failed'), 0) AS failed_deletes,
+                   coalesce(sum(action = 'upload' AND status = 'pending'), 0) AS pending_uploads,
+                   coalesce(sum(bytes_sent), 0) AS sent,
                    coalesce(sum(CASE WHEN action = 'upload' AND status = 'done'
                                      THEN size ELSE 0 END), 0) AS bytes,
                    coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes,
