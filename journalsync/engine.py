@@ -18,11 +18,9 @@ back or whose object changed, and asks the guard again on the fresh counts.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from journalsync import manifest, rewrites
@@ -36,7 +34,6 @@ from journalsync.errors import (
     FatalRemoteError,
     Interrupted,
     JournalsyncError,
-    StopNow,
     UsageError,
 )
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
@@ -49,12 +46,11 @@ from journalsync.presence import LocalPresence
 from journalsync.report import FailureLines
 from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
+from journalsync.signals import SIGNAL_EXIT, stop_on_signals
 from journalsync.transfer import Uploader
 from journalsync.workers import run_workers, thread_pool
 
 log = logging.getLogger("journalsync")
-
-_SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
 
 
 @dataclass(slots=True)
@@ -104,55 +100,6 @@ def check_source(cfg: Config) -> None:
                                ExitCode.GUARD)
     if problem:
         raise UsageError(problem)
-
-
-@dataclass(slots=True)
-class Signals:
-    """The stop signals a run received. `armed`: a further one still stops the phases at
-    once (cleared once they are over, so it cannot cut the final bookkeeping short)."""
-
-    received: list[int] = field(default_factory=list)
-    armed: bool = True
-    hurried: bool = False  # a second signal stopped the run at once
-    busy: bool = False  # the handler is writing its log line
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[Signals]:
-    """SIGINT/SIGTERM set `stop`: no new work is claimed, work in flight finishes, the
-    journal stays consistent. A second signal stops at once: StopNow is raised in the main
-    thread, so what finished is still recorded and the summary line still printed, and
-    the work in flight is left for --resume."""
-    signals = Signals()
-    if threading.current_thread() is not threading.main_thread():
-        yield signals
-        return
-
-    def handler(signum, _frame):
-        signals.received.append(signum)
-        if signals.busy:
-            return  # the call below raises once its line is out (logging swallows raises)
-        signals.busy = True
-        name = signal.Signals(signum).name
-        try:
-            if len(signals.received) == 1:
-                stop.set()
-                log.warning("%s: finishing the work in flight, then stopping (again to stop now)",
-                            name)
-            elif signals.armed:
-                log.warning("%s again: stopping now; --resume continues the work in flight", name)
-        finally:
-            signals.busy = False
-        if len(signals.received) > 1 and signals.armed:
-            signals.hurried = True
-            raise StopNow("stopped at once by a second signal")
-
-    previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_EXIT}
-    try:
-        yield signals
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None,
@@ -244,7 +191,7 @@ def _resumable(cfg: Config, journal: Journal) -> tuple[dict | None, str | None]:
 
 def _exit_code(run: Run, received: list[int]) -> ExitCode:
     if received:
-        return _SIGNAL_EXIT[received[0]]
+        return SIGNAL_EXIT[received[0]]
     if run.verdict is not None and not run.verdict.allowed and run.verdict.exit_code != ExitCode.OK:
         return run.verdict.exit_code  # 3 for a guard limit; 1 when errors (an unreadable
         # directory counts none in `failed`) kept the deletes back
