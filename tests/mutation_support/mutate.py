@@ -11,6 +11,7 @@ compared before and after a change.
 
     python -m tests.mutation_support.mutate            # run, then report
     python -m tests.mutation_support.mutate --report   # report on the last run only
+    python -m tests.mutation_support.mutate guard plan # some groups only
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-# Group name -> mutant-name globs. scan.py is limited to its change detection (the identity
+# Group name -> mutant-name globs. scan is limited to its change detection (the identity
 # compared between scans, hashing with the before/after fstat check, and staging of rows);
 # walking and key naming are outside this run.
 GROUPS: dict[str, list[str]] = {
@@ -34,7 +35,7 @@ GROUPS: dict[str, list[str]] = {
     "deleter": ["journalsync.deleter.*"],
     "multipart": ["journalsync.multipart.*"],
     "retry": ["journalsync.retry.*"],
-    "scan (change detection)": [f"journalsync.scan.x_{name}__mutmut_*" for name in
+    "scan": [f"journalsync.scan.x_{name}__mutmut_*" for name in
                                 ("_identity", "hash_file", "_stat_fields", "_stage_row",
                                  "_hash_changed")],
 }
@@ -45,10 +46,10 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "no tests", 5: "no tests"
           None: "not checked"}
 
 
-def run_mutmut(max_children: int) -> float:
-    """A fresh mutmut run over every group; returns the seconds it took."""
+def run_mutmut(groups: list[str], max_children: int) -> float:
+    """A fresh mutmut run over the groups; returns the seconds it took."""
     shutil.rmtree("mutants", ignore_errors=True)
-    globs = [g for globs in GROUPS.values() for g in globs]
+    globs = [g for group in groups for g in GROUPS[group]]
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children",
            str(max_children), *globs]
     start = time.monotonic()
@@ -69,11 +70,12 @@ def results() -> dict[str, str]:
     return out
 
 
-def report(statuses: dict[str, str]) -> int:
+def report(statuses: dict[str, str], groups: list[str]) -> int:
     """Print the table and the survivors; return how many mutants were not killed."""
     print(f"{'module':26} {'killed/total':>12} {'score':>6}  survived  no-tests  timeout")
     missed: list[tuple[str, str]] = []
-    for group, globs in GROUPS.items():
+    for group in groups:
+        globs = GROUPS[group]
         names = [n for n in statuses if any(fnmatch.fnmatchcase(n, g) for g in globs)]
         count = Counter(statuses[n] for n in names)
         total = len(names)
@@ -90,10 +92,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="report on the last run only")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants (2 cores)")
+    parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], metavar="GROUP",
+                        help=f"some of: {', '.join(map(repr, GROUPS))} (default: all)")
     args = parser.parse_args()
+    groups = args.groups or list(GROUPS)
     if not args.report:
-        print(f"mutmut: {run_mutmut(args.max_children):.0f} s")
-    report(results())
+        print(f"mutmut: {run_mutmut(groups, args.max_children):.0f} s")
+    report(results(), groups)
 
 
 if __name__ == "__main__":
