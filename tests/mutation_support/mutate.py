@@ -70,8 +70,9 @@ def results() -> dict[str, str]:
     return out
 
 
-def report(statuses: dict[str, str], groups: list[str]) -> int:
-    """Print the table and the survivors; return how many mutants were not killed."""
+def report(statuses: dict[str, str], groups: list[str], show: bool = False) -> int:
+    """Print the table and the survivors (with their diffs if `show`); return how many
+    mutants were not killed."""
     print(f"{'module':26} {'killed/total':>12} {'score':>6}  survived  no-tests  timeout")
     missed: list[tuple[str, str]] = []
     for group in groups:
@@ -85,12 +86,17 @@ def report(statuses: dict[str, str], groups: list[str]) -> int:
         missed += sorted((n, statuses[n]) for n in names if statuses[n] != "killed")
     for name, status in missed:
         print(f"  {status:9} {name}")
+        if show:
+            mutmut = str(Path(sys.executable).parent / "mutmut")
+            diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
+            print("".join(f"      {line}\n" for line in diff.splitlines()[1:]), end="")
     return len(missed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="report on the last run only")
+    parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants (2 cores)")
     parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], metavar="GROUP",
                         help=f"some of: {', '.join(map(repr, GROUPS))} (default: all)")
@@ -98,7 +104,7 @@ def main() -> None:
     groups = args.groups or list(GROUPS)
     if not args.report:
         print(f"mutmut: {run_mutmut(groups, args.max_children):.0f} s")
-    report(results(), groups)
+    report(results(), groups, args.show)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ what counts, and what an excluded or kept extra does."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,10 @@ def seed(journal: Journal, local: dict, remote: dict) -> None:
                                for k, (_, h) in remote.items() if h])
 
 
-LOCAL = {"same": (3, A), "new": (4, A), "bigger": (5, A), "nohash": (6, A), "changed": (7, A)}
+LOCAL = {"same": (3, A), "new": (4, A), "bigger": (5, A), "nohash": (6, A), "changed": (7, A),
+         "empty": (0, A)}
 REMOTE = {"same": (3, A), "bigger": (1, A), "nohash": (6, None), "changed": (7, B),
-          "gone1": (8, B), "gone2": (9, None), "skip.tmp": (10, A)}
+          "gone1": (8, B), "gone2": (9, None), "skip.tmp": (10, A), "zz": (11, None)}
 
 
 @pytest.fixture
@@ -50,18 +52,24 @@ def rows(journal, run_id):
     return [(str(item), item.size, item.sha256) for item in journal.iter_plan(run_id)]
 
 
-def test_mirror_plan_rows_and_counts(journal):
+def test_mirror_plan_rows_and_counts(journal, caplog):
+    caplog.set_level(logging.DEBUG, logger="journalsync.plan")
     summary = build_plan(journal, 7, cfg(delete=True, excludes=("*.tmp",)))
     assert rows(journal, 7) == [
         ("upload bigger (size differs: local 5, remote 1)", 5, A),
         ("upload changed (content differs: sha256 mismatch)", 7, A),
+        ("upload empty (new file)", 0, A),
         ("upload new (new file)", 4, A),
         ("upload nohash (remote hash unknown: no sha256 metadata)", 6, A),
         ("delete gone1 (extra: no local file, --delete given)", 8, B),
         ("delete gone2 (extra: no local file, --delete given)", 9, None),
+        ("delete zz (extra: no local file, --delete given)", 11, None),
     ]  # uploads first, deletes after them; the excluded extra is not even an extra
     assert (summary.uploads, summary.upload_bytes, summary.skipped, summary.extra,
-            summary.deletes, summary.remote_total) == (4, 22, 1, 2, 2, 7)
+            summary.deletes, summary.remote_total) == (5, 22, 1, 3, 3, 8)
+    assert [r.getMessage() for r in caplog.records][:2] == [
+        "upload bigger (size differs: local 5, remote 1)",
+        "upload changed (content differs: sha256 mismatch)"]
     assert dict(summary.skip_reasons) == {UNCHANGED_REASON: 1}
     assert rows(journal, 8) == []  # rows belong to the run they were planned for
 
@@ -69,12 +77,12 @@ def test_mirror_plan_rows_and_counts(journal):
 def test_without_delete_extras_are_counted_and_kept(journal):
     summary = build_plan(journal, 7, cfg())
     assert [str(item) for item in journal.iter_plan(7) if item.action is not Action.UPLOAD] == []
-    assert (summary.extra, summary.deletes, summary.uploads) == (3, 0, 4)
+    assert (summary.extra, summary.deletes, summary.uploads) == (4, 0, 5)
 
 
 def test_no_config_means_no_delete_and_no_filter(journal):
     summary = build_plan(journal, 7)
-    assert (summary.extra, summary.deletes, summary.skipped) == (3, 0, 1)
+    assert (summary.extra, summary.deletes, summary.skipped) == (4, 0, 1)
 
 
 def test_more_rows_than_a_batch_are_all_stored(tmp_path):
