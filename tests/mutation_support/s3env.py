@@ -1,7 +1,8 @@
 """Helpers for the in-process S3 unit tests (deleter, multipart): moto's threaded server
 from tests/conftest.py's `s3` fixture (pinned to moto: in this process, seconds per test),
 optionally behind the recording fault proxy, and a ClientFactory wired to it the way a
-run wires one: credentials from the environment, botocore only (no awscrt)."""
+run wires one: credentials from the environment, botocore only unless a test asks
+for awscrt."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def use_server_env(monkeypatch, tmp_path: Path, server) -> None:
 def make_config(endpoint_url: str, bucket: str, tmp_path: Path, **kw) -> Config:
     kw.setdefault("provider", "other")
     kw.setdefault("retry_attempts", 1)  # a fault is seen once, not retried into a pass
+    kw.setdefault("crt", False)
     return Config(tmp_path / "src", Destination.parse(f"s3://{bucket}/pre"),
-                  tmp_path / "j.sqlite", endpoint_url=endpoint_url, crt=False, **kw)
+                  tmp_path / "j.sqlite", endpoint_url=endpoint_url, **kw)
 
 
 def keys(client, bucket: str) -> list[str]:
