@@ -111,11 +111,12 @@ def test_per_key_errors_of_a_batch(world):
     with Stubber(client) as stub:
         stub.add_response("delete_objects", {"Errors": [
             {"Key": "pre/a", "Code": "AccessDenied", "Message": "Access Denied"},
-            {"Key": "pre/c", "Code": "InternalError"}]})
-        results = d.delete(items("a", "b", "c"))
+            {"Key": "pre/c", "Code": "InternalError"},
+            {"Key": "pre/d", "Code": "XAmzContentSHA256Mismatch", "Message": ""}]})
+        results = d.delete(items("a", "b", "c", "d"))
     assert [(r.key, r.ok, r.error, r.fatal) for r in results] == [
         ("a", False, "AccessDenied: Access Denied", False), ("b", True, None, False),
-        ("c", False, "InternalError", False)]
+        ("c", False, "InternalError", False), ("d", False, "XAmzContentSHA256Mismatch", False)]
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def plan_deletes(journal, names) -> int:
 
 def test_run_deletes_goes_through_every_batch_and_journals_it(world, journal, caplog):
     proxy, client, bucket, _ = world
-    names = ["a", "b", "c"] + [f"z{i:04d}" for i in range(BATCH_KEYS - 1)]  # 1002 keys
+    names = ["a", "b", "c"] + [f"z{i:04d}" for i in range(BATCH_KEYS - 2)]  # 1001: 1000 + 1
     run_id = plan_deletes(journal, names)
     caplog.set_level(logging.INFO, logger="journalsync.deleter")
     run_deletes(journal, run_id, deleter(world), threading.Event())

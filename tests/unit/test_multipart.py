@@ -81,6 +81,11 @@ class World:
     def active(self):
         return self.journal.active_upload_for("big.bin")
 
+    def states(self) -> dict[str, str]:
+        """{UploadId: state} of every upload the journal knows."""
+        with self.journal._write() as conn:
+            return dict(conn.exec_driver_sql("SELECT upload_id, state FROM multipart_uploads").all())
+
 
 @pytest.fixture
 def world(s3, bucket, tmp_path, monkeypatch):
@@ -124,6 +129,7 @@ def test_a_fresh_upload(world):
     assert w.active() is None  # completed
     upload_id = w.proxy.requests[1].query["uploadId"][0]
     assert sorted(w.journal.part_etags(upload_id)) == [1, 2, 3, 4]
+    assert w.states() == {upload_id: "completed"}
 
 
 @pytest.mark.parametrize("bwlimit", [None, 100e6])
@@ -219,7 +225,7 @@ def test_a_refused_part_aborts_the_upload(world):
     with pytest.raises(ClientError) as info:
         w.upload()
     assert code_of(info.value) == "InvalidArgument"
-    assert w.ops()[-1] == "AbortMultipartUpload" and w.active() is None
+    assert w.ops()[-1] == "AbortMultipartUpload" and list(w.states().values()) == ["aborted"]
     assert w.client.list_multipart_uploads(Bucket=w.bucket).get("Uploads", []) == []
 
 
@@ -249,7 +255,7 @@ def test_abort_of_an_upload_the_server_forgot(world):
     rec = w.driver._create(item, os.stat(w.path), item.sha256, Attempts())
     w.client.abort_multipart_upload(Bucket=w.bucket, Key="pre/big.bin", UploadId=rec.upload_id)
     w.driver.abort("big.bin", rec.upload_id)  # NoSuchUpload: already gone, fine
-    assert w.active() is None
+    assert w.states() == {rec.upload_id: "aborted"}
     w.proxy.hook = on("AbortMultipartUpload", Fault(status=403, code="AccessDenied"))
     rec = w.driver._create(item, os.stat(w.path), item.sha256, Attempts())
     with pytest.raises(ClientError):
@@ -267,7 +273,7 @@ def test_a_file_changed_during_the_upload_is_not_completed(world):
     with pytest.raises(FileChanged, match="^changed during upload; the upload was aborted"):
         w.upload()
     assert "CompleteMultipartUpload" not in w.ops() and w.ops()[-1] == "AbortMultipartUpload"
-    assert w.active() is None
+    assert list(w.states().values()) == ["aborted"]
 
 
 def test_a_planned_hash_is_trusted_only_while_the_file_is_as_planned(world):
@@ -362,6 +368,7 @@ def test_an_upload_that_vanishes_midway_is_started_once_more(world, caplog):
     result, _ = w.upload()
     assert result.ok and w.stored()[0] == w.data
     assert w.ops().count("CreateMultipartUpload") == 2 and uploads[0] != uploads[1]
+    assert w.states() == {uploads[0]: "aborted", uploads[1]: "completed"}
     assert caplog.messages == ["upload of big.bin vanished on the server; starting a new one"]
     uploads.clear()
     w.proxy.hook = vanish(2)
@@ -435,6 +442,29 @@ def test_over_five_tib_is_refused_before_any_request(world):
     with pytest.raises(OSError, match=f"^file is {S3_MAX_OBJECT + 1} bytes, over S3's 5 TiB"):
         w.upload(w.item(sha="0" * 64))
     assert w.ops() == []
+
+
+def test_list_parts_of_an_upload_without_parts(world):
+    w = world()
+    item = w.item()
+    rec = w.driver._create(item, os.stat(w.path), item.sha256, Attempts())
+    assert w.driver.list_parts("big.bin", rec.upload_id) == {}
+
+
+def test_an_empty_file_is_one_empty_part(world):
+    w = world()
+    w.write(b"", 0)
+    result, _ = w.upload()
+    assert result.ok and w.part_numbers() == [1] and w.stored()[0] == b""
+
+
+def test_exactly_five_tib_is_allowed(world):
+    w = world()
+    os.truncate(w.path, S3_MAX_OBJECT)  # sparse; the stop keeps any part from being read
+    w.stop.set()
+    with pytest.raises(Interrupted):
+        w.upload(w.item(sha="0" * 64))
+    assert w.ops() == ["CreateMultipartUpload"]
 
 
 def test_list_parts_reads_every_page(world):
