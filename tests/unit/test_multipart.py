@@ -26,7 +26,9 @@ from journalsync.retry import Attempts
 from tests.mutation_support.s3env import ClientFactory, code_of, make_config, use_server_env
 from tests.support.proxy import Fault, RecordingProxy
 
-pytestmark = pytest.mark.parametrize("s3", ["moto"], indirect=True)
+
+
+on_moto = pytest.mark.parametrize("s3", ["moto"], indirect=True)  # in this process: seconds
 
 SIZE = 3 * MiB + 100  # four parts of 1 MiB, the last one short
 
@@ -113,6 +115,7 @@ def on(operation, fault, number=None):
     return hook
 
 
+@on_moto
 def test_a_fresh_upload(world):
     w = world()
     result, counter = w.upload()
@@ -132,6 +135,7 @@ def test_a_fresh_upload(world):
     assert w.states() == {upload_id: "completed"}
 
 
+@on_moto
 @pytest.mark.parametrize("bwlimit", [None, 100e6])
 def test_parts_go_through_awscrt_unless_paced(world, bwlimit):
     w = world(crt=True, bwlimit=bwlimit)
@@ -150,6 +154,7 @@ def test_parts_go_through_awscrt_unless_paced(world, bwlimit):
     assert sorted(sent_by_crt) == ([1, 2, 3, 4] if bwlimit is None else [])
 
 
+@on_moto
 def test_an_empty_part_list_is_never_sent_for_a_small_file(world):
     w = world()
     w.write(b"s", 10)
@@ -157,6 +162,7 @@ def test_an_empty_part_list_is_never_sent_for_a_small_file(world):
     assert result.ok and w.part_numbers() == [1] and w.stored()[0] == w.data
 
 
+@on_moto
 def test_a_large_file_gets_larger_parts(world):
     w = world()
     w.write(b"q", SIZE)
@@ -167,7 +173,8 @@ def test_a_large_file_gets_larger_parts(world):
     assert w.active().upload_id == rec.upload_id
 
 
-def test_a_resume_sends_only_the_parts_the_server_lacks(world):
+@on_moto
+def test_a_resume_sends_only_the_parts_the_server_lacks(world, caplog):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
     with pytest.raises(ClientError):
@@ -178,14 +185,17 @@ def test_a_resume_sends_only_the_parts_the_server_lacks(world):
     assert 3 not in held and 1 in held
     w.proxy.hook = None
     w.proxy.clear()
+    caplog.set_level(logging.INFO, logger="journalsync.multipart")
     result, _ = w.upload()
     assert result.ok and w.stored()[0] == w.data
+    assert f"resuming upload of big.bin: the server holds {len(held)} part(s)" in caplog.messages
     assert w.part_numbers() == [n for n in (1, 2, 3, 4) if n not in held]
     assert result.bytes_sent == sum(len(w.data[(n - 1) * MiB:n * MiB])
                                     for n in w.part_numbers())
     assert w.ops()[:1] == ["ListParts"] and "CreateMultipartUpload" not in w.ops()
 
 
+@on_moto
 def test_a_held_part_with_an_unknown_etag_is_sent_again(world):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
@@ -204,6 +214,7 @@ def test_a_held_part_with_an_unknown_etag_is_sent_again(world):
     assert 1 in w.part_numbers() and 3 in w.part_numbers()
 
 
+@on_moto
 def test_a_held_part_matching_our_bytes_is_reused_and_journaled(world):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
@@ -219,6 +230,7 @@ def test_a_held_part_matching_our_bytes_is_reused_and_journaled(world):
     assert 1 in w.journal.part_etags(rec.upload_id)
 
 
+@on_moto
 def test_a_refused_part_aborts_the_upload(world):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=400, code="InvalidArgument"), number=2)
@@ -229,6 +241,7 @@ def test_a_refused_part_aborts_the_upload(world):
     assert w.client.list_multipart_uploads(Bucket=w.bucket).get("Uploads", []) == []
 
 
+@on_moto
 def test_a_fatal_error_keeps_the_upload(world):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=403, code="AccessDenied"), number=2)
@@ -237,6 +250,7 @@ def test_a_fatal_error_keeps_the_upload(world):
     assert "AbortMultipartUpload" not in w.ops() and w.active() is not None
 
 
+@on_moto
 def test_an_abort_that_fails_leaves_the_upload_active(world, caplog):
     w = world()
     w.proxy.hook = lambda req: (Fault(status=400, code="InvalidArgument")
@@ -249,6 +263,7 @@ def test_an_abort_that_fails_leaves_the_upload_active(world, caplog):
     assert message.startswith("could not abort upload of big.bin: An error occurred (InvalidArgument)")
 
 
+@on_moto
 def test_abort_of_an_upload_the_server_forgot(world):
     w = world()
     item = w.item()
@@ -263,6 +278,7 @@ def test_abort_of_an_upload_the_server_forgot(world):
     assert w.active().upload_id == rec.upload_id
 
 
+@on_moto
 def test_a_file_changed_during_the_upload_is_not_completed(world):
     w = world()
 
@@ -276,6 +292,7 @@ def test_a_file_changed_during_the_upload_is_not_completed(world):
     assert list(w.states().values()) == ["aborted"]
 
 
+@on_moto
 def test_a_planned_hash_is_trusted_only_while_the_file_is_as_planned(world):
     w = world()
     wrong = "0" * 64
@@ -288,6 +305,7 @@ def test_a_planned_hash_is_trusted_only_while_the_file_is_as_planned(world):
     assert result.ok and w.stored()[1]["sha256"] == hashlib.sha256(w.data).hexdigest()
 
 
+@on_moto
 def test_a_file_that_changes_while_it_is_hashed_fails(world, monkeypatch):
     import journalsync.multipart as multipart
 
@@ -306,6 +324,7 @@ def test_a_file_that_changes_while_it_is_hashed_fails(world, monkeypatch):
     assert w.ops() == []
 
 
+@on_moto
 def test_an_active_upload_for_a_changed_file_is_aborted_and_replaced(world, caplog):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
@@ -323,6 +342,41 @@ def test_an_active_upload_for_a_changed_file_is_aborted_and_replaced(world, capl
     assert "big.bin changed since its upload began; aborting that upload" in caplog.messages
 
 
+@on_moto
+def test_an_active_upload_for_a_touched_file_is_replaced_too(world):
+    """Same bytes, new mtime: the identity the upload was journaled with no longer holds."""
+    w = world()
+    w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
+    with pytest.raises(ClientError):
+        w.upload()
+    st = os.stat(w.path)
+    os.utime(w.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    w.proxy.hook = None
+    w.proxy.clear()
+    result, _ = w.upload()
+    assert result.ok and w.ops()[:2] == ["AbortMultipartUpload", "CreateMultipartUpload"]
+
+
+@pytest.mark.parametrize("s3", ["rclone"], indirect=True)  # moto never checks Content-MD5
+def test_a_part_damaged_on_the_way_is_refused_and_sent_again(world):
+    """One bit of part 2 flipped after botocore signed it (as a bad NIC or proxy would):
+    Content-MD5 makes the server refuse it (BadDigest) and the retry sends it whole."""
+    w = world(retry_attempts=3)
+    damaged = []
+
+    def flip_a_bit(request, **_):
+        if "partNumber=2" in request.url and not damaged:
+            body = request.body.read() if hasattr(request.body, "read") else bytes(request.body)
+            request.body = body[:100] + bytes([body[100] ^ 1]) + body[101:]
+            damaged.append(request.url)
+
+    w.clients._session.register("before-send.s3.UploadPart", flip_a_bit)
+    result, counter = w.upload()
+    assert damaged and result.ok and w.stored()[0] == w.data
+    assert w.part_numbers() == [1, 2, 2, 3, 4]
+
+
+@on_moto
 def test_an_active_upload_the_server_forgot_is_replaced(world, caplog):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
@@ -336,9 +390,11 @@ def test_an_active_upload_the_server_forgot_is_replaced(world, caplog):
     result, _ = w.upload()
     assert result.ok and w.stored()[0] == w.data
     assert w.ops()[:2] == ["ListParts", "CreateMultipartUpload"] and w.part_numbers() == [1, 2, 3, 4]
+    assert w.states()[old] == "aborted"
     assert caplog.messages == ["upload of big.bin is gone from the server; starting a new one"]
 
 
+@on_moto
 def test_list_parts_failing_otherwise_is_raised(world):
     w = world()
     w.proxy.hook = on("UploadPart", Fault(status=500, code="InternalError"), number=3)
@@ -350,6 +406,7 @@ def test_list_parts_failing_otherwise_is_raised(world):
     assert code_of(info.value) == "AccessDenied" and w.active() is not None
 
 
+@on_moto
 def test_an_upload_that_vanishes_midway_is_started_once_more(world, caplog):
     w = world()
     gone = Fault(status=404, code="NoSuchUpload")  # what S3 says once a lifecycle rule aborted it
@@ -377,6 +434,7 @@ def test_an_upload_that_vanishes_midway_is_started_once_more(world, caplog):
     assert w.journal.active_uploads() == []
 
 
+@on_moto
 def test_a_complete_retried_after_success_is_success(world):
     w = world()
     w.proxy.hook = on("CompleteMultipartUpload",
@@ -386,6 +444,7 @@ def test_a_complete_retried_after_success_is_success(world):
     assert w.ops().count("CreateMultipartUpload") == 1
 
 
+@on_moto
 def test_a_complete_that_never_happened_starts_over(world):
     w = world()
     w.client.put_object(Bucket=w.bucket, Key="pre/big.bin", Body=b"older")
@@ -397,6 +456,18 @@ def test_a_complete_that_never_happened_starts_over(world):
     assert w.ops().count("CreateMultipartUpload") == 2
 
 
+@on_moto
+def test_a_complete_that_never_happens_twice_gives_up(world):
+    w = world()
+    w.client.put_object(Bucket=w.bucket, Key="pre/big.bin", Body=b"older")
+    w.proxy.hook = on("CompleteMultipartUpload", Fault(status=404, code="NoSuchUpload"))
+    with pytest.raises(UploadGone, match=r"^upload \S+ vanished before Complete$"):
+        w.upload()
+    assert w.ops().count("CreateMultipartUpload") == 2
+    assert sorted(w.states().values()) == ["aborted", "aborted"]
+
+
+@on_moto
 def test_a_complete_failing_otherwise_is_raised(world):
     w = world()
     w.proxy.hook = on("CompleteMultipartUpload", Fault(status=400, code="InvalidPart"))
@@ -405,6 +476,7 @@ def test_a_complete_failing_otherwise_is_raised(world):
     assert code_of(info.value) == "InvalidPart"
 
 
+@on_moto
 def test_an_object_replaced_before_the_head_is_a_change(world):
     w = world()
 
@@ -416,6 +488,7 @@ def test_an_object_replaced_before_the_head_is_a_change(world):
         w.upload()
 
 
+@on_moto
 def test_a_same_size_object_with_other_metadata_is_a_change(world):
     w = world()
 
@@ -428,6 +501,7 @@ def test_a_same_size_object_with_other_metadata_is_a_change(world):
         w.upload()
 
 
+@on_moto
 def test_a_stop_keeps_the_upload_for_resume(world):
     w = world()
     w.stop.set()
@@ -436,6 +510,7 @@ def test_a_stop_keeps_the_upload_for_resume(world):
     assert w.active() is not None and "AbortMultipartUpload" not in w.ops()
 
 
+@on_moto
 def test_over_five_tib_is_refused_before_any_request(world):
     w = world()
     os.truncate(w.path, S3_MAX_OBJECT + 1)  # sparse: no disk used
@@ -444,6 +519,7 @@ def test_over_five_tib_is_refused_before_any_request(world):
     assert w.ops() == []
 
 
+@on_moto
 def test_list_parts_of_an_upload_without_parts(world):
     w = world()
     item = w.item()
@@ -451,6 +527,7 @@ def test_list_parts_of_an_upload_without_parts(world):
     assert w.driver.list_parts("big.bin", rec.upload_id) == {}
 
 
+@on_moto
 def test_an_empty_file_is_one_empty_part(world):
     w = world()
     w.write(b"", 0)
@@ -458,6 +535,7 @@ def test_an_empty_file_is_one_empty_part(world):
     assert result.ok and w.part_numbers() == [1] and w.stored()[0] == b""
 
 
+@on_moto
 def test_exactly_five_tib_is_allowed(world):
     w = world()
     os.truncate(w.path, S3_MAX_OBJECT)  # sparse; the stop keeps any part from being read
@@ -467,6 +545,7 @@ def test_exactly_five_tib_is_allowed(world):
     assert w.ops() == ["CreateMultipartUpload"]
 
 
+@on_moto
 def test_list_parts_reads_every_page(world):
     w = world()
     item = w.item()
