@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import types
 
 import pytest
 import tenacity
@@ -117,8 +118,10 @@ class Flaky:
 def sleeps(monkeypatch):
     """tenacity's sleeps, recorded instead of slept; the jitter pinned to its upper bound."""
     slept: list[float] = []
-    monkeypatch.setattr(tenacity.nap.time, "sleep", slept.append)
-    monkeypatch.setattr(tenacity.wait.random, "uniform", lambda low, high: high)
+    # tenacity's own references to the time and random modules, not the modules: nothing
+    # else in the process (a server thread) is affected.
+    monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=slept.append))
+    monkeypatch.setattr(tenacity.wait, "random", types.SimpleNamespace(uniform=lambda lo, hi: hi))
     return slept
 
 
