@@ -61,7 +61,7 @@ def run_mutmut(groups: list[str], max_children: int) -> float:
     Path("mutants").mkdir()
     with open("mutants/run.log", "w") as log:  # mutmut's progress spinner: kept out of sight
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if code:
+    if code:  # `debug = true` under [tool.mutmut] makes the log show which test failed
         sys.exit(f"mutmut run failed ({code}); see mutants/run.log")
     return time.monotonic() - start
 
