@@ -9,11 +9,13 @@ import hashlib
 import logging
 import os
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import moto.s3.models
 from moto.core import DEFAULT_ACCOUNT_ID
 import pytest
+import tenacity
 from botocore.exceptions import ClientError
 
 from journalsync.config import MiB
@@ -193,6 +195,23 @@ def test_a_resume_sends_only_the_parts_the_server_lacks(world, caplog):
     assert result.bytes_sent == sum(len(w.data[(n - 1) * MiB:n * MiB])
                                     for n in w.part_numbers())
     assert w.ops()[:1] == ["ListParts"] and "CreateMultipartUpload" not in w.ops()
+
+
+@on_moto
+def test_a_retried_part_counts_its_bytes_twice(world, monkeypatch):
+    monkeypatch.setattr(tenacity.nap, "time", types.SimpleNamespace(sleep=lambda s: None))
+    w = world(retry_attempts=2)
+    refused = []
+
+    def refuse_part_3_once(req):
+        if req.operation == "UploadPart" and req.query["partNumber"] == ["3"] and not refused:
+            refused.append(req)
+            return Fault(status=500, code="InternalError")
+        return None
+    w.proxy.hook = refuse_part_3_once
+    result, _ = w.upload()
+    assert result.ok and w.part_numbers() == [1, 2, 3, 3, 4]
+    assert result.bytes_sent == SIZE + MiB
 
 
 @on_moto
