@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo server test test-fast bench clean
+.PHONY: demo server test test-fast bench mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,16 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
+MUTATE_STAMP := $(VENV)/.installed-mutate
+
+$(MUTATE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[mutate]'
+	touch $@
+
+## mutate: mutation testing (mutmut) of guard, plan, deleter, multipart, retry and the scan's
+## change detection, each mutant against the unit tests that reach it; not part of `make test`
+mutate: $(MUTATE_STAMP)
+	$(PY) -m tests.mutation_support.mutate
+
 clean:
-	rm -rf .demo .bench .server
+	rm -rf .demo .bench .server mutants

@@ -1,0 +1,20 @@
+"""Which part a resumed upload may take from the server instead of sending it again."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from journalsync.multipart import MultipartDriver
+
+
+@pytest.mark.parametrize("held, journaled, data, reusable", [
+    (None, None, b"x", False),
+    (('"e"', 2), '"e"', b"x", False),  # size differs
+    (('"e"', 1), '"e"', b"x", True),  # the ETag we journaled
+    ((f'"{hashlib.md5(b"x").hexdigest()}"', 1), None, b"x", True),  # the MD5 of our bytes
+    (('"e"', 1), '"f"', b"x", False),
+])
+def test_reusable(held, journaled, data, reusable):
+    assert MultipartDriver._reusable(held, journaled, data) is reusable

@@ -1,0 +1,145 @@
+"""The scan's change detection on real files and a real journal: which staged files are
+hashed again (the identity compared in iter_files_to_hash), what a hash records, and what
+a file that cannot be read, or keeps changing, leaves behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+from journalsync import scan as scan_mod
+from journalsync.config import Destination
+from journalsync.errors import Interrupted
+from journalsync.journal import BATCH, Journal
+from journalsync.scan import INLINE_HASH_MAX, ScanStats, _hash_changed, _stage_row, hash_file, scan
+
+DEST = Destination.parse("s3://bkt/pre")
+
+
+def staged(key, size=1, mtime=1, ctime=1, inode=1, error=None):
+    return {"key": key, "path": key, "size": size, "mtime_ns": mtime, "ctime_ns": ctime,
+            "inode": inode, "sha256": None, "error": error}
+
+
+@pytest.fixture
+def journal(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        yield journal
+
+
+def test_each_part_of_the_identity_alone_makes_a_file_hashed_again(journal):
+    """One row per way a file can differ from the last scan; only the untouched one and
+    the one that failed to stat now are left alone."""
+    keys = ["same", "size", "mtime", "ctime", "inode", "nohash", "failed", "new", "errnow"]
+    journal.begin_scan()
+    journal.stage_files([staged(k) for k in keys[:-2]])
+    journal.set_staged_hashes([{"key": k, "sha256": "h" + k, "error": None, "size": 1,
+                                "mtime_ns": 1, "ctime_ns": 1, "inode": 1}
+                               for k in keys[:-2] if k != "nohash"])
+    journal.commit_scan(1)
+    journal.begin_scan()  # "failed": its last scan could not read it, so its row is flagged
+    journal.stage_files([staged(k) for k in keys if k not in ("failed", "errnow")]
+                        + [staged("failed", error="cannot read"), staged("errnow", error="x")])
+    journal.commit_scan(2)
+    journal.begin_scan()
+    journal.stage_files([staged("same"), staged("size", size=2), staged("mtime", mtime=2),
+                         staged("ctime", ctime=2), staged("inode", inode=2), staged("nohash"),
+                         staged("failed"), staged("new"), staged("errnow", error="x")])
+    assert [row["key"] for row in journal.iter_files_to_hash()] == [
+        "ctime", "failed", "inode", "mtime", "new", "nohash", "size"]
+    assert next(journal.iter_files_to_hash()) == {"key": "ctime", "path": "ctime", "size": 1,
+                                                  "mtime_ns": 1, "ctime_ns": 2, "inode": 1}
+
+
+def test_hash_file_records_the_stat_it_hashed(tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    st = os.stat(tmp_path / "f")
+    assert hash_file(str(tmp_path), {"key": "k", "path": "f"}, racy_window_ns=0) == {
+        "key": "k", "sha256": hashlib.sha256(b"abc").hexdigest(), "error": None, "size": 3,
+        "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def test_an_unreadable_file_keeps_the_staged_stat_and_says_why(tmp_path):
+    row = staged("k") | {"path": "missing", "size": 5, "mtime_ns": 6, "ctime_ns": 7, "inode": 8}
+    assert hash_file(str(tmp_path), row, racy_window_ns=0) == {
+        "key": "k", "sha256": None, "size": 5, "mtime_ns": 6, "ctime_ns": 7, "inode": 8,
+        "error": "cannot read: No such file or directory"}
+
+
+def test_a_file_that_changes_under_every_read_fails_after_three(tmp_path, monkeypatch):
+    """A writer appends to the file while each read is in progress (a real write, at the
+    one moment that matters), so no read sees one version of it."""
+    path = tmp_path / "f"
+    path.write_bytes(b"v1")
+    reads = []
+    real_digest = hashlib.file_digest
+
+    def digest_then_append(fh, name):
+        reads.append(name)
+        result = real_digest(fh, name)
+        with open(path, "ab") as out:
+            out.write(b"+")
+        return result
+
+    monkeypatch.setattr(scan_mod.hashlib, "file_digest", digest_then_append)
+    row = staged("k") | {"path": "f", "size": 2, "mtime_ns": 3, "ctime_ns": 4, "inode": 5}
+    assert hash_file(str(tmp_path), row, racy_window_ns=0) == {
+        "key": "k", "sha256": None, "size": 2, "mtime_ns": 3, "ctime_ns": 4, "inode": 5,
+        "error": "file kept changing while it was read"}
+    assert len(reads) == 3
+
+
+def test_stage_row_of_a_file_that_could_not_be_stated():
+    assert _stage_row("k", "p", None, "cannot stat") == {
+        "key": "k", "path": "p", "size": None, "mtime_ns": None, "ctime_ns": None,
+        "inode": None, "sha256": None, "error": "cannot stat"}
+
+
+def test_small_and_large_files_are_hashed_and_counted(tmp_path, journal):
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {"empty": 0, "small": 10, "edge": INLINE_HASH_MAX, "large": INLINE_HASH_MAX + 1,
+             "larger": 2 * INLINE_HASH_MAX}
+    for name, size in sizes.items():
+        (src / name).write_bytes(bytes([len(name)]) * size)
+    stats = scan(src, DEST, journal, 1, hash_threads=2)
+    assert (stats.scanned, stats.hashed, stats.hashed_bytes) == (5, 5, sum(sizes.values()))
+    hashes = {lf.key: lf.sha256 for lf, _ in journal.iter_plan_inputs()}
+    assert hashes == {name: hashlib.sha256(bytes([len(name)]) * size).hexdigest()
+                      for name, size in sizes.items()}
+
+
+def test_more_changed_files_than_a_batch_all_get_their_hash(tmp_path, journal):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(BATCH + 5):
+        (src / f"{i:04d}").write_bytes(b"%d" % i)
+    stats = scan(src, DEST, journal, 1)
+    hashes = {lf.key: lf.sha256 for lf, _ in journal.iter_plan_inputs()}
+    assert stats.hashed == len(hashes) == BATCH + 5
+    assert all(h == hashlib.sha256(b"%d" % int(k)).hexdigest() for k, h in hashes.items())
+
+
+def test_files_gone_before_hashing_are_errors_small_or_large(tmp_path, journal):
+    journal.begin_scan()
+    journal.stage_files([staged("big", size=INLINE_HASH_MAX * 2), staged("tiny", size=3)])
+    stats, errors = ScanStats(), []
+    _hash_changed(str(tmp_path), journal, stats, errors, 2, None, 0)
+    assert sorted(errors) == [("big", "cannot read: No such file or directory"),
+                              ("tiny", "cannot read: No such file or directory")]
+    assert (stats.hashed, stats.hashed_bytes) == (0, 0)
+
+
+def test_a_stop_before_hashing_raises_and_leaves_the_files_as_they_were(tmp_path, journal):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    (src / "b").write_bytes(b"b" * (INLINE_HASH_MAX + 1))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Interrupted, match="^stopped while hashing$"):
+        scan(src, DEST, journal, 1, stop=stop)
+    assert list(journal.iter_plan_inputs()) == []
