@@ -258,7 +258,12 @@ class SeaweedS3Server(LocalS3Server):
         return [_bin("weed"), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-s3.port={self.port}", f"-s3.config={identities}",
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", *ports]
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # Every bucket is a collection with volumes of its own: small, not
+                # preallocated, and many of them, or a test session runs out of volumes
+                # ("No writable volumes and no free volumes left") after a hundred buckets.
+                "-master.volumeSizeLimitMB=16", "-master.volumePreallocate=false",
+                "-volume.max=10000", *ports]
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
