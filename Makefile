@@ -21,13 +21,17 @@ demo: $(STAMP)
 server: $(STAMP)
 	$(VENV)/bin/journalsync dev-server .server $(SERVER_ARGS)
 
-## test: the whole suite, against moto and rclone serve s3
+# Workers for the suite: most tests wait on servers, proxies and subprocesses, so three
+# workers keep two cores busy (TEST_WORKERS=0 runs in one process, e.g. to debug).
+TEST_WORKERS ?= 3
+
+## test: the whole suite, against moto, rclone serve s3 and SeaweedFS
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 ## test-fast: the suite without the crash and fault-injection tests (marked slow)
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'

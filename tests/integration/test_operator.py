@@ -77,8 +77,12 @@ def test_debug_log_holds_no_secret_key_token_or_signature(sync, s3, tmp_path):
     import re
 
     assert not re.search(r"Signature=[0-9a-f]{64}", text)
+    # The JSON log's shape, with no session token (SeaweedFS refuses a token it did not
+    # issue, InvalidAccessKeyId, and a run refused at once logs nothing to its file).
+    sync.env_overrides = {}
     json_log = tmp_path / "run.jsonl"
-    sync.run("--log-file", str(json_log), "--log-format", "json", "-v")
+    plain = sync.run("--log-file", str(json_log), "--log-format", "json", "-v")
+    assert plain.code == 0, plain.err
     first = json.loads(json_log.read_text().splitlines()[0])
     assert {"time", "level", "logger", "message"} <= set(first)
 
