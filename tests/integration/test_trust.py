@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import time
 
-import pytest
 
 from tests.support.proxy import Fault, RecordingProxy
 
@@ -52,6 +51,19 @@ def kill_in_delete_phase(sync, s3, *args: str) -> RecordingProxy:
         proc.wait(timeout=30)
     proxy.hook = None
     return proxy
+
+
+def kill_at_first_upload(sync, s3) -> None:
+    """SIGKILL a run at its first upload (held, then dropped unsent): its plan is stored,
+    nothing is uploaded. Later runs go straight to the server again."""
+    held = lambda req: Fault(status=0, delay=60, reset=True) if req.method == "PUT" else None  # noqa: E731
+    with RecordingProxy(s3.port, hook=held) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args("--workers", "1"))
+        wait_for(lambda: proxy.counts()["PUT"] >= 1, "the first upload")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    sync.endpoint_url = None
 
 
 def test_resume_does_not_delete_files_that_came_back(sync, s3, s3client):
@@ -181,14 +193,7 @@ def test_a_store_refusing_everything_stops_early_and_is_not_replayed(sync, s3, s
 def test_resume_refuses_a_plan_older_than_its_bound(sync, s3, s3client):
     """A plan older than --resume-max-age is made afresh, and the files it missed go up."""
     tree(sync, 10)
-    held = lambda req: Fault(status=0, delay=60, reset=True) if req.method == "PUT" else None  # noqa: E731
-    with RecordingProxy(s3.port, hook=held) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args("--workers", "1"))
-        wait_for(lambda: proxy.counts()["PUT"] >= 1, "the first upload")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    sync.endpoint_url = None  # straight to the server again
+    kill_at_first_upload(sync, s3)
     with sqlite3.connect(sync.journal) as db:  # the night passes
         db.execute("UPDATE runs SET planned_at = planned_at - 13 * 3600")
     sync.write("later/new.txt", b"new")
@@ -332,14 +337,7 @@ def test_a_planned_file_gone_before_its_upload_is_not_a_failure(sync, s3, s3clie
     """A file removed between a killed run and its resume is not uploaded and not failed:
     exit 0, with a note."""
     tree(sync, 6)
-    held = lambda req: Fault(status=0, delay=60, reset=True) if req.method == "PUT" else None  # noqa: E731
-    with RecordingProxy(s3.port, hook=held) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args("--workers", "1"))
-        wait_for(lambda: proxy.counts()["PUT"] >= 1, "the first upload")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    sync.endpoint_url = None
+    kill_at_first_upload(sync, s3)
     (sync.src / "d3/f003.txt").unlink()
     result = sync.run("--resume", "--json")
     assert result.code == 0, result.err
