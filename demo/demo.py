@@ -57,7 +57,8 @@ def main() -> None:
 
         print("\n# 1. first run: every file is new")
         journalsync(env, *run)
-        print("\n# 2. nothing changed: nothing is read or uploaded")
+        print("\n# 2. nothing changed: nothing is uploaded (files written within 2 s of their\n"
+              "#    hash are read once more: a hash that young is not trusted)")
         journalsync(env, *run)
 
         print("\n# 3. edit one file in place, same size, and put its mtime back")
