@@ -84,7 +84,6 @@ class Run:
     journal_files: int = 0  # files the journal remembered before this run's scan
     verdict: Verdict | None = None
     head_refused: set[str] = field(default_factory=set)  # keys whose HEAD the store refused
-    vanished: int = 0  # planned uploads whose file was gone when their turn came
     failed_deletes: int = 0  # in `extra` (the objects remain), not in counts.failed
     failures: FailureLines = field(default_factory=FailureLines)  # one stderr line each
 
@@ -129,8 +128,8 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
         timing = journal.add_elapsed(run.run_id, time.monotonic() - started)
     if received:
         run.notes.append("stopped by a signal; `journalsync run --resume` continues")
-    if run.vanished:
-        run.notes.append(f"{run.vanished} planned file(s) vanished before their upload; "
+    if run.counts.vanished:
+        run.notes.append(f"{run.counts.vanished} planned file(s) vanished before their upload; "
                          "not uploaded, not failed")
     if run.failed_deletes:
         run.notes.append(f"{run.failed_deletes} delete(s) failed; their objects remain, in "
@@ -444,7 +443,7 @@ def _final_counts(run: Run) -> None:
     counts.failed = totals["failed_uploads"] + run.journal.scan_failures(run.run_id,
                                                                           include_dirs=True)
     counts.pending = totals["pending_uploads"]
-    run.vanished = counts.vanished = totals["vanished"]
+    counts.vanished = totals["vanished"]
     run.failed_deletes = totals["failed_deletes"]
     gone = run.counts.deleted + totals.get("cancelled_deletes", 0)
     run.counts.extra = max(0, run.journal.plan_counts(run.run_id).extra - gone)
