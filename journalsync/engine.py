@@ -264,6 +264,7 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     run.head_refused = listed.refused
+    counts.adopted += sum(listed.adopted.values())
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
              listed.listed, listed.pages, listed.heads, time.monotonic() - t)
 
@@ -280,8 +281,9 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
 
 
 def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
-    """Scan the source into the journal with the LIST (network) beside it (disk): neither
-    waits for the other. Sets the scan's counts and notes."""
+    """Scan the source into the journal with the LIST (network) beside it (disk). The walk
+    overlaps the LIST; the hashing waits for it (adopt.py: a file is read once, knowing
+    its object's ETag). Sets the scan's counts and notes."""
     cfg, journal, counts = run.cfg, run.journal, run.counts
     run.journal_files = journal.count_files()
     if run.view:
@@ -291,7 +293,8 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
         listing = lister.submit(_list, run) if must_list else None
         try:
             scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers),
-                           run.stop, cfg.key_filter)
+                           run.stop, cfg.key_filter,
+                           before_hash=listing.result if listing else None)
         except BaseException:
             run.stop.set()  # let the LIST stop at its next page
             raise
@@ -303,6 +306,7 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
     # scanned, and failed (so `failed` is what `status --failed` lists and the guard counts).
     counts.scanned = scanned.scanned + scanned.failed_dirs
     counts.symlinks, counts.special = scanned.symlinks, scanned.special
+    counts.adopted += sum(scanned.adopted.values())
     if scanned.symlinks:
         run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
     if scanned.special:
