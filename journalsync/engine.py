@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from journalsync import manifest, rewrites
+from journalsync import adoptcopy, manifest, rewrites
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
@@ -208,6 +208,8 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
         if not cfg.dry_run:
             _transfer(run)
             _final_counts(run)
+            if cfg.adopt_metadata:
+                _adopt_metadata(run)
             _delete_phase(run)
     except Interrupted:
         _final_counts(run)
@@ -372,6 +374,19 @@ def _transfer(run: Run) -> None:
         raise FatalRemoteError(f"stopped: {stopped.reason}", resumable=stopped.resumable)
     if run.stop.is_set():
         raise Interrupted("stopped by a signal")
+
+
+def _adopt_metadata(run: Run) -> None:
+    """--adopt-metadata: our metadata onto adopted objects (adoptcopy.py). A failed copy is
+    a warning for its object (logged there) and a note here, never a failed run."""
+    stats = _remote("cannot write metadata in", run.cfg, lambda: adoptcopy.write_metadata(
+        run.clients, run.cfg, run.journal, run.stop))
+    if stats.copied or stats.already:
+        log.info("--adopt-metadata: %d object(s) now carry sha256 metadata (%d had it)",
+                 stats.copied + stats.already, stats.already)
+    if stats.failed:
+        run.notes.append(f"--adopt-metadata: {stats.failed} adopted object(s) could not be "
+                         "rewritten with sha256 metadata; they stay adopted, verify skips them")
 
 
 def _policy(cfg: Config) -> DeletePolicy:
