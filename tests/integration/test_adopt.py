@@ -183,3 +183,25 @@ def test_adopt_metadata_writes_our_sha256_and_keeps_the_headers(sync, s3, s3clie
     result, proxy = run_through_proxy(sync, s3, "--adopt-metadata")
     assert (result.code, result.summary["uploaded"]) == (0, "0"), result.err
     assert proxy.counts()["PUT"] == 0, proxy.requests
+
+
+def test_adopt_metadata_from_a_job_file(sync, s3client, tmp_path):
+    s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("a.txt"), Body=b"peer")
+    sync.write("a.txt", b"peer")
+    job = tmp_path / "job.toml"
+    job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\n'
+                   f'journal = "{sync.journal}"\nadopt_metadata = true\n')
+    result = sync.cli("run", "--config", str(job))
+    assert (result.code, result.summary["uploaded"], result.summary["adopted"]) == (0, "0", "1"), \
+        result.err
+    head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("a.txt"))
+    assert {k.lower(): v for k, v in head["Metadata"].items()}["sha256"] == \
+        hashlib.sha256(b"peer").hexdigest()
+
+
+def test_adopt_metadata_in_a_job_file_must_be_a_boolean(offline_sync, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('source = "/tmp"\ndestination = "s3://bkt/p"\nadopt_metadata = "yes"\n')
+    result = offline_sync.cli("run", "--config", str(job))
+    assert result.code == 2
+    assert result.err.strip() == f"journalsync: error: job file {job}: adopt_metadata must be true or false"
