@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo server test test-fast bench bench-adopt mutate clean
+.PHONY: demo server test test-fast bench bench-adopt bench-big mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(BENCH_STAMP)
 bench-adopt: $(BENCH_STAMP)
 	$(PY) bench/adopt.py $(BENCH_ARGS)
 
+## bench-big: 8 x 1 GiB new files, cold cache: first byte, disk reads, CPU, RSS per tool (root)
+bench-big: $(BENCH_STAMP)
+	$(PY) bench/bigtree.py $(BENCH_ARGS)
+
 MUTATE_STAMP := $(VENV)/.installed-mutate
 
 $(MUTATE_STAMP): $(STAMP)
@@ -57,4 +61,4 @@ mutate: $(MUTATE_STAMP)
 	$(PY) -m tests.mutation_support.mutate
 
 clean:
-	rm -rf .demo .bench .bench-adopt .server mutants
+	rm -rf .demo .bench .bench-adopt .bench-big .server mutants
