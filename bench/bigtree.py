@@ -94,6 +94,8 @@ def command(tool: str, src: Path, bucket: str, endpoint: str, journal: Path) -> 
 def run_one(tool: str, src: Path, server, env: dict, cap: float, log) -> Result:
     bucket = f"big-{tool}"
     server.create_bucket(bucket)
+    for old in WORK.glob(f"{tool}.sqlite*"):
+        old.unlink()  # a new journal: every file is new to every tool
     drop_caches()
     base = rchar(server.proc.pid)
     cmd = command(tool, src, bucket, server.endpoint_url, WORK / f"{tool}.sqlite")
