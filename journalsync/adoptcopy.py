@@ -11,8 +11,10 @@ proved>, so an object replaced meanwhile is never stamped with a hash it does no
 too, which narrows the window there.) Above 5 GiB, CopyObject's limit, the copy is a
 multipart copy (UploadPartCopy, each part with the same condition), aborted if any step
 fails; it is not journaled, so a copy killed half-way leaves an incomplete upload that
-`journalsync cleanup` lists. A failed copy is a warning for that object, never a failed
-run: the object keeps its content and its adoption proof.
+`journalsync cleanup` lists. A part copy answered without an ETag is taken as not done
+(`rclone serve s3` answers UploadPartCopy with an empty part) and the upload is aborted
+before Complete could replace the object. A failed copy is a warning for that object,
+never a failed run: the object keeps its content and its adoption proof.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ COPY_PART_SIZE = 512 * 1024 * 1024
 # What a HEAD returns that a copy with MetadataDirective=REPLACE must be told again.
 _KEPT_HEADERS = ("ContentType", "CacheControl", "ContentEncoding", "ContentDisposition",
                  "ContentLanguage", "StorageClass", "ServerSideEncryption", "SSEKMSKeyId")
+
+
+class CopyRefused(Exception):
+    """The store answered a copy step without doing it (no ETag for a copied part)."""
 
 
 @dataclass(slots=True)
@@ -70,7 +76,7 @@ def write_metadata(clients: ClientFactory, cfg: Config, journal: Journal,
     def one(row: dict) -> None:
         try:
             outcome = _stamp(clients, cfg, journal, row)
-        except ClientError as exc:
+        except (ClientError, CopyRefused) as exc:
             log.warning("--adopt-metadata: %s: not rewritten: %s", row["key"], describe(exc))
             outcome = "failed"
         with lock:
@@ -132,7 +138,11 @@ def _multipart_copy(clients: ClientFactory, args: dict, source: dict, if_match: 
                 Bucket=args["Bucket"], Key=args["Key"], UploadId=upload_id, PartNumber=number,
                 CopySource=source, CopySourceIfMatch=if_match,
                 CopySourceRange=f"bytes={start}-{end}"))
-            parts.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
+            part_etag = (resp.get("CopyPartResult") or {}).get("ETag")
+            if not part_etag:
+                raise CopyRefused(f"the store answered UploadPartCopy of part {number} "
+                                  "without an ETag (not supported?)")
+            parts.append({"PartNumber": number, "ETag": part_etag})
         done = clients.call(lambda: client.complete_multipart_upload(
             Bucket=args["Bucket"], Key=args["Key"], UploadId=upload_id,
             MultipartUpload={"Parts": parts}))
