@@ -296,7 +296,8 @@ def status(
     skipped, deleted, extra, failed, bytes, skip_reasons (reason: count), error, ...),
     failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
     file_errors (path, reason), in_flight (key,
-    upload_id, part_size, size, parts_done, bytes_done, created_at, ...)."""
+    upload_id, part_size, size, parts_done, bytes_done, created_at, ...), adopted (proof:
+    count of the objects another tool wrote that the journal adopted, e.g. etag-md5)."""
 
     def body() -> int:
         from journalsync.journal import Journal

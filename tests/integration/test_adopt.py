@@ -16,7 +16,6 @@ import random
 from journalsync.config import MiB
 from tests.support.proxy import RecordingProxy
 
-PEER_META = {"md5chksum", "s3cmd-attrs"}
 
 
 def put_multipart(client, bucket: str, key: str, data: bytes, part_sizes: list[int], **extra) -> None:
