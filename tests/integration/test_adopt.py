@@ -17,7 +17,6 @@ from journalsync.config import MiB
 from tests.support.proxy import RecordingProxy
 
 
-
 def put_multipart(client, bucket: str, key: str, data: bytes, part_sizes: list[int], **extra) -> None:
     """A multipart upload with the given part sizes (the last part takes the rest)."""
     upload = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
