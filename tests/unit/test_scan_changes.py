@@ -51,7 +51,8 @@ def test_each_part_of_the_identity_alone_makes_a_file_hashed_again(journal):
     assert [row["key"] for row in journal.iter_files_to_hash()] == [
         "ctime", "failed", "inode", "mtime", "new", "nohash", "size"]
     assert next(journal.iter_files_to_hash()) == {"key": "ctime", "path": "ctime", "size": 1,
-                                                  "mtime_ns": 1, "ctime_ns": 2, "inode": 1}
+                                                  "mtime_ns": 1, "ctime_ns": 2, "inode": 1,
+                                                  "etag": None}
 
 
 def test_hash_file_records_the_stat_it_hashed(tmp_path):
