@@ -216,3 +216,35 @@ def test_first_run_uploads_what_differs_from_a_peer_bucket(peer, s3, bucket, tmp
     for rel, data in ((edited, new), (corrupted, large[corrupted])):
         body = client.get_object(Bucket=bucket, Key=sync.object_key(rel))["Body"].read()
         assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), rel
+
+
+@pytest.mark.parametrize("peer", ["aws", "rclone"])  # s5cmd's part size is whole MiB only
+def test_a_part_size_no_etag_candidate_matches(peer, s3, bucket, tmp_path):
+    """5.5 MiB parts: no candidate part size rebuilds the multipart ETag, so that object is
+    the only one HEADed. rclone's `md5chksum` metadata then proves it (`rclone-md5`); aws
+    wrote no such metadata, so it is uploaded. `rclone serve s3`'s plain MD5 ETag proves
+    it either way, with no HEAD."""
+    files = small_tree(6)
+    rel = "big/a.bin"
+    data = random.Random(rel).randbytes(LARGE[rel])
+    with RecordingProxy(s3.port) as proxy:
+        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url)
+        write_tree(sync, {**files, rel: data})
+        fill_bucket(Fill(peer, 5 * MiB + MiB // 2), sync.src, s3, proxy.endpoint_url, bucket,
+                    PREFIX, tmp_path / "peer")
+        assert multipart_uploads(proxy.requests, bucket) == {sync.object_key(rel): 3}
+        proxy.clear()
+        first = sync.run()
+        assert first.code == 0, first.err
+        ops = object_ops(proxy, sync)
+        heads = {key for op, key in ops if op == "HeadObject"}  # an upload may HEAD it too
+        writes = {key for op, key in ops if op in WRITES}
+        adopted = status_json(sync)["adopted"]
+    if s3.name == "rclone":
+        assert (heads, writes, adopted) == (set(), set(), {"etag-md5": len(files) + 1})
+    elif peer == "rclone":
+        assert (heads, writes, adopted) == ({rel}, set(), {"etag-md5": len(files), "rclone-md5": 1})
+        assert first.summary["uploaded"] == "0"
+    else:
+        assert (heads, writes, adopted) == ({rel}, {rel}, {"etag-md5": len(files)})
+        assert first.summary["uploaded"] == "1"
