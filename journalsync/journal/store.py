@@ -226,15 +226,20 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
         stmt = select(runs.c.remote_total).where(runs.c.id == run_id)
         return int(self._one(stmt)[0] or 0)
 
-    def synced_files(self) -> Iterator[tuple[str, int, str]]:
-        """(key, size, sha256) of every file whose object we believe matches it: the
-        manifest holds the same hash."""
+    def synced_files(self) -> Iterator[tuple[str, int, str, str | None]]:
+        """(key, size, sha256, proven etag) of every file whose object we believe matches
+        it: the manifest holds the same hash. The proven etag is set for objects adopted
+        by a proof (adopt.py) that carry no sha256 metadata of ours: the ETag the proof
+        was made against."""
         stmt = text("""
-            SELECT f.key, f.size, f.sha256 FROM files f JOIN remote_objects r ON r.key = f.key
+            SELECT f.key, f.size, f.sha256,
+                   CASE WHEN r.sha_source IN ('etag-md5', 'rclone-md5', 's3cmd-md5')
+                          OR r.sha_source LIKE 'multipart-etag:%' THEN r.etag END AS proven
+            FROM files f JOIN remote_objects r ON r.key = f.key
             WHERE f.scan_error IS NULL AND f.sha256 IS NOT NULL AND r.sha256 = f.sha256
             ORDER BY f.key""")
         for row in self._stream(stmt):
-            yield row.key, row.size, row.sha256
+            yield row.key, row.size, row.sha256, row.proven
 
     def count_files(self) -> int:
         return int(self._one(select(func.count()).select_from(files))[0])
