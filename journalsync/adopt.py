@@ -244,9 +244,31 @@ def s3cmd_md5(metadata: dict[str, str] | None) -> str | None:
     return None
 
 
-def prove_by_metadata(metadata: dict[str, str] | None, md5: str | None) -> str | None:
-    """Rule 3's peer metadata against the file's whole MD5: the proof, or None."""
-    if not md5:
+# Encryption under which an object's ETag is not the MD5 of its bytes (even when it looks
+# like one). SSE-S3 (AES256) ETags are MD5s on AWS.
+_NON_MD5_SSE = ("aws:kms", "aws:kms:dsse")
+
+
+def etag_disproves(etag: str | None, md5: str, sse: str | None = None,
+                   customer_key: bool = False) -> bool:
+    """True when the object's own ETag says its bytes differ from a file of this MD5: a
+    single-part ETag (an MD5 of the bytes unless SSE-KMS or SSE-C) that is not the file's.
+    Metadata another tool wrote never outvotes that (a mismatch always means upload)."""
+    parsed = parse_etag(etag)
+    if parsed is None or parsed[1] is not None or customer_key:
+        return False
+    if sse and sse.lower() in _NON_MD5_SSE:
+        return False
+    return parsed[0] != md5.lower()
+
+
+def prove_by_metadata(metadata: dict[str, str] | None, md5: str | None,
+                      etag: str | None = None, sse: str | None = None,
+                      customer_key: bool = False) -> str | None:
+    """Rule 3's peer metadata against the file's whole MD5: the proof, or None. `etag`,
+    `sse` and `customer_key` come from the same HEAD: an ETag that disproves the file's MD5
+    (etag_disproves) leaves nothing to prove."""
+    if not md5 or etag_disproves(etag, md5, sse, customer_key):
         return None
     claims = [(proof, claimed) for proof, claimed in ((RCLONE_MD5, rclone_md5(metadata)),
                                                       (S3CMD_MD5, s3cmd_md5(metadata)))

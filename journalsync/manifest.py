@@ -155,7 +155,9 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
         sha = metadata_sha256(resp.get("Metadata"))
         if sha:
             return {**row, "sha256": sha}
-        proof = adopt.prove_by_metadata(resp.get("Metadata"), local_md5) if local_sha else None
+        proof = adopt.prove_by_metadata(
+            resp.get("Metadata"), local_md5, row["etag"], resp.get("ServerSideEncryption"),
+            bool(resp.get("SSECustomerAlgorithm"))) if local_sha else None
         return {**row, "sha256": local_sha, "sha_source": proof} if proof else None
 
     found: list[dict] = []

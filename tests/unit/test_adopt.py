@@ -190,3 +190,16 @@ def test_adoption_proof_names():
     assert all(adopt.is_adoption_proof(p) for p in (
         "etag-md5", "multipart-etag:8MiB", "rclone-md5", "s3cmd-md5"))
     assert not any(adopt.is_adoption_proof(p) for p in ("upload", "head", None, ""))
+
+
+def test_a_plain_etag_that_disagrees_vetoes_peer_metadata():
+    rclone = {"md5chksum": base64.b64encode(hashlib.md5(b"hello").digest()).decode()}
+    other = hashlib.md5(b"HELLO").hexdigest()
+    assert adopt.prove_by_metadata(rclone, MD5, other) is None
+    assert adopt.prove_by_metadata(rclone, MD5, f'"{other.upper()}"') is None
+    assert adopt.prove_by_metadata(rclone, MD5, MD5.upper()) == "rclone-md5"
+    assert adopt.prove_by_metadata(rclone, MD5, f"{other}-3") == "rclone-md5"  # says nothing
+    # SSE-KMS and SSE-C ETags are not MD5s: they cannot disagree.
+    assert adopt.prove_by_metadata(rclone, MD5, other, "aws:kms") == "rclone-md5"
+    assert adopt.prove_by_metadata(rclone, MD5, other, None, True) == "rclone-md5"
+    assert adopt.prove_by_metadata(rclone, MD5, other, "AES256") is None
