@@ -26,13 +26,14 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+from journalsync import adopt
 from journalsync.clients import ClientFactory
 from journalsync.config import GiB, Config
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.multipart import part_size_for
 from journalsync.objectmeta import metadata_sha256, mtime_text
-from journalsync.retry import describe
+from journalsync.retry import describe, error_code, http_status
 from journalsync.workers import bounded_map
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,24 @@ def write_metadata(clients: ClientFactory, cfg: Config, journal: Journal,
     """Copy every adopted object onto itself with our metadata (see the module doc)."""
     stats = CopyStats()
     lock = threading.Lock()
+    unsupported: list[str] = []  # the store answered 501 once: it does not copy at all
 
     def one(row: dict) -> None:
-        try:
-            outcome = _stamp(clients, cfg, journal, row)
-        except (ClientError, CopyRefused) as exc:
-            log.warning("--adopt-metadata: %s: not rewritten: %s", row["key"], describe(exc))
-            outcome = "failed"
+        outcome = "failed"
+        if not unsupported:
+            try:
+                outcome = _stamp(clients, cfg, journal, row)
+            except (ClientError, CopyRefused) as exc:
+                if http_status(exc) != 501 and error_code(exc) != "NotImplemented":
+                    log.warning("--adopt-metadata: %s: not rewritten: %s", row["key"],
+                                describe(exc))
+                else:
+                    with lock:
+                        first = not unsupported
+                        unsupported.append(row["key"])
+                    if first:  # one line, not one per object
+                        log.warning("--adopt-metadata: the store does not support copies "
+                                    "(%s); no adopted object is rewritten", describe(exc))
         with lock:
             setattr(stats, outcome, getattr(stats, outcome) + 1)
 
@@ -119,7 +131,16 @@ def _stamp(clients: ClientFactory, cfg: Config, journal: Journal, row: dict) -> 
     if not new_etag:  # rclone serve s3 answers a copy without its ETag
         new_etag = clients.call(lambda: client.head_object(
             Bucket=cfg.dest.bucket, Key=full_key))["ETag"]
-    journal.set_metadata_written(row["key"], etag, new_etag.strip('"'), "adopt-copy")
+    new_etag = new_etag.strip('"')
+    if row.get("md5") and adopt.etag_disproves(new_etag, row["md5"], head.get("ServerSideEncryption"),
+                                               bool(head.get("SSECustomerAlgorithm"))):
+        # The copy's ETag is the MD5 of other bytes: the object was replaced between the
+        # HEAD and the copy and the store ignored CopySourceIfMatch (moto, rclone serve s3).
+        journal.forget_copied_hash(row["key"], etag, new_etag)
+        log.warning("--adopt-metadata: %s changed during the copy; its file will be uploaded "
+                    "next run", row["key"])
+        return "skipped"
+    journal.set_metadata_written(row["key"], etag, new_etag, "adopt-copy")
     log.info("--adopt-metadata: %s now carries sha256", row["key"])
     return "copied"
 
@@ -143,9 +164,12 @@ def _multipart_copy(clients: ClientFactory, args: dict, source: dict, if_match: 
                 raise CopyRefused(f"the store answered UploadPartCopy of part {number} "
                                   "without an ETag (not supported?)")
             parts.append({"PartNumber": number, "ETag": part_etag})
+        # IfMatch: the parts were copied from `if_match`; an object replaced since the last
+        # part copy must not be reverted by Complete (AWS honours it; stores that ignore it
+        # leave a window of one request).
         done = clients.call(lambda: client.complete_multipart_upload(
             Bucket=args["Bucket"], Key=args["Key"], UploadId=upload_id,
-            MultipartUpload={"Parts": parts}))
+            MultipartUpload={"Parts": parts}, IfMatch=if_match))
     except BaseException:
         try:
             client.abort_multipart_upload(Bucket=args["Bucket"], Key=args["Key"], UploadId=upload_id)

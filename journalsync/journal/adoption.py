@@ -25,9 +25,9 @@ class AdoptionStore:
 
     def adopted_without_metadata(self) -> Iterator[dict]:
         """Adopted objects that do not carry our metadata yet and still match their file:
-        key, etag (as listed), size, the file's sha256 and mtime_ns (--adopt-metadata)."""
+        key, etag (as listed), size, the file's sha256, md5 and mtime_ns (--adopt-metadata)."""
         stmt = text(f"""
-            SELECT r.key, r.etag, r.size, f.sha256, f.mtime_ns FROM remote_objects r
+            SELECT r.key, r.etag, r.size, f.sha256, f.md5, f.mtime_ns FROM remote_objects r
             JOIN files f ON f.key = r.key
             WHERE {_PROOF_SQL} AND r.sha_source != 'adopt-copy'
               AND f.scan_error IS NULL AND f.sha256 = r.sha256 AND f.size = r.size
@@ -42,3 +42,12 @@ class AdoptionStore:
             conn.execute(text("""UPDATE remote_objects SET etag = :new, sha_source = :src
                                  WHERE key = :key AND etag = :old"""),
                          {"new": new_etag, "src": source, "key": key, "old": old_etag})
+
+    def forget_copied_hash(self, key: str, old_etag: str, new_etag: str) -> None:
+        """A copy onto itself gave the object other bytes than the ones proven (another
+        writer replaced it between our HEAD and the copy, on a store that ignores
+        CopySourceIfMatch): its hash is unknown again, so the next run uploads the file."""
+        with self._write() as conn:
+            conn.execute(text("""UPDATE remote_objects SET etag = :new, sha256 = NULL,
+                                 sha_source = NULL WHERE key = :key AND etag = :old"""),
+                         {"new": new_etag, "key": key, "old": old_etag})

