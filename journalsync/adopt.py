@@ -109,12 +109,14 @@ def _s3manager_size(size: int) -> int:
     return size // MAX_PARTS + 1 if size // (50 * MiB) >= MAX_PARTS else 50 * MiB
 
 
+def _peer_sizes(size: int) -> tuple[int, ...]:
+    """The part sizes peers pick by default for a file of this size (steps 1 and 2)."""
+    return (*PEER_DEFAULTS, _s3transfer_size(size), _rclone_size(size), _s3manager_size(size))
+
+
 def _ordered_sizes(size: int, parts: int):
     """Every part size worth trying, in preference order, duplicates included."""
-    yield from PEER_DEFAULTS
-    yield _s3transfer_size(size)
-    yield _rclone_size(size)
-    yield _s3manager_size(size)
+    yield from _peer_sizes(size)
     ps = MiB
     while ps <= 5 * 1024 * MiB:
         yield ps
@@ -140,6 +142,15 @@ def candidate_part_sizes(size: int, parts: int, cap: int = MAX_CANDIDATES) -> li
     if parts == 1 and not found:
         found.append(size)
     return found
+
+
+def split_candidates(size: int, parts: int) -> tuple[list[int], list[int]]:
+    """candidate_part_sizes split into (the peers' defaults, the rest). A file is read
+    with the first only (usually one MD5 hasher); the rest (up to MAX_CANDIDATES hashers,
+    as many MD5 passes) are tried in a second read only when the first proves nothing."""
+    peers = set(_peer_sizes(size))
+    found = candidate_part_sizes(size, parts)
+    return [ps for ps in found if ps in peers], [ps for ps in found if ps not in peers]
 
 
 def part_label(part_size: int) -> str:
@@ -184,10 +195,11 @@ class ContentHasher:
     """Feed a file's bytes once; get SHA-256, MD5 and the multipart ETags for the candidate
     part sizes of `etag` (none when the ETag is not multipart)."""
 
-    def __init__(self, size: int, etag: str | None):
+    def __init__(self, size: int, etag: str | None, sizes: list[int] | None = None):
         self.sha, self.md5 = hashlib.sha256(), hashlib.md5()
-        parsed = parse_etag(etag)
-        sizes = candidate_part_sizes(size, parsed[1]) if parsed and parsed[1] else []
+        if sizes is None:
+            parsed = parse_etag(etag)
+            sizes = candidate_part_sizes(size, parsed[1]) if parsed and parsed[1] else []
         self.parts = [_PartHasher(ps) for ps in sizes]
 
     def update(self, data) -> None:

@@ -203,3 +203,15 @@ def test_a_plain_etag_that_disagrees_vetoes_peer_metadata():
     assert adopt.prove_by_metadata(rclone, MD5, other, "aws:kms") == "rclone-md5"
     assert adopt.prove_by_metadata(rclone, MD5, other, None, True) == "rclone-md5"
     assert adopt.prove_by_metadata(rclone, MD5, other, "AES256") is None
+
+
+@pytest.mark.parametrize("size, parts, first", [
+    (12 * MiB, 2, [8 * MiB]),  # aws's 8 MiB parts: one hasher, not sixteen
+    (60 * MiB, 2, [50 * MiB]),  # s5cmd's 50 MiB
+    (11 * MiB + 5, 3, [5 * MiB]),  # rclone's 5 MiB
+    (13 * MiB + 999, 3, [5 * MiB]),  # 6 MiB parts (found in the second read) fit too
+])
+def test_peers_part_sizes_are_tried_first_and_alone(size, parts, first):
+    peers, rest = adopt.split_candidates(size, parts)
+    assert peers == first
+    assert peers + rest == candidate_part_sizes(size, parts)
