@@ -6,7 +6,8 @@ identity because a same-size edit whose mtime was put back (`touch -r`, `os.utim
 rsync -t) still moves ctime, which no user-level call can set.
 
 Adoption candidates (adopt.py: a file with an object of its size whose hash is unknown)
-are read once for SHA-256, MD5 and the multipart ETag candidates together; the hashing
+are read for SHA-256, MD5 and the multipart ETag candidates together (a second read
+only for part sizes no peer picks by default); the hashing
 waits for the LIST (`before_hash`) so it knows which files those are and their ETags.
 
 A hash is only as good as the timestamps that vouch for it: a same-size write landing in the
