@@ -126,6 +126,19 @@ def _page_fetcher(clients: ClientFactory, cfg: Config):
     return fetch
 
 
+def _plain_etag_disagrees(etag: str, local_md5: str | None, head: dict) -> bool:
+    """True when the object's single-part ETag is an MD5 of its bytes, as the store says by
+    not encrypting it with SSE-KMS or SSE-C, and that MD5 is not the file's: the bytes
+    differ, whatever a peer's metadata claims (metadata survives a copy that changes the
+    bytes). Encrypted objects' ETags are not MD5s, so there the metadata may decide."""
+    parsed = adopt.parse_etag(etag)
+    if parsed is None or parsed[1] is not None or local_md5 is None:
+        return False
+    encrypted = head.get("ServerSideEncryption") not in (None, "AES256") or \
+        head.get("SSECustomerAlgorithm") is not None
+    return not encrypted and parsed[0] != local_md5
+
+
 def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: ManifestStats) -> None:
     """HEAD the objects whose hash is unknown but whose size equals the local file's (the
     adoption candidates their ETag could not prove), and take their sha256 metadata, else
@@ -155,7 +168,9 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
         sha = metadata_sha256(resp.get("Metadata"))
         if sha:
             return {**row, "sha256": sha}
-        proof = adopt.prove_by_metadata(resp.get("Metadata"), local_md5) if local_sha else None
+        if not local_sha or _plain_etag_disagrees(etag, local_md5, resp):
+            return None
+        proof = adopt.prove_by_metadata(resp.get("Metadata"), local_md5)
         return {**row, "sha256": local_sha, "sha_source": proof} if proof else None
 
     found: list[dict] = []
