@@ -214,7 +214,10 @@ def test_cuts_and_growth_are_logged_when_the_whole_limit_moves(caplog):
 def test_a_dropped_link_is_probed_about_once_a_second_and_not_counted_against_attempts(sleeps):
     """Once the endpoint has answered, connection failures are an outage, not a store that
     refuses us: tried again within LINK_RETRY_CAP, as often as the time budget allows, so a
-    link that comes back is used within a second (not after a backoff grown to 20 s)."""
+    link that comes back is used within a second (not after a backoff grown to 20 s). The
+    store's answers (SlowDown, 5xx) back off exponentially and stop at the attempt count as
+    before, and so do connection failures before the endpoint's first answer (a wrong port:
+    exit 6)."""
     policy = RetryPolicy(3, 3600)
     policy.reach.answered = True
     fn = Flaky(EndpointConnectionError(endpoint_url="http://x"), 12)
@@ -222,6 +225,18 @@ def test_a_dropped_link_is_probed_about_once_a_second_and_not_counted_against_at
     assert policy.call(fn, counter) == "ok"
     assert (fn.calls, counter.count, len(sleeps)) == (13, 13, 12)
     assert all(LINK_RETRY_CAP / 4 <= s <= LINK_RETRY_CAP for s in sleeps), sleeps
+
+    sleeps.clear()
+    throttled = Flaky(client_error("SlowDown", 503), 10)
+    with pytest.raises(ClientError):
+        RetryPolicy(6, 3600, reach=policy.reach).call(throttled)
+    assert throttled.calls == 6 and sleeps == [0.25, 0.5, 1, 2, 4]
+
+    sleeps.clear()
+    unknown = Flaky(EndpointConnectionError(endpoint_url="http://x"), 10)
+    with pytest.raises(ConfigError):
+        RetryPolicy(5, 3600).call(unknown)
+    assert unknown.calls == 5 and sleeps == [0.25, 0.5, 1, 2]
 
 
 def test_an_outage_is_still_bounded_by_the_retry_timeout(sleeps):
@@ -236,21 +251,3 @@ def test_an_outage_is_still_bounded_by_the_retry_timeout(sleeps):
     with pytest.raises(EndpointConnectionError):
         policy.call(down)
     assert 3 < down.calls < 100  # past the attempt count, stopped by the time budget
-
-
-def test_answers_keep_the_exponential_backoff_and_the_attempt_count(sleeps):
-    """SlowDown and 5xx are the store's answers: they back off as before, even after a
-    dropped link, and stop at the attempt count."""
-    policy = RetryPolicy(6, 3600)
-    policy.reach.answered = True
-    fn = Flaky(client_error("SlowDown", 503), 10)
-    with pytest.raises(ClientError):
-        policy.call(fn)
-    assert fn.calls == 6 and sleeps == [0.25, 0.5, 1, 2, 4]
-
-
-def test_before_the_first_answer_connection_failures_back_off_as_before(sleeps):
-    fn = Flaky(EndpointConnectionError(endpoint_url="http://x"), 10)
-    with pytest.raises(ConfigError):  # never answered: a wrong endpoint, exit 6
-        RetryPolicy(5, 3600).call(fn)
-    assert fn.calls == 5 and sleeps == [0.25, 0.5, 1, 2]
