@@ -181,7 +181,10 @@ def _admin(action: str, args: list[str]) -> None:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
             got[obj["Key"]] = [obj["Size"], obj["ETag"].strip('"')]
-    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    try:
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    except client.exceptions.NoSuchUpload:  # rclone serve s3's answer for a bucket without any
+        uploads = []
     missing = len(manifest.keys() - got.keys())
     extra = len(got.keys() - manifest.keys())
     wrong = sum(1 for k in manifest.keys() & got.keys() if got[k] != manifest[k])
