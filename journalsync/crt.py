@@ -31,8 +31,9 @@ that botocore's get (clients.py), so a small PUT caught by an outage could wait 
 kernel's next retransmission (seconds to tens of seconds later) or for the CRT's own
 throughput check (about 30 s). A small PUT gets a deadline instead, the way TCP sets its own
 timeout: a multiple of the smoothed time the last PUTs took (`Deadline`), never under a
-few seconds. A stuck one is cancelled and tried again on a new connection; its body is
-small, so little is sent twice.
+few seconds, doubled each time one runs out (a store that became slow is not cancelled
+forever). A stuck one is cancelled and tried again on a new connection; its body is small,
+so little is sent twice.
 """
 
 from __future__ import annotations
@@ -101,6 +102,13 @@ class Deadline:
     def observe(self, seconds: float) -> None:
         with self._lock:
             self.smoothed = seconds if self.smoothed is None else 0.875 * self.smoothed + 0.125 * seconds
+
+    def expired(self) -> None:
+        """A request ran out of its deadline: double it (as TCP backs off its RTO), so a
+        store that has become slow is waited for rather than cancelled again and again."""
+        with self._lock:
+            if self.smoothed is not None:
+                self.smoothed *= 2
 
     def seconds(self, size: int) -> float | None:
         """The deadline for a body of `size` bytes: the time for the body at 64 KiB/s on top."""
@@ -180,9 +188,15 @@ class CrtS3:
         path = self._path_prefix + quote(args["Key"], safe="/~")
         # The whole exchange's deadline: a base, plus time for the body at 64 KiB/s; once
         # PUTs have been answered, a multiple of how long they take (see Deadline).
-        timeout = self.put_deadline.seconds(len(data)) or self._timeout + len(data) / 65536
+        limit = self._timeout + len(data) / 65536
+        deadline = self.put_deadline.seconds(len(data))
         started = time.monotonic()
-        response_headers, _ = self._send("PUT", path, headers, data, "PutObject", timeout)
+        try:
+            response_headers, _ = self._send("PUT", path, headers, data, "PutObject",
+                                             min(deadline or limit, limit))
+        except TimeoutError:
+            self.put_deadline.expired()
+            raise
         self.put_deadline.observe(time.monotonic() - started)
         etag = next((v for k, v in response_headers if k.lower() == "etag"), "")
         return etag.strip('"')
@@ -246,7 +260,7 @@ class CrtS3:
                                      self._origin) from None
         except TimeoutError:
             meta.cancel()
-            raise TimeoutError(f"{operation} got no response in time") from None
+            raise TimeoutError(f"{operation} got no response in {timeout:.1f}s") from None
         return got["headers"], b"".join(got["body"])
 
 
