@@ -103,8 +103,15 @@ def make_link() -> None:
        "rate", RATE, "burst", "256kb", "latency", "50ms")
 
 
+FLAP_SIDE = "client"  # --flap-side: whose end of the veth goes down
+
+
 def link(up: bool) -> None:
-    sh("ip", "-n", CLI_NS, "link", "set", CLI_IF, "up" if up else "down", check=False)
+    """Set the flapped end up or down. The client's end down also takes the client's route
+    away (connects fail at once, retransmissions fail locally); the server's end down leaves
+    the client a route over a link without carrier (its packets are lost silently)."""
+    ns, dev = (CLI_NS, CLI_IF) if FLAP_SIDE == "client" else (SRV_NS, SRV_IF)
+    sh("ip", "-n", ns, "link", "set", dev, "up" if up else "down", check=False)
 
 
 def tx_bytes() -> int:
@@ -381,12 +388,14 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=240, help="seconds before a tool run is stopped")
     parser.add_argument("--journalsync-args", default="", help="extra args for journalsync run")
     parser.add_argument("--base", default="", help="a checkout of journalsync to run as the tool `base`")
+    parser.add_argument("--flap-side", choices=("client", "server"), default="client",
+                        help="which end of the veth the flapper sets down")
     parser.add_argument("--prefix", default="jsb", help="names of the namespaces and veths: PREFIX-*")
     parser.add_argument("--admin", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     use_prefix(args.prefix)
-    global BASE
-    BASE = args.base
+    global BASE, FLAP_SIDE
+    BASE, FLAP_SIDE = args.base, args.flap_side
     if args.admin:
         return admin_main(args.admin[0], args.admin[1:])
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
@@ -407,7 +416,7 @@ def main() -> None:
         make_link()
         server = start_server(data, WORK / "rclone-server.log")
         print(f"payload {payload / 2**20:.0f} MiB in {len(manifest)} files; link {RATE} "
-              f"client->server; {os.cpu_count()} cores", flush=True)
+              f"client->server; flapping the {FLAP_SIDE}'s end; {os.cpu_count()} cores", flush=True)
         with open(WORK / "tools.log", "wb") as log:
             for scenario in args.scenarios.split(","):
                 reps = 1 if scenario == "c" else args.reps
