@@ -10,7 +10,9 @@ A link that drops: every botocore connection caps TCP's retransmission timeout a
 doubles the wait between retransmissions while a link is down (0.2, 0.4 ... 12.8 s), so a
 connection resumes seconds after the link is back, or, when its retransmissions keep falling
 into the next outage, tens of seconds later. With it, a connection in the middle of a part
-resumes within a second of the link's return and its bytes already sent are not sent again.
+resumes within a second of the link's return and its bytes already sent are not sent again
+(TCP_USER_TIMEOUT keeps it alive through an outage of up to a minute: see
+link_socket_options).
 Where the cap is available, parts go through botocore rather than the CRT, whose sockets
 cannot take it (`parts_crt`).
 
@@ -84,6 +86,7 @@ def resolve_provider(name: str, endpoint_url: str | None) -> Preset:
 # socket.TCP_RTO_MAX_MS from Python 3.14; the kernel's number since Linux 6.15.
 TCP_RTO_MAX_MS = getattr(socket, "TCP_RTO_MAX_MS", 44)
 LINK_RTO_MAX_MS = 1000  # the kernel's lowest allowed cap
+LINK_USER_TIMEOUT_MS = 60_000  # = boto_config's read_timeout
 
 
 def link_socket_options() -> list[tuple[int, int, int]]:
@@ -91,13 +94,18 @@ def link_socket_options() -> list[tuple[int, int, int]]:
     link's return (see the module docstring), or [] where the kernel does not have them."""
     if not sys.platform.startswith("linux"):
         return []
-    option = (socket.IPPROTO_TCP, TCP_RTO_MAX_MS, LINK_RTO_MAX_MS)
+    options = [(socket.IPPROTO_TCP, TCP_RTO_MAX_MS, LINK_RTO_MAX_MS),
+               # With retransmissions a second apart, the kernel's own give-up (tcp_retries2)
+               # comes after ~15 s of silence, and a 20 s outage would kill the connection
+               # and the part on it. Give up after as long as botocore waits on a read.
+               (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_USER_TIMEOUT_MS)]
     try:
         with socket.socket() as probe:
-            probe.setsockopt(*option)
-    except OSError:
+            for option in options:
+                probe.setsockopt(*option)
+    except (OSError, AttributeError):
         return []
-    return [option]
+    return options
 
 
 def boto_config(preset: Preset, pool_size: int) -> BotoConfig:

@@ -78,6 +78,8 @@ def test_botocore_connections_cap_tcp_retransmission_at_a_second(s3, bucket, tmp
         assert conns
         for conn in conns:
             assert conn.sock.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS) == 1000
+            # and it outlives an outage longer than the ~15 s those retransmissions last
+            assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
     assert factory.parts_crt() is None  # parts go where the cap holds
 
 
