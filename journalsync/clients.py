@@ -108,13 +108,23 @@ def link_socket_options() -> list[tuple[int, int, int]]:
     return options
 
 
-def boto_config(preset: Preset, pool_size: int) -> BotoConfig:
+# How long a connection attempt may take: short until the endpoint has answered (a wrong
+# host is said in ~15 s, retry.Reachability), long after that, when a silent connect is an
+# outage of a link known to work: with link_options its SYN is sent again every second, so
+# it connects within a second of the link's return. The long one matters for bodies too:
+# urllib3 sends a new connection's first request under the connect timeout, so 10 s would
+# cut a part off in the middle of a 20 s outage.
+CONNECT_TIMEOUT = 10
+CONNECT_TIMEOUT_ANSWERED = 60
+
+
+def boto_config(preset: Preset, pool_size: int, connect_timeout: float = CONNECT_TIMEOUT) -> BotoConfig:
     return BotoConfig(
         s3={"addressing_style": preset.addressing_style},
         # One retry layer only: tenacity (retry.py) owns retries and their time budget.
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=pool_size,
-        connect_timeout=10,
+        connect_timeout=connect_timeout,
         read_timeout=60,
         tcp_keepalive=True,
         user_agent_extra="journalsync",
@@ -135,6 +145,7 @@ class ClientFactory:
             self._session.get_scoped_config()  # ProfileNotFound now, not at the first request
         install_fast_timestamps(self._session)  # LIST is CPU-bound in date parsing
         self._config = boto_config(self.preset, pool_size)
+        self._config_answered = boto_config(self.preset, pool_size, CONNECT_TIMEOUT_ANSWERED)
         self._endpoint_url = cfg.endpoint_url
         self._region = cfg.region or self._session.get_config_variable("region") or "us-east-1"
         self.ca_bundle = ca_bundle(self._session)
@@ -219,7 +230,7 @@ class ClientFactory:
             with self._lock:
                 client = self._session.create_client(
                     "s3", endpoint_url=self._endpoint_url, region_name=self._region,
-                    config=self._config)
+                    config=self._config_answered if self.reach.answered else self._config)
             client.meta.events.register("after-call.s3.ListObjectsV2", self._note_region)
             self._add_socket_options(client)
             self._local.client = client
