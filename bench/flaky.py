@@ -7,7 +7,12 @@ each tool in the client namespace. Payload: 300 small files + 3 x 96 MiB (297 Mi
 
 Scenarios:
   a  the link drops 4 s in every 8 s (`ip link set <veth> down`/`up` from a flapper thread,
-     starting with 4 s up when the tool starts)
+     starting with 4 s up when the tool starts). --flap-side server (the default) sets the
+     server's end down: the client keeps its route and its packets are lost, and every
+     tool's TCP resumes within ~0.2 s of the link's return (this reproduces the figures in
+     issue 14). --flap-side client sets the client's end down: its route goes too, the
+     kernel's retransmission timer backs off while it is down, and a connection without
+     journalsync's 1 s cap (clients.py) resumes 3 s to tens of seconds after the link.
   b  up 12 s, down 20 s, over and over
   c  no flaps: SIGKILL the tool once 60% of the payload has crossed the wire, then run the
      same command again to the end
@@ -19,6 +24,11 @@ source (keys, sizes, MD5 = the ETag `rclone serve s3` computes). Medians over --
 and b, then ratios to the fastest peer.
 
     sudo .venv/bin/python bench/flaky.py [--scenarios a,b,c] [--reps 3] [--tools ...] [--cap 240]
+        [--flap-side server|client] [--base CHECKOUT] [--prefix jsb]
+
+--base runs another checkout's journalsync as the tool `base` (before and after, side by
+side). Each run's tx bytes are sampled every 50 ms into .bench-flaky/PREFIX/timelines/ with
+the flaps, so the idle gap after each return of the link can be read off.
 
 Root only (namespaces, tc); elsewhere it prints one line and exits 0. Every namespace it
 makes is named jsb-*, removed at the end and also at start (leftovers of a killed run).
