@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 def migrations_dir() -> Path:

@@ -67,13 +67,17 @@ files = Table(
     # Set when the last scan could not read the file; its last good row is kept so the
     # remote object is never mistaken for an extra.
     Column("scan_error", Text),
-    Column("seen_run", Integer),
 )
 
-# Per-run staging of what the walk saw, joined against `files` in one statement.
+# Staging tables live in the write connection's TEMP schema, not in the journal file: a
+# nightly no-op stages every file and every object, and none of that needs to reach the WAL.
+# Only the differences between a stage and its table are written to the journal.
+staging = MetaData()
+
+# Per-scan staging of what the walk saw, joined against `files` in one statement.
 scan_stage = Table(
     "scan_stage",
-    metadata,
+    staging,
     Column("key", Text, primary_key=True),
     Column("path", Text, nullable=False),
     Column("size", Integer),
@@ -82,6 +86,7 @@ scan_stage = Table(
     Column("inode", Integer),
     Column("sha256", Text),
     Column("error", Text),
+    prefixes=["TEMPORARY"],
 )
 
 # The cached remote manifest: every object under the prefix at the last LIST.
@@ -95,16 +100,17 @@ remote_objects = Table(
     # Known from our own upload (while size and ETag still match) or from HEAD metadata.
     Column("sha256", Text),
     Column("sha_source", Text),  # upload | head
-    Column("listed_run", Integer),
 )
 
+# Per-LIST staging of the objects listed (TEMP, like scan_stage).
 remote_stage = Table(
     "remote_stage",
-    metadata,
+    staging,
     Column("key", Text, primary_key=True),
     Column("size", Integer, nullable=False),
     Column("etag", Text, nullable=False),
     Column("last_modified", Float),
+    prefixes=["TEMPORARY"],
 )
 
 plan_items = Table(

@@ -255,6 +255,9 @@ class Journal(PlanStore, UploadStore, Housekeeping):
 
     def begin_scan(self) -> None:
         with self._write() as conn:
+            # TEMP, so on the write connection only: every read of the stage goes through
+            # _read(), never _stream() (the read connection cannot see it).
+            scan_stage.create(conn, checkfirst=True)
             conn.execute(scan_stage.delete())
 
     def stage_files(self, rows: Sequence[dict]) -> None:
@@ -275,21 +278,31 @@ class Journal(PlanStore, UploadStore, Housekeeping):
     def staged_collisions(self) -> list[tuple[str, str]]:
         """(key, reason) of staged keys that two local names mapped to."""
         stmt = text("SELECT key, error FROM scan_stage WHERE error LIKE 'two local names%' ORDER BY key")
-        return [(r.key, r.error) for r in self._stream(stmt)]
+        with self._read() as conn:
+            return [(r.key, r.error) for r in conn.execute(stmt)]
 
-    def iter_files_to_hash(self) -> Iterator[dict]:
+    def iter_files_to_hash(self, chunk: int = 2000) -> Iterator[dict]:
         """Staged files whose (size, mtime_ns, ctime_ns, inode) differ from the last scan,
-        or whose hash is not known yet. An unchanged tree yields nothing."""
+        or whose hash is not known yet. An unchanged tree yields nothing.
+
+        Read a page of keys at a time on the write connection (the stage is TEMP), holding
+        no cursor open between pages, since the caller writes hashes to the stage meanwhile."""
         stmt = text("""
             SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode
             FROM scan_stage s LEFT JOIN files f ON f.key = s.key
-            WHERE s.error IS NULL AND (
+            WHERE s.key > :after AND s.error IS NULL AND (
                 f.key IS NULL OR f.sha256 IS NULL OR f.scan_error IS NOT NULL
                 OR f.size IS NOT s.size OR f.mtime_ns IS NOT s.mtime_ns
                 OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode)
-            ORDER BY s.key""")
-        for row in self._stream(stmt):
-            yield dict(row._mapping)
+            ORDER BY s.key LIMIT :chunk""")
+        after = ""
+        while True:
+            with self._read() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(stmt, {"after": after, "chunk": chunk})]
+            yield from rows
+            if len(rows) < chunk:
+                return
+            after = rows[-1]["key"]
 
     def set_staged_hashes(self, rows: Sequence[dict]) -> None:
         """Record hashes (with the stat seen while hashing) or per-file errors."""
@@ -315,34 +328,45 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         row with `scan_error` set; files under a directory that could not be listed are kept
         too. Only files truly gone from the tree are dropped.
 
-        `seen_run` holds a number unique to this scan, not the run id: a resumed run scans
-        again under its first run id, and a file gone since its first scan must go.
+        Only rows that differ are written (an unchanged tree writes nothing to `files`): the
+        upserts update a row only where a column changes, and what is gone is found by an
+        anti-join with the stage, never by marking every row seen.
         """
-        scan_mark = time.time_ns()
         with self._write() as conn:
             conn.execute(text("""
-                INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256,
-                                   scan_error, seen_run)
+                INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256, scan_error)
                 SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
-                       COALESCE(s.sha256, f.sha256), NULL, :run
+                       COALESCE(s.sha256, f.sha256), NULL
                 FROM scan_stage s LEFT JOIN files f ON f.key = s.key
                 WHERE s.error IS NULL
                 ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
-                    inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL,
-                    seen_run = excluded.seen_run"""), {"run": scan_mark})
+                    inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL
+                WHERE files.path IS NOT excluded.path OR files.size IS NOT excluded.size
+                    OR files.mtime_ns IS NOT excluded.mtime_ns
+                    OR files.ctime_ns IS NOT excluded.ctime_ns
+                    OR files.inode IS NOT excluded.inode OR files.sha256 IS NOT excluded.sha256
+                    OR files.scan_error IS NOT NULL"""))
             conn.execute(text("""
-                INSERT INTO files (key, path, scan_error, seen_run)
-                SELECT key, path, error, :run FROM scan_stage WHERE error IS NOT NULL
-                ON CONFLICT (key) DO UPDATE SET scan_error = excluded.scan_error,
-                    seen_run = excluded.seen_run"""), {"run": scan_mark})
-            for dir_key, reason in unreadable_dirs:
-                # Every key under the directory: the range [dir/, dir0) in binary order.
+                INSERT INTO files (key, path, scan_error)
+                SELECT key, path, error FROM scan_stage WHERE error IS NOT NULL
+                ON CONFLICT (key) DO UPDATE SET scan_error = excluded.scan_error
+                WHERE files.scan_error IS NOT excluded.scan_error"""))
+            # Every key under an unlistable directory: the range [dir/, dir0) in binary order.
+            ranges = [{"reason": reason, "lo": dir_key + "/", "hi": dir_key + "0"}
+                      for dir_key, reason in unreadable_dirs]
+            if ranges:
                 conn.execute(text("""
-                    UPDATE files SET scan_error = :reason, seen_run = :run
-                    WHERE key >= :lo AND key < :hi"""),
-                    {"reason": reason, "run": scan_mark, "lo": dir_key + "/", "hi": dir_key + "0"})
-            conn.execute(text("DELETE FROM files WHERE seen_run IS NOT :run"), {"run": scan_mark})
+                    UPDATE files SET scan_error = :reason
+                    WHERE key >= :lo AND key < :hi AND scan_error IS NOT :reason"""), ranges)
+            # Gone: neither staged nor under an unlistable directory.
+            conn.execute(text("""
+                DELETE FROM files
+                WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
+                  AND NOT EXISTS (SELECT 1 FROM json_each(:ranges) d
+                                  WHERE files.key >= json_extract(d.value, '$[0]')
+                                    AND files.key < json_extract(d.value, '$[1]'))"""),
+                {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
             conn.execute(scan_stage.delete())
 
     def record_file_errors(self, run_id: int, rows: Sequence[tuple[str, str]]) -> None:
@@ -382,6 +406,7 @@ class Journal(PlanStore, UploadStore, Housekeeping):
 
     def begin_listing(self) -> None:
         with self._write() as conn:
+            remote_stage.create(conn, checkfirst=True)  # TEMP, as scan_stage
             conn.execute(remote_stage.delete())
 
     def stage_remote(self, rows: Sequence[tuple]) -> None:
@@ -395,21 +420,24 @@ class Journal(PlanStore, UploadStore, Housekeeping):
 
     def commit_listing(self, run_id: int) -> None:
         """Replace the cached manifest with the LIST just staged. A hash we knew survives
-        only while the object's size and ETag are unchanged."""
+        only while the object's size and ETag are unchanged. Only objects that differ from
+        the cached row are written: an unchanged bucket writes nothing to `remote_objects`."""
         with self._write() as conn:
             conn.execute(text("""
-                INSERT INTO remote_objects (key, size, etag, last_modified, sha256, sha_source,
-                                            listed_run)
-                SELECT s.key, s.size, s.etag, s.last_modified,
-                       CASE WHEN r.size = s.size AND r.etag = s.etag THEN r.sha256 END,
-                       CASE WHEN r.size = s.size AND r.etag = s.etag THEN r.sha_source END,
-                       :run
-                FROM remote_stage s LEFT JOIN remote_objects r ON r.key = s.key
-                WHERE true
+                INSERT INTO remote_objects (key, size, etag, last_modified)
+                SELECT key, size, etag, last_modified FROM remote_stage WHERE true
                 ON CONFLICT (key) DO UPDATE SET size = excluded.size, etag = excluded.etag,
-                    last_modified = excluded.last_modified, sha256 = excluded.sha256,
-                    sha_source = excluded.sha_source, listed_run = excluded.listed_run"""),
-                {"run": run_id})
+                    last_modified = excluded.last_modified,
+                    sha256 = CASE WHEN remote_objects.size = excluded.size
+                                   AND remote_objects.etag = excluded.etag
+                                  THEN remote_objects.sha256 END,
+                    sha_source = CASE WHEN remote_objects.size = excluded.size
+                                       AND remote_objects.etag = excluded.etag
+                                      THEN remote_objects.sha_source END
+                WHERE remote_objects.size IS NOT excluded.size
+                    OR remote_objects.etag IS NOT excluded.etag"""))
+            # last_modified alone is no reason to write: nothing decides on it, and the row
+            # our own upload recorded holds the client's clock, a second off the server's.
             # What this LIST did not see is gone, whichever run listed it before: a resumed
             # run lists again under its own run id, and must not keep its first LIST's rows.
             conn.execute(text("""DELETE FROM remote_objects WHERE NOT EXISTS
