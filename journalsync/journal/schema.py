@@ -87,6 +87,7 @@ scan_stage = Table(
     Column("sha256", Text),
     Column("error", Text),
     prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # the key is stored once, not in a table and again in its index
 )
 
 # The cached remote manifest: every object under the prefix at the last LIST.
@@ -111,6 +112,7 @@ remote_stage = Table(
     Column("etag", Text, nullable=False),
     Column("last_modified", Float),
     prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # the key is stored once, not in a table and again in its index
 )
 
 plan_items = Table(
