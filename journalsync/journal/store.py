@@ -344,24 +344,26 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         too. Only files truly gone from the tree are dropped.
 
         Only rows that differ are written (an unchanged tree writes nothing to `files`): the
-        upserts update a row only where a column changes, and what is gone is found by an
-        anti-join with the stage, never by marking every row seen.
+        join selects only new or changed rows for the upsert, and what is gone is found by
+        an anti-join with the stage, never by marking every row seen.
         """
         with self._write() as conn:
+            # Filtered in the SELECT rather than in ON CONFLICT ... WHERE: SQLite then never
+            # materialises the unchanged rows (0.15 s of CPU instead of 0.39 s at 200,000).
             conn.execute(text("""
                 INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256, scan_error)
                 SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
                        COALESCE(s.sha256, f.sha256), NULL
                 FROM scan_stage s LEFT JOIN files f ON f.key = s.key
-                WHERE s.error IS NULL
+                WHERE s.error IS NULL AND (
+                    f.key IS NULL OR f.scan_error IS NOT NULL
+                    OR f.path IS NOT s.path OR f.size IS NOT s.size
+                    OR f.mtime_ns IS NOT s.mtime_ns OR f.ctime_ns IS NOT s.ctime_ns
+                    OR f.inode IS NOT s.inode
+                    OR (s.sha256 IS NOT NULL AND f.sha256 IS NOT s.sha256))
                 ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
-                    inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL
-                WHERE files.path IS NOT excluded.path OR files.size IS NOT excluded.size
-                    OR files.mtime_ns IS NOT excluded.mtime_ns
-                    OR files.ctime_ns IS NOT excluded.ctime_ns
-                    OR files.inode IS NOT excluded.inode OR files.sha256 IS NOT excluded.sha256
-                    OR files.scan_error IS NOT NULL"""))
+                    inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL"""))
             conn.execute(text("""
                 INSERT INTO files (key, path, scan_error)
                 SELECT key, path, error FROM scan_stage WHERE error IS NOT NULL
@@ -437,21 +439,16 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         only while the object's size and ETag are unchanged. Only objects that differ from
         the cached row are written: an unchanged bucket writes nothing to `remote_objects`."""
         with self._write() as conn:
-            conn.execute(text("""
-                INSERT INTO remote_objects (key, size, etag, last_modified)
-                SELECT key, size, etag, last_modified FROM remote_stage WHERE true
-                ON CONFLICT (key) DO UPDATE SET size = excluded.size, etag = excluded.etag,
-                    last_modified = excluded.last_modified,
-                    sha256 = CASE WHEN remote_objects.size = excluded.size
-                                   AND remote_objects.etag = excluded.etag
-                                  THEN remote_objects.sha256 END,
-                    sha_source = CASE WHEN remote_objects.size = excluded.size
-                                       AND remote_objects.etag = excluded.etag
-                                      THEN remote_objects.sha_source END
-                WHERE remote_objects.size IS NOT excluded.size
-                    OR remote_objects.etag IS NOT excluded.etag"""))
+            # New objects, and objects whose size or ETag changed (their hash is dropped).
             # last_modified alone is no reason to write: nothing decides on it, and the row
             # our own upload recorded holds the client's clock, a second off the server's.
+            conn.execute(text("""
+                INSERT INTO remote_objects (key, size, etag, last_modified)
+                SELECT s.key, s.size, s.etag, s.last_modified
+                FROM remote_stage s LEFT JOIN remote_objects r ON r.key = s.key
+                WHERE r.key IS NULL OR r.size IS NOT s.size OR r.etag IS NOT s.etag
+                ON CONFLICT (key) DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                    last_modified = excluded.last_modified, sha256 = NULL, sha_source = NULL"""))
             # What this LIST did not see is gone, whichever run listed it before: a resumed
             # run lists again under its own run id, and must not keep its first LIST's rows.
             conn.execute(text("""DELETE FROM remote_objects WHERE NOT EXISTS
