@@ -296,20 +296,24 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         with self._read() as conn:
             return [(r.key, r.error) for r in conn.execute(stmt)]
 
-    def iter_files_to_hash(self, chunk: int = 2000) -> Iterator[dict]:
+    def iter_files_to_hash(self) -> Iterator[dict]:
         """Staged files whose (size, mtime_ns, ctime_ns, inode) differ from the last scan,
-        or whose hash is not known yet. An unchanged tree yields nothing.
-
-        Read a page of keys at a time on the write connection (the stage is TEMP), holding
-        no cursor open between pages, since the caller writes hashes to the stage meanwhile."""
+        or whose hash is not known yet. An unchanged tree yields nothing."""
         stmt = text("""
             SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode
             FROM scan_stage s LEFT JOIN files f ON f.key = s.key
-            WHERE s.key > :after AND s.error IS NULL AND (
+            WHERE s.error IS NULL AND s.key > :after AND (
                 f.key IS NULL OR f.sha256 IS NULL OR f.scan_error IS NOT NULL
                 OR f.size IS NOT s.size OR f.mtime_ns IS NOT s.mtime_ns
                 OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode)
             ORDER BY s.key LIMIT :chunk""")
+        yield from self._stage_pages(stmt)
+
+    def _stage_pages(self, stmt, chunk: int = 2000) -> Iterator[dict]:
+        """Rows of a SELECT over a staging table, ordered by key, asked `chunk` rows at a
+        time after the last key seen (its :after and :chunk). On the write connection, as
+        the stage is TEMP; no cursor stays open between pages, since the caller writes to
+        the stage meanwhile."""
         after = ""
         while True:
             with self._read() as conn:
