@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo server test test-fast bench mutate clean
+.PHONY: demo server test test-fast bench bench-adopt bench-big mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
+## bench-adopt: journalsync's first run over buckets aws, rclone and s5cmd filled (BENCH_ARGS=--quick)
+bench-adopt: $(BENCH_STAMP)
+	$(PY) bench/adopt.py $(BENCH_ARGS)
+
+## bench-big: 8 x 1 GiB new files, cold cache: first byte, disk reads, CPU, RSS per tool (root)
+bench-big: $(BENCH_STAMP)
+	$(PY) bench/bigtree.py $(BENCH_ARGS)
+
 MUTATE_STAMP := $(VENV)/.installed-mutate
 
 $(MUTATE_STAMP): $(STAMP)
@@ -53,4 +61,4 @@ mutate: $(MUTATE_STAMP)
 	$(PY) -m tests.mutation_support.mutate
 
 clean:
-	rm -rf .demo .bench .server mutants
+	rm -rf .demo .bench .bench-adopt .bench-big .server mutants

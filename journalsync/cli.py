@@ -141,6 +141,7 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Delete even past --max-delete-percent / --max-delete.")] = False,
     allow_empty_source: Annotated[bool, typer.Option("--allow-empty-source", help="Let --delete mirror an empty source (deleting everything).")] = False,
     keep_runs: Annotated[int, typer.Option(help="Runs of history the journal keeps (older runs' rows are pruned after each run).")] = 30,
+    adopt_metadata: Annotated[bool, typer.Option("--adopt-metadata", help="After the uploads, write our sha256 metadata onto objects another tool wrote and this or an earlier run adopted (a server-side copy onto itself: no object bytes sent), so verify covers them.")] = False,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Nothing but the summary line and errors.")] = False,
@@ -178,7 +179,7 @@ def run(
             includes=tuple(p["include"] or ()), excludes=tuple(p["exclude"] or ()),
             max_delete_percent=p["max_delete_percent"], max_delete=p["max_delete"],
             force=p["force"], allow_empty_source=p["allow_empty_source"], crt=p["crt"],
-            keep_runs=p["keep_runs"]).validate()
+            keep_runs=p["keep_runs"], adopt_metadata=p["adopt_metadata"]).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         from journalsync.progress import ProgressView
@@ -221,6 +222,7 @@ _JOB_KEYS = {
     "part_size": (None, "part_size"), "bwlimit": (None, "bwlimit"),
     "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"), "crt": (None, "crt"),
     "resume_max_age": (None, "resume_max_age"), "keep_runs": (None, "keep_runs"),
+    "adopt_metadata": (None, "adopt_metadata"),
     "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
     "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
     "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
@@ -294,7 +296,8 @@ def status(
     skipped, deleted, extra, failed, bytes, skip_reasons (reason: count), error, ...),
     failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
     file_errors (path, reason), in_flight (key,
-    upload_id, part_size, size, parts_done, bytes_done, created_at, ...)."""
+    upload_id, part_size, size, parts_done, bytes_done, created_at, ...), adopted (proof:
+    count of the objects another tool wrote that the journal adopted, e.g. etag-md5)."""
 
     def body() -> int:
         from journalsync.journal import Journal

@@ -115,6 +115,7 @@ class Config:
     sse_kms_key_id: str | None = None
     crt: bool = True  # small-file PUTs through awscrt when it is installed (crt.py)
     keep_runs: int = 30  # runs of history the journal keeps (housekeeping.py)
+    adopt_metadata: bool = False  # copy adopted objects onto themselves with our metadata
 
     def cache_control_for(self, key: str) -> str | None:
         """The first matching per-glob rule, else --cache-control, else none."""

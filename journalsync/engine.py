@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from journalsync import manifest, rewrites
+from journalsync import adoptcopy, manifest, rewrites
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
@@ -208,6 +208,8 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
         if not cfg.dry_run:
             _transfer(run)
             _final_counts(run)
+            if cfg.adopt_metadata:
+                _adopt_metadata(run)
             _delete_phase(run)
     except Interrupted:
         _final_counts(run)
@@ -264,6 +266,7 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
     _remote("cannot read object metadata in", cfg,
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     run.head_refused = listed.refused
+    counts.adopted += sum(listed.adopted.values())
     log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
              listed.listed, listed.pages, listed.heads, time.monotonic() - t)
 
@@ -280,8 +283,9 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
 
 
 def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
-    """Scan the source into the journal with the LIST (network) beside it (disk): neither
-    waits for the other. Sets the scan's counts and notes."""
+    """Scan the source into the journal with the LIST (network) beside it (disk). The walk
+    overlaps the LIST; the hashing waits for it (adopt.py: a file is read once, knowing
+    its object's ETag). Sets the scan's counts and notes."""
     cfg, journal, counts = run.cfg, run.journal, run.counts
     run.journal_files = journal.count_files()
     if run.view:
@@ -291,7 +295,8 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
         listing = lister.submit(_list, run) if must_list else None
         try:
             scanned = scan(cfg.source, cfg.dest, journal, run.run_id, min(4, cfg.workers),
-                           run.stop, cfg.key_filter)
+                           run.stop, cfg.key_filter,
+                           before_hash=listing.result if listing else None)
         except BaseException:
             run.stop.set()  # let the LIST stop at its next page
             raise
@@ -303,6 +308,7 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
     # scanned, and failed (so `failed` is what `status --failed` lists and the guard counts).
     counts.scanned = scanned.scanned + scanned.failed_dirs
     counts.symlinks, counts.special = scanned.symlinks, scanned.special
+    counts.adopted += sum(scanned.adopted.values())
     if scanned.symlinks:
         run.notes.append(f"{scanned.symlinks} symlink(s) not followed")
     if scanned.special:
@@ -368,6 +374,19 @@ def _transfer(run: Run) -> None:
         raise FatalRemoteError(f"stopped: {stopped.reason}", resumable=stopped.resumable)
     if run.stop.is_set():
         raise Interrupted("stopped by a signal")
+
+
+def _adopt_metadata(run: Run) -> None:
+    """--adopt-metadata: our metadata onto adopted objects (adoptcopy.py). A failed copy is
+    a warning for its object (logged there) and a note here, never a failed run."""
+    stats = _remote("cannot write metadata in", run.cfg, lambda: adoptcopy.write_metadata(
+        run.clients, run.cfg, run.journal, run.stop))
+    if stats.copied or stats.already:
+        log.info("--adopt-metadata: %d object(s) now carry sha256 metadata (%d had it)",
+                 stats.copied + stats.already, stats.already)
+    if stats.failed:
+        run.notes.append(f"--adopt-metadata: {stats.failed} adopted object(s) could not be "
+                         "rewritten with sha256 metadata; they stay adopted, verify skips them")
 
 
 def _policy(cfg: Config) -> DeletePolicy:

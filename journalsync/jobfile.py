@@ -12,6 +12,7 @@
     multipart_threshold = "64MiB"
     part_size = "16MiB"
     keep_runs = 30                      # runs of history kept in the journal
+    adopt_metadata = false              # --adopt-metadata (adopt.py, adoptcopy.py)
 
     [cache_control]                     # first matching glob wins
     "*.html" = "no-cache"
@@ -42,7 +43,7 @@ from journalsync.errors import UsageError
 _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
         "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
-        "resume_max_age", "keep_runs"}
+        "resume_max_age", "keep_runs", "adopt_metadata"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
@@ -74,8 +75,9 @@ def _check(path: Path, data: dict) -> None:
     for key in ("workers", "keep_runs"):
         if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
             fail(f"{key} must be a whole number")
-    if "crt" in data and not isinstance(data["crt"], bool):
-        fail("crt must be true or false")
+    for key in ("crt", "adopt_metadata"):
+        if key in data and not isinstance(data[key], bool):
+            fail(f"{key} must be true or false")
     for key in ("include", "exclude"):
         if key in data and not (isinstance(data[key], list) and all(isinstance(p, str) for p in data[key])):
             fail(f"{key} must be a list of glob strings")

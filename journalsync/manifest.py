@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
+from journalsync import adopt
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.crt import IncompleteListing
@@ -32,6 +34,7 @@ class ManifestStats:
     pages: int = 0
     heads: int = 0
     refused: set[str] = field(default_factory=set)  # keys whose HEAD was refused (400/403)
+    adopted: Counter = field(default_factory=Counter)  # proof -> objects proven by a peer's metadata
 
 
 def check_bucket(clients: ClientFactory, cfg: Config) -> None:
@@ -123,12 +126,28 @@ def _page_fetcher(clients: ClientFactory, cfg: Config):
     return fetch
 
 
-def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: ManifestStats) -> None:
-    """HEAD the objects whose hash is unknown but whose size equals the local file's, and
-    take their sha256 metadata. Objects that differ in size need no HEAD: they upload."""
+def _plain_etag_disagrees(etag: str, local_md5: str | None, head: dict) -> bool:
+    """True when the object's single-part ETag is an MD5 of its bytes, as the store says by
+    not encrypting it with SSE-KMS or SSE-C, and that MD5 is not the file's: the bytes
+    differ, whatever a peer's metadata claims (metadata survives a copy that changes the
+    bytes). Encrypted objects' ETags are not MD5s, so there the metadata may decide."""
+    parsed = adopt.parse_etag(etag)
+    if parsed is None or parsed[1] is not None or local_md5 is None:
+        return False
+    encrypted = head.get("ServerSideEncryption") not in (None, "AES256") or \
+        head.get("SSECustomerAlgorithm") is not None
+    return not encrypted and parsed[0] != local_md5
 
-    def head(item: tuple[str, str]) -> dict | None:
-        key, etag = item
+
+def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: ManifestStats) -> None:
+    """HEAD the objects whose hash is unknown but whose size equals the local file's (the
+    adoption candidates their ETag could not prove), and take their sha256 metadata, else
+    a peer's MD5 metadata that equals the file's MD5 (adopt.py, rule 3): the object then
+    holds the file's bytes, and gets the file's sha256. Objects that differ in size need no
+    HEAD: they upload."""
+
+    def head(item: tuple[str, str, str | None, str | None]) -> dict | None:
+        key, etag, local_sha, local_md5 = item
         client = clients.get()
         try:
             resp = clients.call(
@@ -145,8 +164,14 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
                 stats.refused.add(key)
                 return None
             raise
+        row = {"key": key, "etag": resp["ETag"].strip('"')}
         sha = metadata_sha256(resp.get("Metadata"))
-        return {"key": key, "etag": resp["ETag"].strip('"'), "sha256": sha} if sha else None
+        if sha:
+            return {**row, "sha256": sha}
+        if not local_sha or _plain_etag_disagrees(etag, local_md5, resp):
+            return None
+        proof = adopt.prove_by_metadata(resp.get("Metadata"), local_md5)
+        return {**row, "sha256": local_sha, "sha_source": proof} if proof else None
 
     found: list[dict] = []
     with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="head") as pool:
@@ -154,6 +179,9 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
             stats.heads += 1
             if row:
                 found.append(row)
+                if row.get("sha_source"):
+                    log.info("adopted %s: %s", row["key"], row["sha_source"])
+                    stats.adopted[row["sha_source"]] += 1
             if len(found) >= BATCH:
                 journal.set_remote_hashes(found)
                 found = []

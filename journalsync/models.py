@@ -115,4 +115,5 @@ class RunCounts:
     pending: int = 0  # planned uploads not done: a dry run, or a run stopped early
     sent: int = 0  # bytes on the wire for uploads, retries and resent parts included
     special: int = 0  # FIFOs, sockets and devices: not backed up
+    adopted: int = 0  # objects another tool wrote, proven to hold their file's bytes (adopt.py)
     skip_reasons: dict[str, int] = field(default_factory=dict)

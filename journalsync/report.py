@@ -29,14 +29,18 @@ def summary_line(counts: RunCounts, elapsed: float) -> str:
     extra=N bytes=N sent=N elapsed=S.SSs`. scanned = uploaded + skipped + failed + vanished
     + pending. `extra` counts objects under the prefix with no local file that are still
     there (all of them without --delete); `bytes` the file bytes uploaded, `sent` the bytes
-    sent for them, retries included."""
+    sent for them, retries included. `adopted=N` (when N > 0) counts the skipped objects
+    another tool wrote that this run proved hold their file's bytes (adopt.py)."""
     fields = " ".join(f"{name}={getattr(counts, name)}" for name in LINE_FIELDS)
+    if counts.adopted:  # only in a run that adopted objects: the usual line stays as it was
+        fields += f" adopted={counts.adopted}"
     return f"journalsync: {fields} elapsed={elapsed:.2f}s"
 
 
 def summary_json(counts: RunCounts, elapsed: float, **extra) -> str:
     data = {name: getattr(counts, name) for name in LINE_FIELDS}
     data.update(elapsed=round(elapsed, 3), symlinks=counts.symlinks, special=counts.special,
+                adopted=counts.adopted,
                 skip_reasons=counts.skip_reasons, **extra)
     return json.dumps(data, sort_keys=False)
 
@@ -119,7 +123,8 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
     _show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
-            "in_flight": [asdict(u) for u in journal.active_uploads()]}
+            "in_flight": [asdict(u) for u in journal.active_uploads()],
+            "adopted": journal.adopted_by_proof()}
     if last:
         data["failed"] = journal.failed_items(last["id"], failures)
         data["file_errors"] = journal.file_errors(last["id"], failures)
@@ -167,8 +172,17 @@ def render_status(data: dict, console: Console) -> None:
         console.print(f"last run stopped: {last['error']}")
     for reason, n in sorted(last["skip_reasons"].items()):
         console.print(f"skipped {n}: {reason}")
+    if data.get("adopted"):
+        console.print(adopted_line(data["adopted"]))
     render_failures(data, console)
     _render_in_flight(data, console)
+
+
+def adopted_line(adopted: dict[str, int]) -> str:
+    """`adopted: 1,990 etag-md5, 10 multipart-etag:8MiB`: the journal's objects another tool
+    wrote, by the proof that they hold their file's bytes, most first."""
+    ranked = sorted(adopted.items(), key=lambda item: (-item[1], item[0]))
+    return "adopted: " + ", ".join(f"{n:,} {proof}" for proof, n in ranked)
 
 
 def render_failures(data: dict, console: Console) -> None:

@@ -5,6 +5,10 @@ scan, so a nightly run over an unchanged tree reads no file contents. ctime is i
 identity because a same-size edit whose mtime was put back (`touch -r`, `os.utime`,
 rsync -t) still moves ctime, which no user-level call can set.
 
+Adoption candidates (adopt.py: a file with an object of its size whose hash is unknown)
+are read once for SHA-256, MD5 and the multipart ETag candidates together; the hashing
+waits for the LIST (`before_hash`) so it knows which files those are and their ETags.
+
 A hash is only as good as the timestamps that vouch for it: a same-size write landing in the
 same timestamp tick as the hash leaves the identity unchanged. So, like git's racy-git rule,
 a hash taken within RACY_WINDOW_NS of the file's mtime or ctime is recorded with no ctime
@@ -14,16 +18,19 @@ a hash taken within RACY_WINDOW_NS of the file's mtime or ctime is recorded with
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat as stat_mod
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from journalsync import adopt
 from journalsync.config import S3_MAX_KEY_BYTES, Destination
 from journalsync.errors import Interrupted, UsageError
 from journalsync.filters import KeyFilter
@@ -31,6 +38,8 @@ from journalsync.journal import Journal
 from journalsync.journal import BATCH
 from journalsync.safeio import SourceRefused, open_source
 from journalsync.workers import bounded_map
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -43,6 +52,7 @@ class ScanStats:
     excluded: int = 0  # files the filters leave out
     hashed: int = 0
     hashed_bytes: int = 0
+    adopted: Counter = field(default_factory=Counter)  # proof -> objects proven by their ETag
     unreadable_dirs: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -117,20 +127,39 @@ def is_racy(st: os.stat_result, hashed_at_ns: int, window_ns: int = RACY_WINDOW_
     return max(st.st_mtime_ns, st.st_ctime_ns) > hashed_at_ns - window_ns
 
 
+READ_CHUNK = 1024 * 1024
+
+
+def _candidate_digests(fh, size: int, etag: str) -> adopt.Digests:
+    """One read of an adoption candidate: SHA-256, MD5 and the multipart ETags."""
+    hasher = adopt.ContentHasher(size, etag)
+    buf = bytearray(READ_CHUNK)
+    view = memoryview(buf)
+    while n := fh.readinto(buf):
+        hasher.update(view[:n])
+    return hasher.digests()
+
+
 def hash_file(root: str, row: dict, racy_window_ns: int = RACY_WINDOW_NS) -> dict:
-    """SHA-256 of one staged file, with the stat seen while hashing it.
+    """SHA-256 of one staged file, with the stat seen while hashing it. For an adoption
+    candidate (`row["etag"]` set) also its MD5 and the proof its ETag gives, if any.
 
     The file is opened without following symlinks (safeio) and fstat'ed before and after
     reading; if it changed meanwhile the hash is of no single version, so it is read again
     (three tries, then the file fails this run). A racy hash is returned with ctime_ns None.
     """
     result = {"key": row["key"], "sha256": None, "error": None}
+    etag = row.get("etag")
     for _ in range(3):
         started = time.time_ns()
         try:
             with open_source(root, row["path"]) as fh:
                 before = os.fstat(fh.fileno())
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                if etag is None:
+                    digest, found = hashlib.file_digest(fh, "sha256").hexdigest(), None
+                else:
+                    found = _candidate_digests(fh, before.st_size, etag)
+                    digest = found.sha256
                 after = os.fstat(fh.fileno())
         except SourceRefused as exc:
             return {**result, **_stat_fields(row), "error": str(exc)}
@@ -140,6 +169,8 @@ def hash_file(root: str, row: dict, racy_window_ns: int = RACY_WINDOW_NS) -> dic
             size, mtime_ns, ctime_ns, inode = _identity(after)
             if is_racy(after, started, racy_window_ns):
                 ctime_ns = None
+            if found is not None:
+                result.update(md5=found.md5, etag=etag, proof=adopt.prove_by_etag(etag, found))
             return {**result, "sha256": digest, "size": size, "mtime_ns": mtime_ns,
                     "ctime_ns": ctime_ns, "inode": inode}
     return {**result, **_stat_fields(row), "error": "file kept changing while it was read"}
@@ -151,10 +182,15 @@ def _stat_fields(row: dict) -> dict:
 
 def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
          hash_threads: int = 4, stop: threading.Event | None = None,
-         key_filter: KeyFilter = KeyFilter(), racy_window_ns: int = RACY_WINDOW_NS) -> ScanStats:
+         key_filter: KeyFilter = KeyFilter(), racy_window_ns: int = RACY_WINDOW_NS,
+         before_hash: Callable[[], object] | None = None) -> ScanStats:
     """Walk `root` into the journal, hash what changed, and fold it into `files`. Files
     the filter excludes are not looked at at all. Raises Interrupted if `stop` is set; the
-    journal's `files` are then left as they were."""
+    journal's `files` are then left as they were.
+
+    `before_hash` is called between the walk and the hashing (the engine waits there for
+    the LIST, and its error is raised from here), so the hashing knows the adoption
+    candidates and records the proofs their ETags give."""
     stats = ScanStats()
     journal.begin_scan()
     staged: list[dict] = []
@@ -196,6 +232,8 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
                 raise Interrupted("stopped while scanning")
     journal.stage_files(staged)
     errors.extend(journal.staged_collisions())
+    if before_hash is not None:
+        before_hash()
     _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns)
     journal.commit_scan(run_id, stats.unreadable_dirs)
     journal.record_file_errors(run_id, errors)
@@ -218,18 +256,25 @@ def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tu
     """Hash every staged file that changed: large ones on a few threads (hashlib releases
     the GIL), small ones right here, where a thread hand-off would cost more than the hash."""
     done: list[dict] = []
+    proven: list[dict] = []
 
     def record(result: dict) -> None:
-        nonlocal done
+        nonlocal done, proven
         if result["error"]:
             errors.append((result["key"], result["error"]))
         else:
             stats.hashed += 1
             stats.hashed_bytes += result["size"]
+            if result.get("proof"):
+                log.info("adopted %s: %s", result["key"], result["proof"])
+                stats.adopted[result["proof"]] += 1
+                proven.append({"key": result["key"], "etag": result["etag"],
+                               "sha256": result["sha256"], "sha_source": result["proof"]})
         done.append(result)
         if len(done) >= BATCH:
             journal.set_staged_hashes(done)
-            done = []
+            journal.set_remote_hashes(proven)
+            done, proven = [], []
 
     def large_ones():
         for row in journal.iter_files_to_hash():
@@ -245,5 +290,6 @@ def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tu
                                   window=threads * 4, stop=stop):
             record(result)
     journal.set_staged_hashes(done)
+    journal.set_remote_hashes(proven)
     if stop is not None and stop.is_set():
         raise Interrupted("stopped while hashing")

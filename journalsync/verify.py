@@ -1,6 +1,10 @@
 """`journalsync verify`: HEAD the objects the journal says are synced and report any whose
 size or `sha256` metadata no longer matches the file as last scanned (an object overwritten
-or deleted behind our back, or bit rot on a store we cannot trust)."""
+or deleted behind our back, or bit rot on a store we cannot trust).
+
+An object another tool wrote, adopted by a proof (adopt.py) and not given our metadata
+(--adopt-metadata), has no sha256 to read: it passes while its ETag is still the one the
+proof was made against (the same object), and fails otherwise."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class VerifyReport:
     mismatches: list[Mismatch] = field(default_factory=list)
 
 
-def _sample(rows: Iterator[tuple[str, int, str]], percent: float, seed: int | None,
+def _sample(rows: Iterator[tuple], percent: float, seed: int | None,
             report: VerifyReport):
     """A random `percent` of the rows, counting all of them, without holding them."""
     rnd = random.Random(seed)
@@ -48,8 +52,8 @@ def verify(cfg: Config, journal: Journal, percent: float = 100.0,
     clients = ClientFactory(cfg)
     report = VerifyReport()
 
-    def check(row: tuple[str, int, str]) -> Mismatch | None:
-        key, size, sha = row
+    def check(row: tuple[str, int, str, str | None]) -> Mismatch | None:
+        key, size, sha, proven_etag = row
         client = clients.get()
         try:
             head = clients.call(lambda: client.head_object(
@@ -61,6 +65,10 @@ def verify(cfg: Config, journal: Journal, percent: float = 100.0,
         if head["ContentLength"] != size:
             return Mismatch(key, f"size {head['ContentLength']}, file {size}")
         remote_sha = metadata_sha256(head.get("Metadata"))
+        if remote_sha is None and proven_etag is not None:
+            etag = head["ETag"].strip('"')
+            return None if etag == proven_etag else Mismatch(
+                key, f"adopted object changed: ETag {etag}, proven {proven_etag}")
         if remote_sha != sha:
             return Mismatch(key, f"sha256 {remote_sha or 'absent'}, file {sha}")
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 def migrations_dir() -> Path:

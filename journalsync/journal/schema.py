@@ -64,6 +64,9 @@ files = Table(
     Column("ctime_ns", Integer),
     Column("inode", Integer),
     Column("sha256", Text),
+    # The whole-file MD5 from the same read as sha256 (adopt.py), only for files read as
+    # adoption candidates; dropped whenever sha256 is dropped or changes.
+    Column("md5", Text),
     # Set when the last scan could not read the file; its last good row is kept so the
     # remote object is never mistaken for an extra.
     Column("scan_error", Text),
@@ -86,6 +89,7 @@ scan_stage = Table(
     Column("inode", Integer),
     Column("sha256", Text),
     Column("error", Text),
+    Column("md5", Text),
     prefixes=["TEMPORARY"],
     sqlite_with_rowid=False,  # the key is stored once, not in a table and again in its index
 )
@@ -100,7 +104,9 @@ remote_objects = Table(
     Column("last_modified", Float),
     # Known from our own upload (while size and ETag still match) or from HEAD metadata.
     Column("sha256", Text),
-    Column("sha_source", Text),  # upload | head
+    # upload | head | an adoption proof (adopt.py: etag-md5, multipart-etag:8MiB,
+    # rclone-md5, s3cmd-md5) | adopt-copy (--adopt-metadata wrote our metadata onto it)
+    Column("sha_source", Text),
 )
 
 # Per-LIST staging of the objects listed (TEMP, like scan_stage).

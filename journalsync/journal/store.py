@@ -29,6 +29,7 @@ from journalsync.journal.schema import (
     runs,
     scan_stage,
 )
+from journalsync.journal.adoption import AdoptionStore
 from journalsync.journal.housekeeping import Housekeeping
 from journalsync.journal.plans import PlanStore
 from journalsync.journal.uploads import UploadStore
@@ -58,7 +59,7 @@ def _set_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Journal(PlanStore, UploadStore, Housekeeping):
+class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
     """All reads and writes of one journal file. Thread-safe for writes."""
 
     def __init__(self, path: Path):
@@ -230,15 +231,20 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         stmt = select(runs.c.remote_total).where(runs.c.id == run_id)
         return int(self._one(stmt)[0] or 0)
 
-    def synced_files(self) -> Iterator[tuple[str, int, str]]:
-        """(key, size, sha256) of every file whose object we believe matches it: the
-        manifest holds the same hash."""
+    def synced_files(self) -> Iterator[tuple[str, int, str, str | None]]:
+        """(key, size, sha256, proven etag) of every file whose object we believe matches
+        it: the manifest holds the same hash. The proven etag is set for objects adopted
+        by a proof (adopt.py) that carry no sha256 metadata of ours: the ETag the proof
+        was made against."""
         stmt = text("""
-            SELECT f.key, f.size, f.sha256 FROM files f JOIN remote_objects r ON r.key = f.key
+            SELECT f.key, f.size, f.sha256,
+                   CASE WHEN r.sha_source IN ('etag-md5', 'rclone-md5', 's3cmd-md5')
+                          OR r.sha_source LIKE 'multipart-etag:%' THEN r.etag END AS proven
+            FROM files f JOIN remote_objects r ON r.key = f.key
             WHERE f.scan_error IS NULL AND f.sha256 IS NOT NULL AND r.sha256 = f.sha256
             ORDER BY f.key""")
         for row in self._stream(stmt):
-            yield row.key, row.size, row.sha256
+            yield row.key, row.size, row.sha256, row.proven
 
     def count_files(self) -> int:
         return int(self._one(select(func.count()).select_from(files))[0])
@@ -298,14 +304,19 @@ class Journal(PlanStore, UploadStore, Housekeeping):
 
     def iter_files_to_hash(self) -> Iterator[dict]:
         """Staged files whose (size, mtime_ns, ctime_ns, inode) differ from the last scan,
-        or whose hash is not known yet. An unchanged tree yields nothing."""
+        or whose hash is not known yet, and adoption candidates (adopt.py): files with an
+        object of their size whose hash is unknown, with that object's `etag` (None for
+        the others). An unchanged tree whose remote hashes are all known yields nothing."""
         stmt = text("""
-            SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode
+            SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode, r.etag
             FROM scan_stage s LEFT JOIN files f ON f.key = s.key
+            LEFT JOIN remote_objects r
+                ON r.key = s.key AND r.size = s.size AND r.sha256 IS NULL
             WHERE s.error IS NULL AND s.key > :after AND (
                 f.key IS NULL OR f.sha256 IS NULL OR f.scan_error IS NOT NULL
                 OR f.size IS NOT s.size OR f.mtime_ns IS NOT s.mtime_ns
-                OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode)
+                OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode
+                OR r.key IS NOT NULL)
             ORDER BY s.key LIMIT :chunk""")
         yield from self._stage_pages(stmt)
 
@@ -330,15 +341,15 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         stmt = update(scan_stage).where(scan_stage.c.key == bindparam("k")).values(
             size=bindparam("size"), mtime_ns=bindparam("mtime_ns"),
             ctime_ns=bindparam("ctime_ns"), inode=bindparam("inode"),
-            sha256=bindparam("sha256"), error=bindparam("error"))
+            sha256=bindparam("sha256"), error=bindparam("error"), md5=bindparam("md5"))
         with self._write() as conn:
-            conn.execute(stmt, [{"k": r["key"], **r} for r in rows])
+            conn.execute(stmt, [{"k": r["key"], "md5": None, **r} for r in rows])
 
     def forget_hash(self, key: str) -> None:
         """Drop a file's cached hash (the upload found the file's bytes disagree with it),
         so the next scan hashes it again whatever its stat says."""
         with self._write() as conn:
-            conn.execute(update(files).where(files.c.key == key).values(sha256=None))
+            conn.execute(update(files).where(files.c.key == key).values(sha256=None, md5=None))
 
     def commit_scan(self, run_id: int, unreadable_dirs: Iterable[tuple[str, str]] = ()) -> None:
         """Fold the staged scan into `files` in one transaction.
@@ -355,19 +366,25 @@ class Journal(PlanStore, UploadStore, Housekeeping):
             # Filtered in the SELECT rather than in ON CONFLICT ... WHERE: SQLite then never
             # materialises the unchanged rows (0.15 s of CPU instead of 0.39 s at 200,000).
             conn.execute(text("""
-                INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256, scan_error)
+                INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256, md5,
+                                   scan_error)
                 SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
-                       COALESCE(s.sha256, f.sha256), NULL
+                       COALESCE(s.sha256, f.sha256),
+                       -- the MD5 goes with the SHA-256 it was read with: a new hash brings
+                       -- its own (or none), an old one keeps its own
+                       CASE WHEN s.sha256 IS NULL THEN f.md5 ELSE s.md5 END, NULL
                 FROM scan_stage s LEFT JOIN files f ON f.key = s.key
                 WHERE s.error IS NULL AND (
                     f.key IS NULL OR f.scan_error IS NOT NULL
                     OR f.path IS NOT s.path OR f.size IS NOT s.size
                     OR f.mtime_ns IS NOT s.mtime_ns OR f.ctime_ns IS NOT s.ctime_ns
                     OR f.inode IS NOT s.inode
-                    OR (s.sha256 IS NOT NULL AND f.sha256 IS NOT s.sha256))
+                    OR (s.sha256 IS NOT NULL AND (f.sha256 IS NOT s.sha256
+                                                  OR f.md5 IS NOT s.md5)))
                 ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
-                    inode = excluded.inode, sha256 = excluded.sha256, scan_error = NULL"""))
+                    inode = excluded.inode, sha256 = excluded.sha256, md5 = excluded.md5,
+                    scan_error = NULL"""))
             conn.execute(text("""
                 INSERT INTO files (key, path, scan_error)
                 SELECT key, path, error FROM scan_stage WHERE error IS NOT NULL
@@ -464,26 +481,28 @@ class Journal(PlanStore, UploadStore, Housekeeping):
         listed_at = self._one(select(func.max(runs.c.listed_at)))[0]
         return None if listed_at is None else max(0.0, time.time() - listed_at)
 
-    def keys_needing_head(self) -> Iterator[tuple[str, str]]:
-        """(key, etag) of objects whose hash is unknown and whose size equals the local
-        file's: the only objects worth a HEAD. A size mismatch is an upload anyway."""
+    def keys_needing_head(self) -> Iterator[tuple[str, str, str | None, str | None]]:
+        """(key, etag, the file's sha256, the file's md5) of objects whose hash is unknown
+        and whose size equals the local file's: the only objects worth a HEAD (adoption
+        candidates the ETag could not prove). A size mismatch is an upload anyway."""
         stmt = text("""
-            SELECT r.key, r.etag FROM remote_objects r JOIN files f ON f.key = r.key
+            SELECT r.key, r.etag, f.sha256, f.md5 FROM remote_objects r JOIN files f ON f.key = r.key
             WHERE r.sha256 IS NULL AND r.size = f.size AND f.scan_error IS NULL
             ORDER BY r.key""")
         for row in self._stream(stmt):
-            yield row.key, row.etag
+            yield row.key, row.etag, row.sha256, row.md5
 
     def set_remote_hashes(self, rows: Sequence[dict]) -> None:
-        """rows: key, etag (as HEAD saw it), sha256. Ignored if the object changed since LIST."""
+        """rows: key, etag (as LIST or HEAD saw it), sha256, and optionally sha_source (the
+        proof; default `head`). Ignored if the object changed since that etag was seen."""
         if rows:
             stmt = (update(remote_objects)
                     .where(remote_objects.c.key == bindparam("k"))
                     .where(remote_objects.c.etag == bindparam("e"))
-                    .values(sha256=bindparam("sha256"), sha_source="head"))
+                    .values(sha256=bindparam("sha256"), sha_source=bindparam("src")))
             with self._write() as conn:
-                conn.execute(stmt, [{"k": r["key"], "e": r["etag"], "sha256": r["sha256"]}
-                                    for r in rows])
+                conn.execute(stmt, [{"k": r["key"], "e": r["etag"], "sha256": r["sha256"],
+                                     "src": r.get("sha_source") or "head"} for r in rows])
 
     def iter_extras(self) -> Iterator[RemoteObject]:
         """Objects under the prefix with no local file at all, in key order. A file that

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 def test_head_refused_for_one_object_uploads_it_and_goes_on(sync, s3, s3client, status):
     for name in ("foreign.txt", "plain.txt"):
         sync.write(name, b"same bytes as the object")
-        # Same size, no sha256 metadata: the run must HEAD both.
-        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"same bytes as the object")
+        # Same size, no sha256 metadata, an ETag that proves nothing (other bytes): the run
+        # must HEAD both.
+        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"SAME BYTES AS THE OBJECT")
     refused = "/" + sync.object_key("foreign.txt")
 
     def hook(req):  # a foreign SSE-C or cross-account object answers HEAD with 403 or 400
@@ -62,7 +63,8 @@ def test_truncated_page_without_token_fails_the_listing(sync, s3, s3client, path
 def test_object_refusing_head_and_put_fails_alone(sync, s3, s3client):
     for name in ("foreign.txt", "plain.txt"):
         sync.write(name, b"same bytes as the object")
-        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"same bytes as the object")
+        # other bytes of the same size: the ETag proves nothing (adopt.py), a HEAD is needed
+        s3client.put_object(Bucket=sync.bucket, Key=sync.object_key(name), Body=b"SAME BYTES AS THE OBJECT")
     refused = "/" + sync.object_key("foreign.txt")
 
     def hook(req):  # another account's object: neither read nor overwritten by us

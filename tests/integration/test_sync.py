@@ -218,15 +218,21 @@ def test_existing_objects_with_our_metadata_are_not_reuploaded(sync, s3, s3clien
         sync.endpoint_url = proxy.endpoint_url
         result = sync.run()
     assert (result.summary["uploaded"], result.summary["skipped"]) == ("1", "1")
-    assert proxy.counts()["HEAD"] == 2  # both had equal sizes: their hashes were needed
+    # Both had equal sizes: a.txt's single-PUT ETag proves it (adopt.py); b.txt's ETag
+    # does not match, so its sha256 metadata is needed (an SSE-KMS ETag never matches).
+    assert proxy.counts()["HEAD"] == 1
 
 
-def test_foreign_object_without_metadata_is_replaced(sync, s3client):
+def test_foreign_object_without_metadata_is_adopted_or_replaced(sync, s3client):
+    """Same bytes: its MD5 ETag proves it (adopt.py), nothing is sent. Same size, other
+    bytes: replaced, with our metadata."""
     s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("a.txt"), Body=b"same")
+    s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("b.txt"), Body=b"SAME")
     sync.write("a.txt", b"same")
+    sync.write("b.txt", b"same")
     result = sync.run()
-    assert result.summary["uploaded"] == "1"
-    _, resp = read_object(s3client, sync.bucket, sync.object_key("a.txt"))
+    assert (result.summary["uploaded"], result.summary["adopted"]) == ("1", "1")
+    _, resp = read_object(s3client, sync.bucket, sync.object_key("b.txt"))
     assert meta(resp)["sha256"] == hashlib.sha256(b"same").hexdigest()
 
 

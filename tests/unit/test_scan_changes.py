@@ -51,7 +51,8 @@ def test_each_part_of_the_identity_alone_makes_a_file_hashed_again(journal):
     assert [row["key"] for row in journal.iter_files_to_hash()] == [
         "ctime", "failed", "inode", "mtime", "new", "nohash", "size"]
     assert next(journal.iter_files_to_hash()) == {"key": "ctime", "path": "ctime", "size": 1,
-                                                  "mtime_ns": 1, "ctime_ns": 2, "inode": 1}
+                                                  "mtime_ns": 1, "ctime_ns": 2, "inode": 1,
+                                                  "etag": None}
 
 
 def test_hash_file_records_the_stat_it_hashed(tmp_path):
@@ -143,3 +144,51 @@ def test_a_stop_before_hashing_raises_and_leaves_the_files_as_they_were(tmp_path
     with pytest.raises(Interrupted, match="^stopped while hashing$"):
         scan(src, DEST, journal, 1, stop=stop)
     assert list(journal.iter_plan_inputs()) == []
+
+
+def _listed(journal, rows):
+    """A LIST of (key, size, etag) committed into the manifest."""
+    journal.begin_listing()
+    journal.stage_remote([(k, size, etag, 0.0) for k, size, etag in rows])
+    journal.commit_listing(1)
+
+
+def test_adoption_candidates_are_hashed_even_when_unchanged(journal):
+    """An unchanged file is read again only when an object of its size waits for a proof
+    (adopt.py): its hash is unknown. Its ETag comes with it."""
+    keys = ["cand", "othersize", "known", "noobject", "broken"]
+    journal.begin_scan()
+    journal.stage_files([staged(k) for k in keys])
+    journal.set_staged_hashes([{"key": k, "sha256": "h" + k, "error": None, "size": 1,
+                                "mtime_ns": 1, "ctime_ns": 1, "inode": 1} for k in keys])
+    journal.commit_scan(1)
+    _listed(journal, [("cand", 1, "e-cand"), ("othersize", 2, "e-o"), ("known", 1, "e-k"),
+                      ("broken", 1, "e-b")])
+    journal.set_remote_hashes([{"key": "known", "etag": "e-k", "sha256": "hknown"}])
+    journal.begin_scan()
+    journal.stage_files([staged(k) for k in keys[:-1]] + [staged("broken", error="x")])
+    assert list(journal.iter_files_to_hash()) == [
+        {"key": "cand", "path": "cand", "size": 1, "mtime_ns": 1, "ctime_ns": 1, "inode": 1,
+         "etag": "e-cand"}]
+    journal.set_remote_hashes([{"key": "cand", "etag": "e-cand", "sha256": "hcand"}])
+    assert list(journal.iter_files_to_hash()) == []  # every remote hash known: reads nothing
+
+
+def test_a_scan_proves_a_foreign_object_by_its_etag_and_keeps_the_md5(tmp_path, journal):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"peer bytes")
+    (src / "b.txt").write_bytes(b"other byte")
+    scan(src, DEST, journal, 1, racy_window_ns=0)  # hashed before the LIST: no md5 kept
+    _listed(journal, [("a.txt", 10, hashlib.md5(b"peer bytes").hexdigest()),
+                      ("b.txt", 10, hashlib.md5(b"OTHER BYTE").hexdigest())])
+    stats = scan(src, DEST, journal, 2, racy_window_ns=0)
+    assert (stats.hashed, dict(stats.adopted)) == (2, {"etag-md5": 1})
+    heads = {key: (sha, md5) for key, _, sha, md5 in journal.keys_needing_head()}
+    assert heads == {"b.txt": (hashlib.sha256(b"other byte").hexdigest(),
+                               hashlib.md5(b"other byte").hexdigest())}
+    assert journal.adopted_by_proof() == {"etag-md5": 1}
+    assert scan(src, DEST, journal, 3, racy_window_ns=0).hashed == 1  # b.txt: still unknown
+    # The MD5 goes with the SHA-256 it was read with: dropped together.
+    journal.forget_hash("b.txt")
+    assert [(sha, md5) for _, _, sha, md5 in journal.keys_needing_head()] == [(None, None)]

@@ -2,14 +2,14 @@
 schema (out of the journal file and its WAL), and the per-row scan/LIST marks `files.seen_run`
 and `remote_objects.listed_run` go (absence is found by an anti-join with the stage).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -45,4 +45,5 @@ def downgrade() -> None:
         sa.Column("inode", sa.Integer),
         sa.Column("sha256", sa.Text),
         sa.Column("error", sa.Text),
+        sa.Column("md5", sa.Text),
     )
