@@ -259,9 +259,9 @@ def s3cmd_md5(metadata: dict[str, str] | None) -> str | None:
     return None
 
 
-# Encryption under which an object's ETag is not the MD5 of its bytes (even when it looks
-# like one). SSE-S3 (AES256) ETags are MD5s on AWS.
-_NON_MD5_SSE = ("aws:kms", "aws:kms:dsse")
+# Server-side encryption under which an object's ETag is still the MD5 of its bytes (AWS's
+# SSE-S3); under any other (SSE-KMS, DSSE-KMS, SSE-C) it is not, even when it looks like one.
+_MD5_SSE = (None, "", "AES256")
 
 
 def etag_disproves(etag: str | None, md5: str, sse: str | None = None,
@@ -272,7 +272,7 @@ def etag_disproves(etag: str | None, md5: str, sse: str | None = None,
     parsed = parse_etag(etag)
     if parsed is None or parsed[1] is not None or customer_key:
         return False
-    if sse and sse.lower() in _NON_MD5_SSE:
+    if sse not in _MD5_SSE:
         return False
     return parsed[0] != md5.lower()
 

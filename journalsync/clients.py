@@ -5,6 +5,17 @@ Sessions are not thread-safe, so the session is made once and clients are create
 under a lock; each thread then keeps its own client. Credentials come only from the SDK's
 standard chain (environment, shared profile, instance or container role).
 
+A link that drops: every botocore connection caps TCP's retransmission timeout at one second
+(TCP_RTO_MAX_MS, Linux 6.15+), where the kernel allows it. Without the cap, the kernel
+doubles the wait between retransmissions while a link is down (0.2, 0.4 ... 12.8 s), so a
+connection resumes seconds after the link is back, or, when its retransmissions keep falling
+into the next outage, tens of seconds later. With it, a connection in the middle of a part
+resumes within a second of the link's return and its bytes already sent are not sent again
+(TCP_USER_TIMEOUT keeps it alive through an outage of up to a minute: see
+link_socket_options).
+Where the cap is available, parts go through botocore rather than the CRT, whose sockets
+cannot take it (`parts_crt`).
+
 The session is botocore's own, not boto3's wrapper: boto3 adds nothing we use (we never call
 its upload_file), and importing it pulls in s3transfer, about 0.15 s of every run's start.
 """
@@ -13,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,13 +83,48 @@ def resolve_provider(name: str, endpoint_url: str | None) -> Preset:
     return PRESETS["other"]
 
 
-def boto_config(preset: Preset, pool_size: int) -> BotoConfig:
+# socket.TCP_RTO_MAX_MS from Python 3.14; the kernel's number since Linux 6.15.
+TCP_RTO_MAX_MS = getattr(socket, "TCP_RTO_MAX_MS", 44)
+LINK_RTO_MAX_MS = 1000  # the kernel's lowest allowed cap
+LINK_USER_TIMEOUT_MS = 60_000  # = boto_config's read_timeout
+
+
+def link_socket_options() -> list[tuple[int, int, int]]:
+    """The socket options that make a connection resume within a second of a dropped
+    link's return (see the module docstring), or [] where the kernel does not have them."""
+    if not sys.platform.startswith("linux"):
+        return []
+    options = [(socket.IPPROTO_TCP, TCP_RTO_MAX_MS, LINK_RTO_MAX_MS),
+               # With retransmissions a second apart, the kernel's own give-up (tcp_retries2)
+               # comes after ~15 s of silence, and a 20 s outage would kill the connection
+               # and the part on it. Give up after as long as botocore waits on a read.
+               (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, LINK_USER_TIMEOUT_MS)]
+    try:
+        with socket.socket() as probe:
+            for option in options:
+                probe.setsockopt(*option)
+    except (OSError, AttributeError):
+        return []
+    return options
+
+
+# How long a connection attempt may take: short until the endpoint has answered (a wrong
+# host is said in ~15 s, retry.Reachability), long after that, when a silent connect is an
+# outage of a link known to work: with link_options its SYN is sent again every second, so
+# it connects within a second of the link's return. The long one matters for bodies too:
+# urllib3 sends a new connection's first request under the connect timeout, so 10 s would
+# cut a part off in the middle of a 20 s outage.
+CONNECT_TIMEOUT = 10
+CONNECT_TIMEOUT_ANSWERED = 60
+
+
+def boto_config(preset: Preset, pool_size: int, connect_timeout: float = CONNECT_TIMEOUT) -> BotoConfig:
     return BotoConfig(
         s3={"addressing_style": preset.addressing_style},
         # One retry layer only: tenacity (retry.py) owns retries and their time budget.
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=pool_size,
-        connect_timeout=10,
+        connect_timeout=connect_timeout,
         read_timeout=60,
         tcp_keepalive=True,
         user_agent_extra="journalsync",
@@ -97,6 +145,7 @@ class ClientFactory:
             self._session.get_scoped_config()  # ProfileNotFound now, not at the first request
         install_fast_timestamps(self._session)  # LIST is CPU-bound in date parsing
         self._config = boto_config(self.preset, pool_size)
+        self._config_answered = boto_config(self.preset, pool_size, CONNECT_TIMEOUT_ANSWERED)
         self._endpoint_url = cfg.endpoint_url
         self._region = cfg.region or self._session.get_config_variable("region") or "us-east-1"
         self.ca_bundle = ca_bundle(self._session)
@@ -112,6 +161,7 @@ class ClientFactory:
         self._crt = None
         self._crt_made = False
         self._crt_lock = threading.Lock()  # not self._lock: get() takes that one
+        self.link_options = link_socket_options()
 
     def crt(self):
         """The run's awscrt client for small PUTs and LIST pages (crt.py), or None where
@@ -180,10 +230,27 @@ class ClientFactory:
             with self._lock:
                 client = self._session.create_client(
                     "s3", endpoint_url=self._endpoint_url, region_name=self._region,
-                    config=self._config)
+                    config=self._config_answered if self.reach.answered else self._config)
             client.meta.events.register("after-call.s3.ListObjectsV2", self._note_region)
+            self._add_socket_options(client)
             self._local.client = client
         return client
+
+    def _add_socket_options(self, client) -> None:
+        """Give the client's connections `link_options`. botocore takes no socket options of
+        ours, but its HTTP session hands its own list to the pool manager, which reads it
+        when it makes each connection: the client has made none yet."""
+        options = getattr(getattr(client._endpoint, "http_session", None), "_socket_options", None)
+        if isinstance(options, list):
+            options.extend(o for o in self.link_options if o not in options)
+
+    def parts_crt(self):
+        """The CRT client for multipart parts, or None when botocore should send them: with
+        --bwlimit (the CRT reads bodies at its own pace), and where botocore's connections
+        ride out a dropped link (link_options) and the CRT's cannot."""
+        if self.bandwidth is not None or self.link_options:
+            return None
+        return self.crt()
 
     def call(self, fn: Callable[[], T], counter: Attempts | None = None) -> T:
         """One request, retried and throttled by the run's policy."""

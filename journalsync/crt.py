@@ -25,6 +25,15 @@ per-request CPU this saves, over plain HTTP, a SHA-256 pass over every part: bot
 the payload when there is no TLS, the CRT sends UNSIGNED-PAYLOAD with our Content-MD5.
 
 HEAD, DELETE and the multipart bookkeeping stay on botocore clients.
+
+A link that drops: the CRT's sockets cannot take the cap on TCP's retransmission timeout
+that botocore's get (clients.py), so a small PUT caught by an outage could wait for the
+kernel's next retransmission (seconds to tens of seconds later) or for the CRT's own
+throughput check (about 30 s). A small PUT gets a deadline instead, the way TCP sets its own
+timeout: a multiple of the smoothed time the last PUTs took (`Deadline`), never under a
+few seconds, doubled each time one runs out (a store that became slow is not cancelled
+forever). A stuck one is cancelled and tried again on a new connection; its body is small,
+so little is sent twice.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ import html
 import io
 import logging
 import re
+import threading
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import NamedTuple
@@ -76,6 +87,36 @@ class CrtConnectionError(ConnectionError):
         self.endpoint = endpoint
 
 
+class Deadline:
+    """How long a small request may take before it counts as stuck: FACTOR times the
+    smoothed duration of the last ones (as TCP's RTO follows its SRTT), at least FLOOR s.
+    None until one has finished: the caller's own timeout serves until then."""
+
+    FLOOR = 3.0
+    FACTOR = 8.0
+
+    def __init__(self) -> None:
+        self.smoothed: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self.smoothed = seconds if self.smoothed is None else 0.875 * self.smoothed + 0.125 * seconds
+
+    def expired(self) -> None:
+        """A request ran out of its deadline: double it (as TCP backs off its RTO), so a
+        store that has become slow is waited for rather than cancelled again and again."""
+        with self._lock:
+            if self.smoothed is not None:
+                self.smoothed *= 2
+
+    def seconds(self, size: int) -> float | None:
+        """The deadline for a body of `size` bytes: the time for the body at 64 KiB/s on top."""
+        if self.smoothed is None:
+            return None
+        return max(self.FLOOR, self.FACTOR * self.smoothed) + size / 65536
+
+
 class CrtS3:
     """Sends PutObject and ListObjectsV2 requests through one awscrt S3Client shared by every
     thread. Thread-safe: each call builds its own request and waits on its own future."""
@@ -90,6 +131,7 @@ class CrtS3:
         self._path_prefix = parts.path  # "/bucket/" (path style) or "/" (virtual host)
         self._bucket_path = parts.path.rstrip("/") or "/"
         self._timeout = timeout
+        self.put_deadline = Deadline()
         self._s3 = s3
         tls = s3.S3RequestTlsMode.ENABLED if parts.scheme == "https" else s3.S3RequestTlsMode.DISABLED
 
@@ -144,9 +186,18 @@ class CrtS3:
         for name, value in (args.get("Metadata") or {}).items():
             headers.append((f"x-amz-meta-{name}", value))
         path = self._path_prefix + quote(args["Key"], safe="/~")
-        # The whole exchange's deadline: a base, plus time for the body at 64 KiB/s.
-        response_headers, _ = self._send("PUT", path, headers, data, "PutObject",
-                                         self._timeout + len(data) / 65536)
+        # The whole exchange's deadline: a base, plus time for the body at 64 KiB/s; once
+        # PUTs have been answered, a multiple of how long they take (see Deadline).
+        limit = self._timeout + len(data) / 65536
+        deadline = self.put_deadline.seconds(len(data))
+        started = time.monotonic()
+        try:
+            response_headers, _ = self._send("PUT", path, headers, data, "PutObject",
+                                             min(deadline or limit, limit))
+        except TimeoutError:
+            self.put_deadline.expired()
+            raise
+        self.put_deadline.observe(time.monotonic() - started)
         etag = next((v for k, v in response_headers if k.lower() == "etag"), "")
         return etag.strip('"')
 
@@ -209,7 +260,7 @@ class CrtS3:
                                      self._origin) from None
         except TimeoutError:
             meta.cancel()
-            raise TimeoutError(f"{operation} got no response in time") from None
+            raise TimeoutError(f"{operation} got no response in {timeout:.1f}s") from None
         return got["headers"], b"".join(got["body"])
 
 

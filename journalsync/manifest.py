@@ -154,14 +154,14 @@ def fill_hashes(clients: ClientFactory, cfg: Config, journal: Journal, stats: Ma
         row = {"key": key, "etag": resp["ETag"].strip('"')}
         sse, customer_key = resp.get("ServerSideEncryption"), bool(resp.get("SSECustomerAlgorithm"))
         if local_md5 and adopt.etag_disproves(row["etag"], local_md5, sse, customer_key):
-            # The object's own single-part ETag says other bytes: no metadata, ours
-            # included (a copy onto itself may have stamped a replaced object), outvotes it.
+            # The object's own single-part ETag says other bytes: no metadata outvotes it,
+            # a peer's (metadata survives a copy that changes the bytes) or ours (a copy
+            # onto itself may have stamped an object replaced meanwhile, adoptcopy.py).
             return None
         sha = metadata_sha256(resp.get("Metadata"))
         if sha:
             return {**row, "sha256": sha}
-        proof = adopt.prove_by_metadata(
-            resp.get("Metadata"), local_md5, row["etag"], sse, customer_key) if local_sha else None
+        proof = adopt.prove_by_metadata(resp.get("Metadata"), local_md5) if local_sha else None
         return {**row, "sha256": local_sha, "sha_source": proof} if proof else None
 
     found: list[dict] = []

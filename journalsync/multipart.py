@@ -274,8 +274,8 @@ class MultipartDriver:
                    counter: Attempts) -> tuple[int, str, int]:
         md5 = md5_b64(data)
         key = self.cfg.dest.object_key(rec.key)
-        crt = self.clients.crt()
-        if crt is not None and self.clients.bandwidth is None:
+        crt = self.clients.parts_crt()
+        if crt is not None:
             send = lambda: crt.upload_part(key, rec.upload_id, number, data, md5)  # noqa: E731
         else:
             client = self.clients.get()

@@ -1,4 +1,9 @@
-"""Reporting: the one-line summary, its JSON twin, and the `status` view. Read-only."""
+"""Reporting: the one-line summary, its JSON twin, and the `status` view. Read-only.
+
+Imported by the CLI for every command, `--help` included, so it imports neither the
+journal (SQLAlchemy) nor rich at its top: status_data is handed an open Journal, and only
+the status views import rich's Table.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import logging
 import threading
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
-from journalsync.journal import Journal
 from journalsync.models import PlanItem, RunCounts
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from journalsync.journal import Journal
 
 log = logging.getLogger("journalsync")
 
@@ -154,9 +161,16 @@ def _show_dead_runs(journal: Journal, recent: list[dict]) -> None:
                 r["error"] = r.get("error") or "the process ended without finishing"
 
 
+def _table(title: str):
+    """A rich Table (imported here: only the status views draw one)."""
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left")
+
+
 def render_status(data: dict, console: Console) -> None:
     console.print(f"journal: {data['journal']}")
-    runs = Table(title="recent runs", title_justify="left")
+    runs = _table("recent runs")
     for col in ("run", "started", "secs", "state", *SUMMARY_FIELDS):
         runs.add_column(col, justify="right" if col not in ("started", "state") else "left")
     for r in data["runs"]:
@@ -189,7 +203,7 @@ def render_failures(data: dict, console: Console) -> None:
     if not data["failed"] and not data["file_errors"]:
         console.print("no failed files in the last run")
         return
-    table = Table(title="failed in the last run", title_justify="left")
+    table = _table("failed in the last run")
     for col in ("key or path", "phase", "attempts", "reason"):
         table.add_column(col, overflow="fold")
     for f in data["file_errors"]:
@@ -202,7 +216,7 @@ def render_failures(data: dict, console: Console) -> None:
 def _render_in_flight(data: dict, console: Console) -> None:
     if not data["in_flight"]:
         return
-    table = Table(title="multipart uploads in flight", title_justify="left")
+    table = _table("multipart uploads in flight")
     for col in ("key", "run", "parts done", "bytes done", "size", "started"):
         table.add_column(col, overflow="fold")
     for u in data["in_flight"]:

@@ -7,12 +7,20 @@ Each request is retried with full-jitter exponential backoff, bounded by attempt
 total time (`--retry-timeout`). On top of that, throttling is shared: when any request
 meets SlowDown, `SharedBackoff` halves how many requests all workers may have in flight,
 then lets it grow back by one per round of successes (AIMD, as TCP does).
+
+A dropped link is not throttling. Once the endpoint has answered in this run, a connection
+failure (refused, reset, unreachable, timed out) is retried every LINK_RETRY_CAP seconds at
+most, and without counting against --retry-attempts (only --retry-timeout bounds it): the
+link is probed about once a second, so when it comes back it is used within a second, not
+after an exponential backoff grown to 20 s during the outage. It never touches the shared
+backoff either: in-flight requests stay at full strength after an outage.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import socket
 import threading
 import time
@@ -31,7 +39,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any, wait_random_exponential
 
 from journalsync.errors import ConfigError, FatalRemoteError, JournalsyncError
 
@@ -43,6 +51,9 @@ retry_log = logging.getLogger("journalsync.retry")
 # run stops as misconfigured (a wrong port or host); after its first answer, a connection
 # failure is a flaky link and gets the whole --retry-timeout.
 UNREACHED_LIMIT = 15.0
+# The longest wait between two tries of a request whose connection failed, once the
+# endpoint has answered: how soon after a link comes back it is used again.
+LINK_RETRY_CAP = 1.0
 
 THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException",
                             "RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException"})
@@ -351,7 +362,7 @@ class RetryPolicy:
         answered: see Reachability). Each retry is logged at info (-v)."""
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(self.attempts) | self._out_of_time,
+            stop=stop_any(self._out_of_attempts, self._out_of_time),
             wait=self._wait,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -374,13 +385,27 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         return self.reach.budget() if exc is not None and is_unreachable(exc) else self.timeout
 
+    def _link_down(self, state: RetryCallState) -> bool:
+        """The last try met a broken link to an endpoint that has answered in this run."""
+        exc = state.outcome.exception() if state.outcome else None
+        return exc is not None and is_unreachable(exc) and self.reach.answered
+
+    def _out_of_attempts(self, state: RetryCallState) -> bool:
+        """--retry-attempts bounds the answers we get; an outage is bounded by time only
+        (it is probed about once a second, so it would use up any count in seconds)."""
+        return state.attempt_number >= self.attempts and not self._link_down(state)
+
     def _out_of_time(self, state: RetryCallState) -> bool:
         return (state.seconds_since_start or 0.0) >= self._limit(state)
 
     def _wait(self, state: RetryCallState) -> float:
-        """Full jitter, but never past the time limit: the last try comes at the limit."""
+        """Full jitter, but never past the time limit: the last try comes at the limit. A
+        broken link is probed again within LINK_RETRY_CAP (see the module docstring)."""
         left = self._limit(state) - (state.seconds_since_start or 0.0)
-        return max(0.0, min(self._jitter(state), left))
+        jitter = self._jitter(state)
+        if self._link_down(state):
+            jitter = random.uniform(LINK_RETRY_CAP / 4, LINK_RETRY_CAP)
+        return max(0.0, min(jitter, left))
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception()

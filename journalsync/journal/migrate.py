@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
+if TYPE_CHECKING:  # catalog.py reads HEAD_REVISION without SQLAlchemy
+    from sqlalchemy import Engine
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 def migrations_dir() -> Path:
@@ -37,6 +39,8 @@ def script_head() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import text
+
     with engine.connect() as conn:
         exists = conn.execute(text(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")).first()

@@ -70,13 +70,17 @@ files = Table(
     # Set when the last scan could not read the file; its last good row is kept so the
     # remote object is never mistaken for an extra.
     Column("scan_error", Text),
-    Column("seen_run", Integer),
 )
 
-# Per-run staging of what the walk saw, joined against `files` in one statement.
+# Staging tables live in the write connection's TEMP schema, not in the journal file: a
+# nightly no-op stages every file and every object, and none of that needs to reach the WAL.
+# Only the differences between a stage and its table are written to the journal.
+staging = MetaData()
+
+# Per-scan staging of what the walk saw, joined against `files` in one statement.
 scan_stage = Table(
     "scan_stage",
-    metadata,
+    staging,
     Column("key", Text, primary_key=True),
     Column("path", Text, nullable=False),
     Column("size", Integer),
@@ -86,6 +90,8 @@ scan_stage = Table(
     Column("sha256", Text),
     Column("error", Text),
     Column("md5", Text),
+    prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # the key is stored once, not in a table and again in its index
 )
 
 # The cached remote manifest: every object under the prefix at the last LIST.
@@ -101,16 +107,18 @@ remote_objects = Table(
     # upload | head | an adoption proof (adopt.py: etag-md5, multipart-etag:8MiB,
     # rclone-md5, s3cmd-md5) | adopt-copy (--adopt-metadata wrote our metadata onto it)
     Column("sha_source", Text),
-    Column("listed_run", Integer),
 )
 
+# Per-LIST staging of the objects listed (TEMP, like scan_stage).
 remote_stage = Table(
     "remote_stage",
-    metadata,
+    staging,
     Column("key", Text, primary_key=True),
     Column("size", Integer, nullable=False),
     Column("etag", Text, nullable=False),
     Column("last_modified", Float),
+    prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # the key is stored once, not in a table and again in its index
 )
 
 plan_items = Table(

@@ -135,6 +135,23 @@ def test_equal_size_other_content_and_a_damaged_part_are_uploaded(sync, s3, s3cl
     assert body == data
 
 
+def test_peer_metadata_never_overrules_a_plain_md5_etag_that_disagrees(sync, s3, s3client):
+    """An unencrypted single-part object's ETag is the MD5 of its bytes: when it is not the
+    file's MD5 the bytes differ, even if a peer's metadata (copied along with an edit, say)
+    claims the file's MD5. The file is uploaded, not adopted."""
+    local = b"L" * 6000
+    sync.write("claimed.txt", local)
+    md5 = hashlib.md5(local)
+    s3client.put_object(Bucket=sync.bucket, Key=sync.object_key("claimed.txt"), Body=b"R" * 6000,
+                        Metadata={"md5chksum": base64.b64encode(md5.digest()).decode(),
+                                  "s3cmd-attrs": f"md5:{md5.hexdigest()}"})
+    result, proxy = run_through_proxy(sync, s3, "-v")
+    assert result.code == 0, result.err
+    assert (result.summary["uploaded"], result.summary.get("adopted")) == ("1", None), result.out
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("claimed.txt"))["Body"].read()
+    assert body == local
+
+
 def test_adopt_metadata_writes_our_sha256_and_keeps_the_headers(sync, s3, s3client):
     rnd = random.Random(9)
     small = rnd.randbytes(3000)

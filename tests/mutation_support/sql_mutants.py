@@ -74,8 +74,7 @@ def run() -> tuple[int, list[str]]:
     try:
         for label, sql in found:
             def mutated(self, _sql=sql):
-                for row in self._stream(text(_sql)):
-                    yield dict(row._mapping)
+                yield from self._stage_pages(text(_sql))
             Journal.iter_files_to_hash = mutated
             if run_tests() == 0:
                 survivors.append(label)

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import ClientError
 
-from journalsync.crt import answered_by_name, client_error, parse_list_page
+from journalsync.crt import Deadline, answered_by_name, client_error, parse_list_page
 from journalsync.retry import fatal_reason, is_retryable, is_throttle
 
 AWS_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -86,3 +86,18 @@ def test_errors_the_crt_names_without_a_response_are_answers_not_dropped_connect
     assert "RequestTimeTooSkewed" in fatal_reason(skewed)
     timeout = answered_by_name("AWS_ERROR_S3_REQUEST_TIMEOUT", "timeout", "PutObject")
     assert is_retryable(timeout) and fatal_reason(timeout) is None
+
+
+def test_a_small_put_deadline_follows_the_answers_and_backs_off_when_it_runs_out():
+    """None before any answer (the caller's long timeout); then 8x the smoothed duration,
+    never under 3 s, plus the body's time at 64 KiB/s; doubled when one runs out."""
+    deadline = Deadline()
+    assert deadline.seconds(0) is None
+    deadline.observe(0.02)
+    assert deadline.seconds(0) == 3.0 and deadline.seconds(65536) == 4.0
+    for _ in range(40):
+        deadline.observe(1.0)  # a store that takes a second per small PUT
+    assert 7.5 < deadline.seconds(0) <= 8.0
+    deadline.expired()
+    deadline.expired()
+    assert 30 < deadline.seconds(0) <= 32.0

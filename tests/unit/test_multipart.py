@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import threading
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -139,9 +140,14 @@ def test_a_fresh_upload(world):
 
 
 @on_moto
-@pytest.mark.parametrize("bwlimit", [None, 100e6])
-def test_parts_go_through_awscrt_unless_paced(world, bwlimit):
+@pytest.mark.parametrize("bwlimit, rto_cap, by_crt", [
+    (None, False, True),
+    (100e6, False, False),  # paced: the CRT reads bodies at its own pace
+    (None, True, False),  # botocore's sockets ride out a dropped link (clients.link_options)
+])
+def test_parts_go_through_awscrt_unless_paced_or_botocore_rides_out_flaps(world, bwlimit, rto_cap, by_crt):
     w = world(crt=True, bwlimit=bwlimit)
+    w.clients.link_options = [(socket.IPPROTO_TCP, 44, 1000)] if rto_cap else []
     crt = w.clients.crt()
     assert crt is not None
     sent_by_crt = []
@@ -154,7 +160,7 @@ def test_parts_go_through_awscrt_unless_paced(world, bwlimit):
     crt.upload_part = spy
     result, _ = w.upload()
     assert result.ok and w.stored()[0] == w.data
-    assert sorted(sent_by_crt) == ([1, 2, 3, 4] if bwlimit is None else [])
+    assert sorted(sent_by_crt) == ([1, 2, 3, 4] if by_crt else [])
 
 
 @on_moto

@@ -12,10 +12,11 @@ import types
 
 import pytest
 import tenacity
-from botocore.exceptions import (ClientError, NoCredentialsError, ProxyConnectionError,
-                                 ReadTimeoutError, SSLError)
+from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
+                                 ProxyConnectionError, ReadTimeoutError, SSLError)
 
-from journalsync.retry import (Attempts, RetryPolicy, SharedBackoff, describe, error_code,
+from journalsync.errors import ConfigError
+from journalsync.retry import (LINK_RETRY_CAP, Attempts, RetryPolicy, SharedBackoff, describe, error_code,
                                fatal_reason, http_status, is_retryable, is_throttle)
 
 
@@ -208,3 +209,45 @@ def test_cuts_and_growth_are_logged_when_the_whole_limit_moves(caplog):
         "throttled by the store (SlowDown): requests in flight 4 -> 2",
         "throttling eases: requests in flight 2 -> 3",
     ]  # 2 -> 2.5 -> 2.9 -> 3.23: one line, when the whole number moves
+
+
+def test_a_dropped_link_is_probed_about_once_a_second_and_not_counted_against_attempts(sleeps):
+    """Once the endpoint has answered, connection failures are an outage, not a store that
+    refuses us: tried again within LINK_RETRY_CAP, as often as the time budget allows, so a
+    link that comes back is used within a second (not after a backoff grown to 20 s). The
+    store's answers (SlowDown, 5xx) back off exponentially and stop at the attempt count as
+    before, and so do connection failures before the endpoint's first answer (a wrong port:
+    exit 6)."""
+    policy = RetryPolicy(3, 3600)
+    policy.reach.answered = True
+    fn = Flaky(EndpointConnectionError(endpoint_url="http://x"), 12)
+    counter = Attempts()
+    assert policy.call(fn, counter) == "ok"
+    assert (fn.calls, counter.count, len(sleeps)) == (13, 13, 12)
+    assert all(LINK_RETRY_CAP / 4 <= s <= LINK_RETRY_CAP for s in sleeps), sleeps
+
+    sleeps.clear()
+    throttled = Flaky(client_error("SlowDown", 503), 10)
+    with pytest.raises(ClientError):
+        RetryPolicy(6, 3600, reach=policy.reach).call(throttled)
+    assert throttled.calls == 6 and sleeps == [0.25, 0.5, 1, 2, 4]
+
+    sleeps.clear()
+    unknown = Flaky(EndpointConnectionError(endpoint_url="http://x"), 10)
+    with pytest.raises(ConfigError):
+        RetryPolicy(5, 3600).call(unknown)
+    assert unknown.calls == 5 and sleeps == [0.25, 0.5, 1, 2]
+
+
+def test_an_outage_is_still_bounded_by_the_retry_timeout(sleeps):
+    def down():
+        down.calls += 1
+        threading.Event().wait(0.02)
+        raise EndpointConnectionError(endpoint_url="http://x")
+
+    down.calls = 0
+    policy = RetryPolicy(3, 0.3)
+    policy.reach.answered = True
+    with pytest.raises(EndpointConnectionError):
+        policy.call(down)
+    assert 3 < down.calls < 100  # past the attempt count, stopped by the time budget

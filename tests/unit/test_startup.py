@@ -1,0 +1,78 @@
+"""Start-up cost, checked by what a process imports (never by how long it takes):
+`--help` and the commands that read no journal load typer and our light modules only, and
+opening a journal already at the newest schema does not load Alembic."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine
+
+from journalsync.journal import migrate
+
+# Each costs a tenth of a second or more to import; none is needed to print help.
+HEAVY = {"sqlalchemy", "alembic", "boto3", "botocore", "s3transfer", "awscrt", "_awscrt",
+         "pydantic", "rich", "tenacity"}
+
+# The CLI's entry point, then the top-level packages it loaded, on the last line.
+PROBE = """\
+import sys
+from journalsync.cli import main
+sys.argv = ["journalsync", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("\\nLOADED", " ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def loaded_by(tmp_path, *args: str) -> set[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    last = proc.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("LOADED "), (proc.stdout, proc.stderr)
+    return set(last.split()[1:])
+
+
+@pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("status", "--help"),
+                                  ("--version",), ("journals",)])
+def test_help_and_light_commands_load_no_heavy_library(tmp_path, args):
+    loaded = loaded_by(tmp_path, *args)
+    assert "typer" in loaded  # the probe did run the CLI
+    assert loaded & HEAVY == set()
+
+
+def _revision(path) -> str:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+OPEN = """\
+import sys
+from journalsync.journal import Journal
+Journal(sys.argv[1]).close()
+print("alembic" in sys.modules)
+"""
+
+
+def test_old_journal_migrates_and_a_journal_at_head_opens_without_alembic(tmp_path):
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    migrate.upgrade_to_head(engine, target="0001")  # a journal written by an older release
+    engine.dispose()
+
+    def open_journal() -> str:
+        proc = subprocess.run([sys.executable, "-c", OPEN, str(path)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert open_journal() == "True"  # an old journal is upgraded, by Alembic
+    assert _revision(path) == migrate.HEAD_REVISION
+    assert open_journal() == "False"  # at head: one SELECT, and Alembic is never imported
+    assert _revision(path) == migrate.HEAD_REVISION
