@@ -34,7 +34,13 @@ from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
-from journalsync.objectmeta import file_identity, md5_b64, metadata_sha256, object_args
+from journalsync.objectmeta import (
+    file_identity,
+    md5_b64,
+    metadata_sha256,
+    object_args,
+    read_identity,
+)
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 
 log = logging.getLogger(__name__)
@@ -199,14 +205,18 @@ class MultipartDriver:
 
     def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
                            rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
+        started = time.time_ns()
         parts, sent, digest = self._send_parts(fh, rec, held, counter)
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
         if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
         etag = self._complete(item, rec, parts)
         self.journal.set_upload_state(rec.upload_id, "completed")
+        # Every byte was read (and hashed to rec.sha256) after `started`, with the file's
+        # identity st throughout: that hash is the file's, recorded as any scan's would be.
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
-                              size=st.st_size, etag=etag, sha256=rec.sha256)
+                              size=st.st_size, etag=etag, sha256=rec.sha256,
+                              file_identity=read_identity(st, os.fstat(fh.fileno()), started))
 
     def _send_parts(self, fh, rec: UploadRecord, held: dict,
                     counter: Attempts) -> tuple[list[dict], int, str]:
