@@ -34,6 +34,7 @@ from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
+from journalsync.prehash import HashSlots, PreHash, prehash
 from journalsync.objectmeta import (
     file_identity,
     md5_b64,
@@ -85,6 +86,7 @@ class MultipartDriver:
         self.stop = stop
         # Parts in flight across all files hold a part-size buffer each: bound them.
         self.part_slots = threading.BoundedSemaphore(max(2, cfg.workers))
+        self.hash_slots = HashSlots()
 
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
@@ -96,13 +98,15 @@ class MultipartDriver:
         st = os.fstat(fh.fileno())
         if st.st_size > S3_MAX_OBJECT:
             raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
-        sha = self._current_sha256(item, fh, st)
+        pre = self._current_sha256(item, fh, st)
+        sha = pre if isinstance(pre, str) else pre.sha256
         rec, held = self._resumable(item, file_identity(st), sha)
         for attempt in (1, 2):  # a second upload only if the first vanished server-side
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
             try:
-                return self._send_and_complete(item, path, fh, st, rec, held, counter)
+                return self._send_and_complete(item, path, fh, st, rec, held, counter,
+                                               None if isinstance(pre, str) else pre)
             except UploadGone:
                 self.journal.set_upload_state(rec.upload_id, "aborted")
                 if attempt == 2:
@@ -121,17 +125,20 @@ class MultipartDriver:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _current_sha256(item: PlanItem, fh, st: os.stat_result) -> str:
-        """The scan's SHA-256 while the file is as scanned; else hash it again now (the file
-        was re-planned: it changed since the scan, or since a killed run's plan)."""
+    def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash:
+        """The scan's SHA-256 while the file is as scanned; else hash it now (lazy hashing:
+        the scan did not read it; or it changed since the scan, or since a killed run's
+        plan), with each part's CRC (prehash.py), one large file at a time."""
         if item.sha256 is not None and _as_scanned(st, item):
             return item.sha256
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        with self.hash_slots:
+            if self.stop.is_set():
+                raise Interrupted("stopped before its upload began")
+            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size))
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
             raise FileChanged("kept changing while it was hashed; the next run retries it")
         fh.seek(0)
-        return digest
+        return pre
 
     def _resumable(self, item: PlanItem, ident: tuple, sha: str) -> tuple[UploadRecord | None, dict]:
         """The journaled upload to continue for this key, with the parts the server holds."""
@@ -204,9 +211,14 @@ class MultipartDriver:
                     log.warning("could not abort a stray upload of %s: %s", key, exc)
 
     def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
-                           rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
+                           rec: UploadRecord, held: dict, counter: Attempts,
+                           pre: PreHash | None = None) -> TransferResult:
         started = time.time_ns()
-        parts, sent, digest = self._send_parts(fh, rec, held, counter)
+        if pre is not None and (pre.part_size != rec.part_size or pre.sha256 != rec.sha256):
+            pre = None  # a resumed upload cut in other parts: prove it by SHA-256 again
+        parts, sent, digest = self._send_parts(fh, rec, held, counter, pre)
+        if pre is not None:
+            started = pre.started_ns  # the CRCs vouch for the bytes the pre-hash read
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
         if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
@@ -218,10 +230,11 @@ class MultipartDriver:
                               size=st.st_size, etag=etag, sha256=rec.sha256,
                               file_identity=read_identity(st, os.fstat(fh.fileno()), started))
 
-    def _send_parts(self, fh, rec: UploadRecord, held: dict,
-                    counter: Attempts) -> tuple[list[dict], int, str]:
-        """Read every part in order (hashing it), reuse what the server holds, send the rest
-        concurrently. Returns the parts for Complete, the bytes sent and the SHA-256.
+    def _send_parts(self, fh, rec: UploadRecord, held: dict, counter: Attempts,
+                    pre: PreHash | None = None) -> tuple[list[dict], int, str]:
+        """Read every part in order (hashing it, or with `pre` checking its CRC against the
+        pre-hash's), reuse what the server holds, send the rest concurrently. Returns the
+        parts for Complete, the bytes sent and the SHA-256 of the bytes read.
 
         `counter` gets the file's attempts as a single PUT's would count them: one for
         this pass over the file, plus one for every retried UploadPart (Create, ListParts
@@ -240,7 +253,12 @@ class MultipartDriver:
                 if any(f.done() and f.exception() for f in futures):
                     break
                 data = self._read_part(fh, rec.part_size)
-                hasher.update(data)
+                if pre is None:
+                    hasher.update(data)
+                elif not pre.crc_matches(number, data):
+                    self.part_slots.release()
+                    raise FileChanged("changed during upload; the upload was aborted "
+                                      "and the next run retries it")
                 if self._reusable(held.get(number), journaled.get(number), data):
                     self.part_slots.release()
                     etag = held[number][0]
@@ -262,7 +280,7 @@ class MultipartDriver:
             raise Interrupted("stopped before every part was sent; --resume continues")
         parts = sorted(reused + sent)
         return ([{"PartNumber": n, "ETag": etag} for n, etag, _ in parts],
-                sum(b for _, _, b in parts), hasher.hexdigest())
+                sum(b for _, _, b in parts), hasher.hexdigest() if pre is None else pre.sha256)
 
     def _read_part(self, fh, size: int) -> bytes:
         """Take a part slot, then read one part into it; a read error gives the slot back."""
