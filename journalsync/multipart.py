@@ -3,13 +3,15 @@
 s3transfer aborts an UploadId when a part fails and never hands it to the caller, so a
 crashed upload could be neither resumed nor cleaned up. Here:
 
-1. CreateMultipartUpload with the scan's SHA-256 in the metadata, then commit the UploadId,
-   the part size and the file's identity (size, mtime_ns, ctime_ns, inode, sha256) to the
-   journal before the first part is sent.
-2. Parts are read in order (hashed as they are read) and sent concurrently with Content-MD5;
-   each finished part (number, ETag, size) is journaled.
-3. Complete only if the SHA-256 of everything read equals the metadata and the file did not
-   change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
+1. CreateMultipartUpload with the file's SHA-256 in the metadata (the scan's, or, when the
+   scan did not read the file (lazy hashing), a pre-hash: prehash.py, one large file at a
+   time), then commit the UploadId, the part size and the file's identity (size, mtime_ns,
+   ctime_ns, inode, sha256) to the journal before the first part is sent.
+2. Parts are sent concurrently with Content-MD5; each finished part (number, ETag, size) is
+   journaled. Pre-hashed parts are streamed by the CRT from the file and their CRC checked
+   against the pre-hash's; otherwise parts are read in order and hashed as they are read.
+3. Complete only if the bytes read are the bytes of the metadata's SHA-256 and the file did
+   not change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
 
 Resume: an active journaled upload for the same key whose file identity is unchanged is
 continued. ListParts says what the server holds; a held part is reused when its size fits
@@ -19,6 +21,7 @@ whole file is still read (locally) so the final hash check covers every byte.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import math
@@ -34,7 +37,7 @@ from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
-from journalsync.prehash import HashSlots, PreHash, prehash
+from journalsync.prehash import HashSlots, PartStream, PreHash, prehash
 from journalsync.objectmeta import (
     file_identity,
     md5_b64,
@@ -240,6 +243,10 @@ class MultipartDriver:
         this pass over the file, plus one for every retried UploadPart (Create, ListParts
         and Complete carry no file data and are not counted)."""
         hasher = hashlib.sha256()
+        # Pre-hashed, and the CRT sends: the CRT reads each part from the file as it sends
+        # it (no part buffer of ours), with the pre-hash's Content-MD5, and the part's CRC
+        # is checked against the pre-hash's (prehash.PartStream).
+        crt = self.clients.crt() if pre is not None and self.clients.bandwidth is None else None
         part_tries: list[Attempts] = []  # one per part sent, read once every part ended
         journaled = self.journal.part_etags(rec.upload_id)
         reused: list[tuple[int, str, int]] = []
@@ -252,6 +259,19 @@ class MultipartDriver:
                     break
                 if any(f.done() and f.exception() for f in futures):
                     break
+                if crt is not None:
+                    length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
+                    md5 = pre.part_md5s[number - 1]
+                    if self._reusable(held.get(number), journaled.get(number), length, md5.hex()):
+                        reused.append(self._reuse(rec, number, held[number][0], journaled, length))
+                        continue
+                    self.part_slots.acquire()
+                    part_tries.append(Attempts())
+                    future = self.part_pool.submit(self._stream_part, crt, rec, number, fh.fileno(),
+                                                   length, pre, part_tries[-1])
+                    future.add_done_callback(lambda _f: self.part_slots.release())
+                    futures.append(future)
+                    continue
                 data = self._read_part(fh, rec.part_size)
                 if pre is None:
                     hasher.update(data)
@@ -259,12 +279,10 @@ class MultipartDriver:
                     self.part_slots.release()
                     raise FileChanged("changed during upload; the upload was aborted "
                                       "and the next run retries it")
-                if self._reusable(held.get(number), journaled.get(number), data):
+                if self._reusable(held.get(number), journaled.get(number), len(data),
+                                  lambda: hashlib.md5(data).hexdigest()):
                     self.part_slots.release()
-                    etag = held[number][0]
-                    if number not in journaled:
-                        self.journal.record_part(rec.upload_id, number, etag, len(data))
-                    reused.append((number, etag, 0))
+                    reused.append(self._reuse(rec, number, held[number][0], journaled, len(data)))
                     continue
                 part_tries.append(Attempts())
                 future = self.part_pool.submit(self._send_part, rec, number, data, part_tries[-1])
@@ -292,11 +310,43 @@ class MultipartDriver:
             raise
 
     @staticmethod
-    def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, data: bytes) -> bool:
-        if held is None or held[1] != len(data):
+    def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, size: int,
+                  md5_hex) -> bool:
+        """A part the server holds is ours when its size fits and its ETag is the one we
+        journaled or the MD5 of our bytes (`md5_hex`: the hex, or a function giving it)."""
+        if held is None or held[1] != size:
             return False
         etag = held[0]
-        return etag == journaled_etag or etag.strip('"') == hashlib.md5(data).hexdigest()
+        return etag == journaled_etag or etag.strip('"') == (md5_hex() if callable(md5_hex) else md5_hex)
+
+    def _reuse(self, rec: UploadRecord, number: int, etag: str, journaled: dict,
+               size: int) -> tuple[int, str, int]:
+        if number not in journaled:
+            self.journal.record_part(rec.upload_id, number, etag, size)
+        return number, etag, 0
+
+    def _stream_part(self, crt, rec: UploadRecord, number: int, fd: int, length: int,
+                     pre: PreHash, counter: Attempts) -> tuple[int, str, int]:
+        """Send one part read by the CRT from `fd` (every try reads the file again), then
+        check that what it read is the part pre-hashed."""
+        key = self.cfg.dest.object_key(rec.key)
+        md5 = base64.b64encode(pre.part_md5s[number - 1]).decode("ascii")
+        changed = FileChanged("changed during upload; the upload was aborted and the next run "
+                              "retries it")
+
+        def send() -> str:
+            stream = PartStream(fd, (number - 1) * rec.part_size, length)
+            try:
+                etag = crt.upload_part(key, rec.upload_id, number, stream, md5, length)
+            except Exception:
+                if stream.count == length and not stream.sent_as_hashed(pre, number):
+                    raise changed from None  # a BadDigest, say: our bytes were not the hashed
+                raise
+            if not stream.sent_as_hashed(pre, number):
+                raise changed
+            return etag
+
+        return self._sent(rec, number, length, send, counter)
 
     def _send_part(self, rec: UploadRecord, number: int, data: bytes,
                    counter: Attempts) -> tuple[int, str, int]:
@@ -310,14 +360,19 @@ class MultipartDriver:
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
                 Body=self.clients.body(data), ContentMD5=md5)["ETag"]
+        return self._sent(rec, number, len(data), send, counter)
+
+    def _sent(self, rec: UploadRecord, number: int, size: int, send,
+              counter: Attempts) -> tuple[int, str, int]:
+        """Run `send` (retried), journal the part, and return (number, ETag, bytes sent)."""
         try:
             etag = self._call(send, counter)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
-        self.journal.record_part(rec.upload_id, number, etag, len(data))
-        return number, etag, len(data) * counter.count
+        self.journal.record_part(rec.upload_id, number, etag, size)
+        return number, etag, size * counter.count
 
     def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict]) -> str:
         """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a
