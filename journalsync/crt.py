@@ -201,14 +201,17 @@ class CrtS3:
         etag = next((v for k, v in response_headers if k.lower() == "etag"), "")
         return etag.strip('"')
 
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
-                    content_md5: str) -> str:
-        """UploadPart of our own multipart upload; returns the part's ETag as sent (quoted)."""
+    def upload_part(self, key: str, upload_id: str, number: int, data,
+                    content_md5: str, length: int | None = None) -> str:
+        """UploadPart of our own multipart upload; returns the part's ETag as sent (quoted).
+        `data` is bytes, or a stream of `length` bytes the CRT reads as it sends
+        (prehash.PartStream: the part is never held in memory)."""
         query = f"partNumber={number}&uploadId={quote(upload_id, safe='-_.~')}"
         path = self._path_prefix + quote(key, safe="/~") + "?" + query
-        headers = [("Content-Length", str(len(data))), ("Content-MD5", content_md5)]
+        size = len(data) if length is None else length
+        headers = [("Content-Length", str(size)), ("Content-MD5", content_md5)]
         response_headers, _ = self._send("PUT", path, headers, data, "UploadPart",
-                                         self._timeout + len(data) / 65536)
+                                         self._timeout + size / 65536)
         return next((v for k, v in response_headers if k.lower() == "etag"), "")
 
     def list_page(self, prefix: str, token: str | None, delimiter: str | None = None) -> ListPage:
@@ -234,7 +237,8 @@ class CrtS3:
         from awscrt.http import HttpHeaders, HttpRequest
 
         request = HttpRequest(method, path, HttpHeaders([("Host", self._host)] + headers),
-                              io.BytesIO(data) if data else None)
+                              (io.BytesIO(data) if data else None)
+                              if isinstance(data, (bytes, bytearray)) else data)
         got: dict = {"headers": [], "body": []}
 
         def on_headers(status_code, headers, **_kwargs):

@@ -97,6 +97,11 @@ class TransferResult:
     action: Action = Action.UPLOAD
     interrupted: bool = False  # stopped by a signal: the item stays pending for --resume
     vanished: bool = False  # the file is gone since the scan: cancelled, not failed
+    # (size, mtime_ns, ctime_ns, inode) of the file whose bytes `sha256` describes, as its
+    # descriptor was fstat'ed around the read that hashed and sent them (ctime_ns None: a
+    # racy hash, scan.is_racy); None when the file changed during that read. The journal
+    # keeps it as the file's hash, so the next scan need not read the file.
+    file_identity: tuple | None = None
 
 
 @dataclass(slots=True)

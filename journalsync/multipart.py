@@ -3,13 +3,15 @@
 s3transfer aborts an UploadId when a part fails and never hands it to the caller, so a
 crashed upload could be neither resumed nor cleaned up. Here:
 
-1. CreateMultipartUpload with the scan's SHA-256 in the metadata, then commit the UploadId,
-   the part size and the file's identity (size, mtime_ns, ctime_ns, inode, sha256) to the
-   journal before the first part is sent.
-2. Parts are read in order (hashed as they are read) and sent concurrently with Content-MD5;
-   each finished part (number, ETag, size) is journaled.
-3. Complete only if the SHA-256 of everything read equals the metadata and the file did not
-   change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
+1. CreateMultipartUpload with the file's SHA-256 in the metadata (the scan's, or, when the
+   scan did not read the file (lazy hashing), a pre-hash: prehash.py, one large file at a
+   time), then commit the UploadId, the part size and the file's identity (size, mtime_ns,
+   ctime_ns, inode, sha256) to the journal before the first part is sent.
+2. Parts are sent concurrently with Content-MD5; each finished part (number, ETag, size) is
+   journaled. Pre-hashed parts are streamed by the CRT from the file and their CRC checked
+   against the pre-hash's; otherwise parts are read in order and hashed as they are read.
+3. Complete only if the bytes read are the bytes of the metadata's SHA-256 and the file did
+   not change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
 
 Resume: an active journaled upload for the same key whose file identity is unchanged is
 continued. ListParts says what the server holds; a held part is reused when its size fits
@@ -19,6 +21,7 @@ whole file is still read (locally) so the final hash check covers every byte.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import math
@@ -34,7 +37,14 @@ from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
-from journalsync.objectmeta import file_identity, md5_b64, metadata_sha256, object_args
+from journalsync.prehash import HashSlots, PartStream, PreHash, prehash
+from journalsync.objectmeta import (
+    file_identity,
+    md5_b64,
+    metadata_sha256,
+    object_args,
+    read_identity,
+)
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,7 @@ class MultipartDriver:
         self.stop = stop
         # Parts in flight across all files hold a part-size buffer each: bound them.
         self.part_slots = threading.BoundedSemaphore(max(2, cfg.workers))
+        self.hash_slots = HashSlots()
 
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
@@ -90,13 +101,15 @@ class MultipartDriver:
         st = os.fstat(fh.fileno())
         if st.st_size > S3_MAX_OBJECT:
             raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
-        sha = self._current_sha256(item, fh, st)
+        pre = self._current_sha256(item, fh, st)
+        sha = pre if isinstance(pre, str) else pre.sha256
         rec, held = self._resumable(item, file_identity(st), sha)
         for attempt in (1, 2):  # a second upload only if the first vanished server-side
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
             try:
-                return self._send_and_complete(item, path, fh, st, rec, held, counter)
+                return self._send_and_complete(item, path, fh, st, rec, held, counter,
+                                               None if isinstance(pre, str) else pre)
             except UploadGone:
                 self.journal.set_upload_state(rec.upload_id, "aborted")
                 if attempt == 2:
@@ -115,17 +128,20 @@ class MultipartDriver:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _current_sha256(item: PlanItem, fh, st: os.stat_result) -> str:
-        """The scan's SHA-256 while the file is as scanned; else hash it again now (the file
-        was re-planned: it changed since the scan, or since a killed run's plan)."""
+    def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash:
+        """The scan's SHA-256 while the file is as scanned; else hash it now (lazy hashing:
+        the scan did not read it; or it changed since the scan, or since a killed run's
+        plan), with each part's CRC (prehash.py), one large file at a time."""
         if item.sha256 is not None and _as_scanned(st, item):
             return item.sha256
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        with self.hash_slots:
+            if self.stop.is_set():
+                raise Interrupted("stopped before its upload began")
+            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size))
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
             raise FileChanged("kept changing while it was hashed; the next run retries it")
         fh.seek(0)
-        return digest
+        return pre
 
     def _resumable(self, item: PlanItem, ident: tuple, sha: str) -> tuple[UploadRecord | None, dict]:
         """The journaled upload to continue for this key, with the parts the server holds."""
@@ -198,25 +214,39 @@ class MultipartDriver:
                     log.warning("could not abort a stray upload of %s: %s", key, exc)
 
     def _send_and_complete(self, item: PlanItem, path: str, fh, st: os.stat_result,
-                           rec: UploadRecord, held: dict, counter: Attempts) -> TransferResult:
-        parts, sent, digest = self._send_parts(fh, rec, held, counter)
+                           rec: UploadRecord, held: dict, counter: Attempts,
+                           pre: PreHash | None = None) -> TransferResult:
+        started = time.time_ns()
+        if pre is not None and (pre.part_size != rec.part_size or pre.sha256 != rec.sha256):
+            pre = None  # a resumed upload cut in other parts: prove it by SHA-256 again
+        parts, sent, digest = self._send_parts(fh, rec, held, counter, pre)
+        if pre is not None:
+            started = pre.started_ns  # the CRCs vouch for the bytes the pre-hash read
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
         if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
         etag = self._complete(item, rec, parts)
         self.journal.set_upload_state(rec.upload_id, "completed")
+        # Every byte was read (and hashed to rec.sha256) after `started`, with the file's
+        # identity st throughout: that hash is the file's, recorded as any scan's would be.
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
-                              size=st.st_size, etag=etag, sha256=rec.sha256)
+                              size=st.st_size, etag=etag, sha256=rec.sha256,
+                              file_identity=read_identity(st, os.fstat(fh.fileno()), started))
 
-    def _send_parts(self, fh, rec: UploadRecord, held: dict,
-                    counter: Attempts) -> tuple[list[dict], int, str]:
-        """Read every part in order (hashing it), reuse what the server holds, send the rest
-        concurrently. Returns the parts for Complete, the bytes sent and the SHA-256.
+    def _send_parts(self, fh, rec: UploadRecord, held: dict, counter: Attempts,
+                    pre: PreHash | None = None) -> tuple[list[dict], int, str]:
+        """Read every part in order (hashing it, or with `pre` checking its CRC against the
+        pre-hash's), reuse what the server holds, send the rest concurrently. Returns the
+        parts for Complete, the bytes sent and the SHA-256 of the bytes read.
 
         `counter` gets the file's attempts as a single PUT's would count them: one for
         this pass over the file, plus one for every retried UploadPart (Create, ListParts
         and Complete carry no file data and are not counted)."""
         hasher = hashlib.sha256()
+        # Pre-hashed, and the CRT sends: the CRT reads each part from the file as it sends
+        # it (no part buffer of ours), with the pre-hash's Content-MD5, and the part's CRC
+        # is checked against the pre-hash's (prehash.PartStream).
+        crt = self.clients.crt() if pre is not None and self.clients.bandwidth is None else None
         part_tries: list[Attempts] = []  # one per part sent, read once every part ended
         journaled = self.journal.part_etags(rec.upload_id)
         reused: list[tuple[int, str, int]] = []
@@ -229,14 +259,30 @@ class MultipartDriver:
                     break
                 if any(f.done() and f.exception() for f in futures):
                     break
+                if crt is not None:
+                    length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
+                    md5 = pre.part_md5s[number - 1]
+                    if self._reusable(held.get(number), journaled.get(number), length, md5.hex()):
+                        reused.append(self._reuse(rec, number, held[number][0], journaled, length))
+                        continue
+                    self.part_slots.acquire()
+                    part_tries.append(Attempts())
+                    future = self.part_pool.submit(self._stream_part, crt, rec, number, fh.fileno(),
+                                                   length, pre, part_tries[-1])
+                    future.add_done_callback(lambda _f: self.part_slots.release())
+                    futures.append(future)
+                    continue
                 data = self._read_part(fh, rec.part_size)
-                hasher.update(data)
-                if self._reusable(held.get(number), journaled.get(number), data):
+                if pre is None:
+                    hasher.update(data)
+                elif not pre.crc_matches(number, data):
                     self.part_slots.release()
-                    etag = held[number][0]
-                    if number not in journaled:
-                        self.journal.record_part(rec.upload_id, number, etag, len(data))
-                    reused.append((number, etag, 0))
+                    raise FileChanged("changed during upload; the upload was aborted "
+                                      "and the next run retries it")
+                if self._reusable(held.get(number), journaled.get(number), len(data),
+                                  lambda: hashlib.md5(data).hexdigest()):
+                    self.part_slots.release()
+                    reused.append(self._reuse(rec, number, held[number][0], journaled, len(data)))
                     continue
                 part_tries.append(Attempts())
                 future = self.part_pool.submit(self._send_part, rec, number, data, part_tries[-1])
@@ -252,7 +298,7 @@ class MultipartDriver:
             raise Interrupted("stopped before every part was sent; --resume continues")
         parts = sorted(reused + sent)
         return ([{"PartNumber": n, "ETag": etag} for n, etag, _ in parts],
-                sum(b for _, _, b in parts), hasher.hexdigest())
+                sum(b for _, _, b in parts), hasher.hexdigest() if pre is None else pre.sha256)
 
     def _read_part(self, fh, size: int) -> bytes:
         """Take a part slot, then read one part into it; a read error gives the slot back."""
@@ -264,11 +310,43 @@ class MultipartDriver:
             raise
 
     @staticmethod
-    def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, data: bytes) -> bool:
-        if held is None or held[1] != len(data):
+    def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, size: int,
+                  md5_hex) -> bool:
+        """A part the server holds is ours when its size fits and its ETag is the one we
+        journaled or the MD5 of our bytes (`md5_hex`: the hex, or a function giving it)."""
+        if held is None or held[1] != size:
             return False
         etag = held[0]
-        return etag == journaled_etag or etag.strip('"') == hashlib.md5(data).hexdigest()
+        return etag == journaled_etag or etag.strip('"') == (md5_hex() if callable(md5_hex) else md5_hex)
+
+    def _reuse(self, rec: UploadRecord, number: int, etag: str, journaled: dict,
+               size: int) -> tuple[int, str, int]:
+        if number not in journaled:
+            self.journal.record_part(rec.upload_id, number, etag, size)
+        return number, etag, 0
+
+    def _stream_part(self, crt, rec: UploadRecord, number: int, fd: int, length: int,
+                     pre: PreHash, counter: Attempts) -> tuple[int, str, int]:
+        """Send one part read by the CRT from `fd` (every try reads the file again), then
+        check that what it read is the part pre-hashed."""
+        key = self.cfg.dest.object_key(rec.key)
+        md5 = base64.b64encode(pre.part_md5s[number - 1]).decode("ascii")
+        changed = FileChanged("changed during upload; the upload was aborted and the next run "
+                              "retries it")
+
+        def send() -> str:
+            stream = PartStream(fd, (number - 1) * rec.part_size, length)
+            try:
+                etag = crt.upload_part(key, rec.upload_id, number, stream, md5, length)
+            except Exception:
+                if stream.count == length and not stream.sent_as_hashed(pre, number):
+                    raise changed from None  # a BadDigest, say: our bytes were not the hashed
+                raise
+            if not stream.sent_as_hashed(pre, number):
+                raise changed
+            return etag
+
+        return self._sent(rec, number, length, send, counter)
 
     def _send_part(self, rec: UploadRecord, number: int, data: bytes,
                    counter: Attempts) -> tuple[int, str, int]:
@@ -282,14 +360,19 @@ class MultipartDriver:
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
                 Body=self.clients.body(data), ContentMD5=md5)["ETag"]
+        return self._sent(rec, number, len(data), send, counter)
+
+    def _sent(self, rec: UploadRecord, number: int, size: int, send,
+              counter: Attempts) -> tuple[int, str, int]:
+        """Run `send` (retried), journal the part, and return (number, ETag, bytes sent)."""
         try:
             etag = self._call(send, counter)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
-        self.journal.record_part(rec.upload_id, number, etag, len(data))
-        return number, etag, len(data) * counter.count
+        self.journal.record_part(rec.upload_id, number, etag, size)
+        return number, etag, size * counter.count
 
     def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict]) -> str:
         """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a

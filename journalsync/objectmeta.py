@@ -39,6 +39,30 @@ def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
+# Two seconds: FAT stores mtime in 2 s steps, and HFS+, ext3, SMB and NFS servers in 1 s or
+# coarser; local ext4/xfs/btrfs take timestamps from the kernel's tick (a few ms before
+# Linux 6.13). Detecting each filesystem's step would save little: the cost of the margin is
+# one extra hash next run for files written in the two seconds before they were hashed.
+RACY_WINDOW_NS = 2 * 10**9
+
+
+def is_racy(st: os.stat_result, hashed_at_ns: int, window_ns: int = RACY_WINDOW_NS) -> bool:
+    """True when a write after `hashed_at_ns` could leave mtime and ctime as they are: the
+    file's timestamps are within one clock step of the hash (or in the future)."""
+    return max(st.st_mtime_ns, st.st_ctime_ns) > hashed_at_ns - window_ns
+
+
+def read_identity(before: os.stat_result, after: os.stat_result,
+                  started_ns: int) -> tuple[int, int, int | None, int] | None:
+    """The identity a hash of a read between two fstats of one descriptor may be recorded
+    with: None if the file changed during the read (the hash is of no single version),
+    ctime None if the hash is racy (is_racy: the next scan hashes the file again)."""
+    if file_identity(before) != file_identity(after):
+        return None
+    size, mtime_ns, ctime_ns, inode = file_identity(after)
+    return size, mtime_ns, None if is_racy(after, started_ns) else ctime_ns, inode
+
+
 def metadata_sha256(metadata: dict[str, str] | None) -> str | None:
     """Our sha256 metadata value, read case-insensitively (some servers title-case keys)."""
     value = {k.lower(): v for k, v in (metadata or {}).items()}.get("sha256")

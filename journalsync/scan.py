@@ -5,6 +5,12 @@ scan, so a nightly run over an unchanged tree reads no file contents. ctime is i
 identity because a same-size edit whose mtime was put back (`touch -r`, `os.utime`,
 rsync -t) still moves ctime, which no user-level call can set.
 
+Lazy hashing: the plan needs a file's hash only where the store holds an object of the
+file's size under its key (to compare, or to adopt). Every other new or changed file is an
+upload whatever its bytes, so it is not read here: the upload hashes it in the read that
+sends it and records that hash with the identity it fstat'ed (transfer.py). On a first run
+over a terabyte of new files, the link is busy within seconds instead of after a full read.
+
 Adoption candidates (adopt.py: a file with an object of its size whose hash is unknown)
 are read for SHA-256, MD5 and the multipart ETag candidates together (a second read
 only for part sizes no peer picks by default); the hashing
@@ -37,6 +43,7 @@ from journalsync.errors import Interrupted, UsageError
 from journalsync.filters import KeyFilter
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
+from journalsync.objectmeta import RACY_WINDOW_NS, is_racy  # noqa: F401 - part of scan's API
 from journalsync.safeio import SourceRefused, open_source
 from journalsync.workers import bounded_map
 
@@ -115,19 +122,6 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-# Two seconds: FAT stores mtime in 2 s steps, and HFS+, ext3, SMB and NFS servers in 1 s or
-# coarser; local ext4/xfs/btrfs take timestamps from the kernel's tick (a few ms before
-# Linux 6.13). Detecting each filesystem's step would save little: the cost of the margin is
-# one extra hash next run for files written in the two seconds before they were hashed.
-RACY_WINDOW_NS = 2 * 10**9
-
-
-def is_racy(st: os.stat_result, hashed_at_ns: int, window_ns: int = RACY_WINDOW_NS) -> bool:
-    """True when a write after `hashed_at_ns` could leave mtime and ctime as they are: the
-    file's timestamps are within one clock step of the hash (or in the future)."""
-    return max(st.st_mtime_ns, st.st_ctime_ns) > hashed_at_ns - window_ns
-
-
 READ_CHUNK = 1024 * 1024
 
 
@@ -199,14 +193,18 @@ def _stat_fields(row: dict) -> dict:
 def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
          hash_threads: int = 4, stop: threading.Event | None = None,
          key_filter: KeyFilter = KeyFilter(), racy_window_ns: int = RACY_WINDOW_NS,
-         before_hash: Callable[[], object] | None = None) -> ScanStats:
+         before_hash: Callable[[], object] | None = None, hash_all: bool = False) -> ScanStats:
     """Walk `root` into the journal, hash what changed, and fold it into `files`. Files
     the filter excludes are not looked at at all. Raises Interrupted if `stop` is set; the
     journal's `files` are then left as they were.
 
     `before_hash` is called between the walk and the hashing (the engine waits there for
     the LIST, and its error is raised from here), so the hashing knows the adoption
-    candidates and records the proofs their ETags give."""
+    candidates and records the proofs their ETags give.
+
+    Only files with an object of their size are hashed (Journal.iter_files_to_hash): any
+    other changed file is an upload, hashed by the worker in the read that sends it.
+    `hash_all` hashes every changed file here instead."""
     stats = ScanStats()
     journal.begin_scan()
     staged: list[dict] = []
@@ -250,7 +248,8 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
     errors.extend(journal.staged_collisions())
     if before_hash is not None:
         before_hash()
-    _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns)
+    _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns,
+                  hash_all)
     journal.commit_scan(run_id, stats.unreadable_dirs)
     journal.record_file_errors(run_id, errors)
     stats.failed_dirs = sum(1 for path, _ in errors if path.endswith("/"))
@@ -268,7 +267,8 @@ INLINE_HASH_MAX = 256 * 1024  # smaller files are hashed on the scanning thread
 
 
 def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tuple[str, str]],
-                  threads: int, stop: threading.Event | None, racy_window_ns: int) -> None:
+                  threads: int, stop: threading.Event | None, racy_window_ns: int,
+                  hash_all: bool = False) -> None:
     """Hash every staged file that changed: large ones on a few threads (hashlib releases
     the GIL), small ones right here, where a thread hand-off would cost more than the hash."""
     done: list[dict] = []
@@ -293,7 +293,7 @@ def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tu
             done, proven = [], []
 
     def large_ones():
-        for row in journal.iter_files_to_hash():
+        for row in journal.iter_files_to_hash(all_changed=hash_all):
             if stop is not None and stop.is_set():
                 return
             if (row["size"] or 0) < INLINE_HASH_MAX:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from journalsync.clients import ClientFactory
@@ -24,7 +25,7 @@ from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
-from journalsync.objectmeta import md5_b64, object_args
+from journalsync.objectmeta import md5_b64, object_args, read_identity
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
@@ -94,10 +95,12 @@ class Uploader:
         return self._single(item, fh, st, counter)
 
     def _single(self, item: PlanItem, fh, st: os.stat_result, counter: Attempts) -> TransferResult:
+        started = time.time_ns()
         data = fh.read()
         # The metadata describes the bytes actually sent, even if the file moved on
         # since the scan; the next scan sees the new stat and compares again.
         sha = hashlib.sha256(data).hexdigest()
+        identity = read_identity(st, os.fstat(fh.fileno()), started)
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
         md5 = md5_b64(data)
         crt = self.clients.crt()
@@ -110,7 +113,7 @@ class Uploader:
                 Body=self.clients.body(data), ContentMD5=md5, **args), counter)["ETag"].strip('"')
         return TransferResult(item.id, item.key, True, counter.count,
                               bytes_sent=len(data) * counter.count, size=len(data),
-                              etag=etag, sha256=sha)
+                              etag=etag, sha256=sha, file_identity=identity)
 
     def abort(self, key: str, upload_id: str) -> None:
         self.multipart.abort(key, upload_id)

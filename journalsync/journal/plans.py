@@ -121,6 +121,10 @@ class PlanStore:
                      "sha_source": "upload", "last_modified": now}
                     for r in results if r.ok and r.etag is not None and r.action is Action.UPLOAD]
         deleted = [{"k": r.key} for r in results if r.ok and r.action is Action.DELETE]
+        hashed = [{"k": r.key, "sha256": r.sha256, "size": r.file_identity[0],
+                   "mtime_ns": r.file_identity[1], "ctime_ns": r.file_identity[2],
+                   "inode": r.file_identity[3]}
+                  for r in results if r.ok and r.file_identity is not None and r.sha256]
         with self._write() as conn:
             conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
                 status=bindparam("status"), attempts=bindparam("attempts"),
@@ -131,6 +135,15 @@ class PlanStore:
                 conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
                     c: stmt.excluded[c] for c in ("size", "etag", "sha256", "sha_source",
                                                   "last_modified")}), uploaded)
+            if hashed:
+                # The hash of the bytes sent becomes the file's (lazy hashing: the scan did
+                # not read it), with the identity seen around that read; its MD5 stays only
+                # if it goes with this very SHA-256.
+                conn.execute(text("""
+                    UPDATE files SET md5 = CASE WHEN sha256 = :sha256 THEN md5 END,
+                        sha256 = :sha256, size = :size, mtime_ns = :mtime_ns,
+                        ctime_ns = :ctime_ns, inode = :inode
+                    WHERE key = :k AND scan_error IS NULL"""), hashed)
             if deleted:
                 conn.execute(remote_objects.delete().where(remote_objects.c.key == bindparam("k")),
                              deleted)

@@ -302,21 +302,27 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
         with self._read() as conn:
             return [(r.key, r.error) for r in conn.execute(stmt)]
 
-    def iter_files_to_hash(self) -> Iterator[dict]:
-        """Staged files whose (size, mtime_ns, ctime_ns, inode) differ from the last scan,
-        or whose hash is not known yet, and adoption candidates (adopt.py): files with an
-        object of their size whose hash is unknown, with that object's `etag` (None for
-        the others). An unchanged tree whose remote hashes are all known yields nothing."""
-        stmt = text("""
-            SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode, r.etag
+    def iter_files_to_hash(self, all_changed: bool = False) -> Iterator[dict]:
+        """Staged files the plan needs a hash of, with `etag` set for adoption candidates.
+
+        A hash is needed only where the store holds an object of the file's size under its
+        key: an adoption candidate (adopt.py: that object's hash is unknown; its ETag comes
+        along), or a changed file (its (size, mtime_ns, ctime_ns, inode) differ from the last
+        scan, or its hash is not known yet) whose object's hash is known. Any other changed
+        file is an upload whatever its bytes: the worker hashes it in the read that sends it
+        (lazy hashing). `all_changed` also yields those. An unchanged tree whose remote
+        hashes are all known yields nothing."""
+        stmt = text(f"""
+            SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
+                   CASE WHEN r.sha256 IS NULL THEN r.etag END AS etag
             FROM scan_stage s LEFT JOIN files f ON f.key = s.key
-            LEFT JOIN remote_objects r
-                ON r.key = s.key AND r.size = s.size AND r.sha256 IS NULL
+            LEFT JOIN remote_objects r ON r.key = s.key AND r.size = s.size
             WHERE s.error IS NULL AND s.key > :after AND (
-                f.key IS NULL OR f.sha256 IS NULL OR f.scan_error IS NOT NULL
-                OR f.size IS NOT s.size OR f.mtime_ns IS NOT s.mtime_ns
-                OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode
-                OR r.key IS NOT NULL)
+                ((f.key IS NULL OR f.sha256 IS NULL OR f.scan_error IS NOT NULL
+                  OR f.size IS NOT s.size OR f.mtime_ns IS NOT s.mtime_ns
+                  OR f.ctime_ns IS NOT s.ctime_ns OR f.inode IS NOT s.inode)
+                 AND {"1" if all_changed else "r.key IS NOT NULL"})
+                OR (r.key IS NOT NULL AND r.sha256 IS NULL))
             ORDER BY s.key LIMIT :chunk""")
         yield from self._stage_pages(stmt)
 
@@ -369,10 +375,17 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
                 INSERT INTO files (key, path, size, mtime_ns, ctime_ns, inode, sha256, md5,
                                    scan_error)
                 SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
-                       COALESCE(s.sha256, f.sha256),
+                       -- a hash taken now; else the last one while the file is as it
+                       -- was (a changed file left unhashed has none: lazy hashing)
+                       CASE WHEN s.sha256 IS NOT NULL THEN s.sha256
+                            WHEN f.size IS s.size AND f.mtime_ns IS s.mtime_ns
+                             AND f.ctime_ns IS s.ctime_ns AND f.inode IS s.inode THEN f.sha256 END,
                        -- the MD5 goes with the SHA-256 it was read with: a new hash brings
                        -- its own (or none), an old one keeps its own
-                       CASE WHEN s.sha256 IS NULL THEN f.md5 ELSE s.md5 END, NULL
+                       CASE WHEN s.sha256 IS NOT NULL THEN s.md5
+                            WHEN f.size IS s.size AND f.mtime_ns IS s.mtime_ns
+                             AND f.ctime_ns IS s.ctime_ns AND f.inode IS s.inode THEN f.md5 END,
+                       NULL
                 FROM scan_stage s LEFT JOIN files f ON f.key = s.key
                 WHERE s.error IS NULL AND (
                     f.key IS NULL OR f.scan_error IS NOT NULL

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sqlite3
+import time
 
 import pytest
 from botocore.exceptions import ClientError
 
 from journalsync.config import MiB
+from journalsync.objectmeta import RACY_WINDOW_NS
 from tests.support.proxy import RecordingProxy
 
 MULTIPART = ("--multipart-threshold", "5MiB", "--part-size", "5MiB")
@@ -357,3 +360,30 @@ def test_no_credentials_exit_4(offline_sync):
     result = offline_sync.run()
     assert result.code == 4, result.err
     assert "no usable credentials" in result.err
+
+
+def _scan_line(result) -> str:
+    return next(line for line in result.err.splitlines() if "scan: " in line)
+
+
+def test_new_files_are_read_once_by_their_upload_and_the_next_run_reads_none(sync, s3client):
+    """Lazy hashing: new files with no object of their size are not hashed by the scan; the
+    upload hashes each in the read that sends it and journals that hash with the identity
+    it saw, so the next run over the unchanged tree reads no file at all."""
+    files = {f"small/{i}.bin": os.urandom(1000 + i) for i in range(5)}
+    files["big.bin"] = os.urandom(11 * MiB + 5)  # multipart: three 5 MiB parts
+    for rel, data in files.items():
+        sync.write(rel, data)
+    time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)  # so the uploads' hashes are not racy
+    first = sync.run("-v", *MULTIPART)
+    assert first.code == 0, first.err
+    assert first.summary["uploaded"] == str(len(files))
+    assert " 0 hashed (0 bytes)" in _scan_line(first), first.err
+    with sqlite3.connect(sync.journal) as db:
+        rows = dict(db.execute("SELECT key, sha256 FROM files WHERE ctime_ns IS NOT NULL"))
+    assert rows == {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+    assert_bucket_matches(sync, s3client, files)
+    second = sync.run("-v", *MULTIPART)
+    assert second.code == 0, second.err
+    assert (second.summary["uploaded"], second.summary["skipped"]) == ("0", str(len(files)))
+    assert " 0 hashed (0 bytes)" in _scan_line(second), second.err

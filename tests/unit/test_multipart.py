@@ -336,15 +336,15 @@ def test_a_file_that_changes_while_it_is_hashed_fails(world, monkeypatch):
     import journalsync.multipart as multipart
 
     w = world()
-    real = hashlib.file_digest
+    real = multipart.prehash
 
-    def digest_then_touch(fh, name):
-        result = real(fh, name)
+    def digest_then_touch(fh, part_size):
+        result = real(fh, part_size)
         with open(w.path, "ab") as out:
             out.write(b"+")
         return result
 
-    monkeypatch.setattr(multipart.hashlib, "file_digest", digest_then_touch)
+    monkeypatch.setattr(multipart, "prehash", digest_then_touch)
     with pytest.raises(FileChanged, match="^kept changing while it was hashed"):
         w.upload(w.item(sha=None))
     assert w.ops() == []

@@ -21,17 +21,18 @@ def test_unchanged_tree_reads_no_contents_and_restored_mtime_is_caught(tmp_path)
         (src / "d" / f"{i}.txt").write_bytes(b"x" * i)
     with Journal(tmp_path / "j.sqlite") as journal:
         # Files written a moment ago are racily clean (test_racy_hash_is_taken_again_*);
-        # this test is about the identity cache, so the window is closed.
-        first = scan(src, DEST, journal, 1, racy_window_ns=0)
+        # this test is about the identity cache, so the window is closed. hash_all: with
+        # no objects in the store the scan would hash nothing (lazy hashing).
+        first = scan(src, DEST, journal, 1, racy_window_ns=0, hash_all=True)
         assert (first.scanned, first.hashed) == (20, 20)
-        second = scan(src, DEST, journal, 2, racy_window_ns=0)
+        second = scan(src, DEST, journal, 2, racy_window_ns=0, hash_all=True)
         assert (second.scanned, second.hashed, second.hashed_bytes) == (20, 0, 0)
 
         path = src / "d" / "5.txt"
         st = os.stat(path)
         path.write_bytes(b"y" * 5)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-        third = scan(src, DEST, journal, 3, racy_window_ns=0)
+        third = scan(src, DEST, journal, 3, racy_window_ns=0, hash_all=True)
         assert third.hashed == 1
         hashes = {lf.key: lf.sha256 for lf, _ in journal.iter_plan_inputs()}
         assert hashes["d/5.txt"] == hashlib.sha256(b"yyyyy").hexdigest()
@@ -44,10 +45,10 @@ def test_removed_files_leave_the_journal_and_new_ones_are_hashed(tmp_path):
     (src / "a").write_bytes(b"a")
     (src / "b").write_bytes(b"b")
     with Journal(tmp_path / "j.sqlite") as journal:
-        scan(src, DEST, journal, 1, racy_window_ns=0)
+        scan(src, DEST, journal, 1, racy_window_ns=0, hash_all=True)
         (src / "a").unlink()
         (src / "c").write_bytes(b"c")
-        stats = scan(src, DEST, journal, 2, racy_window_ns=0)
+        stats = scan(src, DEST, journal, 2, racy_window_ns=0, hash_all=True)
         assert stats.hashed == 1
         assert sorted(lf.key for lf, _ in journal.iter_plan_inputs()) == ["b", "c"]
 
@@ -94,17 +95,17 @@ def test_racy_hash_is_taken_again_by_the_next_scan(tmp_path):
     (src / "fresh").write_bytes(b"just written")
     (src / "old").write_bytes(b"written long ago")
     with Journal(tmp_path / "j.sqlite") as journal:
-        scan(src, DEST, journal, 1, racy_window_ns=0)  # "old": hashed long after its write
+        scan(src, DEST, journal, 1, racy_window_ns=0, hash_all=True)  # "old": hashed long after its write
         (src / "fresh").write_bytes(b"just WRITTEN")
-        stats = scan(src, DEST, journal, 2)  # "fresh": hashed in the tick it was written
+        stats = scan(src, DEST, journal, 2, hash_all=True)  # "fresh": hashed in the tick it was written
         assert stats.hashed == 1
         rows = {lf.key: lf for lf, _ in journal.iter_plan_inputs()}
         assert rows["fresh"].sha256 == hashlib.sha256(b"just WRITTEN").hexdigest()
         assert rows["fresh"].ctime_ns is None and rows["old"].ctime_ns is not None
-        assert scan(src, DEST, journal, 3).hashed == 1  # racy: hashed again, racy again
+        assert scan(src, DEST, journal, 3, hash_all=True).hashed == 1  # racy: hashed again, racy again
         # Once the file is older than the window, one more hash is kept and then trusted.
-        assert scan(src, DEST, journal, 4, racy_window_ns=0).hashed == 1
-        assert scan(src, DEST, journal, 5, racy_window_ns=0).hashed == 0
+        assert scan(src, DEST, journal, 4, racy_window_ns=0, hash_all=True).hashed == 1
+        assert scan(src, DEST, journal, 5, racy_window_ns=0, hash_all=True).hashed == 0
 
 
 def test_hash_refuses_a_path_swapped_since_the_walk(tmp_path):

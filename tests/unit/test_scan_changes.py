@@ -48,11 +48,34 @@ def test_each_part_of_the_identity_alone_makes_a_file_hashed_again(journal):
     journal.stage_files([staged("same"), staged("size", size=2), staged("mtime", mtime=2),
                          staged("ctime", ctime=2), staged("inode", inode=2), staged("nohash"),
                          staged("failed"), staged("new"), staged("errnow", error="x")])
-    assert [row["key"] for row in journal.iter_files_to_hash()] == [
+    assert [row["key"] for row in journal.iter_files_to_hash(all_changed=True)] == [
         "ctime", "failed", "inode", "mtime", "new", "nohash", "size"]
-    assert next(journal.iter_files_to_hash()) == {"key": "ctime", "path": "ctime", "size": 1,
+    assert next(journal.iter_files_to_hash(all_changed=True)) == {"key": "ctime", "path": "ctime", "size": 1,
                                                   "mtime_ns": 1, "ctime_ns": 2, "inode": 1,
                                                   "etag": None}
+
+
+def test_only_files_with_an_object_of_their_size_are_hashed(journal):
+    """Lazy hashing: a changed file is read by the scan only when an object of its size is
+    under its key (its hash decides the plan); every other one is an upload anyway, hashed
+    by the worker that sends it. A changed file left unhashed loses its old hash."""
+    keys = ["samesize", "othersize", "noobject", "changed", "unchanged"]
+    journal.begin_scan()
+    journal.stage_files([staged(k) for k in keys])
+    journal.set_staged_hashes([{"key": k, "sha256": "h" + k, "error": None, "size": 1,
+                                "mtime_ns": 1, "ctime_ns": 1, "inode": 1}
+                               for k in ("changed", "unchanged")])
+    journal.commit_scan(1)
+    _listed(journal, [("samesize", 1, "e1"), ("othersize", 2, "e2"), ("unchanged", 1, "e3")])
+    journal.set_remote_hashes([{"key": k, "etag": e, "sha256": "x"}
+                               for k, e in (("samesize", "e1"), ("unchanged", "e3"))])
+    journal.begin_scan()
+    journal.stage_files([staged(k) for k in keys if k != "changed"] + [staged("changed", mtime=2)])
+    assert [row["key"] for row in journal.iter_files_to_hash()] == ["samesize"]
+    journal.commit_scan(2)
+    hashes = {lf.key: lf.sha256 for lf, _ in journal.iter_plan_inputs()}
+    assert hashes == {"samesize": None, "othersize": None, "noobject": None, "changed": None,
+                      "unchanged": "hunchanged"}
 
 
 def test_hash_file_records_the_stat_it_hashed(tmp_path):
@@ -106,7 +129,7 @@ def test_small_and_large_files_are_hashed_and_counted(tmp_path, journal):
              "larger": 2 * INLINE_HASH_MAX}
     for name, size in sizes.items():
         (src / name).write_bytes(bytes([len(name)]) * size)
-    stats = scan(src, DEST, journal, 1, hash_threads=2)
+    stats = scan(src, DEST, journal, 1, hash_threads=2, hash_all=True)
     assert (stats.scanned, stats.hashed, stats.hashed_bytes) == (5, 5, sum(sizes.values()))
     hashes = {lf.key: lf.sha256 for lf, _ in journal.iter_plan_inputs()}
     assert hashes == {name: hashlib.sha256(bytes([len(name)]) * size).hexdigest()
@@ -118,7 +141,7 @@ def test_more_changed_files_than_a_batch_all_get_their_hash(tmp_path, journal):
     src.mkdir()
     for i in range(BATCH + 5):
         (src / f"{i:04d}").write_bytes(b"%d" % i)
-    stats = scan(src, DEST, journal, 1)
+    stats = scan(src, DEST, journal, 1, hash_all=True)
     hashes = {lf.key: lf.sha256 for lf, _ in journal.iter_plan_inputs()}
     assert stats.hashed == len(hashes) == BATCH + 5
     assert all(h == hashlib.sha256(b"%d" % int(k)).hexdigest() for k, h in hashes.items())
@@ -128,7 +151,7 @@ def test_files_gone_before_hashing_are_errors_small_or_large(tmp_path, journal):
     journal.begin_scan()
     journal.stage_files([staged("big", size=INLINE_HASH_MAX * 2), staged("tiny", size=3)])
     stats, errors = ScanStats(), []
-    _hash_changed(str(tmp_path), journal, stats, errors, 2, None, 0)
+    _hash_changed(str(tmp_path), journal, stats, errors, 2, None, 0, hash_all=True)
     assert sorted(errors) == [("big", "cannot read: No such file or directory"),
                               ("tiny", "cannot read: No such file or directory")]
     assert (stats.hashed, stats.hashed_bytes) == (0, 0)

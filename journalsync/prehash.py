@@ -1,0 +1,115 @@
+"""The read before a multipart upload: the file's SHA-256 (it must be in the upload's
+metadata before the first part) and each part's MD5 and CRC64-NVME, in one pass.
+
+Then the parts are sent without being held in memory: the CRT reads each one from the file
+as it sends it (PartStream, os.preadv into the CRT's buffer; from the page cache when the
+file is not huge), with the pre-hash's MD5 as Content-MD5, and CRCs what it read. What is
+sent must be the bytes that were hashed; two checks say so, neither a second SHA-256 pass:
+  - the part's CRC64-NVME as sent equals the pre-hash's (awscrt runs it at several GB/s;
+    a part that differs and keeps its 64-bit CRC needs an accidental collision, 2^-64,
+    while the file's size, mtime, ctime and inode stayed the same: the upload checks those);
+  - a store that checks Content-MD5 (AWS, MinIO, rclone serve s3, SeaweedFS; not moto)
+    refuses a part whose bytes differ from those the pre-hash read.
+So per byte: one read from the disk, SHA-256 + MD5 + CRC64 in the pre-hash, CRC64 as sent.
+
+Only one large file is pre-hashed at a time (`HashSlots`): the first file's parts are on
+the wire after one file's read, not after every worker's file has been read at once, and
+the next file is hashed while this one's parts are in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from awscrt.checksums import crc64nvme
+
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PreHash:
+    sha256: str
+    part_size: int
+    part_crcs: tuple[int, ...]  # CRC64-NVME of each part of `part_size`, in order
+    part_md5s: tuple[bytes, ...]  # and its MD5 (Content-MD5: the store checks it)
+    started_ns: int  # time.time_ns() before the read: the hash's time for the racy rule
+
+    def crc_matches(self, number: int, data) -> bool:
+        """Part `number` (1-based) read now is the part that was hashed."""
+        return 0 < number <= len(self.part_crcs) and crc64nvme(data) == self.part_crcs[number - 1]
+
+
+def prehash(fh, part_size: int) -> PreHash:
+    """Read `fh` from where it stands to its end once: SHA-256, and each part's CRC64-NVME
+    and MD5."""
+    started = time.time_ns()
+    sha = hashlib.sha256()
+    crcs: list[int] = []
+    md5s: list[bytes] = []
+    crc, md5, left = 0, hashlib.md5(), part_size
+    buf = bytearray(READ_CHUNK)
+    view = memoryview(buf)
+    while n := fh.readinto(buf):
+        chunk = view[:n]
+        sha.update(chunk)
+        while len(chunk) >= left:
+            md5.update(chunk[:left])
+            crcs.append(crc64nvme(chunk[:left], crc))
+            md5s.append(md5.digest())
+            chunk, crc, md5, left = chunk[left:], 0, hashlib.md5(), part_size
+        if len(chunk):
+            md5.update(chunk)
+            crc, left = crc64nvme(chunk, crc), left - len(chunk)
+    if left != part_size or not crcs:
+        crcs.append(crc)  # the last, short part (or the one part of an empty file)
+        md5s.append(md5.digest())
+    return PreHash(sha.hexdigest(), part_size, tuple(crcs), tuple(md5s), started)
+
+
+class PartStream:
+    """One part of a file as a request body that the CRT reads straight from the file's
+    descriptor (os.preadv into the CRT's own buffer): no copy of the part is held in Python,
+    so parts in flight cost no memory of ours. Each byte is CRC'd as it is read, so the
+    caller can check afterwards that the part sent is the part pre-hashed."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self.fd, self.pos, self.end, self.length = fd, offset, offset + length, length
+        self.crc, self.count = 0, 0
+
+    def readinto(self, buffer) -> int:
+        want = min(len(buffer), self.end - self.pos)
+        if want <= 0:
+            return 0
+        view = memoryview(buffer)[:want]
+        n = os.preadv(self.fd, [view], self.pos)
+        if n:
+            self.crc = crc64nvme(view[:n], self.crc)
+            self.pos, self.count = self.pos + n, self.count + n
+        return n
+
+    def read(self, size: int = -1) -> bytes:  # awscrt wants a read(); readinto is used
+        buf = bytearray(max(0, min(size if size >= 0 else self.length, self.end - self.pos)))
+        return bytes(buf[:self.readinto(buf)])
+
+    def sent_as_hashed(self, pre: PreHash, number: int) -> bool:
+        """Every byte of part `number` was read, and they are the bytes pre-hashed."""
+        return self.count == self.length and 0 < number <= len(pre.part_crcs) \
+            and self.crc == pre.part_crcs[number - 1]
+
+
+class HashSlots:
+    """How many large files are pre-hashed at once (one: see the module's docstring)."""
+
+    def __init__(self, slots: int = 1):
+        self._sem = threading.BoundedSemaphore(slots)
+
+    def __enter__(self) -> HashSlots:
+        self._sem.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sem.release()

@@ -1,0 +1,57 @@
+"""prehash: one read gives the file's SHA-256 and each part's CRC64-NVME, which the send
+pass checks each part it reads against (multipart.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+from awscrt.checksums import crc64nvme
+
+from journalsync.prehash import READ_CHUNK, PartStream, prehash
+
+PART = 5 * 1024 * 1024 + 3  # not a multiple of the read chunk: parts straddle chunks
+
+
+@pytest.mark.parametrize("size", [1, PART - 1, PART, PART + 1, 3 * PART, 2 * PART + READ_CHUNK])
+def test_prehash_gives_the_sha256_and_every_parts_crc(size):
+    data = os.urandom(size)
+    pre = prehash(io.BytesIO(data), PART)
+    parts = [data[i:i + PART] for i in range(0, size, PART)]
+    assert pre.sha256 == hashlib.sha256(data).hexdigest()
+    assert pre.part_crcs == tuple(crc64nvme(p) for p in parts)
+    assert pre.part_md5s == tuple(hashlib.md5(p).digest() for p in parts)
+    assert all(pre.crc_matches(n, p) for n, p in enumerate(parts, 1))
+
+
+def test_a_part_that_differs_from_what_was_hashed_does_not_match():
+    data = bytearray(os.urandom(2 * PART))
+    pre = prehash(io.BytesIO(bytes(data)), PART)
+    data[PART + 7] ^= 1
+    assert pre.crc_matches(1, bytes(data[:PART]))
+    assert not pre.crc_matches(2, bytes(data[PART:]))
+    assert not pre.crc_matches(2, bytes(data[PART:-1]))  # a short read is no match either
+    assert not pre.crc_matches(3, b"")  # no such part
+
+
+def test_a_part_stream_reads_its_range_and_knows_whether_it_was_the_hashed_part(tmp_path):
+    path = tmp_path / "f"
+    data = os.urandom(2 * PART + 10)
+    path.write_bytes(data)
+    with open(path, "rb") as fh:
+        pre = prehash(fh, PART)
+        stream = PartStream(fh.fileno(), PART, PART)
+        assert stream.read(100) + stream.read() == data[PART:2 * PART]
+        assert stream.read() == b"" and stream.sent_as_hashed(pre, 2)
+        assert not stream.sent_as_hashed(pre, 1)
+        short = PartStream(fh.fileno(), PART, PART)
+        short.read(10)
+        assert not short.sent_as_hashed(pre, 2)  # not every byte read: never "as hashed"
+        with open(path, "r+b") as out:  # the file changes between the pre-hash and the send
+            out.seek(PART + 5)
+            out.write(b"\0" if data[PART + 5] else b"\1")
+        again = PartStream(fh.fileno(), PART, PART)
+        again.read()
+        assert not again.sent_as_hashed(pre, 2)
