@@ -371,8 +371,11 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
                 SELECT s.key, s.path, s.size, s.mtime_ns, s.ctime_ns, s.inode,
                        COALESCE(s.sha256, f.sha256),
                        -- the MD5 goes with the SHA-256 it was read with: a new hash brings
-                       -- its own (or none), an old one keeps its own
-                       CASE WHEN s.sha256 IS NULL THEN f.md5 ELSE s.md5 END, NULL
+                       -- its own (or none), an old one keeps its own, and so does the same
+                       -- hash read again without an MD5 (a racy file's second read): the
+                       -- bytes are the same, and --adopt-metadata's check needs the MD5
+                       CASE WHEN s.sha256 IS NULL OR (s.md5 IS NULL AND s.sha256 = f.sha256)
+                            THEN f.md5 ELSE s.md5 END, NULL
                 FROM scan_stage s LEFT JOIN files f ON f.key = s.key
                 WHERE s.error IS NULL AND (
                     f.key IS NULL OR f.scan_error IS NOT NULL
@@ -380,7 +383,7 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
                     OR f.mtime_ns IS NOT s.mtime_ns OR f.ctime_ns IS NOT s.ctime_ns
                     OR f.inode IS NOT s.inode
                     OR (s.sha256 IS NOT NULL AND (f.sha256 IS NOT s.sha256
-                                                  OR f.md5 IS NOT s.md5)))
+                                                  OR (s.md5 IS NOT NULL AND f.md5 IS NOT s.md5))))
                 ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
                     inode = excluded.inode, sha256 = excluded.sha256, md5 = excluded.md5,
