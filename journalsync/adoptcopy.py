@@ -22,7 +22,8 @@ What a copy would lose, and what we do about it:
   (GrantFullControl/GrantRead/GrantReadACP/GrantWriteACP, the owner's included), and its
   ACL is read again afterwards (put back with PutObjectAcl if it differs). A grant that
   cannot be expressed that way leaves the object alone. A store without object ACLs
-  (GetObjectAcl NotImplemented; `rclone serve s3` answers 500) is taken as owner-only.
+  (GetObjectAcl answers 501 NotImplemented, or, outside AWS, 500 twice in a row as
+  `rclone serve s3` does) is taken as owner-only, for the rest of the run.
   Credentials without s3:GetObjectAcl stop --adopt-metadata (one line): we cannot tell
   whether a copy would make a public object private.
 - **Object Lock retention or legal hold, Expires, WebsiteRedirectLocation** are not
@@ -215,11 +216,7 @@ def _stamp(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int, r
     if metadata_sha256(head.get("Metadata")) == row["sha256"]:
         journal.set_metadata_written(row["key"], etag, etag, "head")
         return "already"
-    lost = not_carried(head)
-    acl = None if lost else _object_acl(clients, cfg, full_key, shared)
-    grants = {} if acl is None else grant_args(acl)
-    if grants is None:
-        lost = "an ACL grant a copy cannot repeat"
+    lost, acl, grants = _what_a_copy_loses(clients, cfg, full_key, head, shared)
     if lost:
         log.warning("--adopt-metadata: %s: left alone: it has %s, which a copy onto itself "
                     "would not keep (it stays adopted)", row["key"], lost)
@@ -253,26 +250,46 @@ def _stamp(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int, r
     return "copied"
 
 
+def _what_a_copy_loses(clients: ClientFactory, cfg: Config, full_key: str, head: dict,
+                       shared: _Shared) -> tuple[str | None, dict | None, dict[str, str]]:
+    """(what a copy onto itself would lose, or None; the object's ACL, None on a store
+    without ACLs; the Grant* arguments that keep it)."""
+    lost = not_carried(head)
+    if lost:
+        return lost, None, {}
+    acl = _object_acl(clients, cfg, full_key, shared)
+    grants = {} if acl is None else grant_args(acl)
+    if grants is None:
+        return "an ACL grant a copy cannot repeat", acl, {}
+    return None, acl, grants
+
+
 def _object_acl(clients: ClientFactory, cfg: Config, full_key: str, shared: _Shared) -> dict | None:
     """The object's ACL, or None on a store without object ACLs (see the module doc).
-    botocore's own retries only: `rclone serve s3` answers 500 to every GetObjectAcl."""
+    Not through the run's retry policy: `rclone serve s3` answers 500 to every
+    GetObjectAcl, so outside AWS a 500 given twice in a row means no ACLs, for the run."""
     if shared.no_acls:
         return None
-    try:
-        return clients.get().get_object_acl(Bucket=cfg.dest.bucket, Key=full_key)
-    except ClientError as exc:
-        status, code = http_status(exc), error_code(exc)
-        if code == "AccessDenied":
-            raise StopCopies("the credentials lack s3:GetObjectAcl, so a copy could make a "
-                             "public object private") from exc
-        if status == 501 or code == "NotImplemented" or (
-                status == 500 and clients.preset.name != "aws"):
+    for attempt in (1, 2):
+        try:
+            return clients.get().get_object_acl(Bucket=cfg.dest.bucket, Key=full_key)
+        except ClientError as exc:
+            status, code = http_status(exc), error_code(exc)
+            if code == "AccessDenied":
+                raise StopCopies("the credentials lack s3:GetObjectAcl, so a copy could make a "
+                                 "public object private") from exc
+            if not (status == 501 or code == "NotImplemented"
+                    or status == 500 and clients.preset.name != "aws"):
+                raise
+            if status == 500 and attempt == 1:
+                time.sleep(0.5)  # a passing 500 must not turn the ACL check off
+                continue
             with shared.lock:
                 shared.no_acls = True
             log.info("--adopt-metadata: the store has no object ACLs (%s): copies keep the "
                      "owner's access only", describe(exc))
             return None
-        raise
+    return None  # not reached: the second attempt returns or raises
 
 
 def _check_acl(clients: ClientFactory, cfg: Config, key: str, before: dict) -> None:
