@@ -4,7 +4,9 @@ Incomplete uploads are invisible in a bucket listing yet billed as storage, so n
 start may be left behind: before workers start, a run aborts the journaled uploads it will
 not continue and any upload under the prefix, for a key it is about to upload, that its
 journal never saw (a crash between CreateMultipartUpload and the journal commit leaves
-one). `journalsync cleanup` lists everything under the prefix and aborts on request.
+one), and every multipart copy --adopt-metadata journaled and a killed run left (a copy
+is never continued). `journalsync cleanup` lists everything under the prefix, ours marked
+(copies included), and aborts on request.
 """
 
 from __future__ import annotations
@@ -68,15 +70,17 @@ def list_incomplete(clients: ClientFactory, cfg: Config) -> Iterator[IncompleteU
 
 def reconcile(journal: Journal, run_id: int, driver: MultipartDriver, clients: ClientFactory,
               cfg: Config) -> int:
-    """Abort the uploads this run will not continue. Returns how many were aborted."""
+    """Abort the uploads this run will not continue (and every --adopt-metadata copy a
+    killed run left: a copy is never continued). Returns how many were aborted."""
     aborted = 0
     active = journal.active_uploads()
     planned = journal.planned_upload_keys(run_id, [u.key for u in active])
     newest: dict[str, str] = {}
     for rec in sorted(active, key=lambda u: u.created_at):
-        newest[rec.key] = rec.upload_id
+        if rec.kind == "upload":
+            newest[rec.key] = rec.upload_id
     for rec in active:
-        if rec.key not in planned or newest[rec.key] != rec.upload_id:
+        if rec.kind != "upload" or rec.key not in planned or newest[rec.key] != rec.upload_id:
             aborted += _abort(lambda r=rec: driver.abort(r.key, r.upload_id), rec.key)
     if not journal.has_pending_uploads(run_id):
         return aborted  # nothing to upload: no stray can be ours to clean (no request sent)

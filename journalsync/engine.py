@@ -380,10 +380,13 @@ def _adopt_metadata(run: Run) -> None:
     """--adopt-metadata: our metadata onto adopted objects (adoptcopy.py). A failed copy is
     a warning for its object (logged there) and a note here, never a failed run."""
     stats = _remote("cannot write metadata in", run.cfg, lambda: adoptcopy.write_metadata(
-        run.clients, run.cfg, run.journal, run.stop))
+        run.clients, run.cfg, run.journal, run.run_id, run.stop))
     if stats.copied or stats.already:
         log.info("--adopt-metadata: %d object(s) now carry sha256 metadata (%d had it)",
                  stats.copied + stats.already, stats.already)
+    if stats.left:
+        run.notes.append(f"--adopt-metadata: {stats.left} adopted object(s) left alone: a copy "
+                         "would not keep their Object Lock, Expires, redirect or ACL (-v lists them)")
     if stats.failed:
         run.notes.append(f"--adopt-metadata: {stats.failed} adopted object(s) could not be "
                          "rewritten with sha256 metadata; they stay adopted, verify skips them")

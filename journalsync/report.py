@@ -130,7 +130,7 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
     _show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
-            "in_flight": [asdict(u) for u in journal.active_uploads()],
+            "in_flight": [{**asdict(u), "kind": u.kind} for u in journal.active_uploads()],
             "adopted": journal.adopted_by_proof()}
     if last:
         data["failed"] = journal.failed_items(last["id"], failures)
@@ -221,6 +221,7 @@ def _render_in_flight(data: dict, console: Console) -> None:
         table.add_column(col, overflow="fold")
     for u in data["in_flight"]:
         total = max(1, -(-u["size"] // u["part_size"]))
-        table.add_row(shown(u["key"]), str(u["run_id"]), f"{u['parts_done']}/{total}",
+        key = shown(u["key"]) + (" (--adopt-metadata copy)" if u["kind"] == "adopt-copy" else "")
+        table.add_row(key, str(u["run_id"]), f"{u['parts_done']}/{total}",
                       str(u["bytes_done"]), str(u["size"]), _when(u["created_at"]))
     console.print(table)

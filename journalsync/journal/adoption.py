@@ -25,9 +25,11 @@ class AdoptionStore:
 
     def adopted_without_metadata(self) -> Iterator[dict]:
         """Adopted objects that do not carry our metadata yet and still match their file:
-        key, etag (as listed), size, the file's sha256, md5 and mtime_ns (--adopt-metadata)."""
+        key, etag (as listed), size, the file's sha256, md5, mtime_ns, ctime_ns and inode
+        (--adopt-metadata)."""
         stmt = text(f"""
-            SELECT r.key, r.etag, r.size, f.sha256, f.md5, f.mtime_ns FROM remote_objects r
+            SELECT r.key, r.etag, r.size, f.sha256, f.md5, f.mtime_ns, f.ctime_ns, f.inode
+            FROM remote_objects r
             JOIN files f ON f.key = r.key
             WHERE {_PROOF_SQL} AND r.sha_source != 'adopt-copy'
               AND f.scan_error IS NULL AND f.sha256 = r.sha256 AND f.size = r.size

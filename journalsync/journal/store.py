@@ -381,8 +381,13 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
                             WHEN f.size IS s.size AND f.mtime_ns IS s.mtime_ns
                              AND f.ctime_ns IS s.ctime_ns AND f.inode IS s.inode THEN f.sha256 END,
                        -- the MD5 goes with the SHA-256 it was read with: a new hash brings
-                       -- its own (or none), an old one keeps its own
-                       CASE WHEN s.sha256 IS NOT NULL THEN s.md5
+                       -- its own (or none), an old one keeps its own while the file is as
+                       -- it was, and so does the same hash read again without an MD5 (a
+                       -- racy file's second read): the bytes are the same, and
+                       -- --adopt-metadata's check needs the MD5
+                       CASE WHEN s.sha256 IS NOT NULL AND s.md5 IS NULL AND s.sha256 = f.sha256
+                                 THEN f.md5
+                            WHEN s.sha256 IS NOT NULL THEN s.md5
                             WHEN f.size IS s.size AND f.mtime_ns IS s.mtime_ns
                              AND f.ctime_ns IS s.ctime_ns AND f.inode IS s.inode THEN f.md5 END,
                        NULL
@@ -393,7 +398,7 @@ class Journal(PlanStore, UploadStore, Housekeeping, AdoptionStore):
                     OR f.mtime_ns IS NOT s.mtime_ns OR f.ctime_ns IS NOT s.ctime_ns
                     OR f.inode IS NOT s.inode
                     OR (s.sha256 IS NOT NULL AND (f.sha256 IS NOT s.sha256
-                                                  OR f.md5 IS NOT s.md5)))
+                                                  OR (s.md5 IS NOT NULL AND f.md5 IS NOT s.md5))))
                 ON CONFLICT (key) DO UPDATE SET path = excluded.path, size = excluded.size,
                     mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns,
                     inode = excluded.inode, sha256 = excluded.sha256, md5 = excluded.md5,

@@ -1,5 +1,10 @@
 """Multipart uploads we own: UploadIds, their file identity and their parts. Mixed into
-Journal (store.py), whose connections, lock and helpers it relies on."""
+Journal (store.py), whose connections, lock and helpers it relies on.
+
+Two kinds share the table: a file's upload (multipart.py), and --adopt-metadata's
+multipart copy of an object onto itself (adoptcopy.py, objects above 5 GiB). A copy's
+`sha256` is COPY_MARK followed by the file's SHA-256, so it never equals a file's hash:
+the uploader never continues a copy, and the next run aborts it (cleanup.reconcile)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from journalsync.journal.schema import multipart_parts, multipart_uploads
+
+COPY_MARK = "adopt-copy:"  # prefix of a multipart copy's sha256 column (see the module doc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,11 @@ class UploadRecord:
     state: str
     parts_done: int = 0
     bytes_done: int = 0
+
+    @property
+    def kind(self) -> str:
+        """`upload` (a file's data) or `adopt-copy` (a server-side copy, never continued)."""
+        return "adopt-copy" if self.sha256.startswith(COPY_MARK) else "upload"
 
 
 class UploadStore:

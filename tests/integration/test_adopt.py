@@ -245,7 +245,8 @@ def test_adopt_metadata_copies_large_objects_in_parts(sync, s3, s3client, monkey
     # refused and aborted there, and the object is left as it was.
     copied = s3.name != "rclone"
     with Journal(sync.journal) as journal:
-        stats = adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal)
+        stats = adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal,
+                                            journal.recent_runs(1)[0]["id"])
         assert (stats.copied, stats.failed) == ((1, 0) if copied else (0, 1))
         assert journal.adopted_by_proof() == {"adopt-copy" if copied else "etag-md5": 1}
     head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,14 @@ def small_tree(count: int = 40) -> dict[str, bytes]:
 
 
 def write_tree(sync: Sync, files: dict[str, bytes]) -> None:
+    """Write the files with an mtime an hour in the past. aws and s5cmd send a file again
+    when its mtime is not older than the object's LastModified, which moto keeps in whole
+    seconds: a file written in the same second as the first fill would be sent again (in
+    other parts) by the second fill."""
+    past = time.time_ns() - 3600 * 10**9
     for rel, data in files.items():
-        sync.write(rel, data)
+        path = sync.write(rel, data)
+        os.utime(path, ns=(past, past))
 
 
 def uploaded_by(rel: str, peer_fills: list[Fill]) -> Fill:

@@ -1,7 +1,7 @@
 """Hostile review of issue 13 (adoption): cases the first tests did not try, each on the
-real servers. Each failed against main at 960418d (or is marked xfail where the finding
-is not fixed or the store cannot honour the fix). The rule-3 finding (peer metadata against
-a disagreeing single-part ETag) is test_adopt.py's
+real servers. Each failed against main at 960418d (or is marked xfail where the store
+cannot honour the fix; the ACL finding is fixed in adoptcopy.py since). The rule-3 finding
+(peer metadata against a disagreeing single-part ETag) is test_adopt.py's
 test_peer_metadata_never_overrules_a_plain_md5_etag_that_disagrees, fixed on main too."""
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ def _acl_grants(s3client, bucket: str, key: str) -> set[tuple[str, str]]:
             for g in grants}
 
 
-@pytest.mark.xfail(strict=True, reason="review13 finding, not fixed: CopyObject resets the "
-                   "ACL to private and adoptcopy does not carry grants over")
 def test_adopt_metadata_keeps_an_objects_acl(sync, s3, s3client):
     """CopyObject gives the copy the default (private) ACL: a public-read object a peer
     published (`aws s3 sync --acl public-read`) must stay public after --adopt-metadata.
@@ -48,6 +46,8 @@ def test_adopt_metadata_keeps_an_objects_acl(sync, s3, s3client):
         (0, "0", "1"), result.out + result.err
     after = _acl_grants(s3client, sync.bucket, key)
     assert after == before
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    assert _meta(head).get("sha256") == hashlib.sha256(data).hexdigest()  # copied, not left
 
 
 def _replace_on(s3client, bucket: str, key: str, body: bytes, operation: str):
@@ -161,6 +161,7 @@ def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync,
         cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.journal,
                      endpoint_url=proxy.endpoint_url, endpoint_moved=True).validate()
         with Journal(sync.journal) as journal:
-            adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal)
+            adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal,
+                                     journal.recent_runs(1)[0]["id"])
     assert done, proxy.requests
     assert s3client.get_object(Bucket=sync.bucket, Key=key)["Body"].read() == newer
