@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import re
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import BIN, TREES, QUICK, Tree, check_buckets, generate, machine, timed, tool_env, update_readme  # noqa: E402
+from bench import BIN, TREES, peer_command, QUICK, Tree, check_buckets, generate, machine, timed, tool_env, update_readme  # noqa: E402
 from journalsync.devtools.localserver import RcloneS3Server  # noqa: E402
 from tests.support.proxy import RecordingProxy  # noqa: E402
 
@@ -65,15 +64,6 @@ def adopt_tree(quick: bool) -> Tree:
     small, large = (QUICK if quick else TREES)["small"], (QUICK if quick else TREES)["large"]
     return Tree("adopt", small.files, small.max_size, small.dirs,
                 big_files=large.big_files, big_size=large.big_size)
-
-
-def peer_command(peer: str, src: Path, bucket: str, endpoint: str) -> list[str]:
-    if peer == "aws":
-        return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}", "--only-show-errors",
-                "--endpoint-url", endpoint]
-    if peer == "rclone":
-        return [str(BIN / "rclone"), "sync", str(src), f"adopt:{bucket}", "--config", "/dev/null"]
-    return [str(BIN / "s5cmd"), "--endpoint-url", endpoint, "sync", f"{src}/", f"s3://{bucket}/"]
 
 
 def env_for(server, endpoint: str) -> dict[str, str]:
@@ -150,14 +140,14 @@ def run(quick: bool, cap: float) -> tuple[list[Step], dict, Tree]:
         for peer in PEERS:
             bucket = f"adopt-{peer}"
             server.create_bucket(bucket)
-            secs, _, code, _ = timed(peer_command(peer, src, bucket, server.endpoint_url), direct,
+            secs, _, code, _ = timed(peer_command(peer, src, bucket, server.endpoint_url, remote="adopt"), direct,
                                      cap * 4, log)
             print(f"{peer:7} {'fills its bucket (not measured)':34} {secs:7.2f}s exit={code}",
                   flush=True)
             if code != 0:
                 raise SystemExit(f"{peer} could not fill {bucket}: exit {code}; see {log_path}")
             steps.append(measured(peer, "peer's own no-op",
-                                  peer_command(peer, src, bucket, proxy.endpoint_url), env, proxy,
+                                  peer_command(peer, src, bucket, proxy.endpoint_url, remote="adopt"), env, proxy,
                                   cap, log))
             journal = WORK / "journals" / f"{peer}.sqlite"
             for what in ("journalsync first run (adopt)", "journalsync second run (no-op)"):

