@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from journalsync import report
+from journalsync import report, settle_gc
 from journalsync.config import (
     Config,
     Destination,
@@ -70,8 +70,12 @@ def _err(message: str) -> None:
     print(f"journalsync: error: {message}", file=sys.stderr, flush=True)
 
 
-def _guard(body: Callable[[], int]) -> int:
-    """Run a command body, mapping every error to one stderr line and an exit code."""
+def _guard(body: Callable[[], int], settle: bool = True) -> int:
+    """Run a command body, mapping every error to one stderr line and an exit code. The
+    garbage collector comes back on first (main), except for `run`, whose engine turns it
+    on once its clients are built."""
+    if settle:
+        settle_gc()
     try:
         return body()
     except JournalsyncError as exc:
@@ -216,7 +220,7 @@ def run(
             os._exit(int(outcome.exit_code))
         return int(outcome.exit_code)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(_guard(body, settle=False))
 
 
 # Job-file keys for each run() parameter: (section or None, key).
@@ -475,6 +479,8 @@ def dev_server(
 
 
 def main() -> None:
+    # No garbage collection while start-up allocates what lives until exit (settle_gc).
+    gc.disable()
     try:
         app(prog_name="journalsync")
     finally:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from journalsync import adoptcopy, manifest, rewrites
+from journalsync import adoptcopy, manifest, rewrites, settle_gc
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
@@ -202,6 +202,7 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
     cfg = run.cfg
     try:
         run.clients = _clients(cfg)
+        settle_gc()  # start-up is over (cli.main turned the collector off)
         _remote("cannot list", cfg, lambda: manifest.check_bucket(run.clients, cfg))
         if not run.resumed:
             _scan_and_plan(run, on_plan_item)

@@ -76,3 +76,35 @@ def test_old_journal_migrates_and_a_journal_at_head_opens_without_alembic(tmp_pa
     assert _revision(path) == migrate.HEAD_REVISION
     assert open_journal() == "False"  # at head: one SELECT, and Alembic is never imported
     assert _revision(path) == migrate.HEAD_REVISION
+
+
+GC_PROBE = """\
+import gc, sys
+from journalsync.cli import main
+sys.argv = ["journalsync", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("\\nGC", gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_collector_is_back_on_once_start_up_is_over(tmp_path, command):
+    """main() turns the garbage collector off for the imports; a run's engine (once its
+    clients exist) and every other command turn it back on, with start-up's objects frozen,
+    so a long run still collects its cycles."""
+    (tmp_path / "src").mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_MAX_ATTEMPTS": "1"}
+    args = [command, str(tmp_path / "src"), "s3://jst-gc/p", "--endpoint-url", "http://127.0.0.1:9"]
+    if command == "run":
+        args += ["--retry-timeout", "1s"]
+    proc = subprocess.run([sys.executable, "-c", GC_PROBE, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    last = proc.stdout.rstrip().splitlines()[-1]
+    assert last == "GC True True", (proc.stdout, proc.stderr)
+    if command == "run":
+        assert "has not answered" in proc.stderr  # the run reached its engine (and clients)
