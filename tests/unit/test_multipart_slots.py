@@ -42,3 +42,19 @@ def test_read_error_gives_the_part_slot_back(tmp_path: Path):
                 driver._send_parts(FailingFile(), rec, {}, Attempts())
         taken = [driver.part_slots.acquire(blocking=False) for _ in range(slots)]
     assert taken == [True] * slots
+
+
+@pytest.mark.parametrize("workers, part_size, slots", [
+    (8, 8 * MiB, 6),     # the defaults: 48 MiB of part buffers, not 64
+    (4, 8 * MiB, 4),     # fewer workers than the budget allows
+    (8, 5 * MiB, 8),
+    (32, 5 * MiB, 9),    # many workers: the memory budget decides
+    (8, 64 * MiB, 2),    # huge parts: still one sending while the next is read
+])
+def test_parts_in_flight_are_bounded_by_memory_and_workers(tmp_path: Path, workers, part_size, slots):
+    cfg = Config(source=tmp_path, dest=Destination("b", "p"), journal_path=tmp_path / "j.sqlite",
+                 workers=workers, part_size=part_size)
+    with Journal(cfg.journal_path) as journal, ThreadPoolExecutor(2) as pool:
+        driver = MultipartDriver(cfg, journal, 1, None, pool, threading.Event())
+        taken = [driver.part_slots.acquire(blocking=False) for _ in range(slots + 1)]
+    assert taken == [True] * slots + [False]
