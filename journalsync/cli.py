@@ -22,7 +22,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from journalsync import report, settle_gc
+from journalsync import report
+from journalsync.process import settle_gc
 from journalsync.config import (
     Config,
     Destination,

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from journalsync import adoptcopy, manifest, rewrites, settle_gc
+from journalsync import adoptcopy, manifest, rewrites
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
@@ -43,6 +43,7 @@ from journalsync.lock import RunLock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan, plan_new_uploads
 from journalsync.presence import LocalPresence
+from journalsync.process import release_large_buffers, settle_gc
 from journalsync.report import FailureLines
 from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
@@ -106,6 +107,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     """Run (or resume) one sync. Raises UsageError / FatalRemoteError for errors that stop
     the run; per-file failures are counted and journaled, never raised."""
     check_source(cfg)
+    release_large_buffers()
     started = time.monotonic()
     stop = threading.Event()
     with journal_errors(cfg.journal_path), RunLock(cfg.journal_path), \
