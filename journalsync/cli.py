@@ -151,6 +151,9 @@ def run(
     allow_empty_source: Annotated[bool, typer.Option("--allow-empty-source", help="Let --delete mirror an empty source (deleting everything).")] = False,
     keep_runs: Annotated[int, typer.Option(help="Runs of history the journal keeps (older runs' rows are pruned after each run).")] = 30,
     adopt_metadata: Annotated[bool, typer.Option("--adopt-metadata", help="After the uploads, write our sha256 metadata onto objects another tool wrote and this or an earlier run adopted (a server-side copy onto itself: no object bytes sent), so verify covers them.")] = False,
+    chunk_files: Annotated[int, typer.Option(help="Work units for `journalsync worker` processes: at most this many files per chunk.")] = 1000,
+    chunk_bytes: Annotated[str, typer.Option(help="... and at most this many bytes per chunk (a larger file is a chunk alone).")] = "1GiB",
+    lease: Annotated[str, typer.Option(help="A claimed chunk is another worker's to take once its holder has not renewed it for this long (e.g. 30s).")] = "30s",
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Nothing but the summary line and errors.")] = False,
@@ -188,7 +191,9 @@ def run(
             includes=tuple(p["include"] or ()), excludes=tuple(p["exclude"] or ()),
             max_delete_percent=p["max_delete_percent"], max_delete=p["max_delete"],
             force=p["force"], allow_empty_source=p["allow_empty_source"], crt=p["crt"],
-            keep_runs=p["keep_runs"], adopt_metadata=p["adopt_metadata"]).validate()
+            keep_runs=p["keep_runs"], adopt_metadata=p["adopt_metadata"],
+            chunk_files=chunk_files, chunk_bytes=parse_size(chunk_bytes),
+            lease=parse_duration(lease)).validate()
         planned: list = []
         on_item = planned.append if json_out else (lambda item: print(report.plan_line(item)))
         view = None
@@ -335,6 +340,59 @@ def status(
             else:
                 report.render_status(data, console)
         return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    journal: JournalOpt = None,
+    source: Annotated[Optional[Path], typer.Option("--source", help="Where this host sees the run's source (default: the run's own path).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option("--endpoint-url", help="Reach the store at this URL (default: the run's endpoint).")] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    workers: Annotated[int, typer.Option(help="Concurrent transfers.")] = 8,
+    lease: Annotated[str, typer.Option(help="A claimed chunk is another worker's to take once this worker has not renewed it for this long.")] = "30s",
+    follow: Annotated[bool, typer.Option("--follow", help="When the run is done, wait for the next one.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each chunk to stderr.")] = False,
+) -> None:
+    """Work the chunks of the journal's active run beside `journalsync run` (on this host
+    or another that sees the source): claim a chunk, upload it, record it, claim the next.
+    Exits 0 when the run has no chunk left to claim (with --follow: waits for the next
+    run); one line and exit 0 when no run is active. The run's source, destination and
+    endpoint come from the journal; transfer settings (part size, storage class,
+    encryption...) from --config, as `run` reads them."""
+    from journalsync import logs
+
+    logs.setup(verbose=verbose, debug=False, log_file=None, log_format="text")
+
+    def body() -> int:
+        from journalsync.worker import run_worker
+
+        p = _with_job_file(ctx, config)
+        path = p["journal"]
+        if path is None and p.get("source") and p.get("dest"):
+            src = Path(p["source"]).expanduser().absolute()
+            dest = Destination.parse(str(p["dest"]))
+            path = default_journal_path(src, dest, _endpoint(p.get("endpoint_url")))
+        if path is None:
+            raise UsageError("give --journal, or a --config job file with source and destination")
+        base = Config(
+            source=Path("."), dest=Destination.parse(str(p["dest"])) if p.get("dest") else None,
+            journal_path=path, region=p["region"], profile=p["profile"],
+            workers=p["workers"], lease=parse_duration(lease),
+            multipart_threshold=parse_size(p.get("multipart_threshold") or "8MiB"),
+            part_size=parse_size(p.get("part_size") or "8MiB"),
+            cache_control=p.get("cache_control"), cache_rules=p.get("cache_rules", ()),
+            storage_class=p.get("storage_class"), sse=p.get("sse"),
+            sse_kms_key_id=p.get("sse_kms_key_id"), provider=str(p.get("provider") or "auto").lower(),
+            bwlimit=parse_size(p["bwlimit"]) if p.get("bwlimit") else None,
+            retry_timeout=parse_duration(p.get("retry_timeout") or "3m"),
+            crt=p.get("crt", True))
+        return run_worker(path, base, follow, source.expanduser().absolute() if source else None,
+                          _endpoint(endpoint_url) if endpoint_url else None)
 
     raise typer.Exit(_guard(body))
 

@@ -116,6 +116,11 @@ class Config:
     crt: bool = True  # small-file PUTs through awscrt when it is installed (crt.py)
     keep_runs: int = 30  # runs of history the journal keeps (housekeeping.py)
     adopt_metadata: bool = False  # copy adopted objects onto themselves with our metadata
+    # Work units for many workers (chunkwork.py): at most this many files and bytes each,
+    # claimed for `lease` seconds at a time (renewed by heartbeat every lease/3).
+    chunk_files: int = 1000
+    chunk_bytes: int = GiB
+    lease: float = 30.0
 
     def cache_control_for(self, key: str) -> str | None:
         """The first matching per-glob rule, else --cache-control, else none."""
@@ -162,6 +167,12 @@ class Config:
             raise UsageError("--max-delete-percent must be between 0 and 100")
         if self.max_delete is not None and self.max_delete < 0:
             raise UsageError("--max-delete must not be negative")
+        if self.chunk_files < 1:
+            raise UsageError(f"--chunk-files must be at least 1, got {self.chunk_files}")
+        if self.chunk_bytes < 1:
+            raise UsageError("--chunk-bytes must be positive")
+        if self.lease < 1:
+            raise UsageError(f"--lease must be at least 1 second, got {self.lease:g}")
         if self.keep_runs < 1:
             raise UsageError(f"--keep-runs must be at least 1, got {self.keep_runs}")
         return self

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from journalsync import adoptcopy, manifest, rewrites
+from journalsync.chunkwork import work_chunks
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
@@ -49,7 +50,7 @@ from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
 from journalsync.signals import SIGNAL_EXIT, stop_on_signals
 from journalsync.transfer import Uploader
-from journalsync.workers import run_workers, thread_pool
+from journalsync.workers import thread_pool
 
 log = logging.getLogger("journalsync")
 
@@ -125,6 +126,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
         journal.finish_run(run.run_id, state, run.counts,
                            "interrupted by a signal" if received else None)
         journal.housekeep(run.run_id, cfg.keep_runs)
+        journal.prune_chunks()
         # One measure for the summary and for status: this try's seconds, added to the
         # run's (a resumed run reports its tries summed, as it does its counts).
         timing = journal.add_elapsed(run.run_id, time.monotonic() - started)
@@ -365,14 +367,21 @@ def _transfer(run: Run) -> None:
             run.journal, run.run_id, uploader.multipart, run.clients, cfg))
         if aborted:
             log.info("aborted %d incomplete upload(s) this run will not continue", aborted)
+        made = run.journal.make_chunks(run.run_id, cfg.chunk_files, cfg.chunk_bytes)
+        if made:
+            log.info("plan: %d chunk(s) for workers (`journalsync worker`)", made)
         on_result = None
         if run.view:
             files, size = run.journal.pending_uploads(run.run_id)
             run.view.backoff = run.clients.backoff
             run.view.uploads(files, size)
             on_result = run.view.on_result
-        stopped = run_workers(run.journal, run.run_id, uploader.upload, cfg.workers,
-                              on_result=on_result, stop=run.stop, failures=run.failures)
+        # The run works like any worker, then waits for the chunks others hold (claiming
+        # any whose lease expires): only then may the delete phase run, alone.
+        stopped = work_chunks(run.journal, run.run_id, uploader.upload, cfg.workers,
+                              run.journal.register_worker(run.run_id), lease=cfg.lease,
+                              stop=run.stop, wait_for_all=True, on_result=on_result,
+                              failures=run.failures)
     if stopped:
         raise FatalRemoteError(f"stopped: {stopped.reason}", resumable=stopped.resumable)
     if run.stop.is_set():

@@ -135,6 +135,10 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
     if last:
         data["failed"] = journal.failed_items(last["id"], failures)
         data["file_errors"] = journal.file_errors(last["id"], failures)
+        # The processes that worked the last run's chunks (the run's own included), and
+        # its chunks by state (chunkwork.py).
+        data["workers"] = journal.run_workers_rows(last["id"])
+        data["chunks"] = journal.chunk_counts(last["id"])
     return data
 
 
@@ -190,6 +194,24 @@ def render_status(data: dict, console: Console) -> None:
         console.print(adopted_line(data["adopted"]))
     render_failures(data, console)
     _render_in_flight(data, console)
+    _render_workers(data, console)
+
+
+def _render_workers(data: dict, console: Console) -> None:
+    """The last run's chunks by state and its workers: host, pid, chunks, bytes, heartbeat."""
+    counts = data.get("chunks") or {}
+    if not sum(counts.values()):
+        return
+    console.print("chunks of the last run: " + ", ".join(
+        f"{counts[state]} {state}" for state in ("done", "claimed", "pending")))
+    table = _table("workers of the last run")
+    for col in ("worker", "host", "pid", "state", "chunks done", "bytes", "last heartbeat"):
+        table.add_column(col, justify="right" if col in ("worker", "pid", "chunks done", "bytes")
+                         else "left")
+    for w in data.get("workers", []):
+        table.add_row(str(w["id"]), w["host"], str(w["pid"]), w["state"], str(w["chunks_done"]),
+                      str(w["bytes_done"]), _when(w["heartbeat_at"]) if w["heartbeat_at"] else "-")
+    console.print(table)
 
 
 def adopted_line(adopted: dict[str, int]) -> str:

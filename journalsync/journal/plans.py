@@ -108,10 +108,14 @@ class PlanStore:
         for r in self._stream(stmt, {"run": run_id}):
             yield PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256)
 
-    def record_results(self, results: Sequence[TransferResult]) -> None:
+    def record_results(self, results: Sequence[TransferResult], fence=None) -> None:
         """One transaction for a batch of finished items: their plan rows, and for each
-        upload the object we now know (size, ETag, our hash) in the cached manifest."""
-        if not results:
+        upload the object we now know (size, ETag, our hash) in the cached manifest.
+
+        A chunk's results come with its `fence` (chunks.ChunkFence): asked first in the
+        same transaction, it keeps the whole batch out of the journal once the chunk is
+        no longer the writer's, and closes the chunk last."""
+        if not results and fence is None:
             return
         now = time.time()
         item_rows = [{"i": r.item_id, "status": _status(r).value,
@@ -126,10 +130,13 @@ class PlanStore:
                    "inode": r.file_identity[3]}
                   for r in results if r.ok and r.file_identity is not None and r.sha256]
         with self._write() as conn:
-            conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
-                status=bindparam("status"), attempts=bindparam("attempts"),
-                bytes_sent=bindparam("bytes_sent"), error=bindparam("error"),
-                updated_at=bindparam("updated_at")), item_rows)
+            if fence is not None and not fence.hold(conn):
+                return
+            if item_rows:
+                conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
+                    status=bindparam("status"), attempts=bindparam("attempts"),
+                    bytes_sent=bindparam("bytes_sent"), error=bindparam("error"),
+                    updated_at=bindparam("updated_at")), item_rows)
             if uploaded:
                 stmt = sqlite_insert(remote_objects)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
@@ -147,6 +154,8 @@ class PlanStore:
             if deleted:
                 conn.execute(remote_objects.delete().where(remote_objects.c.key == bindparam("k")),
                              deleted)
+            if fence is not None:
+                fence.close(conn)
 
     def failed_items(self, run_id: int, limit: int | None = None) -> list[dict]:
         stmt = (select(plan_items.c.key, plan_items.c.action, plan_items.c.error,

@@ -138,8 +138,11 @@ plan_items = Table(
     Column("bytes_sent", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("updated_at", Float),
+    # The work unit (chunks, below) an upload row belongs to; deletes have none.
+    Column("chunk_id", Integer),
     Index("ix_plan_items_run_status", "run_id", "status", "id"),
     Index("ix_plan_items_run_key", "run_id", "key"),
+    Index("ix_plan_items_chunk", "chunk_id"),
 )
 
 # Files the scan could not turn into a key or read: they fail alone, the rest continue.
@@ -181,4 +184,40 @@ multipart_parts = Table(
     Column("etag", Text, nullable=False),
     Column("size", Integer, nullable=False),
     PrimaryKeyConstraint("upload_id", "part_number"),
+)
+
+# Work units of a run's uploads (journal/chunks.py): claimed by one worker at a time under a
+# lease, and fenced by epoch: a claim bumps it, and every completion is written only while
+# the chunk's epoch is still the writer's. No foreign key to runs: housekeeping prunes runs
+# first and their chunks after (chunks.prune_chunks), which an enforced key would refuse.
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, nullable=False),
+    Column("state", Text, nullable=False),  # pending | claimed | done
+    Column("files", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("owner", Integer),  # workers.id of the holder
+    Column("epoch", Integer, nullable=False, default=0, server_default="0"),
+    Column("lease_until", Float),
+    Column("claimed_at", Float),
+    Column("done_at", Float),
+    Index("ix_chunks_run_state", "run_id", "state", "id"),
+)
+
+# Every process that works a run's chunks: the run itself and each `journalsync worker`.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float),
+    Column("chunks_done", Integer, nullable=False, default=0, server_default="0"),
+    Column("bytes_done", Integer, nullable=False, default=0, server_default="0"),
+    Column("state", Text, nullable=False),  # working | done | stopped
+    Index("ix_workers_run", "run_id"),
 )

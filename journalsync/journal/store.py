@@ -22,6 +22,7 @@ from sqlalchemy import Connection, create_engine, event, func, insert, select, t
 from journalsync.journal import migrate
 from journalsync.journal.schema import files, plan_items, remote_objects, runs
 from journalsync.journal.adoption import AdoptionStore
+from journalsync.journal.chunks import ChunkStore
 from journalsync.journal.housekeeping import Housekeeping
 from journalsync.journal.manifeststore import ManifestStore
 from journalsync.journal.plans import PlanStore
@@ -53,7 +54,8 @@ def _set_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore):
+class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore,
+              ChunkStore):
     """All reads and writes of one journal file. Thread-safe for writes."""
 
     def __init__(self, path: Path):

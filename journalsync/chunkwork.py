@@ -1,0 +1,203 @@
+"""Working a run's chunks: the upload phase of `run` and all of `journalsync worker`.
+
+A process claims a chunk (journal/chunks.py), streams its pending rows through the same
+bounded pool as workers.run_workers, and claims the next chunk only once every row of the
+one before is submitted, so the pool never drains between chunks and a process holds at
+most one chunk it has not finished submitting. A heartbeat thread renews the leases of the
+chunks held every lease/3. When a renewal or a fenced write finds the chunk gone (the lease
+expired and someone else claimed it), the chunk is lost: nothing more of it is submitted,
+what is in flight finishes, and none of its results are recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from journalsync.journal import Journal
+from journalsync.models import PlanItem, TransferResult
+from journalsync.report import FailureLines
+from journalsync.workers import (
+    DENIED_STREAK,
+    FLUSH_EVERY,
+    FLUSH_SECONDS,
+    Stopped,
+    bounded_map,
+    thread_pool,
+)
+
+log = logging.getLogger(__name__)
+
+LEASE = 30.0  # seconds a claim lasts without a heartbeat (--lease)
+
+
+@dataclass(slots=True)
+class Held:
+    """A chunk this process claimed, at the epoch its claim gave it."""
+
+    id: int
+    epoch: int
+    lost: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
+
+
+@dataclass(slots=True)
+class Tally:
+    """What this process finished: shown per worker by `status`."""
+
+    chunks: int = 0
+    bytes: int = 0
+
+
+class Heartbeat:
+    """Renews the leases of the held chunks every lease/3, and the worker row's heartbeat."""
+
+    def __init__(self, journal: Journal, worker_id: int, lease: float, held: dict[int, Held],
+                 lock: threading.Lock, tally: Tally):
+        self.journal, self.worker_id, self.lease = journal, worker_id, lease
+        self.held, self.lock, self.tally = held, lock, tally
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 - a busy journal: the next beat retries
+                log.warning("heartbeat failed: %s", exc)
+
+    def beat(self) -> None:
+        with self.lock:
+            mine = [c for c in self.held.values() if not (c.lost.is_set() or c.done)]
+        for chunk in mine:
+            if not self.journal.renew_lease(chunk.id, chunk.epoch, self.lease):
+                with self.lock:
+                    if chunk.done:
+                        continue
+                    chunk.lost.set()
+                log.warning("lost chunk %d (its lease expired and another worker claimed it); "
+                            "dropping it", chunk.id)
+        self.journal.worker_beat(self.worker_id, self.tally.chunks, self.tally.bytes)
+
+
+def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], TransferResult],
+                workers: int, worker_id: int, lease: float = LEASE,
+                stop: threading.Event | None = None, wait_for_all: bool = False,
+                on_result: Callable[[TransferResult], None] | None = None,
+                failures: FailureLines | None = None, poll: float | None = None,
+                tally: Tally | None = None) -> Stopped | None:
+    """Claim and upload the run's chunks until none is left to claim and this process
+    holds none. With `wait_for_all` (the run process) go on until every chunk of the run is
+    done: others may hold some, and one whose lease expires is claimed here. A fatal error,
+    a streak of refused files or `stop` stops new claims; what is in flight finishes and is
+    recorded (while its chunk is still ours), and chunks held but unfinished are given back.
+    Returns why it stopped early, if it did."""
+    stop = stop or threading.Event()
+    failures = failures or FailureLines()
+    tally = tally or Tally()
+    poll = poll if poll is not None else min(1.0, lease / 3)
+    held: dict[int, Held] = {}
+    lock = threading.Lock()
+    state = {"stopped": None, "streak": 0}
+    buffer: dict[int, list[TransferResult]] = {}
+    last_flush = [time.monotonic()]
+
+    def items() -> Iterator[tuple[Held, PlanItem]]:
+        while not stop.is_set():
+            claim = journal.claim_chunk(run_id, worker_id, lease)
+            if claim is None:
+                return
+            chunk = Held(*claim)
+            with lock:
+                held[chunk.id] = chunk
+            log.info("claimed chunk %d (epoch %d)", chunk.id, chunk.epoch)
+            rows = journal.chunk_items(chunk.id)
+            if not rows:  # a former holder finished it all but its close: close it
+                settle(chunk, [])
+            for item in rows:
+                if chunk.lost.is_set() or stop.is_set():
+                    break
+                yield chunk, item
+
+    def one(pair: tuple[Held, PlanItem]) -> tuple[Held, TransferResult | None]:
+        chunk, item = pair
+        if chunk.lost.is_set():
+            return chunk, None  # queued when the chunk was lost: not sent
+        return chunk, transfer(item)
+
+    def settle(chunk: Held, results: list[TransferResult]) -> None:
+        if chunk.lost.is_set():
+            return
+        outcome = journal.record_chunk_results(chunk.id, chunk.epoch, results, lease)
+        with lock:
+            if outcome == "lost":
+                chunk.lost.set()
+                log.warning("lost chunk %d before recording %d result(s); they are dropped",
+                            chunk.id, len(results))
+                return
+            tally.bytes += sum(r.size or 0 for r in results if r.ok)
+            if outcome == "done":
+                chunk.done = True
+                tally.chunks += 1
+                held.pop(chunk.id, None)
+
+    def flush() -> None:
+        pending = list(buffer.items())
+        buffer.clear()
+        last_flush[0] = time.monotonic()
+        for chunk_id, results in pending:
+            settle(held_or_known[chunk_id], results)
+
+    held_or_known: dict[int, Held] = {}
+
+    def take(chunk: Held, result: TransferResult) -> None:
+        if not (result.ok or result.interrupted or result.vanished):
+            failures.add(result.key, result.error)
+        state["streak"] = state["streak"] + 1 if result.denied else (
+            0 if result.ok else state["streak"])
+        if state["stopped"] is None and (result.fatal or state["streak"] >= DENIED_STREAK):
+            state["stopped"] = Stopped(result.error if result.fatal else
+                                       f"{result.error} on {state['streak']} files in a row",
+                                       result.resumable)
+            stop.set()
+        if on_result:
+            on_result(result)
+        held_or_known[chunk.id] = chunk
+        buffer.setdefault(chunk.id, []).append(result)
+        if sum(map(len, buffer.values())) >= FLUSH_EVERY or \
+                time.monotonic() - last_flush[0] > FLUSH_SECONDS:
+            flush()
+
+    with Heartbeat(journal, worker_id, lease, held, lock, tally), \
+            thread_pool(workers, "worker") as pool:
+        try:
+            while True:
+                for chunk, result in bounded_map(pool, one, items(), workers * 2, stop,
+                                                 on_idle=lambda: buffer and flush()):
+                    if result is not None and not chunk.lost.is_set():
+                        take(chunk, result)
+                flush()
+                # Whatever is held now is lost, or holds rows left pending (a stop).
+                if stop.is_set() or not wait_for_all or not journal.chunks_left(run_id):
+                    break
+                stop.wait(poll)  # others hold chunks: wait for them, or for a lease to expire
+        finally:
+            flush()
+            with lock:
+                unfinished = [c for c in held.values() if not (c.lost.is_set() or c.done)]
+            for chunk in unfinished:
+                journal.release_chunk(chunk.id, chunk.epoch)
+            journal.worker_beat(worker_id, tally.chunks, tally.bytes,
+                                "stopped" if stop.is_set() else "done")
+    return state["stopped"]

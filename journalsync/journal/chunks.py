@@ -1,0 +1,226 @@
+"""Work units for many workers: chunks of a run's uploads, claimed under a lease and fenced
+by epoch, and the workers that hold them. Mixed into Journal (store.py), whose connections,
+lock and helpers it relies on.
+
+Why the journal's own rows and not a queue library: a chunk's completion and its items'
+states must commit together, and only while the writer still owns the chunk. Both live in
+this database, so one transaction does it: it first updates the chunk `WHERE epoch = :mine`
+and, when that touches no row (the lease expired and someone else claimed it, bumping the
+epoch), rolls the whole batch back.
+
+The SQL is SQLAlchemy Core and portable to PostgreSQL: a claim is one UPDATE … RETURNING
+whose row is picked by a sub-select `FOR UPDATE SKIP LOCKED` (SQLite, which has no row
+locks and serializes writers anyway, leaves that clause out), so two claimers never get one
+chunk. Times are the claimer's clock (time.time()).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+
+from journalsync.journal.schema import chunks, plan_items, runs, workers
+from journalsync.models import Action, ItemStatus, PlanItem
+
+_PENDING_IN_CHUNK = ("EXISTS (SELECT 1 FROM plan_items p WHERE p.chunk_id = chunks.id"
+                     " AND p.status = 'pending')")
+
+
+class ChunkFence:
+    """What record_results (plans.py) asks, inside its transaction, when it writes a chunk's
+    results: `hold` first (is the chunk still ours? if not nothing is written), `close` last
+    (the chunk is done once no row of it is pending). `state` says how it went: lost, open
+    or done."""
+
+    def __init__(self, chunk_id: int, epoch: int, lease: float):
+        self.chunk_id, self.epoch, self.lease = chunk_id, epoch, lease
+        self.state = "open"
+
+    def hold(self, conn: Connection) -> bool:
+        held = conn.execute(update(chunks).where(
+            chunks.c.id == self.chunk_id, chunks.c.epoch == self.epoch,
+            chunks.c.state == "claimed").values(lease_until=time.time() + self.lease)).rowcount
+        if not held:
+            self.state = "lost"
+        return bool(held)
+
+    def close(self, conn: Connection) -> None:
+        done = conn.execute(text(f"""
+            UPDATE chunks SET state = 'done', done_at = :now, lease_until = NULL
+            WHERE id = :c AND epoch = :e AND state = 'claimed' AND NOT {_PENDING_IN_CHUNK}"""),
+            {"now": time.time(), "c": self.chunk_id, "e": self.epoch}).rowcount
+        if done:
+            self.state = "done"
+
+
+class ChunkStore:
+
+    # -- chunking -------------------------------------------------------------------------
+
+    def make_chunks(self, run_id: int, max_files: int, max_bytes: int) -> int:
+        """Group the run's pending uploads that have no chunk into chunks of at most
+        `max_files` files and `max_bytes` bytes (a larger file is a chunk alone), in plan
+        order. A resumed run's chunks stay: those with nothing pending are done, done ones
+        with rows pending again (failed items retried) are pending again; claimed ones are
+        left to their holders (a worker that kept going while the run restarted) and to
+        their leases. Returns how many chunks were made."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(text(f"""
+                UPDATE chunks SET state = 'done', done_at = :now, lease_until = NULL
+                WHERE run_id = :run AND state = 'pending' AND NOT {_PENDING_IN_CHUNK}"""),
+                {"run": run_id, "now": now})
+            conn.execute(text(f"""
+                UPDATE chunks SET state = 'pending', owner = NULL, lease_until = NULL,
+                                  done_at = NULL
+                WHERE run_id = :run AND state = 'done' AND {_PENDING_IN_CHUNK}"""),
+                {"run": run_id})
+        stmt = (select(plan_items.c.id, plan_items.c.size)
+                .where(plan_items.c.run_id == run_id,
+                       plan_items.c.action == Action.UPLOAD.value,
+                       plan_items.c.status == ItemStatus.PENDING.value,
+                       plan_items.c.chunk_id.is_(None))
+                .order_by(plan_items.c.id))
+        groups: list[list[int]] = []  # [first id, last id, files, bytes]
+        for item_id, size in self._stream(stmt):
+            size = size or 0
+            last = groups[-1] if groups else None
+            if last is None or last[2] >= max_files or (last[2] and last[3] + size > max_bytes):
+                groups.append([item_id, item_id, 1, size])
+            else:
+                last[1], last[2], last[3] = item_id, last[2] + 1, last[3] + size
+        for start in range(0, len(groups), 200):
+            with self._write() as conn:
+                for lo, hi, count, size in groups[start:start + 200]:
+                    chunk_id = conn.execute(insert(chunks).values(
+                        run_id=run_id, state="pending", files=count, bytes=size, epoch=0)
+                    ).inserted_primary_key[0]
+                    conn.execute(update(plan_items).where(
+                        plan_items.c.run_id == run_id, plan_items.c.id.between(lo, hi),
+                        plan_items.c.action == Action.UPLOAD.value,
+                        plan_items.c.status == ItemStatus.PENDING.value,
+                        plan_items.c.chunk_id.is_(None)).values(chunk_id=chunk_id))
+        return len(groups)
+
+    # -- claims, leases, fenced results ---------------------------------------------------
+
+    def claim_chunk(self, run_id: int, owner: int, lease: float) -> tuple[int, int] | None:
+        """Take the first chunk that is pending, or claimed under an expired lease: owner,
+        lease and epoch + 1 in one statement. Returns (chunk id, epoch), or None."""
+        now = time.time()
+        claimable = and_(chunks.c.run_id == run_id, or_(
+            chunks.c.state == "pending",
+            and_(chunks.c.state == "claimed", chunks.c.lease_until < now)))
+        pick = (select(chunks.c.id).where(claimable).order_by(chunks.c.id).limit(1)
+                .with_for_update(skip_locked=True).scalar_subquery())
+        stmt = (update(chunks).where(chunks.c.id == pick, claimable)
+                .values(state="claimed", owner=owner, epoch=chunks.c.epoch + 1,
+                        lease_until=now + lease, claimed_at=now)
+                .returning(chunks.c.id, chunks.c.epoch))
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def renew_lease(self, chunk_id: int, epoch: int, lease: float) -> bool:
+        """Extend a held chunk's lease. False: the chunk is no longer ours (its epoch moved
+        on, or it is done)."""
+        with self._write() as conn:
+            return bool(conn.execute(update(chunks).where(
+                chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
+            ).values(lease_until=time.time() + lease)).rowcount)
+
+    def release_chunk(self, chunk_id: int, epoch: int) -> bool:
+        """Give back a chunk we hold but stop working (a signal, a fatal error): anyone may
+        claim it at once instead of after its lease. Fenced like every write of a chunk."""
+        with self._write() as conn:
+            return bool(conn.execute(update(chunks).where(
+                chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
+            ).values(state="pending", owner=None, lease_until=None)).rowcount)
+
+    def record_chunk_results(self, chunk_id: int, epoch: int, results: Sequence,
+                             lease: float) -> str:
+        """Record results of a chunk's items only while the chunk is still ours, in one
+        transaction with the check (and the chunk's completion when nothing of it is left
+        pending). Returns lost (nothing was recorded), open or done."""
+        fence = ChunkFence(chunk_id, epoch, lease)
+        self.record_results(results, fence=fence)
+        return fence.state
+
+    def chunk_items(self, chunk_id: int) -> list[PlanItem]:
+        """The rows of a chunk still to upload, in plan order, with their local paths (as
+        PlanStore.claim_batch gives them). Rows already done by a former holder are not
+        sent again."""
+        stmt = text("""
+            SELECT p.id, p.key, p.action, p.reason, p.size, p.sha256, f.path,
+                   f.mtime_ns, f.ctime_ns, f.inode, f.sha256 AS f_sha256
+            FROM plan_items p LEFT JOIN files f ON f.key = p.key
+            WHERE p.chunk_id = :chunk AND p.status = 'pending'
+            ORDER BY p.id""")
+        with self._read() as conn:
+            rows = conn.execute(stmt, {"chunk": chunk_id}).all()
+        return [PlanItem(r.id, r.key, Action(r.action), r.reason, r.size, r.sha256, r.path,
+                         *((r.mtime_ns, r.ctime_ns, r.inode) if r.f_sha256 == r.sha256 else ()))
+                for r in rows]
+
+    def chunk_counts(self, run_id: int) -> dict[str, int]:
+        """A run's chunks by state (pending, claimed, done)."""
+        stmt = (select(chunks.c.state, func.count()).where(chunks.c.run_id == run_id)
+                .group_by(chunks.c.state))
+        with self._read() as conn:
+            found = dict(conn.execute(stmt).all())
+        return {state: int(found.get(state, 0)) for state in ("pending", "claimed", "done")}
+
+    def chunks_left(self, run_id: int) -> int:
+        """Chunks of the run not done yet (pending, or held by someone)."""
+        counts = self.chunk_counts(run_id)
+        return counts["pending"] + counts["claimed"]
+
+    # -- runs and workers -----------------------------------------------------------------
+
+    def active_run(self) -> dict | None:
+        """The newest run still marked running, with its binding, if it is not a dry run."""
+        stmt = (select(runs).where(runs.c.state == "running", runs.c.dry_run.is_(False))
+                .order_by(runs.c.id.desc()).limit(1))
+        with self._read() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return dict(row) if row else None
+
+    def run_state(self, run_id: int) -> tuple[str, float | None]:
+        """(state, planned_at) of a run."""
+        with self._read() as conn:
+            row = conn.execute(select(runs.c.state, runs.c.planned_at)
+                               .where(runs.c.id == run_id)).first()
+        return (row[0], row[1]) if row else ("gone", None)
+
+    def register_worker(self, run_id: int) -> int:
+        now = time.time()
+        with self._write() as conn:
+            return int(conn.execute(insert(workers).values(
+                run_id=run_id, host=socket.gethostname(), pid=os.getpid(), started_at=now,
+                heartbeat_at=now, chunks_done=0, bytes_done=0, state="working")
+            ).inserted_primary_key[0])
+
+    def worker_beat(self, worker_id: int, chunks_done: int, bytes_done: int,
+                    state: str | None = None) -> None:
+        values = {"heartbeat_at": time.time(), "chunks_done": chunks_done,
+                  "bytes_done": bytes_done}
+        if state:
+            values["state"] = state
+        with self._write() as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+
+    def run_workers_rows(self, run_id: int) -> list[dict]:
+        stmt = select(workers).where(workers.c.run_id == run_id).order_by(workers.c.id)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings().all()]
+
+    def prune_chunks(self) -> None:
+        """Drop the chunks and workers of runs the history no longer holds (housekeeping
+        prunes runs; these have no foreign key to hold it back)."""
+        with self._write() as conn:
+            conn.execute(text("DELETE FROM chunks WHERE run_id NOT IN (SELECT id FROM runs)"))
+            conn.execute(text("DELETE FROM workers WHERE run_id NOT IN (SELECT id FROM runs)"))

@@ -1,0 +1,178 @@
+"""Chunks, claims, leases and epoch fencing on a real SQLite journal (journal/chunks.py).
+
+Two Journal objects on one file are two connections, as two processes would hold."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from journalsync.chunkwork import Held, Heartbeat, Tally
+from journalsync.journal import Journal
+from journalsync.models import TransferResult
+
+
+def _planned(journal: Journal, sizes: list[int], deletes: int = 0) -> int:
+    run_id = journal.start_run("/src", "s3://b/p", None, False)
+    rows = [{"key": f"f{i:04d}", "action": "upload", "reason": "new", "size": size,
+             "sha256": None} for i, size in enumerate(sizes)]
+    rows += [{"key": f"x{i:04d}", "action": "delete", "reason": "extra", "size": 1,
+              "sha256": None} for i in range(deletes)]
+    journal.add_plan_items(run_id, rows)
+    return run_id
+
+
+def _chunk_rows(path) -> dict[int, list[tuple[int, int]]]:
+    """{chunk id: [(plan item id, size)]} of the upload rows."""
+    found: dict[int, list[tuple[int, int]]] = {}
+    with sqlite3.connect(path) as db:
+        for chunk_id, item_id, size in db.execute(
+                "SELECT chunk_id, id, size FROM plan_items WHERE action = 'upload' ORDER BY id"):
+            found.setdefault(chunk_id, []).append((item_id, size))
+    return found
+
+
+def _ok(item_id: int, key: str) -> TransferResult:
+    return TransferResult(item_id, key, True, size=1, etag="e", sha256="s" * 64)
+
+
+def test_chunking_respects_both_limits_in_plan_order(tmp_path):
+    path = tmp_path / "j.sqlite"
+    sizes = [10, 10, 10, 10, 60, 50, 500, 1, 1, 1, 1, 1]
+    with Journal(path) as journal:
+        run_id = _planned(journal, sizes, deletes=3)
+        assert journal.make_chunks(run_id, max_files=3, max_bytes=100) == 6
+        groups = _chunk_rows(path)
+        assert None not in groups  # every upload row has its chunk
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM plan_items WHERE action = 'delete' "
+                              "AND chunk_id IS NOT NULL").fetchone()[0] == 0
+            stored = dict(((c, (f, b)) for c, f, b in
+                           db.execute("SELECT id, files, bytes FROM chunks")))
+        assert [[s for _, s in rows] for _, rows in sorted(groups.items())] == [
+            [10, 10, 10], [10, 60], [50], [500], [1, 1, 1], [1, 1]]
+        for chunk_id, rows in groups.items():
+            assert stored[chunk_id] == (len(rows), sum(s for _, s in rows))
+        # plan order: chunk ids follow item ids
+        firsts = [rows[0][0] for _, rows in sorted(groups.items())]
+        assert firsts == sorted(firsts)
+        assert journal.make_chunks(run_id, 3, 100) == 0  # chunked once
+        assert journal.chunk_counts(run_id) == {"pending": 6, "claimed": 0, "done": 0}
+
+
+def test_two_claimers_get_distinct_chunks(tmp_path):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        run_id = _planned(journal, [1] * 40)
+        journal.make_chunks(run_id, 2, 1 << 30)  # 20 chunks
+    got: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+
+    def claimer(name: str) -> None:
+        with Journal(path) as mine:
+            while claim := mine.claim_chunk(run_id, owner=1 if name == "a" else 2, lease=30):
+                got[name].append(claim)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [c for c, _ in got["a"] + got["b"]]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 20
+    assert all(epoch == 1 for _, epoch in got["a"] + got["b"])
+    with sqlite3.connect(path) as db:
+        owners = dict(db.execute("SELECT id, owner FROM chunks"))
+    assert {owners[c] for c, _ in got["a"]} <= {1} and {owners[c] for c, _ in got["b"]} <= {2}
+
+
+def test_expired_lease_is_reclaimed_with_the_next_epoch(tmp_path):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as a, Journal(path) as b:
+        run_id = _planned(a, [1])
+        a.make_chunks(run_id, 10, 100)
+        chunk, epoch = a.claim_chunk(run_id, owner=1, lease=0.3)
+        assert epoch == 1
+        assert b.claim_chunk(run_id, owner=2, lease=30) is None  # held under a live lease
+        assert a.renew_lease(chunk, epoch, 0.3)
+        time.sleep(0.4)
+        assert b.claim_chunk(run_id, owner=2, lease=30) == (chunk, 2)
+        assert not a.renew_lease(chunk, epoch, 30)  # the old holder learns it lost it
+        assert b.renew_lease(chunk, 2, 30)
+
+
+def test_stale_completion_is_rejected_and_nothing_of_it_recorded(tmp_path):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as a, Journal(path) as b:
+        run_id = _planned(a, [1, 1])
+        a.make_chunks(run_id, 10, 100)
+        chunk, old = a.claim_chunk(run_id, owner=1, lease=0.2)
+        items = a.chunk_items(chunk)
+        time.sleep(0.3)
+        _, new = b.claim_chunk(run_id, owner=2, lease=30)
+        # The old holder comes back late with a finished batch: refused whole.
+        assert a.record_chunk_results(chunk, old, [_ok(i.id, i.key) for i in items], 30) == "lost"
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM plan_items WHERE status = 'done'"
+                              ).fetchone()[0] == 0
+            assert db.execute("SELECT count(*) FROM remote_objects").fetchone()[0] == 0
+            assert db.execute("SELECT state, owner, epoch FROM chunks").fetchone() == (
+                "claimed", 2, 2)
+        # The new owner's results count, and the last of them closes the chunk.
+        first, second = b.chunk_items(chunk)
+        assert b.record_chunk_results(chunk, new, [_ok(first.id, first.key)], 30) == "open"
+        assert [i.id for i in b.chunk_items(chunk)] == [second.id]  # done rows not resent
+        assert b.record_chunk_results(chunk, new, [_ok(second.id, second.key)], 30) == "done"
+        assert b.chunk_counts(run_id) == {"pending": 0, "claimed": 0, "done": 1}
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM remote_objects").fetchone()[0] == 2
+
+
+def test_heartbeat_of_a_lost_chunk_reports_the_loss(tmp_path):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as a, Journal(path) as b:
+        run_id = _planned(a, [1, 1])
+        a.make_chunks(run_id, 1, 100)  # two chunks
+        worker = a.register_worker(run_id)
+        kept = Held(*a.claim_chunk(run_id, worker, lease=30))
+        lost = Held(*a.claim_chunk(run_id, worker, lease=0.2))
+        held = {kept.id: kept, lost.id: lost}
+        beat = Heartbeat(a, worker, 0.2, held, threading.Lock(), Tally(chunks=1, bytes=5))
+        time.sleep(0.3)
+        assert b.claim_chunk(run_id, owner=99, lease=30) == (lost.id, 2)
+        beat.lease = 30
+        beat.beat()
+        assert lost.lost.is_set() and not kept.lost.is_set()
+        row = a.run_workers_rows(run_id)[0]
+        assert (row["chunks_done"], row["bytes_done"], row["state"]) == (1, 5, "working")
+
+
+def test_resumed_run_keeps_its_chunks(tmp_path):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        run_id = _planned(journal, [1, 1, 1, 1])
+        journal.make_chunks(run_id, 2, 100)
+        chunk, epoch = journal.claim_chunk(run_id, 1, 30)
+        items = journal.chunk_items(chunk)
+        journal.record_chunk_results(chunk, epoch, [_ok(items[0].id, items[0].key)], 30)
+        before = _chunk_rows(path)
+        # As a killed run leaves it: the other chunk's rows are done, its state is not.
+        other = next(c for c in before if c != chunk)
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE plan_items SET status = 'done' WHERE chunk_id = ?", (other,))
+        journal.add_plan_items(run_id, [{"key": "new", "action": "upload", "reason": "new",
+                                         "size": 1, "sha256": None}])
+        assert journal.make_chunks(run_id, 2, 100) == 1  # only the new row
+        after = _chunk_rows(path)
+        assert {c: r for c, r in after.items() if c in before} == before
+        assert journal.chunk_counts(run_id) == {"pending": 1, "claimed": 1, "done": 1}
+
+
+@pytest.mark.parametrize("files,limit", [(0, 1)])
+def test_empty_plan_makes_no_chunk(tmp_path, files, limit):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run_id = _planned(journal, [1] * files, deletes=2)
+        assert journal.make_chunks(run_id, limit, 100) == 0
+        assert journal.claim_chunk(run_id, 1, 30) is None
