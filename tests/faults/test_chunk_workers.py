@@ -1,0 +1,131 @@
+"""`run` and `journalsync worker` processes sharing one journal's chunks, on a real server
+behind the recording proxy (every PUT counted on the wire); a worker SIGKILLed while it
+holds a chunk. moto only: the claiming is the journal's, not the server's."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from collections import Counter
+
+import pytest
+
+from tests.support.proxy import Fault, RecordingProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
+
+
+def _slow_puts(delay: float):
+    """Hold every PutObject a while, so the run lasts long enough for workers to join."""
+    return lambda req: Fault(status=0, delay=delay) if req.operation == "PutObject" else None
+
+
+def _query(journal, sql: str, *params) -> list[tuple]:
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []  # not created or not migrated yet
+
+
+def _wait(what, condition, procs, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for proc in procs:
+            assert proc.poll() is None, (what, proc.communicate())
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _tree(sync, count: int) -> dict[str, bytes]:
+    files = {f"d{i % 4}/f{i:03d}.txt": f"file {i} ".encode() * (i + 1) for i in range(count)}
+    for rel, data in files.items():
+        sync.write(rel, data)
+    return files
+
+
+def _bucket_equals(sync, files: dict[str, bytes]) -> None:
+    client = sync.s3.client()
+    listed = client.list_objects_v2(Bucket=sync.bucket, Prefix=sync.prefix + "/")
+    keys = sorted(o["Key"] for o in listed.get("Contents", []))
+    assert keys == sorted(sync.object_key(rel) for rel in files)
+    for rel, data in files.items():
+        assert client.get_object(Bucket=sync.bucket, Key=sync.object_key(rel))["Body"].read() == data
+
+
+def _puts(proxy, sync) -> Counter:
+    prefix = f"/{sync.bucket}/"
+    return Counter(r.path[len(prefix):] for r in proxy.requests if r.operation == "PutObject")
+
+
+def _finish(proc, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_run_and_two_workers_share_the_chunks(sync, s3):
+    files = _tree(sync, 48)
+    # Alone the run would take 48 x 0.4 s; the workers (a few seconds to start here) join.
+    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        run = sync.start(*sync.run_args("--chunk-files", "4", "--workers", "1"))
+        _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
+        workers = [sync.start("worker", "--journal", str(sync.journal), "--workers", "2")
+                   for _ in range(2)]
+        results = [_finish(p) for p in [run, *workers]]
+    for code, out, err in results:
+        assert code == 0, (out, err)
+    for _, out, _ in results[1:]:
+        assert out.startswith("journalsync: worker run=1 chunks="), out
+    assert _puts(proxy, sync) == Counter({sync.object_key(rel): 1 for rel in files})
+    _bucket_equals(sync, files)
+
+    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 12}
+    rows = status["workers"]
+    assert sorted(w["pid"] for w in rows) == sorted(p.pid for p in [run, *workers])
+    assert sum(w["chunks_done"] for w in rows) == 12
+    assert sum(w["bytes_done"] for w in rows) == sum(map(len, files.values()))
+    assert all(w["chunks_done"] >= 1 and w["state"] == "done" for w in rows), [
+        (w["pid"], w["chunks_done"], w["state"]) for w in rows]
+    text = sync.cli("status", "--journal", str(sync.journal)).out
+    assert "workers of the last run" in text and "chunks of the last run: 12 done" in text
+    assert all(str(p.pid) in text for p in workers)
+
+
+def test_a_killed_workers_chunk_is_taken_over_after_its_lease(sync, s3):
+    files = _tree(sync, 40)
+    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        run = sync.start(*sync.run_args("--chunk-files", "5", "--workers", "1", "--lease", "3s"))
+        _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
+        victim = sync.start("worker", "--journal", str(sync.journal), "--workers", "2",
+                            "--lease", "3s")
+        mine = ("SELECT c.id FROM chunks c JOIN workers w ON w.id = c.owner"
+                " WHERE w.pid = ? AND c.state = 'claimed'")
+        # Holding a chunk, with some of it sent: then killed mid-chunk.
+        _wait("a claim by the worker", lambda: _query(sync.journal, mine, victim.pid),
+              [run, victim])
+        _wait("a PUT of the worker's", lambda: sum(_puts(proxy, sync).values()) >= 3,
+              [run, victim])
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        held = [c for (c,) in _query(sync.journal, mine, victim.pid)]
+        assert held, "the worker held no chunk when killed"
+        held_keys = {sync.object_key(k) for (k,) in _query(
+            sync.journal, f"SELECT key FROM plan_items WHERE chunk_id IN "
+            f"({','.join('?' * len(held))})", *held)}
+        code, out, err = _finish(run)
+    assert code == 0, (out, err)
+    _bucket_equals(sync, files)
+    puts = _puts(proxy, sync)
+    assert set(puts) == {sync.object_key(rel) for rel in files}
+    resent = {key for key, n in puts.items() if n > 1}
+    assert resent <= held_keys, (resent, held_keys)
+    assert all(n <= 2 for n in puts.values())
+    assert _query(sync.journal, "SELECT count(*) FROM chunks WHERE state != 'done'") == [(0,)]
+    # The taken-over chunks were claimed again: epoch 2.
+    assert {e for (e,) in _query(sync.journal, f"SELECT epoch FROM chunks WHERE id IN "
+                                 f"({','.join('?' * len(held))})", *held)} == {2}
