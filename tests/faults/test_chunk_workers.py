@@ -129,3 +129,45 @@ def test_a_killed_workers_chunk_is_taken_over_after_its_lease(sync, s3):
     # The taken-over chunks were claimed again: epoch 2.
     assert {e for (e,) in _query(sync.journal, f"SELECT epoch FROM chunks WHERE id IN "
                                  f"({','.join('?' * len(held))})", *held)} == {2}
+
+
+def test_a_worker_frozen_past_its_lease_comes_back_to_a_rejected_completion(sync, s3):
+    """A partition, as a worker sees it: SIGSTOP past its lease (its PUTs in flight still
+    reach the server), the run takes the chunk over with the next epoch, then SIGCONT. The
+    stale worker's results are refused whole; every chunk is recorded once."""
+    files = _tree(sync, 40)
+    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        run = sync.start(*sync.run_args("--chunk-files", "5", "--workers", "1", "--lease", "2s"))
+        _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
+        stale = sync.start("worker", "--journal", str(sync.journal), "--workers", "2",
+                           "--lease", "2s", "-v")
+        mine = ("SELECT c.id, c.epoch FROM chunks c JOIN workers w ON w.id = c.owner"
+                " WHERE w.pid = ? AND c.state = 'claimed'")
+        _wait("a claim by the worker", lambda: _query(sync.journal, mine, stale.pid),
+              [run, stale])
+        stale.send_signal(signal.SIGSTOP)
+        try:
+            held = _query(sync.journal, mine, stale.pid)
+            ids = ",".join(str(c) for c, _ in held)
+            _wait("the run's takeover", lambda: all(
+                e > 1 for (e,) in _query(sync.journal, f"SELECT epoch FROM chunks WHERE id IN ({ids})")),
+                [run], timeout=60)
+        finally:
+            stale.send_signal(signal.SIGCONT)
+        results = [_finish(p) for p in (run, stale)]
+    for code, out, err in results:
+        assert code == 0, (out, err)
+    assert "lost chunk" in results[1][2], results[1][2]
+    _bucket_equals(sync, files)
+    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 8}
+    # A chunk recorded twice would be counted by two workers.
+    assert sum(w["chunks_done"] for w in status["workers"]) == 8
+    assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
+    held_keys = {sync.object_key(k) for (k,) in _query(
+        sync.journal, f"SELECT key FROM plan_items WHERE chunk_id IN ({ids})")}
+    resent = {key for key, n in _puts(proxy, sync).items() if n > 1}
+    assert resent <= held_keys, (resent, held_keys)
+    rows = _query(sync.journal, "SELECT status, count(*) FROM plan_items GROUP BY status")
+    assert rows == [("done", 40)]
