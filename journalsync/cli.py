@@ -379,6 +379,8 @@ def worker(
             path = default_journal_path(src, dest, _endpoint(p.get("endpoint_url")))
         if path is None:
             raise UsageError("give --journal, or a --config job file with source and destination")
+        if not Path(path).exists():  # a worker never creates a journal: a typo'd path
+            raise UsageError(f"no journal at {path}")
         base = Config(
             source=Path("."), dest=Destination.parse(str(p["dest"])) if p.get("dest") else None,
             journal_path=path, region=p["region"], profile=p["profile"],

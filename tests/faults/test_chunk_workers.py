@@ -171,3 +171,37 @@ def test_a_worker_frozen_past_its_lease_comes_back_to_a_rejected_completion(sync
     assert resent <= held_keys, (resent, held_keys)
     rows = _query(sync.journal, "SELECT status, count(*) FROM plan_items GROUP BY status")
     assert rows == [("done", 40)]
+
+
+def test_a_killed_run_resumes_beside_a_worker_that_kept_going(sync, s3):
+    """Coordinator death: the run is SIGKILLed, a worker goes on with the chunks, `run
+    --resume` re-attaches; the worker loses nothing and exits 0."""
+    files = _tree(sync, 40)
+    args = ("--chunk-files", "5", "--workers", "1", "--lease", "2s")
+    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        run = sync.start(*sync.run_args(*args))
+        _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
+        worker = sync.start("worker", "--journal", str(sync.journal), "--workers", "1",
+                            "--lease", "2s", "-v")
+        claimed = ("SELECT c.id FROM chunks c JOIN workers w ON w.id = c.owner"
+                   " WHERE w.pid = ? AND c.state = 'claimed'")
+        _wait("a claim by the worker", lambda: _query(sync.journal, claimed, worker.pid),
+              [run, worker])
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        dead = [c for (c,) in _query(sync.journal, claimed, run.pid)]
+        resumed = sync.run(*args, "--resume")
+        code, out, err = _finish(worker)
+    assert resumed.code == 0, resumed.err
+    assert code == 0 and "lost chunk" not in err, err
+    _bucket_equals(sync, files)
+    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    assert (status["runs"][0]["state"], status["runs"][0]["resumed"]) == ("done", 1)
+    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 8}
+    assert sum(w["chunks_done"] for w in status["workers"]) == 8
+    dead_keys = {sync.object_key(k) for (k,) in _query(
+        sync.journal, f"SELECT key FROM plan_items WHERE chunk_id IN "
+        f"({','.join(str(c) for c in dead) or 'NULL'})")}
+    resent = {key for key, n in _puts(proxy, sync).items() if n > 1}
+    assert resent <= dead_keys, (resent, dead_keys)

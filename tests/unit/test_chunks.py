@@ -176,3 +176,14 @@ def test_empty_plan_makes_no_chunk(tmp_path, files, limit):
         run_id = _planned(journal, [1] * files, deletes=2)
         assert journal.make_chunks(run_id, limit, 100) == 0
         assert journal.claim_chunk(run_id, 1, 30) is None
+
+
+def test_worker_without_an_active_run_says_so_and_exits_0(offline_sync):
+    journal = offline_sync.tmp / "j.sqlite"
+    Journal(journal).close()
+    result = offline_sync.cli("worker", "--journal", str(journal))
+    assert (result.code, result.out, result.err) == (
+        0, f"journalsync: no active run in {journal}; nothing to do\n", "")
+    missing = offline_sync.cli("worker", "--journal", str(offline_sync.tmp / "nope.sqlite"))
+    assert missing.code == 2 and missing.err.startswith("journalsync: error: no journal at ")
+    assert not (offline_sync.tmp / "nope.sqlite").exists()
