@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import threading
 import time
 from collections import Counter
 
@@ -66,9 +67,23 @@ def _finish(proc, timeout: float = 120) -> tuple[int, str, str]:
 
 
 def test_run_and_two_workers_share_the_chunks(sync, s3):
-    files = _tree(sync, 48)
-    # Alone the run would take 48 x 0.4 s; the workers (a few seconds to start here) join.
-    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+    files = _tree(sync, 32)
+    # Every PUT waits until all three processes hold a chunk (workers take seconds to
+    # start here), so each has a share of the work whatever the machine's load.
+    all_in = threading.Event()
+
+    def hold_until_all_claimed(req):
+        if req.operation != "PutObject":
+            return None
+        deadline = time.monotonic() + 60
+        while not all_in.is_set() and time.monotonic() < deadline:
+            if _query(sync.journal, "SELECT count(DISTINCT owner) FROM chunks"
+                                    " WHERE owner IS NOT NULL") == [(3,)]:
+                all_in.set()
+            time.sleep(0.05)
+        return Fault(status=0, delay=0.1)
+
+    with RecordingProxy(s3.port, hook=hold_until_all_claimed) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         run = sync.start(*sync.run_args("--chunk-files", "4", "--workers", "1"))
         _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
@@ -83,26 +98,26 @@ def test_run_and_two_workers_share_the_chunks(sync, s3):
     _bucket_equals(sync, files)
 
     status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
-    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 12}
+    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 8}
     rows = status["workers"]
     assert sorted(w["pid"] for w in rows) == sorted(p.pid for p in [run, *workers])
-    assert sum(w["chunks_done"] for w in rows) == 12
+    assert sum(w["chunks_done"] for w in rows) == 8
     assert sum(w["bytes_done"] for w in rows) == sum(map(len, files.values()))
     assert all(w["chunks_done"] >= 1 and w["state"] == "done" for w in rows), [
         (w["pid"], w["chunks_done"], w["state"]) for w in rows]
     text = sync.cli("status", "--journal", str(sync.journal)).out
-    assert "workers of the last run" in text and "chunks of the last run: 12 done" in text
+    assert "workers of the last run" in text and "chunks of the last run: 8 done" in text
     assert all(str(p.pid) in text for p in workers)
 
 
 def test_a_killed_workers_chunk_is_taken_over_after_its_lease(sync, s3):
-    files = _tree(sync, 40)
-    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+    files = _tree(sync, 30)
+    with RecordingProxy(s3.port, hook=_slow_puts(0.3)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
-        run = sync.start(*sync.run_args("--chunk-files", "5", "--workers", "1", "--lease", "3s"))
+        run = sync.start(*sync.run_args("--chunk-files", "5", "--workers", "1", "--lease", "2s"))
         _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
         victim = sync.start("worker", "--journal", str(sync.journal), "--workers", "2",
-                            "--lease", "3s")
+                            "--lease", "2s")
         mine = ("SELECT c.id FROM chunks c JOIN workers w ON w.id = c.owner"
                 " WHERE w.pid = ? AND c.state = 'claimed'")
         # Holding a chunk, with some of it sent: then killed mid-chunk.
@@ -135,8 +150,8 @@ def test_a_worker_frozen_past_its_lease_comes_back_to_a_rejected_completion(sync
     """A partition, as a worker sees it: SIGSTOP past its lease (its PUTs in flight still
     reach the server), the run takes the chunk over with the next epoch, then SIGCONT. The
     stale worker's results are refused whole; every chunk is recorded once."""
-    files = _tree(sync, 40)
-    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+    files = _tree(sync, 30)
+    with RecordingProxy(s3.port, hook=_slow_puts(0.3)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         run = sync.start(*sync.run_args("--chunk-files", "5", "--workers", "1", "--lease", "2s"))
         _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
@@ -161,24 +176,24 @@ def test_a_worker_frozen_past_its_lease_comes_back_to_a_rejected_completion(sync
     assert "lost chunk" in results[1][2], results[1][2]
     _bucket_equals(sync, files)
     status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
-    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 8}
+    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 6}
     # A chunk recorded twice would be counted by two workers.
-    assert sum(w["chunks_done"] for w in status["workers"]) == 8
+    assert sum(w["chunks_done"] for w in status["workers"]) == 6
     assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
     held_keys = {sync.object_key(k) for (k,) in _query(
         sync.journal, f"SELECT key FROM plan_items WHERE chunk_id IN ({ids})")}
     resent = {key for key, n in _puts(proxy, sync).items() if n > 1}
     assert resent <= held_keys, (resent, held_keys)
     rows = _query(sync.journal, "SELECT status, count(*) FROM plan_items GROUP BY status")
-    assert rows == [("done", 40)]
+    assert rows == [("done", 30)]
 
 
 def test_a_killed_run_resumes_beside_a_worker_that_kept_going(sync, s3):
     """Coordinator death: the run is SIGKILLed, a worker goes on with the chunks, `run
     --resume` re-attaches; the worker loses nothing and exits 0."""
-    files = _tree(sync, 40)
+    files = _tree(sync, 30)
     args = ("--chunk-files", "5", "--workers", "1", "--lease", "2s")
-    with RecordingProxy(s3.port, hook=_slow_puts(0.4)) as proxy:
+    with RecordingProxy(s3.port, hook=_slow_puts(0.3)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         run = sync.start(*sync.run_args(*args))
         _wait("chunks", lambda: _query(sync.journal, "SELECT 1 FROM chunks"), [run])
@@ -198,8 +213,8 @@ def test_a_killed_run_resumes_beside_a_worker_that_kept_going(sync, s3):
     _bucket_equals(sync, files)
     status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
     assert (status["runs"][0]["state"], status["runs"][0]["resumed"]) == ("done", 1)
-    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 8}
-    assert sum(w["chunks_done"] for w in status["workers"]) == 8
+    assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 6}
+    assert sum(w["chunks_done"] for w in status["workers"]) == 6
     dead_keys = {sync.object_key(k) for (k,) in _query(
         sync.journal, f"SELECT key FROM plan_items WHERE chunk_id IN "
         f"({','.join(str(c) for c in dead) or 'NULL'})")}
