@@ -5,6 +5,7 @@ holds a chunk. moto only: the claiming is the journal's, not the server's."""
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sqlite3
 import threading
@@ -13,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from journalsync.config import MiB
 from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
@@ -220,3 +222,35 @@ def test_a_killed_run_resumes_beside_a_worker_that_kept_going(sync, s3):
         f"({','.join(str(c) for c in dead) or 'NULL'})")}
     resent = {key for key, n in _puts(proxy, sync).items() if n > 1}
     assert resent <= dead_keys, (resent, dead_keys)
+
+
+def test_a_worker_takes_over_a_killed_holders_multipart_upload(sync, s3):
+    """The run dies mid-multipart; a worker claims its chunk once the lease expires and
+    continues the journaled UploadId: no new upload, no journaled part sent again."""
+    from tests.faults.test_multipart_crash import ARGS, journal_parts, part_numbers, slow_parts
+
+    big = random.Random(3).randbytes(4 * MiB * 5 + 123)  # 5 parts of 5 MiB
+    sync.write("big.bin", big)
+    args = (*ARGS, "--workers", "1", "--lease", "2s")
+    with RecordingProxy(s3.port, hook=slow_parts(0.3)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        run = sync.start(*sync.run_args(*args))
+        _wait("two journaled parts", lambda: journal_parts(sync.journal) >= 2, [run])
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        journaled = {n for (n,) in _query(sync.journal, "SELECT part_number FROM multipart_parts")}
+        proxy.clear()
+        # The part size is the journaled upload's, whatever the worker's own settings.
+        worker = sync.start("worker", "--journal", str(sync.journal), "--workers", "1",
+                            "--lease", "2s")
+        code, out, err = _finish(worker)
+        assert code == 0, (out, err)
+        assert "chunks=1" in out, out
+        resumed = sync.run(*args, "--resume")
+    assert resumed.code == 0, resumed.err
+    ops = proxy.operations()
+    assert ops["CreateMultipartUpload"] == 0 and ops["CompleteMultipartUpload"] == 1, ops
+    assert not set(part_numbers(proxy)) & journaled, "a journaled part was sent again"
+    body = sync.s3.client().get_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))
+    assert body["Body"].read() == big
+    assert _query(sync.journal, "SELECT epoch, state FROM chunks") == [(2, "done")]
