@@ -240,6 +240,10 @@ def test_a_worker_takes_over_a_killed_holders_multipart_upload(sync, s3):
         run.wait()
         journaled = {n for (n,) in _query(sync.journal, "SELECT part_number FROM multipart_parts")}
         proxy.clear()
+        # A worker leaves a chunk under a live lease alone (and exits when nothing else is
+        # claimable): start it once the dead holder's lease is over.
+        _wait("the lease to expire", lambda: _query(
+            sync.journal, "SELECT 1 FROM chunks WHERE lease_until < ?", time.time()), [])
         # The part size is the journaled upload's, whatever the worker's own settings.
         worker = sync.start("worker", "--journal", str(sync.journal), "--workers", "1",
                             "--lease", "2s")
