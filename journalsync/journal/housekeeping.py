@@ -1,4 +1,5 @@
-"""Keeping the journal small: a bounded history of runs, freed pages given back, a short WAL.
+"""Keeping the journal small: a bounded history of runs, freed pages given back, a short WAL
+(the pages and the WAL on SQLite only).
 Mixed into Journal (store.py), whose connections, lock and helpers it relies on.
 
 Without this every run adds its plan rows, every nightly permanent scan error adds a
@@ -53,8 +54,11 @@ class Housekeeping:
         once a run has finished, under its run lock."""
         try:
             stats = self.prune_history(current_run, keep)
-            freed = self.reclaim_free_pages()
-            self.checkpoint()
+            # PostgreSQL: autovacuum makes the dead rows' room reusable, and there is no
+            # file of ours to shrink or WAL of ours to truncate.
+            freed = 0 if self._pg else self.reclaim_free_pages()
+            if not self._pg:
+                self.checkpoint()
         except (sqlite3.Error, DBAPIError) as exc:
             # The run itself is done and recorded; a full disk (VACUUM needs room for a
             # copy) or a busy journal only postpones this to the next run.

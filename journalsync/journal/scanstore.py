@@ -12,6 +12,21 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from journalsync.journal.schema import file_errors, files, scan_stage
 
 
+# The files gone from the tree: neither staged nor under an unlistable directory (the
+# ranges, a JSON array of [lo, hi] pairs). JSON is read in each dialect's own words.
+_GONE_SQLITE = """
+    DELETE FROM files
+    WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
+      AND NOT EXISTS (SELECT 1 FROM json_each(:ranges) d
+                      WHERE files.key >= json_extract(d.value, '$[0]')
+                        AND files.key < json_extract(d.value, '$[1]'))"""
+_GONE_PG = """
+    DELETE FROM files
+    WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
+      AND NOT EXISTS (SELECT 1 FROM json_array_elements(CAST(:ranges AS json)) d
+                      WHERE files.key >= d.value->>0 AND files.key < d.value->>1)"""
+
+
 class ScanStore:
 
     def begin_scan(self) -> None:
@@ -158,13 +173,8 @@ class ScanStore:
                     UPDATE files SET scan_error = :reason
                     WHERE key >= :lo AND key < :hi AND scan_error IS NOT :reason"""), ranges)
             # Gone: neither staged nor under an unlistable directory.
-            conn.execute(text("""
-                DELETE FROM files
-                WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
-                  AND NOT EXISTS (SELECT 1 FROM json_each(:ranges) d
-                                  WHERE files.key >= json_extract(d.value, '$[0]')
-                                    AND files.key < json_extract(d.value, '$[1]'))"""),
-                {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
+            conn.execute(text(_GONE_PG if self._pg else _GONE_SQLITE),
+                         {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
 
     def record_file_errors(self, run_id: int, rows: Sequence[tuple[str, str]]) -> None:
         if rows:
