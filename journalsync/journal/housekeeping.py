@@ -83,12 +83,13 @@ class Housekeeping:
 
             items = delete(f"DELETE FROM plan_items WHERE run_id {doomed}")
             errors = delete(f"DELETE FROM file_errors WHERE run_id {doomed}")
+            # Parts before their uploads: PostgreSQL checks the foreign key at each statement.
+            parts = delete("DELETE FROM multipart_parts WHERE upload_id NOT IN ("
+                           "SELECT upload_id FROM multipart_uploads WHERE state = 'active')")
             # A finished upload is history even in a run kept for another upload's sake.
             uploads = delete("DELETE FROM multipart_uploads WHERE state != 'active' AND run_id"
                              " NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT :keep)"
                              " AND run_id NOT IN (:current, :resumable)")
-            parts = delete("DELETE FROM multipart_parts WHERE upload_id NOT IN ("
-                           "SELECT upload_id FROM multipart_uploads WHERE state = 'active')")
             gone = delete(f"DELETE FROM runs WHERE id {doomed}")
         return PruneStats(gone, items, errors, uploads, parts)
 

@@ -1,4 +1,4 @@
-"""The journal on real SQLite files: migrations, schema, WAL, batched scan folding."""
+"""The journal on real SQLite files (and, where it is the same code, in PostgreSQL:\njournal_at): migrations, schema, WAL, batched scan folding."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_old_revision_journal_upgrades_keeping_its_rows(tmp_path):
     assert {"multipart_uploads", "multipart_parts"} <= tables
 
 
-def test_commit_scan_keeps_unreadable_and_drops_gone(tmp_path):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def test_commit_scan_keeps_unreadable_and_drops_gone(journal_at):
+    with Journal(journal_at) as journal:
         def row(key, size=1, error=None, sha=None):
             return {"key": key, "path": key, "size": size, "mtime_ns": 1, "ctime_ns": 1,
                     "inode": 1, "sha256": sha, "error": error}
@@ -72,8 +72,8 @@ def test_commit_scan_keeps_unreadable_and_drops_gone(tmp_path):
         assert [r.key for r in journal.iter_extras()] == ["gone"]  # only "gone" is an extra
 
 
-def test_listing_keeps_hash_only_while_size_and_etag_match(tmp_path):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def test_listing_keeps_hash_only_while_size_and_etag_match(journal_at):
+    with Journal(journal_at) as journal:
         def listing(run, rows):
             journal.begin_listing()
             journal.stage_remote([(k, s, e, 0.0)
