@@ -402,7 +402,7 @@ def cleanup(
         destination = Destination.parse(str(p["dest"]))
         endpoint = _endpoint(p["endpoint_url"])
         if p["journal"]:
-            info = find_journal(Wanted(), p["journal"])
+            info = find_journal(Wanted(dest=destination), p["journal"])
             paths, endpoint = [info.path], endpoint or info.endpoint
         else:
             paths, endpoint = journals_for_dest(destination, endpoint)

@@ -12,6 +12,8 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from journalsync.journal.schema import file_errors, files, scan_stage
 
 
+_COLLISION = "two local names map to this key (Unicode normalisation)"
+
 # The files gone from the tree: neither staged nor under an unlistable directory (the
 # ranges, a JSON array of [lo, hi] pairs). JSON is read in each dialect's own words.
 _GONE_SQLITE = """
@@ -40,6 +42,9 @@ class ScanStore:
         """Stage what the walk saw. Two names that normalise to one key both fail."""
         if not rows:
             return
+        if self._pg:
+            self._stage_files_pg(rows)
+            return
         # Driver-level executemany: this runs once per file on every scan, and SQLAlchemy's
         # per-row parameter processing cost more than SQLite's insert (measured: 1.3 s vs
         # 0.6 s for 50,000 rows).
@@ -50,6 +55,25 @@ class ScanStore:
                 " 'two local names map to this key (Unicode normalisation)'",
                 [(r["key"], r["path"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"],
                   r["sha256"], r["error"]) for r in rows])
+
+    def _stage_files_pg(self, rows: Sequence[dict]) -> None:
+        """PostgreSQL: the batch as one statement over arrays (unnest), not a statement per
+        row (2.9 s instead of ... for 20,000 rows, measured: bench/pgjournal.py). One
+        statement may not update a row twice, so keys repeated inside the batch are folded
+        here first, as the per-row ON CONFLICT folds them (the first name's row, marked)."""
+        batch: dict[str, list] = {}
+        for r in rows:
+            if r["key"] in batch:
+                batch[r["key"]][7] = _COLLISION
+            else:
+                batch[r["key"]] = [r["key"], r["path"], r["size"], r["mtime_ns"], r["ctime_ns"],
+                                   r["inode"], r["sha256"], r["error"]]
+        columns = [list(c) for c in zip(*batch.values())]
+        self._pg_execute(
+            "INSERT INTO scan_stage (key, path, size, mtime_ns, ctime_ns, inode, sha256, error)"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::int8[], %b::int8[],"
+            " %b::int8[], %b::int8[], %b::text[], %b::text[])"
+            " ON CONFLICT (key) DO UPDATE SET error = %s", (*columns, _COLLISION))
 
     def staged_collisions(self) -> list[tuple[str, str]]:
         """(key, reason) of staged keys that two local names mapped to."""
@@ -79,6 +103,7 @@ class ScanStore:
                  AND (:all_changed OR r.key IS NOT NULL))
                 OR (r.key IS NOT NULL AND r.sha256 IS NULL))
             ORDER BY s.key LIMIT :chunk""")
+        self._analyze_stage("scan_stage")
         yield from self._stage_pages(stmt, {"all_changed": all_changed})
 
     def _stage_pages(self, stmt, params: dict | None = None, chunk: int = 2000) -> Iterator[dict]:
@@ -125,6 +150,7 @@ class ScanStore:
         join selects only new or changed rows for the upsert, and what is gone is found by
         an anti-join with the stage, never by marking every row seen.
         """
+        self._analyze_stage("scan_stage")
         with self._write() as conn:
             # Filtered in the SELECT rather than in ON CONFLICT ... WHERE: SQLite then never
             # materialises the unchanged rows (0.15 s of CPU instead of 0.39 s at 200,000).

@@ -118,6 +118,23 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
         dialect: both dialects' insert() have the same API."""
         return (pg_insert if self._pg else sqlite_insert)(table)
 
+    def _pg_execute(self, sql: str, params) -> None:
+        """PostgreSQL: one statement on the write connection, in its transaction, with
+        psycopg's binary parameters (arrays of thousands of values are dumped several
+        times faster than in text, which quotes each element)."""
+        with self._write() as conn:
+            raw = conn.connection.driver_connection
+            with raw.cursor(binary=True) as cur:
+                cur.execute(sql, params)
+
+    def _analyze_stage(self, table: str) -> None:
+        """PostgreSQL: statistics for a filled staging table before it is joined. Autovacuum
+        never sees TEMP tables, and without numbers the planner guesses a few rows and
+        joins 20,000 staged files by nested loops (4.7 s instead of 0.1 s, measured)."""
+        if self._pg:
+            with self._write() as conn:
+                conn.exec_driver_sql(f"ANALYZE {table}")
+
     def _in_chunks(self, stmt, column, keys: Sequence[str], chunk: int = 500) -> list[tuple]:
         """Rows of `stmt` restricted to `column IN keys`, asked a chunk of keys at a time
         (SQLite caps the number of bound parameters)."""
