@@ -112,6 +112,9 @@ class ScanStore:
         parameters). On the write connection, as
         the stage is TEMP; no cursor stays open between pages, since the caller writes to
         the stage meanwhile."""
+        if self._pg:
+            yield from self._stage_windows(stmt, params, chunk)
+            return
         after = ""
         while True:
             with self._read() as conn:
@@ -121,6 +124,26 @@ class ScanStore:
             if len(rows) < chunk:
                 return
             after = rows[-1]["key"]
+
+    def _stage_windows(self, stmt, params: dict | None, chunk: int) -> Iterator[dict]:
+        """PostgreSQL: the same rows, a window of `chunk` staged keys at a time. Its planner
+        sorts the whole filtered join for each page where SQLite walks the stage's key
+        order and stops at the LIMIT: with most staged files selected (adoption
+        candidates) that made the pages quadratic. A window [after, upto] of the stage's
+        primary key bounds each page's work instead."""
+        windowed = text(stmt.text.replace("s.key > :after", "s.key > :after AND s.key <= :upto"))
+        edge = text("SELECT max(key) FROM (SELECT key FROM scan_stage WHERE key > :after"
+                    " ORDER BY key LIMIT :chunk) w")
+        after = ""
+        while True:
+            with self._read() as conn:
+                upto = conn.execute(edge, {"after": after, "chunk": chunk}).scalar()
+                if upto is None:
+                    return
+                rows = [dict(r._mapping) for r in conn.execute(
+                    windowed, {**(params or {}), "after": after, "upto": upto, "chunk": chunk})]
+            yield from rows
+            after = upto
 
     def set_staged_hashes(self, rows: Sequence[dict]) -> None:
         """Record hashes (with the stat seen while hashing) or per-file errors."""
