@@ -10,9 +10,11 @@ What has no such spelling is chosen by dialect where it is written (the scan's j
 round() of a double, the upserts' insert()).
 
 One job is one SCHEMA, named on the connection by search_path, so its tables are the
-SQLite journal's. Across jobs, `journalsync.jobs` binds each job's name to its (source,
-destination, endpoint) (in a schema of its own: since PostgreSQL 15 a role may not create
-in `public` unless it owns the database).
+SQLite journal's, and its runs bind it to one (source, destination, endpoint) as a file's
+runs do (Journal.binding_conflict). Across jobs, `journalsync.jobs` names each job's
+(source, destination, endpoint), so `status --journal URL SOURCE DEST` finds its job (in a
+schema of its own: since PostgreSQL 15 a role may not create in `public` unless it owns
+the database).
 
 The run lock is a session advisory lock held by a connection of its own for the whole run:
 the server drops it when that session ends, however the process ended (SIGKILL included),
@@ -98,24 +100,16 @@ def create_engine_for(location: PgLocation):
     return engine
 
 
-def job_binding(conn, job: str) -> dict | None:
-    from sqlalchemy import text
-
-    row = conn.execute(text("SELECT source, dest, endpoint FROM journalsync.jobs WHERE name = :n"),
-                       {"n": job}).mappings().first()
-    return dict(row) if row else None
-
-
 def bind_job(conn, job: str, source: str, dest: str, endpoint: str | None) -> None:
-    """Record the job's (source, destination, endpoint), or its endpoint anew
-    (--endpoint-moved), and when it last ran."""
+    """Record the job's (source, destination, endpoint) as its newest run has them, and
+    when it last ran."""
     from sqlalchemy import text
 
     conn.execute(text("""
         INSERT INTO journalsync.jobs (name, source, dest, endpoint, created_at, last_run_at)
         VALUES (:n, :s, :d, :e, :t, :t)
-        ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint,
-                                         last_run_at = excluded.last_run_at"""),
+        ON CONFLICT (name) DO UPDATE SET source = excluded.source, dest = excluded.dest,
+            endpoint = excluded.endpoint, last_run_at = excluded.last_run_at"""),
                  {"n": job, "s": source, "d": dest, "e": endpoint, "t": time.time()})
 
 

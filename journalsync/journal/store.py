@@ -201,14 +201,6 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
         """A run of this journal made for another (source, destination, endpoint), if any.
         A journal caches one job's listing and plans: shared with another job, it would
         make that job trust a listing of another bucket."""
-        if self._pg:  # the job's binding in journalsync.jobs, made by its first run
-            from journalsync.journal import pg
-
-            with self._read() as conn:
-                bound = pg.job_binding(conn, self.path.job)
-            if bound and (bound["source"], bound["dest"], bound["endpoint"]) != (
-                    source, dest, endpoint):
-                return bound
         stmt = (select(runs.c.source, runs.c.dest, runs.c.endpoint)
                 # a run that failed before its LIST (a typo'd bucket) cached nothing: it binds
                 # nothing either
@@ -229,9 +221,10 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
                              {"e": endpoint, "n": self.path.job})
 
     def bind_job(self, source: str, dest: str, endpoint: str | None) -> None:
-        """PostgreSQL: record which (source, destination, endpoint) this job syncs, so
-        another job given its name is refused, and `status` finds it by them. A file
-        journal is bound by its runs alone."""
+        """PostgreSQL: record in journalsync.jobs which (source, destination, endpoint)
+        this job syncs, so `status` finds it by them. Called once binding_conflict() let
+        the run in: a job is bound by its runs, in both dialects alike (a run that failed
+        before its LIST binds nothing), and the row follows the last run let in."""
         if self._pg:
             from journalsync.journal import pg
 
