@@ -57,10 +57,11 @@ class ScanStore:
                   r["sha256"], r["error"]) for r in rows])
 
     def _stage_files_pg(self, rows: Sequence[dict]) -> None:
-        """PostgreSQL: the batch as one statement over arrays (unnest), not a statement per
-        row (2.9 s instead of ... for 20,000 rows, measured: bench/pgjournal.py). One
-        statement may not update a row twice, so keys repeated inside the batch are folded
-        here first, as the per-row ON CONFLICT folds them (the first name's row, marked)."""
+        """PostgreSQL: the batch as one statement over binary arrays (unnest), not a
+        statement per row (20,000 rows in batches of 500: 1.1-1.9 s against executemany's
+        3.5-5.5 s, measured three times on a loaded 2-core machine). One statement may not
+        update a row twice, so keys repeated inside the batch are folded here first, as the
+        per-row ON CONFLICT folds them (the first name's row, marked)."""
         batch: dict[str, list] = {}
         for r in rows:
             if r["key"] in batch:
