@@ -93,10 +93,16 @@ def create_engine_for(location: PgLocation):
         return translate(statement, driver_level), parameters
 
     with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_KEY})
-        conn.execute(text("CREATE SCHEMA IF NOT EXISTS journalsync"))
-        conn.execute(text(JOBS_DDL))
-        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {location.job}"))
+        # Made once, by the first run of the first job: opening an existing job (`status`)
+        # creates nothing, so a role without CREATE on the database can read it.
+        ready = conn.execute(text("SELECT to_regclass('journalsync.jobs') IS NOT NULL"
+                                  " AND to_regnamespace(:job) IS NOT NULL"),
+                             {"job": location.job}).scalar()
+        if not ready:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_KEY})
+            conn.execute(text("CREATE SCHEMA IF NOT EXISTS journalsync"))
+            conn.execute(text(JOBS_DDL))
+            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {location.job}"))
     return engine
 
 
