@@ -82,9 +82,14 @@ def create_engine_for(location: PgLocation):
                           "'journalsync[pg]' (or psycopg[binary])") from exc
     from sqlalchemy import create_engine, event, text
 
+    # synchronous_commit=off is SQLite's synchronous=NORMAL here: a commit does not wait
+    # for the server's WAL flush, so a crash of journalsync loses nothing and a crash of
+    # the server (or its machine) may lose the last commits, never corrupt; every phase
+    # can be re-run from what remains (a lost part record re-sends the part; a lost
+    # UploadId leaves an upload that the next run's reconcile or `cleanup` aborts).
     engine = create_engine(
         location.sqlalchemy_url, pool_pre_ping=False,
-        connect_args={"options": f"-c search_path={location.job}",
+        connect_args={"options": f"-c search_path={location.job} -c synchronous_commit=off",
                       "application_name": _application_name(), "connect_timeout": 10})
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
