@@ -33,6 +33,7 @@ from journalsync.config import (
     state_dir,
 )
 from journalsync.errors import ExitCode, JournalsyncError, UsageError
+from journalsync.journal.location import is_url, journal_location
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   rich_markup_mode=None,  # help texts hold s3://BUCKET[/PREFIX], not markup
@@ -40,8 +41,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 EndpointOpt = Annotated[Optional[str], typer.Option(
     "--endpoint-url", help="S3 endpoint (MinIO, R2, GCS...). Default: $AWS_ENDPOINT_URL, else AWS.")]
-JournalOpt = Annotated[Optional[Path], typer.Option(
-    "--journal", help="Journal file. Default: one per (source, destination) in the XDG state dir.")]
+JournalOpt = Annotated[Optional[str], typer.Option(
+    "--journal", help="Journal file, or a PostgreSQL database (postgresql://USER@HOST[:PORT]/DB) "
+    "that holds many jobs' journals. Default: one file per (source, destination) in the XDG "
+    "state dir.")]
+JobOpt = Annotated[Optional[str], typer.Option(
+    "--job", help="With a PostgreSQL --journal: the job's name (its schema there). Default: "
+    "made from SOURCE, DEST and the endpoint, as the default journal file's name is.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 RegionOpt = Annotated[Optional[str], typer.Option(help="Region (default from the profile).")]
 ProfileOpt = Annotated[Optional[str], typer.Option(help="Shared-config profile.")]
@@ -127,6 +133,7 @@ def run(
     profile: ProfileOpt = None,
     provider: Annotated[str, typer.Option(help="auto, aws, minio, r2, gcs or other: the store's quirks (auto: from the endpoint).")] = "auto",
     journal: JournalOpt = None,
+    job: JobOpt = None,
     workers: Annotated[int, typer.Option(help="Concurrent transfers.")] = 8,
     multipart_threshold: Annotated[str, typer.Option(help="Files this big or bigger go multipart.")] = "8MiB",
     part_size: Annotated[str, typer.Option(help="Multipart part size (grows so no file needs >10,000 parts).")] = "8MiB",
@@ -178,7 +185,8 @@ def run(
         cfg = Config(
             source=src, dest=destination, endpoint_url=endpoint, region=p["region"],
             profile=p["profile"],
-            journal_path=p["journal"] or default_journal_path(src, destination, endpoint),
+            journal_path=journal_location(p["journal"], p["job"],
+                                          default_journal_path(src, destination, endpoint)),
             workers=p["workers"], multipart_threshold=parse_size(p["multipart_threshold"]),
             part_size=parse_size(p["part_size"]), cache_control=p["cache_control"],
             cache_rules=p["cache_rules"], storage_class=p["storage_class"], sse=p["sse"],
@@ -238,7 +246,7 @@ _JOB_KEYS = {
     "part_size": (None, "part_size"), "bwlimit": (None, "bwlimit"),
     "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"), "crt": (None, "crt"),
     "resume_max_age": (None, "resume_max_age"), "keep_runs": (None, "keep_runs"),
-    "adopt_metadata": (None, "adopt_metadata"),
+    "adopt_metadata": (None, "adopt_metadata"), "job": (None, "job"),
     "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
     "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
     "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
@@ -262,7 +270,8 @@ def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
         table = job.get(section, {}) if section else job
         if name not in given and key in table:
             params[name] = table[key]
-    if params.get("journal") and not isinstance(params["journal"], Path):
+    if params.get("journal") and not isinstance(params["journal"], Path) \
+            and not is_url(params["journal"]):
         params["journal"] = Path(params["journal"]).expanduser()
     rules = job.get("cache_control")
     if "cache_control" not in given and isinstance(rules, str):
@@ -296,6 +305,7 @@ def status(
     dest: Annotated[Optional[str], typer.Argument(help="Destination of the sync to show (or `destination` in --config).")] = None,
     config: ConfigOpt = None,
     journal: JournalOpt = None,
+    job: JobOpt = None,
     endpoint_url: EndpointOpt = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
     failed: Annotated[bool, typer.Option("--failed", help="Only the last run's failed files, with error and attempts.")] = False,
@@ -321,7 +331,7 @@ def status(
         from journalsync.journals import find_journal
 
         p = _job_params(ctx, config)
-        path = find_journal(_wanted(p), p["journal"]).path
+        path = find_journal(_wanted(p), p["journal"], p.get("job")).path
         with journal_errors(path), Journal(path) as j:
             data = report.status_data(j, runs=runs, failures=None if failed else 50)
         if failed:
@@ -452,7 +462,7 @@ def cleanup(
         destination = Destination.parse(str(p["dest"]))
         endpoint = _endpoint(p["endpoint_url"])
         if p["journal"]:
-            info = find_journal(Wanted(), p["journal"])
+            info = find_journal(Wanted(dest=destination), p["journal"])
             paths, endpoint = [info.path], endpoint or info.endpoint
         else:
             paths, endpoint = journals_for_dest(destination, endpoint)

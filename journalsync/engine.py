@@ -40,7 +40,7 @@ from journalsync.errors import (
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
 from journalsync.journal.health import journal_errors
-from journalsync.lock import RunLock
+from journalsync.lock import run_lock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan, plan_new_uploads
 from journalsync.presence import LocalPresence
@@ -111,7 +111,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     release_large_buffers()
     started = time.monotonic()
     stop = threading.Event()
-    with journal_errors(cfg.journal_path), RunLock(cfg.journal_path), \
+    with journal_errors(cfg.journal_path), run_lock(cfg.journal_path), \
             Journal(cfg.journal_path) as journal, stop_on_signals(stop) as signals:
         run = _open_run(cfg, journal, stop)
         run.view = view
@@ -145,6 +145,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
 
 def _open_run(cfg: Config, journal: Journal, stop: threading.Event) -> Run:
     _check_binding(cfg, journal)
+    journal.bind_job(str(cfg.source), str(cfg.dest), cfg.endpoint_url)
     journal.mark_abandoned_runs()
     previous, why_not = _resumable(cfg, journal) if cfg.resume and not cfg.dry_run else (None, None)
     if previous:

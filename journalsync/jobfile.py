@@ -43,12 +43,12 @@ from journalsync.errors import UsageError
 _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
         "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
-        "resume_max_age", "keep_runs", "adopt_metadata"}
+        "resume_max_age", "keep_runs", "adopt_metadata", "job"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
             "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
-            "journal", "resume_max_age"}
+            "journal", "resume_max_age", "job"}
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from journalsync.config import Destination, default_journal_path, state_dir
 from journalsync.errors import UsageError
-from journalsync.journal.catalog import JournalInfo, list_journals, matching, read_info
+from journalsync.journal.catalog import (
+    JournalInfo,
+    list_journals,
+    matching,
+    read_info,
+    same_source,
+)
+from journalsync.journal.location import PgLocation, check_job_name, is_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +64,13 @@ def one_line(info: JournalInfo) -> str:
     return f"  {info.path}  (endpoint {endpoint_name(info.endpoint)}; last {last_run_text(info)})"
 
 
-def find_journal(wanted: Wanted, journal: Path | None = None) -> JournalInfo:
+def find_journal(wanted: Wanted, journal: Path | str | None = None,
+                 job: str | None = None) -> JournalInfo:
     """The one journal for `wanted`, or a UsageError that lists the candidates or says
-    where to look. `journal` (--journal) wins over any search."""
+    where to look. `journal` (--journal) wins over any search; a PostgreSQL --journal is
+    searched for the job (`job`, else the one job that matches `wanted`)."""
+    if is_url(journal):
+        return _find_job(wanted, str(journal), job)
     if journal is not None:
         if not journal.exists():
             raise UsageError(f"no journal at {journal} (given by --journal)")
@@ -143,3 +154,41 @@ def render_list(infos: list[JournalInfo]) -> list[str]:
         if info.note:
             lines.append(f"    {info.note}")
     return lines
+
+
+def _find_job(wanted: Wanted, url: str, job: str | None) -> JournalInfo:
+    """The job in a PostgreSQL journal for `wanted` (or named by --job), found in the
+    database's journalsync.jobs, as journals in the state directory are found by their runs."""
+    from journalsync.journal.health import is_journal_failure, pg_journal_error
+    from journalsync.journal.pg import list_jobs
+
+    where = PgLocation(url, job or "any")
+    try:
+        jobs = list_jobs(url)
+    except Exception as exc:
+        if is_journal_failure(exc):
+            raise pg_journal_error(exc, where) from exc
+        raise
+    infos = [JournalInfo(PgLocation(url, row["name"]), row["source"], row["dest"],
+                         row["endpoint"]) for row in jobs]
+    if job is not None:
+        check_job_name(job)
+        hits = [info for info in infos if info.path.job == job]
+        if not hits:
+            raise UsageError(f"no job {job} in {where.redacted} (it has "
+                             f"{len(infos)} job(s): `--journal URL` with SOURCE DEST finds one)")
+        return hits[0]
+    dest = str(wanted.dest) if wanted.dest else None
+    hits = [info for info in infos
+            if (wanted.source is None or same_source(info.source, wanted.source))
+            and (dest is None or info.dest == dest)
+            and (wanted.endpoint is None or info.endpoint == wanted.endpoint)]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise UsageError("\n".join([f"{len(hits)} jobs in {where.redacted} match "
+                                    f"{wanted.describe()}; name one with --job:",
+                                    *(f"  {info.path.job}  ({info.source} -> {info.dest} at "
+                                      f"{endpoint_name(info.endpoint)})" for info in hits)]))
+    raise UsageError(f"no job in {where.redacted} for {wanted.describe()}: nothing has run "
+                     "for it with this --journal")

@@ -4,6 +4,9 @@ An exclusive `flock` on `<journal>.lock`, held for the whole run. The kernel rel
 when the process ends however it ends (SIGKILL, OOM, reboot), so a lock left by a killed
 run is never stale: the next run simply takes it. The holder's pid is written into the file
 only so the refusal can name it.
+
+A PostgreSQL journal's lock is a session advisory lock instead (journal/pg.py): the
+server drops it when the holder's session ends, however it ends.
 """
 
 from __future__ import annotations
@@ -20,10 +23,27 @@ def lock_path(journal_path: Path) -> Path:
     return journal_path.with_name(journal_path.name + ".lock")
 
 
-def run_alive(journal_path: Path) -> bool:
+def run_lock(journal) -> RunLock:
+    """The run lock of a journal file, or of a job in a PostgreSQL journal."""
+    from journalsync.journal.location import PgLocation
+
+    if isinstance(journal, PgLocation):
+        from journalsync.journal.pg import PgRunLock
+
+        return PgRunLock(journal)
+    return RunLock(journal)
+
+
+def run_alive(journal_path) -> bool:
     """Whether a run of this journal is alive: its lock is held. A non-blocking probe that
     holds the lock (shared) for an instant only; when the file cannot be opened it cannot
     tell, and says alive (nothing is then shown as interrupted that might not be)."""
+    from journalsync.journal.location import PgLocation
+
+    if isinstance(journal_path, PgLocation):
+        from journalsync.journal.pg import run_alive as pg_run_alive
+
+        return pg_run_alive(journal_path)
     try:
         fd = os.open(lock_path(journal_path), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

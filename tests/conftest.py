@@ -185,3 +185,25 @@ def offline_sync(tmp_path) -> Sync:
     """A Sync for tests that never reach a server (usage errors, --help, job-file syntax,
     missing credentials): not parametrized over SERVERS, so each runs once."""
     return Sync(_NoServer(), "jst-offline", tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A PostgreSQL database of this test session's own (tests/support/pg.py): skipped
+    without a server, failed without one under CI=true."""
+    from tests.support.pg import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_at(request, tmp_path):
+    """Where a unit test's journal lives, once per kind: a file in tmp_path, or a job of
+    its own (a fresh schema) in the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "j.sqlite"
+    from journalsync.journal.location import PgLocation
+
+    url = request.getfixturevalue("pg_url")
+    return PgLocation(url, f"t_{uuid.uuid4().hex[:12]}")

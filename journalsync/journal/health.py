@@ -1,4 +1,4 @@
-"""What SQLite says about a journal file, turned into one line an operator can act on.
+"""What SQLite (or PostgreSQL) says about a journal, turned into one line an operator can act on.
 
 A journal is a cache of facts that can all be rebuilt (a scan, a LIST), so a damaged one is
 never a reason to touch the bucket: the line says to move it aside. Every such problem
@@ -16,17 +16,44 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from journalsync.errors import JournalError
+from journalsync.journal.location import PgLocation
 
 _DAMAGED = ("malformed", "not a database", "file is encrypted", "database corrupt")
 
 
 def is_journal_failure(exc: BaseException) -> bool:
-    """An error raised by SQLite (through SQLAlchemy or not)."""
-    return isinstance(exc, (DBAPIError, sqlite3.Error))
+    """An error raised by SQLite or by psycopg (through SQLAlchemy or not: the run lock of
+    a PostgreSQL journal talks to psycopg itself)."""
+    return isinstance(exc, (DBAPIError, sqlite3.Error)) or (
+        type(exc).__module__.startswith("psycopg") and isinstance(exc, Exception)
+        and any(c.__name__ == "Error" for c in type(exc).__mro__))
 
 
-def journal_error(exc: BaseException, path: Path) -> JournalError:
+# psycopg's words when the server is not there, or not reachable in time.
+_NO_ANSWER = ("connection refused", "could not connect", "connection timeout", "timeout expired",
+              "no route to host", "could not translate host name", "name or service not known",
+              "server closed the connection", "connection is lost", "network is unreachable",
+              "connection failed")
+
+
+def pg_journal_error(exc: BaseException, location: PgLocation) -> JournalError:
+    """The one line for a PostgreSQL error on a job's journal (never the URL's password)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    low = text.lower()
+    if any(words in low for words in _NO_ANSWER):
+        return JournalError(f"journal database at {location.server} did not answer ({text}); "
+                            f"is PostgreSQL running there? ({location.redacted})")
+    if "permission denied" in low:
+        return JournalError(f"journal {location}: {text}: the role needs CREATE on the "
+                            "database (the job's schema) and on its tables")
+    return JournalError(f"journal {location}: {text}")
+
+
+def journal_error(exc: BaseException, path: Path | PgLocation) -> JournalError:
     """The one line for a SQLite error on the journal at `path`."""
+    if isinstance(path, PgLocation):
+        return pg_journal_error(exc, path)
     detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     low = detail.lower()
     if any(word in low for word in _DAMAGED):
@@ -59,8 +86,8 @@ def os_journal_error(exc: OSError, path: Path, what: str = "journal") -> Journal
 
 
 @contextmanager
-def journal_errors(path: Path) -> Iterator[None]:
-    """Turn SQLite errors inside the block into JournalError for `path`."""
+def journal_errors(path: Path | PgLocation) -> Iterator[None]:
+    """Turn SQLite (PostgreSQL) errors inside the block into JournalError for `path`."""
     try:
         yield
     except JournalError:

@@ -1,4 +1,5 @@
-"""Keeping the journal small: a bounded history of runs, freed pages given back, a short WAL.
+"""Keeping the journal small: a bounded history of runs, freed pages given back, a short WAL
+(the pages and the WAL on SQLite only).
 Mixed into Journal (store.py), whose connections, lock and helpers it relies on.
 
 Without this every run adds its plan rows, every nightly permanent scan error adds a
@@ -53,8 +54,11 @@ class Housekeeping:
         once a run has finished, under its run lock."""
         try:
             stats = self.prune_history(current_run, keep)
-            freed = self.reclaim_free_pages()
-            self.checkpoint()
+            # PostgreSQL: autovacuum makes the dead rows' room reusable, and there is no
+            # file of ours to shrink or WAL of ours to truncate.
+            freed = 0 if self._pg else self.reclaim_free_pages()
+            if not self._pg:
+                self.checkpoint()
         except (sqlite3.Error, DBAPIError) as exc:
             # The run itself is done and recorded; a full disk (VACUUM needs room for a
             # copy) or a busy journal only postpones this to the next run.
@@ -79,12 +83,13 @@ class Housekeeping:
 
             items = delete(f"DELETE FROM plan_items WHERE run_id {doomed}")
             errors = delete(f"DELETE FROM file_errors WHERE run_id {doomed}")
+            # Parts before their uploads: PostgreSQL checks the foreign key at each statement.
+            parts = delete("DELETE FROM multipart_parts WHERE upload_id NOT IN ("
+                           "SELECT upload_id FROM multipart_uploads WHERE state = 'active')")
             # A finished upload is history even in a run kept for another upload's sake.
             uploads = delete("DELETE FROM multipart_uploads WHERE state != 'active' AND run_id"
                              " NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT :keep)"
                              " AND run_id NOT IN (:current, :resumable)")
-            parts = delete("DELETE FROM multipart_parts WHERE upload_id NOT IN ("
-                           "SELECT upload_id FROM multipart_uploads WHERE state = 'active')")
             gone = delete(f"DELETE FROM runs WHERE id {doomed}")
         return PruneStats(gone, items, errors, uploads, parts)
 

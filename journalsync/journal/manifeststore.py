@@ -23,7 +23,12 @@ class ManifestStore:
 
     def stage_remote(self, rows: Sequence[tuple]) -> None:
         """Rows of (key, size, etag, last_modified) from one or more LIST pages."""
-        if rows:
+        if rows and self._pg:  # one statement over arrays, as in stage_files
+            self._pg_execute(
+                "INSERT INTO remote_stage (key, size, etag, last_modified) SELECT * FROM"
+                " unnest(%b::text[], %b::int8[], %b::text[], %b::float8[])"
+                " ON CONFLICT (key) DO NOTHING", [list(c) for c in zip(*rows)])
+        elif rows:
             with self._write() as conn:  # driver-level, as in stage_files
                 conn.exec_driver_sql(
                     "INSERT INTO remote_stage (key, size, etag, last_modified) VALUES (?, ?, ?, ?)"
@@ -34,6 +39,7 @@ class ManifestStore:
         """Replace the cached manifest with the LIST just staged. A hash we knew survives
         only while the object's size and ETag are unchanged. Only objects that differ from
         the cached row are written: an unchanged bucket writes nothing to `remote_objects`."""
+        self._analyze_stage("remote_stage")
         with self._write() as conn:
             # New objects, and objects whose size or ETag changed (their hash is dropped).
             # last_modified alone is no reason to write: nothing decides on it, and the row

@@ -1,7 +1,7 @@
 """Bring a journal to the newest schema with Alembic when it is opened.
 
 Alembic records the revision in `alembic_version` inside the same transaction as the
-migration, so a crash mid-upgrade leaves the journal at the old revision, not half-way.
+migration (on PostgreSQL, in the job's schema, and DDL is transactional there too), so a crash mid-upgrade leaves the journal at the old revision, not half-way.
 Opening an up-to-date journal reads one row and does not import Alembic at all (it costs
 about a quarter of a second); HEAD_REVISION is checked against the scripts by a test.
 """
@@ -42,8 +42,11 @@ def current_revision(engine: Engine) -> str | None:
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        exists = conn.execute(text(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")).first()
+        if engine.dialect.name == "postgresql":  # in the job's schema (its search_path)
+            exists = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
+        else:
+            exists = conn.execute(text(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")).first()
         if not exists:
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -57,5 +60,13 @@ def upgrade_to_head(engine: Engine, target: str = "head") -> None:
 
     cfg = alembic_config()
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Two processes opening one new job must not both migrate it (SQLite's write
+            # lock serialises them there); Alembic reads the revision again under the lock.
+            from sqlalchemy import text
+
+            from journalsync.journal.pg import BOOTSTRAP_KEY
+
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)

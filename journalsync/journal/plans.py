@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator, Sequence
 
 from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from journalsync.journal.schema import files, plan_items, remote_objects
 from journalsync.models import Action, ItemStatus, LocalFile, PlanItem, RemoteObject, TransferResult
@@ -16,8 +15,9 @@ BATCH = 500  # rows per transaction on the hot paths
 
 # SQL for the one case plan.decide() skips a local file: an object of the same size whose
 # sha256 is known and equals the file's. NULLs (no object, an unknown hash) make it 0, so an
-# unknown is never a match. tests/unit/test_pure.py checks it against decide() case by case.
-UNCHANGED = "coalesce(f.size = r.size AND f.sha256 = r.sha256, 0)"
+# unknown is never a match. A CASE, not coalesce(<boolean>, 0): PostgreSQL's booleans are
+# not numbers. tests/unit/test_pure.py checks it against decide() case by case.
+UNCHANGED = "CASE WHEN f.size = r.size AND f.sha256 = r.sha256 THEN 1 ELSE 0 END"
 
 
 class PlanStore:
@@ -138,7 +138,7 @@ class PlanStore:
                     bytes_sent=bindparam("bytes_sent"), error=bindparam("error"),
                     updated_at=bindparam("updated_at")), item_rows)
             if uploaded:
-                stmt = sqlite_insert(remote_objects)
+                stmt = self._upsert(remote_objects)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
                     c: stmt.excluded[c] for c in ("size", "etag", "sha256", "sha_source",
                                                   "last_modified")}), uploaded)
@@ -169,20 +169,21 @@ class PlanStore:
         """A run's plan items by outcome, across all its resumptions: uploaded, deleted,
         failed (failed_uploads + failed_deletes), bytes (file bytes uploaded), sent (bytes on
         the wire, retries included), pending_uploads, pending_deletes, cancelled_deletes,
-        vanished (uploads whose file was gone when its turn came)."""
+        vanished (uploads whose file was gone when its turn came). Counted by CASE, as
+        PostgreSQL cannot sum() a boolean."""
         stmt = text("""
-            SELECT coalesce(sum(action = 'upload' AND status = 'done'), 0) AS uploaded,
-                   coalesce(sum(action = 'delete' AND status = 'done'), 0) AS deleted,
-                   coalesce(sum(status = 'failed'), 0) AS failed,
-                   coalesce(sum(action = 'upload' AND status = 'failed'), 0) AS failed_uploads,
-                   coalesce(sum(action = 'delete' AND status = 'failed'), 0) AS failed_deletes,
-                   coalesce(sum(action = 'upload' AND status = 'pending'), 0) AS pending_uploads,
+            SELECT coalesce(sum(CASE WHEN action = 'upload' AND status = 'done' THEN 1 ELSE 0 END), 0) AS uploaded,
+                   coalesce(sum(CASE WHEN action = 'delete' AND status = 'done' THEN 1 ELSE 0 END), 0) AS deleted,
+                   coalesce(sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed,
+                   coalesce(sum(CASE WHEN action = 'upload' AND status = 'failed' THEN 1 ELSE 0 END), 0) AS failed_uploads,
+                   coalesce(sum(CASE WHEN action = 'delete' AND status = 'failed' THEN 1 ELSE 0 END), 0) AS failed_deletes,
+                   coalesce(sum(CASE WHEN action = 'upload' AND status = 'pending' THEN 1 ELSE 0 END), 0) AS pending_uploads,
                    coalesce(sum(bytes_sent), 0) AS sent,
                    coalesce(sum(CASE WHEN action = 'upload' AND status = 'done'
                                      THEN size ELSE 0 END), 0) AS bytes,
-                   coalesce(sum(action = 'delete' AND status = 'pending'), 0) AS pending_deletes,
-                   coalesce(sum(action = 'delete' AND status = 'cancelled'), 0) AS cancelled_deletes,
-                   coalesce(sum(action = 'upload' AND status = 'cancelled'), 0) AS vanished
+                   coalesce(sum(CASE WHEN action = 'delete' AND status = 'pending' THEN 1 ELSE 0 END), 0) AS pending_deletes,
+                   coalesce(sum(CASE WHEN action = 'delete' AND status = 'cancelled' THEN 1 ELSE 0 END), 0) AS cancelled_deletes,
+                   coalesce(sum(CASE WHEN action = 'upload' AND status = 'cancelled' THEN 1 ELSE 0 END), 0) AS vanished
             FROM plan_items WHERE run_id = :run""")
         return {k: int(v) for k, v in self._one(stmt, {"run": run_id})._mapping.items()}
 

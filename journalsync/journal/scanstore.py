@@ -12,6 +12,23 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from journalsync.journal.schema import file_errors, files, scan_stage
 
 
+_COLLISION = "two local names map to this key (Unicode normalisation)"
+
+# The files gone from the tree: neither staged nor under an unlistable directory (the
+# ranges, a JSON array of [lo, hi] pairs). JSON is read in each dialect's own words.
+_GONE_SQLITE = """
+    DELETE FROM files
+    WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
+      AND NOT EXISTS (SELECT 1 FROM json_each(:ranges) d
+                      WHERE files.key >= json_extract(d.value, '$[0]')
+                        AND files.key < json_extract(d.value, '$[1]'))"""
+_GONE_PG = """
+    DELETE FROM files
+    WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
+      AND NOT EXISTS (SELECT 1 FROM json_array_elements(CAST(:ranges AS json)) d
+                      WHERE files.key >= d.value->>0 AND files.key < d.value->>1)"""
+
+
 class ScanStore:
 
     def begin_scan(self) -> None:
@@ -25,6 +42,9 @@ class ScanStore:
         """Stage what the walk saw. Two names that normalise to one key both fail."""
         if not rows:
             return
+        if self._pg:
+            self._stage_files_pg(rows)
+            return
         # Driver-level executemany: this runs once per file on every scan, and SQLAlchemy's
         # per-row parameter processing cost more than SQLite's insert (measured: 1.3 s vs
         # 0.6 s for 50,000 rows).
@@ -35,6 +55,26 @@ class ScanStore:
                 " 'two local names map to this key (Unicode normalisation)'",
                 [(r["key"], r["path"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"],
                   r["sha256"], r["error"]) for r in rows])
+
+    def _stage_files_pg(self, rows: Sequence[dict]) -> None:
+        """PostgreSQL: the batch as one statement over binary arrays (unnest), not a
+        statement per row (20,000 rows in batches of 500: 1.1-1.9 s against executemany's
+        3.5-5.5 s, measured three times on a loaded 2-core machine). One statement may not
+        update a row twice, so keys repeated inside the batch are folded here first, as the
+        per-row ON CONFLICT folds them (the first name's row, marked)."""
+        batch: dict[str, list] = {}
+        for r in rows:
+            if r["key"] in batch:
+                batch[r["key"]][7] = _COLLISION
+            else:
+                batch[r["key"]] = [r["key"], r["path"], r["size"], r["mtime_ns"], r["ctime_ns"],
+                                   r["inode"], r["sha256"], r["error"]]
+        columns = [list(c) for c in zip(*batch.values())]
+        self._pg_execute(
+            "INSERT INTO scan_stage (key, path, size, mtime_ns, ctime_ns, inode, sha256, error)"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::int8[], %b::int8[],"
+            " %b::int8[], %b::int8[], %b::text[], %b::text[])"
+            " ON CONFLICT (key) DO UPDATE SET error = %s", (*columns, _COLLISION))
 
     def staged_collisions(self) -> list[tuple[str, str]]:
         """(key, reason) of staged keys that two local names mapped to."""
@@ -64,6 +104,7 @@ class ScanStore:
                  AND (:all_changed OR r.key IS NOT NULL))
                 OR (r.key IS NOT NULL AND r.sha256 IS NULL))
             ORDER BY s.key LIMIT :chunk""")
+        self._analyze_stage("scan_stage")
         yield from self._stage_pages(stmt, {"all_changed": all_changed})
 
     def _stage_pages(self, stmt, params: dict | None = None, chunk: int = 2000) -> Iterator[dict]:
@@ -72,6 +113,9 @@ class ScanStore:
         parameters). On the write connection, as
         the stage is TEMP; no cursor stays open between pages, since the caller writes to
         the stage meanwhile."""
+        if self._pg:
+            yield from self._stage_windows(stmt, params, chunk)
+            return
         after = ""
         while True:
             with self._read() as conn:
@@ -81,6 +125,26 @@ class ScanStore:
             if len(rows) < chunk:
                 return
             after = rows[-1]["key"]
+
+    def _stage_windows(self, stmt, params: dict | None, chunk: int) -> Iterator[dict]:
+        """PostgreSQL: the same rows, a window of `chunk` staged keys at a time. Its planner
+        sorts the whole filtered join for each page where SQLite walks the stage's key
+        order and stops at the LIMIT: with most staged files selected (adoption
+        candidates) that made the pages quadratic. A window [after, upto] of the stage's
+        primary key bounds each page's work instead."""
+        windowed = text(stmt.text.replace("s.key > :after", "s.key > :after AND s.key <= :upto"))
+        edge = text("SELECT max(key) FROM (SELECT key FROM scan_stage WHERE key > :after"
+                    " ORDER BY key LIMIT :chunk) w")
+        after = ""
+        while True:
+            with self._read() as conn:
+                upto = conn.execute(edge, {"after": after, "chunk": chunk}).scalar()
+                if upto is None:
+                    return
+                rows = [dict(r._mapping) for r in conn.execute(
+                    windowed, {**(params or {}), "after": after, "upto": upto, "chunk": chunk})]
+            yield from rows
+            after = upto
 
     def set_staged_hashes(self, rows: Sequence[dict]) -> None:
         """Record hashes (with the stat seen while hashing) or per-file errors."""
@@ -110,6 +174,7 @@ class ScanStore:
         join selects only new or changed rows for the upsert, and what is gone is found by
         an anti-join with the stage, never by marking every row seen.
         """
+        self._analyze_stage("scan_stage")
         with self._write() as conn:
             # Filtered in the SELECT rather than in ON CONFLICT ... WHERE: SQLite then never
             # materialises the unchanged rows (0.15 s of CPU instead of 0.39 s at 200,000).
@@ -158,13 +223,8 @@ class ScanStore:
                     UPDATE files SET scan_error = :reason
                     WHERE key >= :lo AND key < :hi AND scan_error IS NOT :reason"""), ranges)
             # Gone: neither staged nor under an unlistable directory.
-            conn.execute(text("""
-                DELETE FROM files
-                WHERE NOT EXISTS (SELECT 1 FROM scan_stage s WHERE s.key = files.key)
-                  AND NOT EXISTS (SELECT 1 FROM json_each(:ranges) d
-                                  WHERE files.key >= json_extract(d.value, '$[0]')
-                                    AND files.key < json_extract(d.value, '$[1]'))"""),
-                {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
+            conn.execute(text(_GONE_PG if self._pg else _GONE_SQLITE),
+                         {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
 
     def record_file_errors(self, run_id: int, rows: Sequence[tuple[str, str]]) -> None:
         if rows:

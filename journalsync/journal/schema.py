@@ -7,6 +7,7 @@ Keys everywhere are relative to the destination prefix.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -18,13 +19,24 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.dialects.postgresql import TEXT as PG_TEXT
+
+# The column types, the same on SQLite and PostgreSQL (migrations use them too; on SQLite
+# they are exactly Integer and Text). PostgreSQL's INTEGER is 32 bits, and sizes, inodes,
+# nanosecond times and, some day, row ids do not fit: BIGINT there (SQLite's INTEGER is
+# 64 bits already, and only INTEGER PRIMARY KEY is a rowid). Keys and paths compare and
+# sort in binary order (byte order of UTF-8 = code point order = Python's sort), as in
+# SQLite: the scan's ranges [dir/, dir0) and every keyset page rely on it, whatever
+# collation the database was created with.
+Int = Integer().with_variant(BigInteger(), "postgresql")
+Key = Text().with_variant(PG_TEXT(collation="C"), "postgresql")
 
 metadata = MetaData()
 
 runs = Table(
     "runs",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", Int, primary_key=True),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float),
     # running | done | partial | failed | interrupted
@@ -33,20 +45,20 @@ runs = Table(
     Column("dest", Text, nullable=False),
     Column("endpoint", Text),
     Column("dry_run", Boolean, nullable=False, default=False),
-    Column("pid", Integer),
-    Column("scanned", Integer, nullable=False, default=0),
-    Column("uploaded", Integer, nullable=False, default=0),
-    Column("skipped", Integer, nullable=False, default=0),
-    Column("deleted", Integer, nullable=False, default=0),
-    Column("failed", Integer, nullable=False, default=0),
-    Column("extra", Integer, nullable=False, default=0),
-    Column("symlinks", Integer, nullable=False, default=0),
-    Column("bytes", Integer, nullable=False, default=0),
+    Column("pid", Int),
+    Column("scanned", Int, nullable=False, default=0),
+    Column("uploaded", Int, nullable=False, default=0),
+    Column("skipped", Int, nullable=False, default=0),
+    Column("deleted", Int, nullable=False, default=0),
+    Column("failed", Int, nullable=False, default=0),
+    Column("extra", Int, nullable=False, default=0),
+    Column("symlinks", Int, nullable=False, default=0),
+    Column("bytes", Int, nullable=False, default=0),
     Column("skip_reasons", Text),  # JSON object: reason -> count
     Column("error", Text),  # the fatal error that ended the run, if any
     Column("planned_at", Float),  # set once the whole plan is stored: only then is it resumable
-    Column("resumed", Integer, nullable=False, default=0, server_default="0"),  # times resumed
-    Column("remote_total", Integer),  # objects under the prefix at planning: the guard's base
+    Column("resumed", Int, nullable=False, default=0, server_default="0"),  # times resumed
+    Column("remote_total", Int),  # objects under the prefix at planning: the guard's base
     Column("listed_at", Float),  # when this run's LIST of the prefix completed
     # Seconds the run took, summed over its tries (a resumed run adds each try's): the
     # summary's elapsed= and status's secs are this one number.
@@ -57,12 +69,12 @@ runs = Table(
 files = Table(
     "files",
     metadata,
-    Column("key", Text, primary_key=True),
-    Column("path", Text, nullable=False),
-    Column("size", Integer),
-    Column("mtime_ns", Integer),
-    Column("ctime_ns", Integer),
-    Column("inode", Integer),
+    Column("key", Key, primary_key=True),
+    Column("path", Key, nullable=False),
+    Column("size", Int),
+    Column("mtime_ns", Int),
+    Column("ctime_ns", Int),
+    Column("inode", Int),
     Column("sha256", Text),
     # The whole-file MD5 from the same read as sha256 (adopt.py), only for files read as
     # adoption candidates; dropped whenever sha256 is dropped or changes.
@@ -81,12 +93,12 @@ staging = MetaData()
 scan_stage = Table(
     "scan_stage",
     staging,
-    Column("key", Text, primary_key=True),
-    Column("path", Text, nullable=False),
-    Column("size", Integer),
-    Column("mtime_ns", Integer),
-    Column("ctime_ns", Integer),
-    Column("inode", Integer),
+    Column("key", Key, primary_key=True),
+    Column("path", Key, nullable=False),
+    Column("size", Int),
+    Column("mtime_ns", Int),
+    Column("ctime_ns", Int),
+    Column("inode", Int),
     Column("sha256", Text),
     Column("error", Text),
     Column("md5", Text),
@@ -98,8 +110,8 @@ scan_stage = Table(
 remote_objects = Table(
     "remote_objects",
     metadata,
-    Column("key", Text, primary_key=True),
-    Column("size", Integer, nullable=False),
+    Column("key", Key, primary_key=True),
+    Column("size", Int, nullable=False),
     Column("etag", Text, nullable=False),
     Column("last_modified", Float),
     # Known from our own upload (while size and ETag still match) or from HEAD metadata.
@@ -113,8 +125,8 @@ remote_objects = Table(
 remote_stage = Table(
     "remote_stage",
     staging,
-    Column("key", Text, primary_key=True),
-    Column("size", Integer, nullable=False),
+    Column("key", Key, primary_key=True),
+    Column("size", Int, nullable=False),
     Column("etag", Text, nullable=False),
     Column("last_modified", Float),
     prefixes=["TEMPORARY"],
@@ -124,22 +136,22 @@ remote_stage = Table(
 plan_items = Table(
     "plan_items",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("key", Text, nullable=False),
+    Column("id", Int, primary_key=True),
+    Column("run_id", Int, ForeignKey("runs.id"), nullable=False),
+    Column("key", Key, nullable=False),
     Column("action", Text, nullable=False),  # upload | delete
     Column("reason", Text, nullable=False),
-    Column("size", Integer),
+    Column("size", Int),
     Column("sha256", Text),
     Column("etag", Text),  # deletes: the object's ETag when planned (re-checked on resume)
     # pending | done | failed | cancelled (a re-check found the plan stale: not done, not failed)
     Column("status", Text, nullable=False, default="pending"),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("bytes_sent", Integer, nullable=False, default=0),
+    Column("attempts", Int, nullable=False, default=0),
+    Column("bytes_sent", Int, nullable=False, default=0),
     Column("error", Text),
     Column("updated_at", Float),
     # The work unit (chunks, below) an upload row belongs to; deletes have none.
-    Column("chunk_id", Integer),
+    Column("chunk_id", Int),
     Index("ix_plan_items_run_status", "run_id", "status", "id"),
     Index("ix_plan_items_run_key", "run_id", "key"),
     Index("ix_plan_items_chunk", "chunk_id"),
@@ -149,9 +161,9 @@ plan_items = Table(
 file_errors = Table(
     "file_errors",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("path", Text, nullable=False),
+    Column("id", Int, primary_key=True),
+    Column("run_id", Int, ForeignKey("runs.id"), nullable=False),
+    Column("path", Key, nullable=False),
     Column("reason", Text, nullable=False),
     Index("ix_file_errors_run", "run_id"),
 )
@@ -161,14 +173,14 @@ multipart_uploads = Table(
     "multipart_uploads",
     metadata,
     Column("upload_id", Text, primary_key=True),
-    Column("key", Text, nullable=False),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("plan_item_id", Integer),
-    Column("part_size", Integer, nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("mtime_ns", Integer, nullable=False),
-    Column("ctime_ns", Integer, nullable=False),
-    Column("inode", Integer, nullable=False),
+    Column("key", Key, nullable=False),
+    Column("run_id", Int, ForeignKey("runs.id"), nullable=False),
+    Column("plan_item_id", Int),
+    Column("part_size", Int, nullable=False),
+    Column("size", Int, nullable=False),
+    Column("mtime_ns", Int, nullable=False),
+    Column("ctime_ns", Int, nullable=False),
+    Column("inode", Int, nullable=False),
     Column("sha256", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("state", Text, nullable=False),  # active | completed | aborted
@@ -180,9 +192,9 @@ multipart_parts = Table(
     "multipart_parts",
     metadata,
     Column("upload_id", Text, ForeignKey("multipart_uploads.upload_id"), nullable=False),
-    Column("part_number", Integer, nullable=False),
+    Column("part_number", Int, nullable=False),
     Column("etag", Text, nullable=False),
-    Column("size", Integer, nullable=False),
+    Column("size", Int, nullable=False),
     PrimaryKeyConstraint("upload_id", "part_number"),
 )
 
@@ -194,12 +206,12 @@ chunks = Table(
     "chunks",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("run_id", Integer, nullable=False),
+    Column("run_id", Int, nullable=False),
     Column("state", Text, nullable=False),  # pending | claimed | done
-    Column("files", Integer, nullable=False),
-    Column("bytes", Integer, nullable=False),
-    Column("owner", Integer),  # workers.id of the holder
-    Column("epoch", Integer, nullable=False, default=0, server_default="0"),
+    Column("files", Int, nullable=False),
+    Column("bytes", Int, nullable=False),
+    Column("owner", Int),  # workers.id of the holder
+    Column("epoch", Int, nullable=False, default=0, server_default="0"),
     Column("lease_until", Float),
     Column("claimed_at", Float),
     Column("done_at", Float),
@@ -211,13 +223,13 @@ workers = Table(
     "workers",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("run_id", Integer, nullable=False),
+    Column("run_id", Int, nullable=False),
     Column("host", Text, nullable=False),
-    Column("pid", Integer, nullable=False),
+    Column("pid", Int, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float),
-    Column("chunks_done", Integer, nullable=False, default=0, server_default="0"),
-    Column("bytes_done", Integer, nullable=False, default=0, server_default="0"),
+    Column("chunks_done", Int, nullable=False, default=0, server_default="0"),
+    Column("bytes_done", Int, nullable=False, default=0, server_default="0"),
     Column("state", Text, nullable=False),  # working | done | stopped
     Index("ix_workers_run", "run_id"),
 )

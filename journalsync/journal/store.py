@@ -1,6 +1,8 @@
 """The journal: the only module that runs SQL.
 
-One SQLite file in WAL mode. A single write connection, guarded by a lock, takes batched
+One SQLite file in WAL mode, or one job's schema in a PostgreSQL database (pg.py: the
+same tables and statements; what differs is chosen by `self._pg` where it is written).
+A single write connection, guarded by a lock, takes batched
 transactions (hundreds of rows each, never one per file on the hot path); a second
 connection streams large reads (the plan's join, the files to hash) while writes go on.
 Set-based work (diffing a scan against the last one, merging a LIST into the cached
@@ -17,13 +19,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Connection, Numeric, cast, create_engine, event, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from journalsync.journal import migrate
 from journalsync.journal.schema import files, plan_items, remote_objects, runs
 from journalsync.journal.adoption import AdoptionStore
 from journalsync.journal.chunks import ChunkStore
 from journalsync.journal.housekeeping import Housekeeping
+from journalsync.journal.location import PgLocation
 from journalsync.journal.manifeststore import ManifestStore
 from journalsync.journal.plans import PlanStore
 from journalsync.journal.scanstore import ScanStore
@@ -56,20 +61,28 @@ def _set_pragmas(dbapi_conn, _record) -> None:
 
 class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore,
               ChunkStore):
-    """All reads and writes of one journal file. Thread-safe for writes."""
+    """All reads and writes of one journal (a file, or a job in PostgreSQL). Thread-safe
+    for writes."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            from journalsync.journal.health import os_journal_error
+    def __init__(self, path: Path | PgLocation):
+        self._pg = isinstance(path, PgLocation)
+        if self._pg:
+            from journalsync.journal import pg
 
-            raise os_journal_error(exc, self.path) from exc
-        self._engine = create_engine(
-            f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
-        )
-        event.listen(self._engine, "connect", _set_pragmas)
+            self.path = path
+            self._engine = pg.create_engine_for(path)
+        else:
+            self.path = Path(path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                from journalsync.journal.health import os_journal_error
+
+                raise os_journal_error(exc, self.path) from exc
+            self._engine = create_engine(
+                f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
+            )
+            event.listen(self._engine, "connect", _set_pragmas)
         migrate.upgrade_to_head(self._engine)
         self._lock = threading.RLock()
         self._writer: Connection = self._engine.connect()
@@ -103,6 +116,28 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
             finally:
                 self._writer.rollback()
 
+    def _upsert(self, table):
+        """INSERT with ON CONFLICT (on_conflict_do_update / do_nothing) in the journal's
+        dialect: both dialects' insert() have the same API."""
+        return (pg_insert if self._pg else sqlite_insert)(table)
+
+    def _pg_execute(self, sql: str, params) -> None:
+        """PostgreSQL: one statement on the write connection, in its transaction, with
+        psycopg's binary parameters (`%b`: arrays of hundreds of values dump faster than
+        in text, which quotes each element)."""
+        with self._write() as conn:
+            raw = conn.connection.driver_connection
+            with raw.cursor(binary=True) as cur:
+                cur.execute(sql, params)
+
+    def _analyze_stage(self, table: str) -> None:
+        """PostgreSQL: statistics for a filled staging table before it is joined. Autovacuum
+        never sees TEMP tables, and without numbers the planner plans the stage's joins
+        for a guess of its size rather than for the files staged."""
+        if self._pg:
+            with self._write() as conn:
+                conn.exec_driver_sql(f"ANALYZE {table}")
+
     def _in_chunks(self, stmt, column, keys: Sequence[str], chunk: int = 500) -> list[tuple]:
         """Rows of `stmt` restricted to `column IN keys`, asked a chunk of keys at a time
         (SQLite caps the number of bound parameters)."""
@@ -115,8 +150,11 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
 
     def _stream(self, stmt, params=None, chunk: int = 2000) -> Iterator:
         """Rows of a large SELECT, fetched in chunks on the read connection."""
+        # PostgreSQL: a server-side cursor, or psycopg would fetch the whole result at once
+        # (SQLite steps its statement as rows are fetched).
+        options = {"stream_results": True, "max_row_buffer": chunk} if self._pg else {}
         with self._reader.begin():
-            result = self._reader.execute(stmt, params or {})
+            result = self._reader.execute(stmt, params or {}, execution_options=options)
             while rows := result.fetchmany(chunk):
                 yield from rows
 
@@ -140,10 +178,13 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
     def add_elapsed(self, run_id: int, seconds: float) -> dict:
         """Add one try's seconds to the run's elapsed time. Returns the run's elapsed
         (summed over its tries) and resumed (how many times it was resumed)."""
+        total = func.coalesce(runs.c.elapsed, 0.0) + seconds
+        if self._pg:  # PostgreSQL rounds to places only a numeric, not a double
+            total = cast(total, Numeric)
         with self._write() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(
                 # to the millisecond, so every view of it rounds the same number alike
-                elapsed=func.round(func.coalesce(runs.c.elapsed, 0.0) + seconds, 3)))
+                elapsed=func.round(total, 3)))
             row = conn.execute(select(runs.c.elapsed, runs.c.resumed)
                                .where(runs.c.id == run_id)).mappings().one()
         return dict(row)
@@ -178,6 +219,20 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
         """The same store, reached at a new URL: every run of the journal now names it."""
         with self._write() as conn:
             conn.execute(update(runs).values(endpoint=endpoint))
+            if self._pg:
+                conn.execute(text("UPDATE journalsync.jobs SET endpoint = :e WHERE name = :n"),
+                             {"e": endpoint, "n": self.path.job})
+
+    def bind_job(self, source: str, dest: str, endpoint: str | None) -> None:
+        """PostgreSQL: record in journalsync.jobs which (source, destination, endpoint)
+        this job syncs, so `status` finds it by them. Called once binding_conflict() let
+        the run in: a job is bound by its runs, in both dialects alike (a run that failed
+        before its LIST binds nothing), and the row follows the last run let in."""
+        if self._pg:
+            from journalsync.journal import pg
+
+            with self._write() as conn:
+                pg.bind_job(conn, self.path.job, source, dest, endpoint)
 
     def last_real_run(self) -> dict | None:
         """The newest run that was not a dry run."""

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from journalsync.journal.schema import multipart_parts, multipart_uploads
 
@@ -55,7 +54,7 @@ class UploadStore:
                 sha256=rec.sha256, created_at=rec.created_at, state=rec.state))
 
     def record_part(self, upload_id: str, part_number: int, etag: str, size: int) -> None:
-        stmt = sqlite_insert(multipart_parts).values(
+        stmt = self._upsert(multipart_parts).values(
             upload_id=upload_id, part_number=part_number, etag=etag, size=size)
         with self._write() as conn:
             conn.execute(stmt.on_conflict_do_update(

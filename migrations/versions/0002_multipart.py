@@ -6,6 +6,9 @@ Revises: 0001
 from alembic import op
 import sqlalchemy as sa
 
+# BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
+from journalsync.journal.schema import Int, Key
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -16,14 +19,14 @@ def upgrade() -> None:
     op.create_table(
         "multipart_uploads",
         sa.Column("upload_id", sa.Text, primary_key=True),
-        sa.Column("key", sa.Text, nullable=False),
-        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
-        sa.Column("plan_item_id", sa.Integer),
-        sa.Column("part_size", sa.Integer, nullable=False),
-        sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("mtime_ns", sa.Integer, nullable=False),
-        sa.Column("ctime_ns", sa.Integer, nullable=False),
-        sa.Column("inode", sa.Integer, nullable=False),
+        sa.Column("key", Key, nullable=False),
+        sa.Column("run_id", Int, sa.ForeignKey("runs.id"), nullable=False),
+        sa.Column("plan_item_id", Int),
+        sa.Column("part_size", Int, nullable=False),
+        sa.Column("size", Int, nullable=False),
+        sa.Column("mtime_ns", Int, nullable=False),
+        sa.Column("ctime_ns", Int, nullable=False),
+        sa.Column("inode", Int, nullable=False),
         sa.Column("sha256", sa.Text, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("state", sa.Text, nullable=False),
@@ -33,9 +36,9 @@ def upgrade() -> None:
         "multipart_parts",
         sa.Column("upload_id", sa.Text, sa.ForeignKey("multipart_uploads.upload_id"),
                   nullable=False),
-        sa.Column("part_number", sa.Integer, nullable=False),
+        sa.Column("part_number", Int, nullable=False),
         sa.Column("etag", sa.Text, nullable=False),
-        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("size", Int, nullable=False),
         sa.PrimaryKeyConstraint("upload_id", "part_number"),
     )
 

@@ -6,6 +6,9 @@ Revises: 0002
 from alembic import op
 import sqlalchemy as sa
 
+# BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
+from journalsync.journal.schema import Int
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -15,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("planned_at", sa.Float))
-        batch.add_column(sa.Column("resumed", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("resumed", Int, nullable=False, server_default="0"))
     op.create_index("ix_multipart_uploads_key", "multipart_uploads", ["key", "state"])
 
 

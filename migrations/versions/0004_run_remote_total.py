@@ -7,6 +7,9 @@ Revises: 0003
 from alembic import op
 import sqlalchemy as sa
 
+# BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
+from journalsync.journal.schema import Int
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -15,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("remote_total", sa.Integer))
+        batch.add_column(sa.Column("remote_total", Int))
 
 
 def downgrade() -> None:

@@ -8,6 +8,9 @@ Revises: 0008
 from alembic import op
 import sqlalchemy as sa
 
+# BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
+from journalsync.journal.schema import Int, Key
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -25,24 +28,24 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("remote_objects") as batch:
-        batch.add_column(sa.Column("listed_run", sa.Integer))
+        batch.add_column(sa.Column("listed_run", Int))
     with op.batch_alter_table("files") as batch:
-        batch.add_column(sa.Column("seen_run", sa.Integer))
+        batch.add_column(sa.Column("seen_run", Int))
     op.create_table(
         "remote_stage",
-        sa.Column("key", sa.Text, primary_key=True),
-        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("key", Key, primary_key=True),
+        sa.Column("size", Int, nullable=False),
         sa.Column("etag", sa.Text, nullable=False),
         sa.Column("last_modified", sa.Float),
     )
     op.create_table(
         "scan_stage",
-        sa.Column("key", sa.Text, primary_key=True),
-        sa.Column("path", sa.Text, nullable=False),
-        sa.Column("size", sa.Integer),
-        sa.Column("mtime_ns", sa.Integer),
-        sa.Column("ctime_ns", sa.Integer),
-        sa.Column("inode", sa.Integer),
+        sa.Column("key", Key, primary_key=True),
+        sa.Column("path", Key, nullable=False),
+        sa.Column("size", Int),
+        sa.Column("mtime_ns", Int),
+        sa.Column("ctime_ns", Int),
+        sa.Column("inode", Int),
         sa.Column("sha256", sa.Text),
         sa.Column("error", sa.Text),
         sa.Column("md5", sa.Text),

@@ -7,6 +7,9 @@ Revises: 0009
 from alembic import op
 import sqlalchemy as sa
 
+# BIGINT on PostgreSQL (a chunk of one huge file, a worker's bytes); exactly Integer on SQLite
+from journalsync.journal.schema import Int
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -17,12 +20,12 @@ def upgrade() -> None:
     op.create_table(
         "chunks",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("run_id", sa.Integer, nullable=False),
+        sa.Column("run_id", Int, nullable=False),
         sa.Column("state", sa.Text, nullable=False),
-        sa.Column("files", sa.Integer, nullable=False),
-        sa.Column("bytes", sa.Integer, nullable=False),
-        sa.Column("owner", sa.Integer),
-        sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("files", Int, nullable=False),
+        sa.Column("bytes", Int, nullable=False),
+        sa.Column("owner", Int),
+        sa.Column("epoch", Int, nullable=False, server_default="0"),
         sa.Column("lease_until", sa.Float),
         sa.Column("claimed_at", sa.Float),
         sa.Column("done_at", sa.Float),
@@ -31,18 +34,18 @@ def upgrade() -> None:
     op.create_table(
         "workers",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("run_id", sa.Integer, nullable=False),
+        sa.Column("run_id", Int, nullable=False),
         sa.Column("host", sa.Text, nullable=False),
-        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("pid", Int, nullable=False),
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("heartbeat_at", sa.Float),
-        sa.Column("chunks_done", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("bytes_done", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("chunks_done", Int, nullable=False, server_default="0"),
+        sa.Column("bytes_done", Int, nullable=False, server_default="0"),
         sa.Column("state", sa.Text, nullable=False),
     )
     op.create_index("ix_workers_run", "workers", ["run_id"])
     with op.batch_alter_table("plan_items") as batch:
-        batch.add_column(sa.Column("chunk_id", sa.Integer))
+        batch.add_column(sa.Column("chunk_id", Int))
     op.create_index("ix_plan_items_chunk", "plan_items", ["chunk_id"])
 
 

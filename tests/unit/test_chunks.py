@@ -1,14 +1,15 @@
-"""Chunks, claims, leases and epoch fencing on a real SQLite journal (journal/chunks.py).
+"""Chunks, claims, leases and epoch fencing on real journals (journal/chunks.py), SQLite
+and PostgreSQL (`journal_at`: where the claims are FOR UPDATE SKIP LOCKED).
 
-Two Journal objects on one file are two connections, as two processes would hold."""
+Two Journal objects on one journal are two connections, as two processes would hold."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
 import pytest
+from sqlalchemy import text
 
 from journalsync.chunkwork import Held, Heartbeat, Tally
 from journalsync.journal import Journal
@@ -25,13 +26,20 @@ def _planned(journal: Journal, sizes: list[int], deletes: int = 0) -> int:
     return run_id
 
 
-def _chunk_rows(path) -> dict[int, list[tuple[int, int]]]:
+def _sql(journal: Journal, sql: str, **params) -> list[tuple]:
+    """Rows of `sql` read (or written) on a connection of the journal's own, as a test's
+    look from outside the code under test."""
+    with journal._engine.begin() as db:
+        result = db.execute(text(sql), params)
+        return [tuple(r) for r in result] if result.returns_rows else []
+
+
+def _chunk_rows(journal: Journal) -> dict[int, list[tuple[int, int]]]:
     """{chunk id: [(plan item id, size)]} of the upload rows."""
     found: dict[int, list[tuple[int, int]]] = {}
-    with sqlite3.connect(path) as db:
-        for chunk_id, item_id, size in db.execute(
-                "SELECT chunk_id, id, size FROM plan_items WHERE action = 'upload' ORDER BY id"):
-            found.setdefault(chunk_id, []).append((item_id, size))
+    for chunk_id, item_id, size in _sql(
+            journal, "SELECT chunk_id, id, size FROM plan_items WHERE action = 'upload' ORDER BY id"):
+        found.setdefault(chunk_id, []).append((item_id, size))
     return found
 
 
@@ -39,19 +47,17 @@ def _ok(item_id: int, key: str) -> TransferResult:
     return TransferResult(item_id, key, True, size=1, etag="e", sha256="s" * 64)
 
 
-def test_chunking_respects_both_limits_in_plan_order(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_chunking_respects_both_limits_in_plan_order(journal_at):
+    path = journal_at
     sizes = [10, 10, 10, 10, 60, 50, 500, 1, 1, 1, 1, 1]
     with Journal(path) as journal:
         run_id = _planned(journal, sizes, deletes=3)
         assert journal.make_chunks(run_id, max_files=3, max_bytes=100) == 6
-        groups = _chunk_rows(path)
+        groups = _chunk_rows(journal)
         assert None not in groups  # every upload row has its chunk
-        with sqlite3.connect(path) as db:
-            assert db.execute("SELECT count(*) FROM plan_items WHERE action = 'delete' "
-                              "AND chunk_id IS NOT NULL").fetchone()[0] == 0
-            stored = dict(((c, (f, b)) for c, f, b in
-                           db.execute("SELECT id, files, bytes FROM chunks")))
+        assert _sql(journal, "SELECT count(*) FROM plan_items WHERE action = 'delete' "
+                             "AND chunk_id IS NOT NULL") == [(0,)]
+        stored = {c: (f, b) for c, f, b in _sql(journal, "SELECT id, files, bytes FROM chunks")}
         assert [[s for _, s in rows] for _, rows in sorted(groups.items())] == [
             [10, 10, 10], [10, 60], [50], [500], [1, 1, 1], [1, 1]]
         for chunk_id, rows in groups.items():
@@ -63,8 +69,8 @@ def test_chunking_respects_both_limits_in_plan_order(tmp_path):
         assert journal.chunk_counts(run_id) == {"pending": 6, "claimed": 0, "done": 0}
 
 
-def test_two_claimers_get_distinct_chunks(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_two_claimers_get_distinct_chunks(journal_at):
+    path = journal_at
     with Journal(path) as journal:
         run_id = _planned(journal, [1] * 40)
         journal.make_chunks(run_id, 2, 1 << 30)  # 20 chunks
@@ -83,13 +89,13 @@ def test_two_claimers_get_distinct_chunks(tmp_path):
     ids = [c for c, _ in got["a"] + got["b"]]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 20
     assert all(epoch == 1 for _, epoch in got["a"] + got["b"])
-    with sqlite3.connect(path) as db:
-        owners = dict(db.execute("SELECT id, owner FROM chunks"))
+    with Journal(path) as journal:
+        owners = dict(_sql(journal, "SELECT id, owner FROM chunks"))
     assert {owners[c] for c, _ in got["a"]} <= {1} and {owners[c] for c, _ in got["b"]} <= {2}
 
 
-def test_expired_lease_is_reclaimed_with_the_next_epoch(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_expired_lease_is_reclaimed_with_the_next_epoch(journal_at):
+    path = journal_at
     with Journal(path) as a, Journal(path) as b:
         run_id = _planned(a, [1])
         a.make_chunks(run_id, 10, 100)
@@ -103,8 +109,8 @@ def test_expired_lease_is_reclaimed_with_the_next_epoch(tmp_path):
         assert b.renew_lease(chunk, 2, 30)
 
 
-def test_stale_completion_is_rejected_and_nothing_of_it_recorded(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_stale_completion_is_rejected_and_nothing_of_it_recorded(journal_at):
+    path = journal_at
     with Journal(path) as a, Journal(path) as b:
         run_id = _planned(a, [1, 1])
         a.make_chunks(run_id, 10, 100)
@@ -114,24 +120,20 @@ def test_stale_completion_is_rejected_and_nothing_of_it_recorded(tmp_path):
         _, new = b.claim_chunk(run_id, owner=2, lease=30)
         # The old holder comes back late with a finished batch: refused whole.
         assert a.record_chunk_results(chunk, old, [_ok(i.id, i.key) for i in items], 30) == "lost"
-        with sqlite3.connect(path) as db:
-            assert db.execute("SELECT count(*) FROM plan_items WHERE status = 'done'"
-                              ).fetchone()[0] == 0
-            assert db.execute("SELECT count(*) FROM remote_objects").fetchone()[0] == 0
-            assert db.execute("SELECT state, owner, epoch FROM chunks").fetchone() == (
-                "claimed", 2, 2)
+        assert _sql(a, "SELECT count(*) FROM plan_items WHERE status = 'done'") == [(0,)]
+        assert _sql(a, "SELECT count(*) FROM remote_objects") == [(0,)]
+        assert _sql(a, "SELECT state, owner, epoch FROM chunks") == [("claimed", 2, 2)]
         # The new owner's results count, and the last of them closes the chunk.
         first, second = b.chunk_items(chunk)
         assert b.record_chunk_results(chunk, new, [_ok(first.id, first.key)], 30) == "open"
         assert [i.id for i in b.chunk_items(chunk)] == [second.id]  # done rows not resent
         assert b.record_chunk_results(chunk, new, [_ok(second.id, second.key)], 30) == "done"
         assert b.chunk_counts(run_id) == {"pending": 0, "claimed": 0, "done": 1}
-        with sqlite3.connect(path) as db:
-            assert db.execute("SELECT count(*) FROM remote_objects").fetchone()[0] == 2
+        assert _sql(b, "SELECT count(*) FROM remote_objects") == [(2,)]
 
 
-def test_heartbeat_of_a_lost_chunk_reports_the_loss(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_heartbeat_of_a_lost_chunk_reports_the_loss(journal_at):
+    path = journal_at
     with Journal(path) as a, Journal(path) as b:
         run_id = _planned(a, [1, 1])
         a.make_chunks(run_id, 1, 100)  # two chunks
@@ -149,30 +151,29 @@ def test_heartbeat_of_a_lost_chunk_reports_the_loss(tmp_path):
         assert (row["chunks_done"], row["bytes_done"], row["state"]) == (1, 5, "working")
 
 
-def test_resumed_run_keeps_its_chunks(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_resumed_run_keeps_its_chunks(journal_at):
+    path = journal_at
     with Journal(path) as journal:
         run_id = _planned(journal, [1, 1, 1, 1])
         journal.make_chunks(run_id, 2, 100)
         chunk, epoch = journal.claim_chunk(run_id, 1, 30)
         items = journal.chunk_items(chunk)
         journal.record_chunk_results(chunk, epoch, [_ok(items[0].id, items[0].key)], 30)
-        before = _chunk_rows(path)
+        before = _chunk_rows(journal)
         # As a killed run leaves it: the other chunk's rows are done, its state is not.
         other = next(c for c in before if c != chunk)
-        with sqlite3.connect(path) as db:
-            db.execute("UPDATE plan_items SET status = 'done' WHERE chunk_id = ?", (other,))
+        _sql(journal, "UPDATE plan_items SET status = 'done' WHERE chunk_id = :c", c=other)
         journal.add_plan_items(run_id, [{"key": "new", "action": "upload", "reason": "new",
                                          "size": 1, "sha256": None}])
         assert journal.make_chunks(run_id, 2, 100) == 1  # only the new row
-        after = _chunk_rows(path)
+        after = _chunk_rows(journal)
         assert {c: r for c, r in after.items() if c in before} == before
         assert journal.chunk_counts(run_id) == {"pending": 1, "claimed": 1, "done": 1}
 
 
 @pytest.mark.parametrize("files,limit", [(0, 1)])
-def test_empty_plan_makes_no_chunk(tmp_path, files, limit):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def test_empty_plan_makes_no_chunk(journal_at, files, limit):
+    with Journal(journal_at) as journal:
         run_id = _planned(journal, [1] * files, deletes=2)
         assert journal.make_chunks(run_id, limit, 100) == 0
         assert journal.claim_chunk(run_id, 1, 30) is None

@@ -1,4 +1,4 @@
-"""The journal's bounded history on real SQLite files: the last N runs stay, older runs go
+"""The journal's bounded history on real SQLite files (and in PostgreSQL: journal_at): the last N runs stay, older runs go
 with their plan rows and scan errors, and nothing a later run still needs is pruned (the
 running run, the run --resume would continue, an active multipart upload and its parts)."""
 
@@ -28,6 +28,14 @@ def nightly(journal: Journal, n_items: int = 3, dry_run: bool = False, state: st
 
 
 def rows(path, sql: str) -> list[tuple]:
+    """What the journal at `path` holds, read on a connection of the test's own."""
+    from journalsync.journal.location import PgLocation
+
+    if isinstance(path, PgLocation):
+        import psycopg
+
+        with psycopg.connect(path.libpq_url, options=f"-c search_path={path.job}") as db:
+            return [tuple(r) for r in db.execute(sql).fetchall()]
     with sqlite3.connect(path) as db:
         return db.execute(sql).fetchall()
 
@@ -45,8 +53,8 @@ def upload(journal: Journal, run: int, uid: str, state: str = "active", parts: i
         journal.record_part(uid, n, f"etag{n}", 5)
 
 
-def test_history_is_bounded_to_keep_runs(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_history_is_bounded_to_keep_runs(journal_at):
+    path = journal_at
     with Journal(path) as journal:
         runs = [nightly(journal, dry_run=i % 4 == 3, keep=5) for i in range(12)]
     kept = runs[-5:]
@@ -56,8 +64,8 @@ def test_history_is_bounded_to_keep_runs(tmp_path):
     assert [r for (r,) in rows(path, "SELECT run_id FROM file_errors ORDER BY run_id")] == kept
 
 
-def test_active_upload_survives_pruning_until_it_ends(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_active_upload_survives_pruning_until_it_ends(journal_at):
+    path = journal_at
     with Journal(path) as journal:
         first = nightly(journal)
         upload(journal, first, "active-1")
@@ -80,8 +88,8 @@ def test_active_upload_survives_pruning_until_it_ends(tmp_path):
     assert rows(path, "SELECT * FROM multipart_parts") == []
 
 
-def test_resumable_run_is_kept_behind_dry_runs(tmp_path):
-    path = tmp_path / "j.sqlite"
+def test_resumable_run_is_kept_behind_dry_runs(journal_at):
+    path = journal_at
     with Journal(path) as journal:
         nightly(journal)
         stopped = nightly(journal, state="interrupted")

@@ -1,4 +1,4 @@
-"""The journal on real SQLite files: migrations, schema, WAL, batched scan folding."""
+"""The journal on real SQLite files (and, where it is the same code, in PostgreSQL:\njournal_at): migrations, schema, WAL, batched scan folding."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_old_revision_journal_upgrades_keeping_its_rows(tmp_path):
     assert {"multipart_uploads", "multipart_parts"} <= tables
 
 
-def test_commit_scan_keeps_unreadable_and_drops_gone(tmp_path):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def test_commit_scan_keeps_unreadable_and_drops_gone(journal_at):
+    with Journal(journal_at) as journal:
         def row(key, size=1, error=None, sha=None):
             return {"key": key, "path": key, "size": size, "mtime_ns": 1, "ctime_ns": 1,
                     "inode": 1, "sha256": sha, "error": error}
@@ -72,8 +72,8 @@ def test_commit_scan_keeps_unreadable_and_drops_gone(tmp_path):
         assert [r.key for r in journal.iter_extras()] == ["gone"]  # only "gone" is an extra
 
 
-def test_listing_keeps_hash_only_while_size_and_etag_match(tmp_path):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def test_listing_keeps_hash_only_while_size_and_etag_match(journal_at):
+    with Journal(journal_at) as journal:
         def listing(run, rows):
             journal.begin_listing()
             journal.stage_remote([(k, s, e, 0.0)
@@ -89,3 +89,21 @@ def test_listing_keeps_hash_only_while_size_and_etag_match(tmp_path):
         journal.commit_scan(2)
         remote = {local.key: r.sha256 for local, r in journal.iter_plan_inputs()}
         assert remote == {"a": "ha", "b": None, "c": None}
+
+
+def test_two_names_of_one_key_are_both_refused(journal_at):
+    """Two local names that normalise to one key mark the key, whether they arrive in one
+    staging batch or in two (PostgreSQL stages a batch in one statement: pg.py)."""
+    def row(key, path):
+        return {"key": key, "path": path, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "inode": 1,
+                "sha256": None, "error": None}
+
+    with Journal(journal_at) as journal:
+        journal.begin_scan()
+        journal.stage_files([row("café", "cafe\u0301"), row("café", "caf\u00e9"), row("a", "a")])
+        journal.stage_files([row("b", "b")])
+        journal.stage_files([row("b", "b2"), row("c", "c")])
+        assert [key for key, _ in journal.staged_collisions()] == ["b", "café"]
+        with journal._read() as conn:
+            paths = dict(conn.exec_driver_sql("SELECT key, path FROM scan_stage").all())
+        assert paths == {"café": "cafe\u0301", "a": "a", "b": "b", "c": "c"}  # the first name's row

@@ -22,7 +22,10 @@ def cfg(**kw) -> Config:
 
 
 def seed(journal: Journal, local: dict, remote: dict) -> None:
-    """local: key -> (size, sha256); remote: key -> (size, sha256 or None)."""
+    """local: key -> (size, sha256); remote: key -> (size, sha256 or None). Runs 1 to 7
+    are made first: PostgreSQL holds plan rows to their run's foreign key."""
+    for n in range(1, 8):
+        assert journal.start_run("/src", "s3://b/p", None, False) == n
     journal.begin_scan()
     journal.stage_files([{"key": k, "path": k, "size": s, "mtime_ns": 1, "ctime_ns": 1,
                           "inode": i, "sha256": h, "error": None}
@@ -42,8 +45,8 @@ REMOTE = {"same": (3, A), "bigger": (1, A), "nohash": (6, None), "changed": (7, 
 
 
 @pytest.fixture
-def journal(tmp_path):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def journal(journal_at):
+    with Journal(journal_at) as journal:
         seed(journal, LOCAL, REMOTE)
         yield journal
 
@@ -85,9 +88,9 @@ def test_no_config_means_no_delete_and_no_filter(journal):
     assert (summary.extra, summary.deletes, summary.skipped) == (4, 0, 1)
 
 
-def test_more_rows_than_a_batch_are_all_stored(tmp_path):
+def test_more_rows_than_a_batch_are_all_stored(journal_at):
     keys = [f"f{i:04d}" for i in range(BATCH * 2 + 3)]
-    with Journal(tmp_path / "j.sqlite") as journal:
+    with Journal(journal_at) as journal:
         seed(journal, {k: (1, A) for k in keys}, {"x": (1, A)})
         summary = build_plan(journal, 1, cfg(delete=True, max_delete_percent=100))
         planned = list(journal.iter_plan(1))
