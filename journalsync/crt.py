@@ -34,6 +34,15 @@ timeout: a multiple of the smoothed time the last PUTs took (`Deadline`), never 
 few seconds, doubled each time one runs out (a store that became slow is not cancelled
 forever). A stuck one is cancelled and tried again on a new connection; its body is small,
 so little is sent twice.
+
+A part gets the same kind of deadline, scaled by its size (`PartDeadline`): FACTOR times
+the smoothed time per MiB of the last parts, at least 5 s, instead of 90 s + the part at
+64 KiB/s (over 3 minutes for an 8 MiB part) that a part on a dead connection waited. A
+deadline on the part's silence (no byte sent for N s) would have been better: it does not
+grow with the part's size. But there is no signal of a part's progress on the wire: the
+CRT reads a DEFAULT request's whole body into its own buffer at once (one read of the
+part's size) and reports no upload progress (its on_progress never fires for one); both
+measured with awscrt 0.38.1.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from urllib.parse import quote, unquote_plus, urlsplit
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from journalsync.config import MiB
 from journalsync.integrity import BodyCheck
 
 log = logging.getLogger(__name__)
@@ -119,6 +129,26 @@ class Deadline:
         return max(self.FLOOR, self.FACTOR * self.smoothed) + size / 65536
 
 
+class PartDeadline(Deadline):
+    """How long a part may take before it counts as stuck: FACTOR times the smoothed time
+    the last parts took per MiB, times its size, at least FLOOR s; doubled each time one
+    runs out (Deadline's rules). None until a part of at least a MiB has finished (a tiny
+    last part's time is its latency, not the link's rate): the caller's own timeout serves
+    until then."""
+
+    FLOOR = 5.0
+    FACTOR = 4.0
+
+    def observe_part(self, size: int, seconds: float) -> None:
+        if size >= MiB:
+            self.observe(seconds * MiB / size)
+
+    def part_seconds(self, size: int) -> float | None:
+        if self.smoothed is None:
+            return None
+        return max(self.FLOOR, self.FACTOR * self.smoothed * size / MiB)
+
+
 class CrtS3:
     """Sends PutObject and ListObjectsV2 requests through one awscrt S3Client shared by every
     thread. Thread-safe: each call builds its own request and waits on its own future."""
@@ -134,6 +164,7 @@ class CrtS3:
         self._bucket_path = parts.path.rstrip("/") or "/"
         self._timeout = timeout
         self.put_deadline = Deadline()
+        self.part_deadline = PartDeadline()
         self._s3 = s3
         tls = s3.S3RequestTlsMode.ENABLED if parts.scheme == "https" else s3.S3RequestTlsMode.DISABLED
 
@@ -213,8 +244,18 @@ class CrtS3:
         path = self._path_prefix + quote(key, safe="/~") + "?" + query
         size = len(data) if length is None else length
         headers = [("Content-Length", str(size)), check.header]
-        response_headers, _ = self._send("PUT", path, headers, data, "UploadPart",
-                                         self._timeout + size / 65536)
+        # The whole exchange's deadline: a base, plus the body at 64 KiB/s (minutes for a
+        # large part); once parts have been answered, a multiple of how long they take.
+        limit = self._timeout + size / 65536
+        deadline = self.part_deadline.part_seconds(size)
+        started = time.monotonic()
+        try:
+            response_headers, _ = self._send("PUT", path, headers, data, "UploadPart",
+                                             min(deadline or limit, limit))
+        except TimeoutError:
+            self.part_deadline.expired()
+            raise
+        self.part_deadline.observe_part(size, time.monotonic() - started)
         return next((v for k, v in response_headers if k.lower() == "etag"), "")
 
     def list_page(self, prefix: str, token: str | None, delimiter: str | None = None) -> ListPage:
@@ -267,6 +308,12 @@ class CrtS3:
                                      self._origin) from None
         except TimeoutError:
             meta.cancel()
+            try:  # let the CRT let go of the body (a part's reads the file) before a retry
+                meta.finished_future.exception(timeout=5)
+            except Exception:  # noqa: BLE001 - cancelled either way
+                pass
+            log.info("%s got no response in %.1fs: cancelled, to be tried again on a new "
+                     "connection", operation, timeout)
             raise TimeoutError(f"{operation} got no response in {timeout:.1f}s") from None
         return got["headers"], b"".join(got["body"])
 

@@ -1,0 +1,55 @@
+"""A part whose connection goes silent (a dead or black-holed connection): on the CRT path
+the part waited its whole exchange deadline, 90 s + the body at 64 KiB/s (over 3 minutes
+for an 8 MiB part). With the part deadline (crt.PartDeadline: a multiple of the time the
+parts before it took per MiB, at least 5 s) it is cancelled and sent again on a new
+connection, and the run ends well inside this test's own timeout, itself below the old
+deadline: with the deadline switched off, the run does not end in time.
+
+Two silences: in the middle of the body, and after the whole body, with no answer. The
+silent part is the fourth, so parts before it have set the deadline."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+
+import pytest
+
+from journalsync.config import MiB
+from tests.faults.test_multipart_crash import incomplete, object_sha
+from tests.support.proxy import Fault, RecordingProxy
+
+pytestmark = pytest.mark.slow
+
+SILENCE = 600.0  # the proxy holds the stalled connection this long, or until it closes
+RUN_TIMEOUT = 120  # the test's own bound on the run: below the old part deadline (218 s)
+
+
+@pytest.mark.parametrize("stall_at", [0.5, 1.0], ids=["mid-body", "no-answer"])
+def test_a_silent_part_is_cancelled_and_sent_again(sync, s3, s3client, stall_at):
+    data = random.Random(51).randbytes(32 * MiB)  # four parts of 8 MiB
+    sync.write("big.bin", data)
+    stalled, lock = [], threading.Lock()
+
+    def hook(req):
+        if req.operation != "UploadPart" or req.query["partNumber"] != ["4"]:
+            return None
+        with lock:
+            if stalled:
+                return None
+            stalled.append(req)
+        return Fault(status=0, stall=SILENCE, stall_at=stall_at)
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.cli(*sync.run_args("--multipart-threshold", "8MiB", "--part-size", "8MiB",
+                                         "--workers", "1", "-v"), timeout=RUN_TIMEOUT)
+    assert result.code == 0, result.err[-3000:]
+    assert len(stalled) == 1
+    fourth = [r for r in proxy.requests
+              if r.operation == "UploadPart" and r.query["partNumber"] == ["4"]]
+    assert len(fourth) == 2  # the silent one, then one on a new connection
+    assert "UploadPart got no response in" in result.err
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(data).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
