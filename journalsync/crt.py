@@ -36,8 +36,9 @@ forever). A stuck one is cancelled and tried again on a new connection; its body
 so little is sent twice.
 
 A part gets the same kind of deadline, scaled by its size (`PartDeadline`): FACTOR times
-the smoothed time per MiB of the last parts, at least 5 s, instead of 90 s + the part at
-64 KiB/s (over 3 minutes for an 8 MiB part) that a part on a dead connection waited. A
+the smoothed time per MiB of the last parts, at least 5 s. A part on a silent connection
+used to wait for the CRT's throughput check (AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE,
+about 30 s; measured) under a deadline of 90 s + the part at 64 KiB/s. A
 deadline on the part's silence (no byte sent for N s) would have been better: it does not
 grow with the part's size. But there is no signal of a part's progress on the wire: the
 CRT reads a DEFAULT request's whole body into its own buffer at once (one read of the
