@@ -42,10 +42,18 @@ FAILURE, about 30 s; measured) under a deadline of 90 s + the part at 64 KiB/s.
 Its clock runs only while the link answers other requests (`_live_clock`): on the flaky
 bench (20 s outages), a deadline on wall time cancelled the parts in flight in each
 outage, though their connections would have resumed, so their bytes were sent again (wire
-1.17x the payload in one run, 1.00-1.07x without it). Now an outage stops a part's
-clock, and a part left behind on a
-dead connection while others are answered is cancelled and tried again on a new one. A
-dead part with nothing else in flight is left to the CRT's throughput check.
+1.17x the payload in one run, 1.00-1.07x without it), and a part whose clock also ran
+through the outage's first seconds was cancelled soon after the link's return, while its
+connection was resuming. Now an outage stops a part's clock and the link's return restarts
+it, and a part left behind on a dead connection while others are answered is cancelled and
+tried again on a new one. A dead part with nothing else in flight is left to the CRT's
+throughput check.
+
+Beware rclone serve s3: when an UploadPart's connection dies mid-request (a cancelled try's
+body still reaches it after the link's return), it seems to drop the upload's staged file
+("Removing partially written file on error: context canceled"), and the Complete then gets
+InvalidPart (the file fails this run, the next sends it again). Seen in 1 of 3 bench runs
+with this deadline, in 0 of 3 without.
 
 A deadline on a part's silence (no byte sent for N s) would have been better still: it
 does not grow with the part's size. But nothing tells a part's progress on the wire: the
@@ -179,6 +187,7 @@ class CrtS3:
         self.put_deadline = Deadline()
         self.part_deadline = PartDeadline()
         self._answered_at = 0.0  # time.monotonic() of the last answer to any request
+        self._back_at = 0.0  # and of the first after LIVE s without one (an outage's end)
         self._s3 = s3
         tls = s3.S3RequestTlsMode.ENABLED if parts.scheme == "https" else s3.S3RequestTlsMode.DISABLED
 
@@ -278,21 +287,32 @@ class CrtS3:
 
     def _live_clock(self, deadline: float):
         """A `stuck` test for _send: True once the request has waited `deadline` s plus LIVE
-        s of the time during which the link answered other requests. An outage stops its
-        clock (after LIVE s), so a part is not cancelled and sent again for an outage its
-        connection rides out; a part left behind on a dead connection once the link is
-        back is."""
+        s of the time during which the link answered other requests, counted from its
+        start or from the link's last return after an outage, whichever is later. An outage
+        stops its clock (after LIVE s) and the link's return starts it afresh, so a part is
+        not cancelled and sent again for an outage its connection rides out; a part left
+        behind on a dead connection once the link is back is."""
         live, last = 0.0, time.monotonic()
+        since = last
 
         def stuck() -> bool:
-            nonlocal live, last
+            nonlocal live, last, since
             now = time.monotonic()
+            if self._back_at > since:  # the link is back after an outage: a fresh start
+                since, live = self._back_at, 0.0
             if now - self._answered_at < self.LIVE:
                 live += now - last
             last = now
             return live > deadline + self.LIVE
 
         return stuck
+
+    def _answered(self) -> None:
+        """An answer came: the link works (and came back, after LIVE s without one)."""
+        now = time.monotonic()
+        if now - self._answered_at >= self.LIVE:
+            self._back_at = now
+        self._answered_at = now
 
     def list_page(self, prefix: str, token: str | None, delimiter: str | None = None) -> ListPage:
         """One ListObjectsV2 page of up to 1,000 keys under `prefix`: rows of (key, size,
@@ -336,7 +356,7 @@ class CrtS3:
         try:
             self._wait(meta.finished_future, timeout, stuck)
         except s3.S3ResponseError as exc:
-            self._answered_at = time.monotonic()
+            self._answered()
             raise client_error(exc.status_code, exc.headers or [], exc.body, operation) from None
         except AwsCrtError as exc:
             if exc.name.startswith("AWS_AUTH_"):
@@ -360,7 +380,7 @@ class CrtS3:
                 pass
             log.info("%s: cancelled, to be tried again on a new connection", exc)
             raise TimeoutError(f"{operation} {exc}") from None
-        self._answered_at = time.monotonic()
+        self._answered()
         return got["headers"], b"".join(got["body"])
 
     def _wait(self, future, timeout: float, stuck) -> None:
