@@ -47,13 +47,14 @@ through the outage's first seconds was cancelled soon after the link's return, w
 connection was resuming. Now an outage stops a part's clock and the link's return restarts
 it, and a part left behind on a dead connection while others are answered is cancelled and
 tried again on a new one. A dead part with nothing else in flight is left to the CRT's
-throughput check.
+throughput check (seen at a run's end on the bench, when only one file's parts were left);
+a cheap request to learn whether the link answers would let the clock run there too.
 
 Beware rclone serve s3: when an UploadPart's connection dies mid-request (a cancelled try's
 body still reaches it after the link's return), it seems to drop the upload's staged file
 ("Removing partially written file on error: context canceled"), and the Complete then gets
-InvalidPart (the file fails this run, the next sends it again). Seen in 1 of 3 bench runs
-with this deadline, in 0 of 3 without.
+InvalidPart (the file fails this run, the next sends it again). Seen in 2 of 6 bench runs
+with the earlier forms of this deadline, in none of 5 with this one or of 3 without.
 
 A deadline on a part's silence (no byte sent for N s) would have been better still: it
 does not grow with the part's size. But nothing tells a part's progress on the wire: the
