@@ -253,7 +253,11 @@ class ClientFactory:
     def parts_crt(self):
         """The CRT client for multipart parts, or None when botocore should send them: with
         --bwlimit (the CRT reads bodies at its own pace), and where botocore's connections
-        ride out a dropped link (link_options) and the CRT's cannot."""
+        ride out a dropped link (link_options) and the CRT's cannot. The CRT's part deadline
+        (crt.PartDeadline) does not change that: it ends a part on a dead connection in
+        seconds, but sends the part again from its start, where a botocore connection with
+        the 1 s retransmission cap resumes within a second of the link's return and sends
+        nothing twice."""
         if self.bandwidth is not None or self.link_options:
             return None
         return self.crt()
