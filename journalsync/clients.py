@@ -55,15 +55,18 @@ class Preset:
     addressing_style: str  # path works everywhere without wildcard DNS
     checksums: str  # when_supported (boto3 >= 1.36's CRC default) or when_required
     batch_delete: bool  # DeleteObjects exists
+    # The body check the store verifies (integrity.py): crc64nvme where it is known to
+    # check x-amz-checksum-crc64nvme, else md5 (Content-MD5, which every store checks).
+    body_check: str = "md5"
     # R2 needs every part but the last the same size: our multipart driver always does that.
 
 
 PRESETS = {
-    "aws": Preset("aws", "auto", "when_supported", True),
+    "aws": Preset("aws", "auto", "when_supported", True, "crc64nvme"),
     # Several S3-compatible stores reject the CRC checksums boto3 >= 1.36 sends by default;
     # we send Content-MD5 ourselves, so ask for checksums only where an API requires one.
-    "minio": Preset("minio", "path", "when_required", True),
-    "r2": Preset("r2", "path", "when_required", True),
+    "minio": Preset("minio", "path", "when_required", True, "crc64nvme"),
+    "r2": Preset("r2", "path", "when_required", True, "crc64nvme"),
     "gcs": Preset("gcs", "path", "when_required", False),
     "other": Preset("other", "path", "when_required", True),
 }
@@ -156,6 +159,9 @@ class ClientFactory:
                                   cfg.retry_timeout)
         self.retry = RetryPolicy(cfg.retry_attempts, cfg.retry_timeout, self.backoff, self.reach)
         self.bandwidth = RateLimiter(cfg.bwlimit) if cfg.bwlimit else None
+        # md5 | crc64nvme: what every body carries (integrity.py); --checksum overrides
+        # the preset (for a store known to check CRCs behind an endpoint of its own).
+        self.body_check = self.preset.body_check if cfg.checksum == "auto" else cfg.checksum
         self._cfg = cfg
         self._pool_size = pool_size
         self._crt = None
@@ -247,7 +253,11 @@ class ClientFactory:
     def parts_crt(self):
         """The CRT client for multipart parts, or None when botocore should send them: with
         --bwlimit (the CRT reads bodies at its own pace), and where botocore's connections
-        ride out a dropped link (link_options) and the CRT's cannot."""
+        ride out a dropped link (link_options) and the CRT's cannot. The CRT's part deadline
+        (crt.PartDeadline) does not change that: it ends a part on a dead connection in
+        seconds, but sends the part again from its start, where a botocore connection with
+        the 1 s retransmission cap resumes within a second of the link's return and sends
+        nothing twice."""
         if self.bandwidth is not None or self.link_options:
             return None
         return self.crt()

@@ -105,6 +105,7 @@ class Config:
     force: bool = False
     allow_empty_source: bool = False
     provider: str = "auto"  # auto | aws | minio | r2 | gcs | other
+    checksum: str = "auto"  # auto (the provider's) | md5 | crc64nvme: see integrity.py
     bwlimit: float | None = None  # bytes per second across all workers
     manifest_max_age: float | None = None  # trust a LIST this recent instead of listing
     includes: tuple[str, ...] = ()  # see filters.py for the precedence
@@ -153,6 +154,8 @@ class Config:
             raise UsageError("--sse-kms-key-id needs --sse aws:kms")
         if self.provider not in ("auto", "aws", "minio", "r2", "gcs", "other"):
             raise UsageError(f"--provider must be auto, aws, minio, r2, gcs or other, not {self.provider!r}")
+        if self.checksum not in ("auto", "md5", "crc64nvme"):
+            raise UsageError(f"--checksum must be auto, md5 or crc64nvme, not {self.checksum!r}")
         if self.bwlimit is not None and self.bwlimit <= 0:
             raise UsageError("--bwlimit must be positive")
         if self.endpoint_url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?",

@@ -8,7 +8,7 @@ own event-loop threads; a request built here costs about 0.3 ms of Python. Measu
 2,080/s.
 
 What stays ours: we build every request ourselves (the same headers as botocore's PutObject:
-Content-MD5, Content-Type, Cache-Control, our `sha256`/`mtime` metadata, storage class, SSE),
+Content-MD5 or x-amz-checksum-crc64nvme (integrity.py), Content-Type, Cache-Control, our `sha256`/`mtime` metadata, storage class, SSE),
 use the DEFAULT request type (one HTTP request, no CRT multipart, which hides UploadIds), and
 switch the CRT's retries off: tenacity (retry.py) stays the only retry layer. CRT errors are
 turned into botocore's ClientError, so retry.py classifies them exactly as before. The URL's
@@ -22,7 +22,7 @@ CPU-bound in Python (botocore took 1.0 s per 10,000 keys even with a cheap times
 The parts of our own multipart uploads go the same way (we create, list, complete and abort
 the uploads with botocore, so the UploadIds stay ours and journaled). Besides botocore's
 per-request CPU this saves, over plain HTTP, a SHA-256 pass over every part: botocore signs
-the payload when there is no TLS, the CRT sends UNSIGNED-PAYLOAD with our Content-MD5.
+the payload when there is no TLS, the CRT sends UNSIGNED-PAYLOAD with our Content-MD5 or CRC.
 
 HEAD, DELETE and the multipart bookkeeping stay on botocore clients.
 
@@ -34,6 +34,33 @@ timeout: a multiple of the smoothed time the last PUTs took (`Deadline`), never 
 few seconds, doubled each time one runs out (a store that became slow is not cancelled
 forever). A stuck one is cancelled and tried again on a new connection; its body is small,
 so little is sent twice.
+
+A part gets the same kind of deadline, scaled by its size (`PartDeadline`): FACTOR times
+the smoothed time per MiB of the last parts, at least 5 s. Before, a part on a silent
+connection waited for the CRT's own throughput check (AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_
+FAILURE, about 30 s; measured) under a deadline of 90 s + the part at 64 KiB/s.
+Its clock runs only while the link answers other requests (`_live_clock`): on the flaky
+bench (20 s outages), a deadline on wall time cancelled the parts in flight in each
+outage, though their connections would have resumed, so their bytes were sent again (wire
+1.17x the payload in one run, 1.00-1.07x without it), and a part whose clock also ran
+through the outage's first seconds was cancelled soon after the link's return, while its
+connection was resuming. Now an outage stops a part's clock and the link's return restarts
+it, and a part left behind on a dead connection while others are answered is cancelled and
+tried again on a new one. A dead part with nothing else in flight is left to the CRT's
+throughput check (seen at a run's end on the bench, when only one file's parts were left);
+a cheap request to learn whether the link answers would let the clock run there too.
+
+Beware rclone serve s3: when an UploadPart's connection dies mid-request (a cancelled try's
+body still reaches it after the link's return), it seems to drop the upload's staged file
+("Removing partially written file on error: context canceled"), and the Complete then gets
+InvalidPart (the file fails this run, the next sends it again). Seen in 2 of 6 bench runs
+with the earlier forms of this deadline, in none of 5 with this one or of 3 without.
+
+A deadline on a part's silence (no byte sent for N s) would have been better still: it
+does not grow with the part's size. But nothing tells a part's progress on the wire: the
+CRT reads a DEFAULT request's whole body into its own buffer at once (one read of the
+part's size) and reports no upload progress (on_progress never fires for one); both
+measured with awscrt 0.38.1.
 """
 
 from __future__ import annotations
@@ -50,6 +77,9 @@ from typing import NamedTuple
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from botocore.exceptions import ClientError, NoCredentialsError
+
+from journalsync.config import MiB
+from journalsync.integrity import BodyCheck
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +147,30 @@ class Deadline:
         return max(self.FLOOR, self.FACTOR * self.smoothed) + size / 65536
 
 
+class PartDeadline(Deadline):
+    """How long a part may take before it counts as stuck: FACTOR times the smoothed time
+    the last parts took per MiB, times its size, at least FLOOR s; doubled each time one
+    runs out (Deadline's rules). None until a part of at least a MiB has finished (a tiny
+    last part's time is its latency, not the link's rate): the caller's own timeout serves
+    until then."""
+
+    FLOOR = 5.0
+    FACTOR = 4.0
+
+    def observe_part(self, size: int, seconds: float) -> None:
+        if size >= MiB:
+            self.observe(seconds * MiB / size)
+
+    def part_seconds(self, size: int) -> float | None:
+        if self.smoothed is None:
+            return None
+        return max(self.FLOOR, self.FACTOR * self.smoothed * size / MiB)
+
+
+class StuckError(Exception):
+    """A request waited past its deadline while the link answered others (CrtS3._wait)."""
+
+
 class CrtS3:
     """Sends PutObject and ListObjectsV2 requests through one awscrt S3Client shared by every
     thread. Thread-safe: each call builds its own request and waits on its own future."""
@@ -132,6 +186,9 @@ class CrtS3:
         self._bucket_path = parts.path.rstrip("/") or "/"
         self._timeout = timeout
         self.put_deadline = Deadline()
+        self.part_deadline = PartDeadline()
+        self._answered_at = 0.0  # time.monotonic() of the last answer to any request
+        self._back_at = 0.0  # and of the first after LIVE s without one (an outage's end)
         self._s3 = s3
         tls = s3.S3RequestTlsMode.ENABLED if parts.scheme == "https" else s3.S3RequestTlsMode.DISABLED
 
@@ -176,10 +233,11 @@ class CrtS3:
     def supports(args: dict) -> bool:
         return all(name in _HEADERS or name in ("Bucket", "Key", "Metadata") for name in args)
 
-    def put(self, args: dict, data: bytes, content_md5: str) -> str:
-        """PUT `data` under args["Key"] and return the ETag (unquoted). Raises ClientError
-        for an error response, CrtConnectionError or TimeoutError when there was none."""
-        headers = [("Content-Length", str(len(data))), ("Content-MD5", content_md5)]
+    def put(self, args: dict, data: bytes, check: BodyCheck) -> str:
+        """PUT `data` under args["Key"] with its checksum (integrity.py) and return the ETag
+        (unquoted). Raises ClientError for an error response, CrtConnectionError or
+        TimeoutError when there was none."""
+        headers = [("Content-Length", str(len(data))), check.header]
         for name, header in _HEADERS.items():
             if args.get(name):
                 headers.append((header, args[name]))
@@ -202,17 +260,60 @@ class CrtS3:
         return etag.strip('"')
 
     def upload_part(self, key: str, upload_id: str, number: int, data,
-                    content_md5: str, length: int | None = None) -> str:
+                    check: BodyCheck, length: int | None = None) -> str:
         """UploadPart of our own multipart upload; returns the part's ETag as sent (quoted).
-        `data` is bytes, or a stream of `length` bytes the CRT reads as it sends
-        (prehash.PartStream: the part is never held in memory)."""
+        `data` is bytes, or a stream of `length` bytes the CRT reads (prehash.PartStream:
+        no copy of ours; the CRT reads it whole into its own buffer as the request starts)."""
         query = f"partNumber={number}&uploadId={quote(upload_id, safe='-_.~')}"
         path = self._path_prefix + quote(key, safe="/~") + "?" + query
         size = len(data) if length is None else length
-        headers = [("Content-Length", str(size)), ("Content-MD5", content_md5)]
-        response_headers, _ = self._send("PUT", path, headers, data, "UploadPart",
-                                         self._timeout + size / 65536)
+        headers = [("Content-Length", str(size)), check.header]
+        # The whole exchange's deadline: a base, plus the body at 64 KiB/s (minutes for a
+        # large part); once parts have been answered, a multiple of how long they take,
+        # counted only while the link answers others (see the module docstring).
+        deadline = self.part_deadline.part_seconds(size)
+        started = time.monotonic()
+        try:
+            response_headers, _ = self._send("PUT", path, headers, data, "UploadPart",
+                                             self._timeout + size / 65536,
+                                             self._live_clock(deadline) if deadline else None)
+        except TimeoutError:
+            self.part_deadline.expired()
+            raise
+        self.part_deadline.observe_part(size, time.monotonic() - started)
         return next((v for k, v in response_headers if k.lower() == "etag"), "")
+
+    LIVE = 5.0  # the link counts as up while some request was answered this recently
+    TICK = 0.25
+
+    def _live_clock(self, deadline: float):
+        """A `stuck` test for _send: True once the request has waited `deadline` s plus LIVE
+        s of the time during which the link answered other requests, counted from its
+        start or from the link's last return after an outage, whichever is later. An outage
+        stops its clock (after LIVE s) and the link's return starts it afresh, so a part is
+        not cancelled and sent again for an outage its connection rides out; a part left
+        behind on a dead connection once the link is back is."""
+        live, last = 0.0, time.monotonic()
+        since = last
+
+        def stuck() -> bool:
+            nonlocal live, last, since
+            now = time.monotonic()
+            if self._back_at > since:  # the link is back after an outage: a fresh start
+                since, live = self._back_at, 0.0
+            if now - self._answered_at < self.LIVE:
+                live += now - last
+            last = now
+            return live > deadline + self.LIVE
+
+        return stuck
+
+    def _answered(self) -> None:
+        """An answer came: the link works (and came back, after LIVE s without one)."""
+        now = time.monotonic()
+        if now - self._answered_at >= self.LIVE:
+            self._back_at = now
+        self._answered_at = now
 
     def list_page(self, prefix: str, token: str | None, delimiter: str | None = None) -> ListPage:
         """One ListObjectsV2 page of up to 1,000 keys under `prefix`: rows of (key, size,
@@ -232,7 +333,9 @@ class CrtS3:
         return page
 
     def _send(self, method: str, path: str, headers: list, data: bytes, operation: str,
-              timeout: float) -> tuple[list, bytes]:
+              timeout: float, stuck=None) -> tuple[list, bytes]:
+        """One exchange. Raises TimeoutError after `timeout` s, or once `stuck()` (asked
+        every TICK s) says so; either way the request is cancelled first."""
         from awscrt.exceptions import AwsCrtError
         from awscrt.http import HttpHeaders, HttpRequest
 
@@ -252,8 +355,9 @@ class CrtS3:
                                          request=request, on_headers=on_headers,
                                          on_body=on_body if method == "GET" else None)
         try:
-            meta.finished_future.result(timeout=timeout)
+            self._wait(meta.finished_future, timeout, stuck)
         except s3.S3ResponseError as exc:
+            self._answered()
             raise client_error(exc.status_code, exc.headers or [], exc.body, operation) from None
         except AwsCrtError as exc:
             if exc.name.startswith("AWS_AUTH_"):
@@ -264,8 +368,38 @@ class CrtS3:
                                      self._origin) from None
         except TimeoutError:
             meta.cancel()
+            try:  # let the CRT let go of the body (a part's reads the file) before a retry
+                meta.finished_future.exception(timeout=5)
+            except Exception:  # noqa: BLE001 - cancelled either way
+                pass
             raise TimeoutError(f"{operation} got no response in {timeout:.1f}s") from None
+        except StuckError as exc:
+            meta.cancel()
+            try:  # let the CRT let go of the body (a part's reads the file) before a retry
+                meta.finished_future.exception(timeout=5)
+            except Exception:  # noqa: BLE001 - cancelled either way
+                pass
+            log.info("%s: cancelled, to be tried again on a new connection", exc)
+            raise TimeoutError(f"{operation} {exc}") from None
+        self._answered()
         return got["headers"], b"".join(got["body"])
+
+    def _wait(self, future, timeout: float, stuck) -> None:
+        if stuck is None:
+            future.result(timeout=timeout)
+            return
+        started = time.monotonic()
+        while True:
+            left = timeout - (time.monotonic() - started)
+            try:
+                future.result(timeout=max(0.0, min(self.TICK, left)))
+                return
+            except TimeoutError:
+                if left <= self.TICK:
+                    raise
+                if stuck():
+                    raise StuckError(f"got no answer in {time.monotonic() - started:.1f}s "
+                                     "while the link answered other requests") from None
 
 
 def _trusting(ca_file: str | None):

@@ -5,6 +5,7 @@
     endpoint = "https://acc.r2.cloudflarestorage.com"   # optional
     profile = "publisher"                               # optional
     provider = "r2"                                     # optional
+    checksum = "crc64nvme"              # optional: auto (the provider's), md5 or crc64nvme
     workers = 16
     include = ["**"]
     exclude = ["*.tmp", "node_modules/**"]
@@ -40,13 +41,13 @@ from typing import Any
 
 from journalsync.errors import UsageError
 
-_TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "workers",
+_TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
         "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
         "resume_max_age", "keep_runs", "adopt_metadata", "job"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
-_STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider",
+_STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum",
             "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
             "journal", "resume_max_age", "job"}
 

@@ -7,7 +7,9 @@ crashed upload could be neither resumed nor cleaned up. Here:
    scan did not read the file (lazy hashing), a pre-hash: prehash.py, one large file at a
    time), then commit the UploadId, the part size and the file's identity (size, mtime_ns,
    ctime_ns, inode, sha256) to the journal before the first part is sent.
-2. Parts are sent concurrently with Content-MD5; each finished part (number, ETag, size) is
+2. Parts are sent concurrently with Content-MD5, or with their CRC64-NVME where the store
+   checks that (integrity.py: the upload is then created with ChecksumAlgorithm CRC64NVME
+   and the Complete lists each part's CRC); each finished part (number, ETag, size) is
    journaled. Pre-hashed parts are streamed by the CRT from the file and their CRC checked
    against the pre-hash's; otherwise parts are read in order and hashed as they are read.
 3. Complete only if the bytes read are the bytes of the metadata's SHA-256 and the file did
@@ -15,13 +17,13 @@ crashed upload could be neither resumed nor cleaned up. Here:
 
 Resume: an active journaled upload for the same key whose file identity is unchanged is
 continued. ListParts says what the server holds; a held part is reused when its size fits
-and its ETag is the one we journaled or the MD5 of our bytes; only the rest is sent. The
+and its ETag is the one we journaled or the MD5 of our bytes (when we have it: a pre-hash
+for a store that checks CRCs has no MD5); only the rest is sent. The
 whole file is still read (locally) so the final hash check covers every byte.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import math
@@ -35,12 +37,12 @@ from botocore.exceptions import ClientError
 from journalsync.clients import ClientFactory
 from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
+from journalsync.integrity import MD5, BodyCheck, check_for, create_args, of_crc, of_md5
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
 from journalsync.prehash import HashSlots, PartStream, PreHash, prehash
 from journalsync.objectmeta import (
     file_identity,
-    md5_b64,
     metadata_sha256,
     object_args,
     read_identity,
@@ -151,7 +153,8 @@ class MultipartDriver:
         with self.hash_slots:
             if self.stop.is_set():
                 raise Interrupted("stopped before its upload began")
-            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size))
+            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size),
+                          md5s=self.clients.body_check == MD5)
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
             raise FileChanged("kept changing while it was hashed; the next run retries it")
         fh.seek(0)
@@ -194,7 +197,8 @@ class MultipartDriver:
 
     def _create(self, item: PlanItem, st: os.stat_result, sha: str) -> UploadRecord:
         client = self.clients.get()
-        args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
+        args = {**object_args(self.cfg, item.key, sha, st.st_mtime_ns),
+                **create_args(self.clients.body_check)}
         tries = Attempts()  # not the file's attempts: those count its data requests
         upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
         rec = UploadRecord(upload_id, item.key, self.run_id,
@@ -275,9 +279,12 @@ class MultipartDriver:
                     break
                 if crt is not None:
                     length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
-                    md5 = pre.part_md5s[number - 1]
-                    if self._reusable(held.get(number), journaled.get(number), length, md5.hex()):
-                        reused.append(self._reuse(rec, number, held[number][0], journaled, length))
+                    # Without the part's MD5 (the store checks CRCs), only the ETag we
+                    # journaled when the store took the part proves a held part is ours.
+                    md5 = pre.part_md5s[number - 1].hex() if pre.part_md5s else None
+                    if self._reusable(held.get(number), journaled.get(number), length, md5):
+                        reused.append(self._reuse(rec, number, held[number][0], journaled, length,
+                                                  self._pre_check(pre, number)))
                         continue
                     self.part_slots.acquire()
                     part_tries.append(Attempts())
@@ -296,7 +303,8 @@ class MultipartDriver:
                 if self._reusable(held.get(number), journaled.get(number), len(data),
                                   lambda: hashlib.md5(data).hexdigest()):
                     self.part_slots.release()
-                    reused.append(self._reuse(rec, number, held[number][0], journaled, len(data)))
+                    reused.append(self._reuse(rec, number, held[number][0], journaled, len(data),
+                                              check_for(self.clients.body_check, data)))
                     continue
                 part_tries.append(Attempts())
                 future = self.part_pool.submit(self._send_part, rec, number, data, part_tries[-1])
@@ -311,8 +319,11 @@ class MultipartDriver:
         if stopped:
             raise Interrupted("stopped before every part was sent; --resume continues")
         parts = sorted(reused + sent)
-        return ([{"PartNumber": n, "ETag": etag} for n, etag, _ in parts],
-                sum(b for _, _, b in parts), hasher.hexdigest() if pre is None else pre.sha256)
+        # With CRCs, the Complete names each part's too: the store compares them with the
+        # parts it holds (and AWS requires them of an upload created with CRC64NVME).
+        return ([{"PartNumber": n, "ETag": etag, **check.completed_part}
+                 for n, etag, _, check in parts],
+                sum(b for _, _, b, _ in parts), hasher.hexdigest() if pre is None else pre.sha256)
 
     def _read_part(self, fh, size: int) -> bytes:
         """Take a part slot, then read one part into it; a read error gives the slot back."""
@@ -327,31 +338,42 @@ class MultipartDriver:
     def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, size: int,
                   md5_hex) -> bool:
         """A part the server holds is ours when its size fits and its ETag is the one we
-        journaled or the MD5 of our bytes (`md5_hex`: the hex, or a function giving it)."""
+        journaled or the MD5 of our bytes (`md5_hex`: the hex, a function giving it, or
+        None when it is not known: then only the journaled ETag counts)."""
         if held is None or held[1] != size:
             return False
         etag = held[0]
-        return etag == journaled_etag or etag.strip('"') == (md5_hex() if callable(md5_hex) else md5_hex)
+        if etag == journaled_etag:
+            return True
+        if callable(md5_hex):
+            md5_hex = md5_hex()
+        return md5_hex is not None and etag.strip('"') == md5_hex
 
     def _reuse(self, rec: UploadRecord, number: int, etag: str, journaled: dict,
-               size: int) -> tuple[int, str, int]:
+               size: int, check: BodyCheck) -> tuple[int, str, int, BodyCheck]:
         if number not in journaled:
             self.journal.record_part(rec.upload_id, number, etag, size)
-        return number, etag, 0
+        return number, etag, 0, check
+
+    def _pre_check(self, pre: PreHash, number: int) -> BodyCheck:
+        """Part `number`'s check from the pre-hash: its MD5, or its CRC where CRCs are checked."""
+        if self.clients.body_check == MD5:
+            return of_md5(pre.part_md5s[number - 1])
+        return of_crc(pre.part_crcs[number - 1])
 
     def _stream_part(self, crt, rec: UploadRecord, number: int, fd: int, length: int,
-                     pre: PreHash, counter: Attempts) -> tuple[int, str, int]:
+                     pre: PreHash, counter: Attempts) -> tuple[int, str, int, BodyCheck]:
         """Send one part read by the CRT from `fd` (every try reads the file again), then
         check that what it read is the part pre-hashed."""
         key = self.cfg.dest.object_key(rec.key)
-        md5 = base64.b64encode(pre.part_md5s[number - 1]).decode("ascii")
+        check = self._pre_check(pre, number)
         changed = FileChanged("changed during upload; the upload was aborted and the next run "
                               "retries it")
 
         def send() -> str:
             stream = PartStream(fd, (number - 1) * rec.part_size, length)
             try:
-                etag = crt.upload_part(key, rec.upload_id, number, stream, md5, length)
+                etag = crt.upload_part(key, rec.upload_id, number, stream, check, length)
             except Exception:
                 if stream.count == length and not stream.sent_as_hashed(pre, number):
                     raise changed from None  # a BadDigest, say: our bytes were not the hashed
@@ -360,25 +382,26 @@ class MultipartDriver:
                 raise changed
             return etag
 
-        return self._sent(rec, number, length, send, counter)
+        return self._sent(rec, number, length, send, counter, check)
 
     def _send_part(self, rec: UploadRecord, number: int, data: bytes,
-                   counter: Attempts) -> tuple[int, str, int]:
-        md5 = md5_b64(data)
+                   counter: Attempts) -> tuple[int, str, int, BodyCheck]:
+        check = check_for(self.clients.body_check, data)
         key = self.cfg.dest.object_key(rec.key)
         crt = self.clients.parts_crt()
         if crt is not None:
-            send = lambda: crt.upload_part(key, rec.upload_id, number, data, md5)  # noqa: E731
+            send = lambda: crt.upload_part(key, rec.upload_id, number, data, check)  # noqa: E731
         else:
             client = self.clients.get()
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
-                Body=self.clients.body(data), ContentMD5=md5)["ETag"]
-        return self._sent(rec, number, len(data), send, counter)
+                Body=self.clients.body(data), **check.boto_args)["ETag"]
+        return self._sent(rec, number, len(data), send, counter, check)
 
-    def _sent(self, rec: UploadRecord, number: int, size: int, send,
-              counter: Attempts) -> tuple[int, str, int]:
-        """Run `send` (retried), journal the part, and return (number, ETag, bytes sent)."""
+    def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,
+              check: BodyCheck) -> tuple[int, str, int, BodyCheck]:
+        """Run `send` (retried), journal the part, and return (number, ETag, bytes sent,
+        the part's check for the Complete)."""
         try:
             etag = self._call(send, counter)
         except ClientError as exc:
@@ -386,7 +409,7 @@ class MultipartDriver:
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
         self.journal.record_part(rec.upload_id, number, etag, size)
-        return number, etag, size * counter.count
+        return number, etag, size * counter.count, check
 
     def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict]) -> str:
         """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a

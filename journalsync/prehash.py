@@ -1,16 +1,21 @@
 """The read before a multipart upload: the file's SHA-256 (it must be in the upload's
-metadata before the first part) and each part's MD5 and CRC64-NVME, in one pass.
+metadata before the first part) and each part's CRC64-NVME, and its MD5 where the store
+checks only Content-MD5 (integrity.py), in one pass. MD5 is most of this read's CPU
+(about 1 s per 544 MB against SHA-256's ~0.5 s; the CRC is nearly free), and this read is
+on the way to a large file's first byte: where the store checks CRC64-NVME, there is none.
 
 Then the parts are sent without being held in memory: the CRT reads each one from the file
 as it sends it (PartStream, os.preadv into the CRT's buffer; from the page cache when the
-file is not huge), with the pre-hash's MD5 as Content-MD5, and CRCs what it read. What is
+file is not huge), with the pre-hash's MD5 as Content-MD5 or its CRC64-NVME as
+x-amz-checksum-crc64nvme, and CRCs what it read. What is
 sent must be the bytes that were hashed; two checks say so, neither a second SHA-256 pass:
   - the part's CRC64-NVME as sent equals the pre-hash's (awscrt runs it at several GB/s;
     a part that differs and keeps its 64-bit CRC needs an accidental collision, 2^-64,
     while the file's size, mtime, ctime and inode stayed the same: the upload checks those);
-  - a store that checks Content-MD5 (AWS, MinIO, rclone serve s3, SeaweedFS; not moto)
-    refuses a part whose bytes differ from those the pre-hash read.
-So per byte: one read from the disk, SHA-256 + MD5 + CRC64 in the pre-hash, CRC64 as sent.
+  - the store checks the part's Content-MD5 (AWS, MinIO, rclone serve s3, SeaweedFS; not
+    moto) or its CRC64-NVME (AWS, MinIO, R2, SeaweedFS) and refuses a part whose bytes
+    differ from those the pre-hash read.
+So per byte: one read from the disk, SHA-256 + CRC64 (+ MD5) in the pre-hash, CRC64 as sent.
 
 Only one large file is pre-hashed at a time (`HashSlots`): the first file's parts are on
 the wire after one file's read, not after every worker's file has been read at once, and
@@ -35,7 +40,7 @@ class PreHash:
     sha256: str
     part_size: int
     part_crcs: tuple[int, ...]  # CRC64-NVME of each part of `part_size`, in order
-    part_md5s: tuple[bytes, ...]  # and its MD5 (Content-MD5: the store checks it)
+    part_md5s: tuple[bytes, ...]  # and its MD5 (Content-MD5), or () where CRCs are checked
     started_ns: int  # time.time_ns() before the read: the hash's time for the racy rule
 
     def crc_matches(self, number: int, data) -> bool:
@@ -43,31 +48,35 @@ class PreHash:
         return 0 < number <= len(self.part_crcs) and crc64nvme(data) == self.part_crcs[number - 1]
 
 
-def prehash(fh, part_size: int) -> PreHash:
+def prehash(fh, part_size: int, md5s: bool = True) -> PreHash:
     """Read `fh` from where it stands to its end once: SHA-256, and each part's CRC64-NVME
-    and MD5."""
+    and, with `md5s` (the store checks Content-MD5, not CRCs: integrity.py), its MD5."""
     started = time.time_ns()
     sha = hashlib.sha256()
     crcs: list[int] = []
-    md5s: list[bytes] = []
-    crc, md5, left = 0, hashlib.md5(), part_size
+    digests: list[bytes] = []
+    crc, md5, left = 0, hashlib.md5() if md5s else None, part_size
     buf = bytearray(READ_CHUNK)
     view = memoryview(buf)
     while n := fh.readinto(buf):
         chunk = view[:n]
         sha.update(chunk)
         while len(chunk) >= left:
-            md5.update(chunk[:left])
             crcs.append(crc64nvme(chunk[:left], crc))
-            md5s.append(md5.digest())
-            chunk, crc, md5, left = chunk[left:], 0, hashlib.md5(), part_size
+            if md5 is not None:
+                md5.update(chunk[:left])
+                digests.append(md5.digest())
+                md5 = hashlib.md5()
+            chunk, crc, left = chunk[left:], 0, part_size
         if len(chunk):
-            md5.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
             crc, left = crc64nvme(chunk, crc), left - len(chunk)
     if left != part_size or not crcs:
         crcs.append(crc)  # the last, short part (or the one part of an empty file)
-        md5s.append(md5.digest())
-    return PreHash(sha.hexdigest(), part_size, tuple(crcs), tuple(md5s), started)
+        if md5 is not None:
+            digests.append(md5.digest())
+    return PreHash(sha.hexdigest(), part_size, tuple(crcs), tuple(digests), started)
 
 
 class PartStream:

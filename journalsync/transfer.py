@@ -5,7 +5,7 @@ never hands it out (so a crashed upload can be neither resumed nor cleaned up by
 does not return the ETag we need to trust our cached manifest, it cannot prove that the
 bytes it streamed are the bytes whose SHA-256 we put in the metadata, and it starts a
 thread pool per call, which is slow for many small files. So a small file is read once,
-hashed, and sent with Content-MD5 in one PutObject, retried with the same bytes, through
+hashed, and sent with Content-MD5 (or the CRC64-NVME a store checks: integrity.py) in one PutObject, retried with the same bytes, through
 awscrt where it is installed (crt.py: about 4x the PUTs per second of botocore); large
 files go through multipart.MultipartDriver.
 """
@@ -25,7 +25,8 @@ from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
-from journalsync.objectmeta import md5_b64, object_args, read_identity
+from journalsync.integrity import check_for
+from journalsync.objectmeta import object_args, read_identity
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
@@ -102,15 +103,15 @@ class Uploader:
         sha = hashlib.sha256(data).hexdigest()
         identity = read_identity(st, os.fstat(fh.fileno()), started)
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
-        md5 = md5_b64(data)
+        check = check_for(self.clients.body_check, data)  # Content-MD5 or CRC64-NVME
         crt = self.clients.crt()
         # --bwlimit paces the body as it is read; the CRT reads on its own threads, unpaced.
         if crt is not None and self.clients.bandwidth is None and crt.supports(args):
-            etag = self.clients.call(lambda: crt.put(args, data, md5), counter)
+            etag = self.clients.call(lambda: crt.put(args, data, check), counter)
         else:
             client = self.clients.get()
             etag = self.clients.call(lambda: client.put_object(
-                Body=self.clients.body(data), ContentMD5=md5, **args), counter)["ETag"].strip('"')
+                Body=self.clients.body(data), **check.boto_args, **args), counter)["ETag"].strip('"')
         return TransferResult(item.id, item.key, True, counter.count,
                               bytes_sent=len(data) * counter.count, size=len(data),
                               etag=etag, sha256=sha, file_identity=identity)

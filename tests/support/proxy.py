@@ -76,6 +76,10 @@ class Fault:
     # with a delay only delays
     rewrite: Callable[[bytes], bytes] | None = None  # with status=0: edit the server's answer
     flip: bool = False  # forward the body with one byte flipped (damage in transit); status=0
+    # A connection that goes silent: read `stall_at` of the body (1.0: all of it), then read
+    # and answer nothing for `stall` s (or until the proxy closes), then drop it.
+    stall: float = 0.0
+    stall_at: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class RecordingProxy:
         self.timeline: list[tuple[float, int]] = []  # (monotonic time, requests in flight)
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends stalled connections when the proxy closes
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -149,6 +154,8 @@ class RecordingProxy:
                     time.sleep(fault.delay)  # the client is still sending the body meanwhile
                 if fault and fault.reset and not fault.after_forward:
                     return self._reset(length)
+                if fault and fault.stall:
+                    return self._stall(length, fault)
                 body = self.rfile.read(length) if length else None
                 if length and len(body or b"") < length:
                     self.close_connection = True
@@ -176,6 +183,12 @@ class RecordingProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _stall(self, length: int, fault: Fault):
+                self.rfile.read(int(length * fault.stall_at))
+                proxy._closing.wait(fault.stall)
+                self.close_connection = True
+                self.connection.close()
 
             def _reset(self, length: int):
                 if length:
@@ -273,5 +286,6 @@ class RecordingProxy:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()

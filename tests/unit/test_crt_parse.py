@@ -2,9 +2,12 @@
 
 from datetime import datetime, timezone
 
+import pytest
+
 from botocore.exceptions import ClientError
 
-from journalsync.crt import Deadline, answered_by_name, client_error, parse_list_page
+from journalsync.config import MiB
+from journalsync.crt import Deadline, PartDeadline, answered_by_name, client_error, parse_list_page
 from journalsync.retry import fatal_reason, is_retryable, is_throttle
 
 AWS_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -101,3 +104,17 @@ def test_a_small_put_deadline_follows_the_answers_and_backs_off_when_it_runs_out
     deadline.expired()
     deadline.expired()
     assert 30 < deadline.seconds(0) <= 32.0
+
+
+def test_a_part_deadline_scales_with_the_size_and_the_time_parts_took_per_mib():
+    """None until a part of at least a MiB has been answered (the caller's long timeout);
+    then 4x the smoothed time per MiB times the part's size, never under 5 s; doubled when
+    one runs out. A tiny last part's time (its latency) is not taken as the link's rate."""
+    deadline = PartDeadline()
+    deadline.observe_part(1000, 0.5)
+    assert deadline.part_seconds(8 * MiB) is None
+    deadline.observe_part(8 * MiB, 0.8)  # 0.1 s per MiB
+    assert deadline.part_seconds(MiB) == 5.0
+    assert deadline.part_seconds(64 * MiB) == pytest.approx(4 * 0.1 * 64)
+    deadline.expired()
+    assert deadline.part_seconds(64 * MiB) == pytest.approx(2 * 4 * 0.1 * 64)

@@ -338,8 +338,8 @@ def test_a_file_that_changes_while_it_is_hashed_fails(world, monkeypatch):
     w = world()
     real = multipart.prehash
 
-    def digest_then_touch(fh, part_size):
-        result = real(fh, part_size)
+    def digest_then_touch(fh, part_size, **kw):
+        result = real(fh, part_size, **kw)
         with open(w.path, "ab") as out:
             out.write(b"+")
         return result

@@ -21,3 +21,14 @@ def test_reusable(held, journaled, data, reusable):
     # Our bytes' MD5 as a function (read parts) or as the pre-hash's hex (streamed parts).
     assert MultipartDriver._reusable(held, journaled, len(data), lambda: md5) is reusable
     assert MultipartDriver._reusable(held, journaled, len(data), md5) is reusable
+
+
+@pytest.mark.parametrize("held, journaled, reusable", [
+    (('"e"', 1), '"e"', True),  # the ETag we journaled when the store took the part
+    ((f'"{hashlib.md5(b"x").hexdigest()}"', 1), None, False),  # no MD5 of ours to match
+    ((f'"{hashlib.md5(b"x").hexdigest()}"', 1), '"f"', False),
+])
+def test_without_our_md5_only_the_journaled_etag_proves_a_held_part(held, journaled, reusable):
+    """A pre-hash for a store that checks CRCs has no MD5 (integrity.py): an ETag that
+    merely looks like an MD5 proves nothing, only the one journaled for our send does."""
+    assert MultipartDriver._reusable(held, journaled, 1, None) is reusable

@@ -55,3 +55,12 @@ def test_a_part_stream_reads_its_range_and_knows_whether_it_was_the_hashed_part(
         again = PartStream(fh.fileno(), PART, PART)
         again.read()
         assert not again.sent_as_hashed(pre, 2)
+
+
+def test_without_md5s_the_prehash_gives_the_same_sha256_and_crcs_and_no_md5(tmp_path):
+    """A store that checks CRC64-NVME (integrity.py): the pre-hash skips MD5, its biggest
+    cost, and everything else is as before."""
+    data = os.urandom(3 * PART + 5)
+    full, lean = prehash(io.BytesIO(data), PART), prehash(io.BytesIO(data), PART, md5s=False)
+    assert (lean.sha256, lean.part_crcs) == (full.sha256, full.part_crcs)
+    assert lean.part_md5s == () and len(full.part_md5s) == 4
