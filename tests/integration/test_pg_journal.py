@@ -136,7 +136,15 @@ def _slow_parts(delay: float):
 def test_two_jobs_in_one_database_keep_to_themselves(sync, s3, pg_url, tmp_path):
     """Two sources, two jobs (default names, from source and destination), one database:
     each job's rows are its own, `status` finds each by SOURCE DEST, and one job's name
-    given to the other source is refused, as a file journal of another job is."""
+    given to the other source is refused, as a file journal of another job is. A database
+    of its own (the session's holds the jobs of the tests before it)."""
+    from tests.support.pg import fresh_database
+
+    with fresh_database() as url:
+        _two_jobs(sync, s3, url, tmp_path)
+
+
+def _two_jobs(sync, s3, pg_url, tmp_path):
     from tests.conftest import Sync
 
     (tmp_path / "other").mkdir()
