@@ -24,6 +24,7 @@ whole file is still read (locally) so the final hash check covers every byte.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import math
@@ -40,7 +41,7 @@ from journalsync.errors import Interrupted
 from journalsync.integrity import MD5, BodyCheck, check_for, create_args, of_crc, of_md5
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
-from journalsync.prehash import HashSlots, PartStream, PreHash, prehash
+from journalsync.prehash import HashSlots, PartStream, PreHash, part_md5, prehash
 from journalsync.objectmeta import (
     file_identity,
     metadata_sha256,
@@ -153,8 +154,10 @@ class MultipartDriver:
         with self.hash_slots:
             if self.stop.is_set():
                 raise Interrupted("stopped before its upload began")
-            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size),
-                          md5s=self.clients.body_check == MD5)
+            # SHA-256 and the parts' CRCs only: where the store checks Content-MD5, each
+            # part's MD5 is taken on its own worker just before it is sent (part_md5), so
+            # the first byte waits for one pass of SHA-256, not of SHA-256 and MD5.
+            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size), md5s=False)
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
             raise FileChanged("kept changing while it was hashed; the next run retries it")
         fh.seek(0)
@@ -281,10 +284,10 @@ class MultipartDriver:
                     length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
                     # Without the part's MD5 (the store checks CRCs), only the ETag we
                     # journaled when the store took the part proves a held part is ours.
-                    md5 = pre.part_md5s[number - 1].hex() if pre.part_md5s else None
+                    md5 = self._md5_of(pre, number, fh.fileno(), rec.part_size, length)
                     if self._reusable(held.get(number), journaled.get(number), length, md5):
                         reused.append(self._reuse(rec, number, held[number][0], journaled, length,
-                                                  self._pre_check(pre, number)))
+                                                  self._reused_check(pre, number)))
                         continue
                     self.part_slots.acquire()
                     part_tries.append(Attempts())
@@ -355,18 +358,49 @@ class MultipartDriver:
             self.journal.record_part(rec.upload_id, number, etag, size)
         return number, etag, 0, check
 
-    def _pre_check(self, pre: PreHash, number: int) -> BodyCheck:
-        """Part `number`'s check from the pre-hash: its MD5, or its CRC where CRCs are checked."""
-        if self.clients.body_check == MD5:
+    def _pre_check(self, pre: PreHash, number: int, fd: int | None = None,
+                   part_size: int = 0, length: int = 0) -> BodyCheck:
+        """Part `number`'s check: its CRC from the pre-hash where CRCs are checked; else its
+        MD5, from the pre-hash if it has them, or read now from `fd` (part_md5). Raises
+        FileChanged when the part read now is not the part pre-hashed."""
+        if self.clients.body_check != MD5:
+            return of_crc(pre.part_crcs[number - 1])
+        if pre.part_md5s:
             return of_md5(pre.part_md5s[number - 1])
-        return of_crc(pre.part_crcs[number - 1])
+        digest = part_md5(fd, (number - 1) * part_size, length, pre.part_crcs[number - 1])
+        if digest is None:
+            raise FileChanged("changed during upload; the upload was aborted and the next run "
+                              "retries it")
+        return of_md5(digest)
+
+    def _md5_of(self, pre: PreHash, number: int, fd: int, part_size: int, length: int):
+        """For _reusable: the part's MD5 hex where the store checks MD5 (a function, read
+        only if a held part needs proving), None where it checks CRCs: then only the ETag
+        we journaled proves a held part ours."""
+        if self.clients.body_check != MD5:
+            return None
+        if pre.part_md5s:
+            return pre.part_md5s[number - 1].hex()
+
+        def digest() -> str:
+            check = self._pre_check(pre, number, fd, part_size, length)
+            return base64.b64decode(check.value).hex()
+
+        return digest
+
+    def _reused_check(self, pre: PreHash, number: int) -> BodyCheck:
+        """What a reused part contributes to the Complete: its CRC where CRCs are checked;
+        with MD5 nothing (the Complete lists no MD5), so none is read for it."""
+        if self.clients.body_check != MD5:
+            return of_crc(pre.part_crcs[number - 1])
+        return BodyCheck(MD5, "")
 
     def _stream_part(self, crt, rec: UploadRecord, number: int, fd: int, length: int,
                      pre: PreHash, counter: Attempts) -> tuple[int, str, int, BodyCheck]:
         """Send one part read by the CRT from `fd` (every try reads the file again), then
         check that what it read is the part pre-hashed."""
         key = self.cfg.dest.object_key(rec.key)
-        check = self._pre_check(pre, number)
+        check = self._pre_check(pre, number, fd, rec.part_size, length)
         changed = FileChanged("changed during upload; the upload was aborted and the next run "
                               "retries it")
 

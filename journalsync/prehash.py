@@ -1,13 +1,15 @@
 """The read before a multipart upload: the file's SHA-256 (it must be in the upload's
-metadata before the first part) and each part's CRC64-NVME, and its MD5 where the store
-checks only Content-MD5 (integrity.py), in one pass. MD5 is most of this read's CPU
-(about 1 s per 544 MB against SHA-256's ~0.5 s; the CRC is nearly free), and this read is
-on the way to a large file's first byte: where the store checks CRC64-NVME, there is none.
+metadata before the first part) and each part's CRC64-NVME, in one pass. Nothing else:
+this read is on the way to a large file's first byte, and MD5 (about 1 CPU-s per 544 MB,
+twice SHA-256's cost with SHA-NI; the CRC is nearly free) would double it. Where the store
+checks only Content-MD5 (integrity.py), each part's MD5 is read on its own worker just
+before the part is sent (`part_md5`, from the page cache as a rule), and checked to be of
+the part pre-hashed by its CRC. Measured on 1 GiB from the page cache: 2.56 CPU-s per GiB
+with MD5 in the pre-hash, 0.93 without. (`prehash(md5s=True)` still gives the MD5s.)
 
-Then the parts are sent without being held in memory: the CRT reads each one from the file
-as it sends it (PartStream, os.preadv into the CRT's buffer; from the page cache when the
-file is not huge), with the pre-hash's MD5 as Content-MD5 or its CRC64-NVME as
-x-amz-checksum-crc64nvme, and CRCs what it read. What is
+Then the parts are sent without being held in memory of ours: the CRT reads each one from
+the file as it sends it (PartStream, os.preadv into the CRT's buffer), with the part's
+Content-MD5 or its CRC64-NVME as x-amz-checksum-crc64nvme, and CRCs what it read. What is
 sent must be the bytes that were hashed; two checks say so, neither a second SHA-256 pass:
   - the part's CRC64-NVME as sent equals the pre-hash's (awscrt runs it at several GB/s;
     a part that differs and keeps its 64-bit CRC needs an accidental collision, 2^-64,
@@ -15,7 +17,8 @@ sent must be the bytes that were hashed; two checks say so, neither a second SHA
   - the store checks the part's Content-MD5 (AWS, MinIO, rclone serve s3, SeaweedFS; not
     moto) or its CRC64-NVME (AWS, MinIO, R2, SeaweedFS) and refuses a part whose bytes
     differ from those the pre-hash read.
-So per byte: one read from the disk, SHA-256 + CRC64 (+ MD5) in the pre-hash, CRC64 as sent.
+So per byte: one read from the disk, SHA-256 + CRC64 in the pre-hash, CRC64 as sent, and
+where the store checks MD5, one more read from the page cache with MD5 + CRC64.
 
 Only one large file is pre-hashed at a time (`HashSlots`): the first file's parts are on
 the wire after one file's read, not after every worker's file has been read at once, and
@@ -77,6 +80,24 @@ def prehash(fh, part_size: int, md5s: bool = True) -> PreHash:
         if md5 is not None:
             digests.append(md5.digest())
     return PreHash(sha.hexdigest(), part_size, tuple(crcs), tuple(digests), started)
+
+
+def part_md5(fd: int, offset: int, length: int, expected_crc: int) -> bytes | None:
+    """The MD5 of a part read now (for Content-MD5, where the store checks nothing else), or
+    None when what was read is not the part pre-hashed (its CRC64-NVME differs, or the file
+    is shorter): the file changed. Read in 1 MiB pieces, from the page cache as a rule (the
+    pre-hash has just read the file), on the part's own worker: the MD5 work is spread over
+    the parts in flight, not done before the first byte as one pass over the whole file."""
+    md5, crc, pos, end = hashlib.md5(), 0, offset, offset + length
+    buf = bytearray(min(READ_CHUNK, max(1, length)))
+    view = memoryview(buf)
+    while pos < end:
+        n = os.preadv(fd, [view[:min(len(buf), end - pos)]], pos)
+        if not n:
+            break
+        md5.update(view[:n])
+        crc, pos = crc64nvme(view[:n], crc), pos + n
+    return md5.digest() if pos == end and crc == expected_crc else None
 
 
 class PartStream:

@@ -64,3 +64,30 @@ def test_without_md5s_the_prehash_gives_the_same_sha256_and_crcs_and_no_md5(tmp_
     full, lean = prehash(io.BytesIO(data), PART), prehash(io.BytesIO(data), PART, md5s=False)
     assert (lean.sha256, lean.part_crcs) == (full.sha256, full.part_crcs)
     assert lean.part_md5s == () and len(full.part_md5s) == 4
+
+
+def test_part_md5_is_the_parts_md5_and_none_once_the_part_changed(tmp_path):
+    """Where the store checks Content-MD5, each part's MD5 is read on its worker just before
+    it is sent (the pre-hash takes only SHA-256 and CRCs): it must be the MD5 of the part
+    pre-hashed, and nothing when the part on disk is no longer that part."""
+    from journalsync.prehash import part_md5
+
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    part = 1024 * 1024 + 7
+    with open(path, "rb") as fh:
+        pre = prehash(fh, part, md5s=False)
+    assert pre.part_md5s == ()
+    with open(path, "r+b") as fh:
+        fd = fh.fileno()
+        for number, crc in enumerate(pre.part_crcs, 1):
+            start = (number - 1) * part
+            piece = data[start:start + part]
+            assert part_md5(fd, start, len(piece), crc) == hashlib.md5(piece).digest()
+        fh.seek(part + 5)
+        fh.write(b"\0" if data[part + 5] else b"\1")  # one byte of part 2
+        fh.flush()
+        assert part_md5(fd, part, part, pre.part_crcs[1]) is None
+        assert part_md5(fd, 0, part, pre.part_crcs[0]) == hashlib.md5(data[:part]).digest()
+        assert part_md5(fd, len(data) - 10, 20, pre.part_crcs[-1]) is None  # past the end
