@@ -360,6 +360,7 @@ def worker(
     ctx: typer.Context,
     config: ConfigOpt = None,
     journal: JournalOpt = None,
+    job: JobOpt = None,
     source: Annotated[Optional[Path], typer.Option("--source", help="Where this host sees the run's source (default: the run's own path).")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option("--endpoint-url", help="Reach the store at this URL (default: the run's endpoint).")] = None,
     region: RegionOpt = None,
@@ -382,16 +383,26 @@ def worker(
     def body() -> int:
         from journalsync.worker import run_worker
 
+        from journalsync.journal.location import is_url, journal_location
+
         p = _with_job_file(ctx, config)
-        path = p["journal"]
-        if path is None and p.get("source") and p.get("dest"):
+        path, named = p["journal"], p.get("job") or job
+        default = None
+        if p.get("source") and p.get("dest"):
             src = Path(p["source"]).expanduser().absolute()
-            dest = Destination.parse(str(p["dest"]))
-            path = default_journal_path(src, dest, _endpoint(p.get("endpoint_url")))
-        if path is None:
-            raise UsageError("give --journal, or a --config job file with source and destination")
-        if not Path(path).exists():  # a worker never creates a journal: a typo'd path
-            raise UsageError(f"no journal at {path}")
+            default = default_journal_path(src, Destination.parse(str(p["dest"])),
+                                           _endpoint(p.get("endpoint_url")))
+        if is_url(path):
+            if named is None and default is None:
+                raise UsageError("with a PostgreSQL --journal, give --job (or a --config job "
+                                 "file with source and destination)")
+            path = journal_location(path, named, default or Path("."))
+        else:
+            path = path or default
+            if path is None:
+                raise UsageError("give --journal, or a --config job file with source and destination")
+            if not Path(path).exists():  # a worker never creates a journal: a typo'd path
+                raise UsageError(f"no journal at {path}")
         base = Config(
             source=Path("."), dest=Destination.parse(str(p["dest"])) if p.get("dest") else None,
             journal_path=path, region=p["region"], profile=p["profile"],

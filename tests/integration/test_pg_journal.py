@@ -193,3 +193,61 @@ def test_a_job_name_that_is_no_schema_name_is_a_usage_error(offline_sync):
     offline_sync.journal = "postgresql://nobody@127.0.0.1:9/nothing"
     result = offline_sync.run("--job", "Not-A-Name")
     assert result.code == 2 and "--job 'Not-A-Name'" in result.err, result.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("s3", ["moto"], indirect=True)
+def test_run_and_a_worker_share_a_jobs_chunks_in_postgresql(sync, s3, pg_url):
+    """`journalsync worker --journal postgresql://… --job NAME` beside the run: both claim
+    chunks of the job's run (FOR UPDATE SKIP LOCKED), every file is PUT once, and the
+    bucket equals the source."""
+    from collections import Counter
+
+    from tests.support.proxy import Fault
+
+    job = f"w_{random.randrange(1 << 30):x}"
+    use_pg(sync, pg_url, job)
+    files = {f"d{i % 3}/f{i:03d}.txt": f"file {i} ".encode() * (i + 1) for i in range(24)}
+    for rel, data in files.items():
+        sync.write(rel, data)
+
+    def owners() -> int:
+        try:
+            return pg_rows(pg_url, job, "SELECT count(DISTINCT owner) FROM chunks "
+                                        "WHERE owner IS NOT NULL")[0][0]
+        except Exception:  # noqa: BLE001 - the schema is not there yet
+            return 0
+
+    both = {"in": False}
+
+    def hold_until_both_claimed(req):  # each process gets a share whatever the load
+        if req.operation != "PutObject":
+            return None
+        deadline = time.monotonic() + 60
+        while not both["in"] and time.monotonic() < deadline:
+            both["in"] = owners() >= 2
+            time.sleep(0.05)
+        return Fault(status=0, delay=0.05)
+
+    with RecordingProxy(s3.port, hook=hold_until_both_claimed) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        runner = sync.start(*sync.run_args("--job", job, "--chunk-files", "4", "--workers", "1"))
+        deadline = time.monotonic() + 60
+        while not owners():
+            assert runner.poll() is None, runner.communicate()
+            assert time.monotonic() < deadline, "the run made no chunk"
+            time.sleep(0.05)
+        worker = sync.start("worker", "--journal", pg_url, "--job", job, "--workers", "2")
+        results = [p.communicate(timeout=120) + (p.returncode,) for p in (runner, worker)]
+    for out, err, code in results:
+        assert code == 0, (out, err)
+    assert results[1][0].startswith("journalsync: worker run=1 chunks="), results[1]
+    prefix = f"/{sync.bucket}/"
+    puts = Counter(r.path[len(prefix):] for r in proxy.requests if r.operation == "PutObject")
+    assert puts == Counter({sync.object_key(rel): 1 for rel in files})
+    done = dict(pg_rows(pg_url, job, "SELECT w.pid, count(c.id) FROM workers w "
+                                     "LEFT JOIN chunks c ON c.owner = w.id GROUP BY w.pid"))
+    assert set(done) == {runner.pid, worker.pid} and all(n >= 1 for n in done.values()), done
+    client = s3.client()
+    for rel, data in files.items():
+        assert client.get_object(Bucket=sync.bucket, Key=sync.object_key(rel))["Body"].read() == data
