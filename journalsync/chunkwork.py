@@ -114,6 +114,9 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
     last_flush = [time.monotonic()]
 
     def items() -> Iterator[tuple[Held, PlanItem]]:
+        # Chunks of this host's dead processes (a killed run this one resumes, a killed
+        # worker) are free now, not at the end of their leases.
+        journal.release_dead_holders(run_id)
         while not stop.is_set():
             claim = journal.claim_chunk(run_id, worker_id, lease)
             if claim is None:

@@ -30,6 +30,18 @@ _PENDING_IN_CHUNK = ("EXISTS (SELECT 1 FROM plan_items p WHERE p.chunk_id = chun
                      " AND p.status = 'pending')")
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (a reused pid reads as alive: then the
+    lease decides, as for a holder on another host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class ChunkFence:
     """What record_results (plans.py) asks, inside its transaction, when it writes a chunk's
     results: `hold` first (is the chunk still ours? if not nothing is written), `close` last
@@ -124,6 +136,24 @@ class ChunkStore:
         with self._write() as conn:
             row = conn.execute(stmt).first()
         return (int(row[0]), int(row[1])) if row else None
+
+    def release_dead_holders(self, run_id: int) -> int:
+        """Give back the chunks held by processes of this host that are gone (a killed run or
+        worker): a lease cannot tell a dead holder from a slow one, but this host can, so a
+        `run --resume` after a SIGKILL claims them at once instead of after the lease (30 s
+        by default; measured: every resume after a kill took that much longer). Fenced by
+        epoch like any write of a chunk; a holder on another host waits for its lease."""
+        host = socket.gethostname()
+        held = select(chunks.c.id, chunks.c.epoch, workers.c.pid).join(
+            workers, workers.c.id == chunks.c.owner).where(
+            chunks.c.run_id == run_id, chunks.c.state == "claimed", workers.c.host == host)
+        with self._read() as conn:
+            rows = conn.execute(held).all()
+        released = 0
+        for chunk_id, epoch, pid in rows:
+            if pid != os.getpid() and not _alive(pid):
+                released += self.release_chunk(chunk_id, epoch)
+        return released
 
     def renew_lease(self, chunk_id: int, epoch: int, lease: float) -> bool:
         """Extend a held chunk's lease. False: the chunk is no longer ours (its epoch moved

@@ -188,3 +188,32 @@ def test_worker_without_an_active_run_says_so_and_exits_0(offline_sync):
     missing = offline_sync.cli("worker", "--journal", str(offline_sync.tmp / "nope.sqlite"))
     assert missing.code == 2 and missing.err.startswith("journalsync: error: no journal at ")
     assert not (offline_sync.tmp / "nope.sqlite").exists()
+
+
+def test_chunks_of_dead_processes_on_this_host_are_free_at_once(journal_at):
+    """A killed run or worker of this host leaves chunks under live leases: the next claimer
+    here frees them at once (a lease cannot tell dead from slow; this host can). A live
+    holder, and a holder on another host, keep theirs until their leases run out."""
+    import subprocess
+    import sys
+
+    with Journal(journal_at) as journal:
+        run_id = _planned(journal, [1, 1, 1])
+        journal.make_chunks(run_id, 1, 100)  # three chunks
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+        live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            holders = {}
+            for name, pid, host in (("dead", int(dead.stdout), None), ("live", live.pid, None),
+                                    ("elsewhere", int(dead.stdout), "another-host")):
+                worker = journal.register_worker(run_id)
+                _sql(journal, "UPDATE workers SET pid = :pid, host = coalesce(:host, host) "
+                              "WHERE id = :w", pid=pid, host=host, w=worker)
+                holders[name] = journal.claim_chunk(run_id, worker, lease=600)
+            assert journal.release_dead_holders(run_id) == 1
+            assert journal.claim_chunk(run_id, owner=99, lease=30) == (holders["dead"][0], 2)
+            assert journal.claim_chunk(run_id, owner=99, lease=30) is None
+        finally:
+            live.kill()
+            live.wait()
