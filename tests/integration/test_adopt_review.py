@@ -131,8 +131,8 @@ def test_a_store_that_refuses_copyobject(sync, s3, s3client):
     assert len(copies) <= 6, "a store that refused one copy was asked for every object"
 
 
-def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync, s3, s3client, monkeypatch,
-                                                                          request):
+def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync, s3, s3client,
+                                                                          monkeypatch):
     """Above 5 GiB --adopt-metadata copies in parts (limit lowered here, as in test_adopt).
     Another writer replaces the object after the last UploadPartCopy and before Complete:
     Complete must not put the old bytes back over the newer object."""
@@ -144,8 +144,10 @@ def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync,
     if s3.name == "rclone":
         pytest.skip("rclone serve s3 has no UploadPartCopy (the copy is refused there)")
     if s3.name == "moto":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="moto ignores If-Match on "
-                                              "CompleteMultipartUpload (AWS and SeaweedFS honour it)"))
+        # Skipped, not xfailed: the expected failure's traceback once crashed pytest's own
+        # report formatting (tb_lineno None on Python 3.11, INTERNALERROR), ending the run.
+        pytest.skip("moto ignores If-Match on CompleteMultipartUpload (AWS and SeaweedFS "
+                    "honour it)")
     data = random.Random(4).randbytes(11 * MiB + 5)
     newer = random.Random(5).randbytes(3000)
     key = sync.object_key("big.bin")
