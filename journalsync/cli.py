@@ -310,9 +310,21 @@ def status(
     endpoint_url: EndpointOpt = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
     failed: Annotated[bool, typer.Option("--failed", help="Only the last run's failed files, with error and attempts.")] = False,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every job of the --journal database (or every journal in the state directory): binding, last run, failures, workers.")] = False,
+    failures: Annotated[int, typer.Option(help="With --all: show each job's first N failures.")] = 0,
+    lease: Annotated[str, typer.Option(help="With --all: the workers' --lease; a working worker unheard of for 3 leases is flagged stale.")] = "30s",
     json_out: JsonOpt = False,
 ) -> None:
     """Show recent runs, the last run's failed files with reasons, and uploads in flight.
+
+    --all shows every job of a PostgreSQL --journal (every journal in the state directory
+    without one) instead: its source, destination and endpoint, its last run, how many
+    failures it had, and the workers of that run (host, pid, chunks, bytes/s, last
+    heartbeat). Read-only: a job at another schema revision is shown with a note, never
+    upgraded. Its --json: journal, lease, jobs (job, journal, source, destination,
+    endpoint, schema, note, problem, last_run, failures, failure_lines, chunks, workers
+    (id, host, pid, state, chunks_done, bytes_done, started_at, heartbeat_at, bytes_per_s,
+    heartbeat_age, stale)).
 
     The journal is found by what is given: --journal, else the journals in the state
     directory matching SOURCE and DEST (either may be left out) and the endpoint if one is
@@ -331,6 +343,10 @@ def status(
         from journalsync.journal.health import journal_errors
         from journalsync.journals import find_journal
 
+        if all_jobs:
+            return _status_all(ctx, config, failures, parse_duration(lease), json_out)
+        if failures:
+            raise UsageError("--failures goes with --all (one job's: status --failed)")
         p = _job_params(ctx, config)
         path = find_journal(_wanted(p), p["journal"], p.get("job")).path
         with journal_errors(path), Journal(path) as j:
@@ -353,6 +369,27 @@ def status(
         return 0
 
     raise typer.Exit(_guard(body))
+
+
+def _status_all(ctx: typer.Context, config: Path | None, failures: int, lease: float,
+                json_out: bool) -> int:
+    """`status --all`: the fleet view (fleet.py) of a database's jobs or the state
+    directory's journals."""
+    from journalsync import fleet
+    from journalsync.journals import all_journals
+
+    if ctx.params.get("source") or ctx.params.get("dest") or ctx.params.get("job"):
+        raise UsageError("--all shows every job: give no SOURCE, DEST or --job with it")
+    if failures < 0:
+        raise UsageError("--failures must be 0 or more")
+    p = _with_job_file(ctx, config)
+    where, infos = all_journals(p["journal"])
+    data = fleet.fleet_data(infos, where, failures, lease)
+    if json_out:
+        print(json.dumps(data, default=str))
+    else:
+        print("\n".join(fleet.render(data)))
+    return 0
 
 
 @app.command()
@@ -422,25 +459,33 @@ def worker(
 
 
 @app.command()
-def journals(json_out: JsonOpt = False) -> None:
-    """List the journals in the state directory: for each, its path, source, destination,
-    endpoint and last run (when, and how it ended). A journal that cannot be read is
-    listed with the reason. Nothing is changed: each is opened read-only, not upgraded.
+def journals(
+    journal: Annotated[Optional[str], typer.Option(
+        "--journal", help="A PostgreSQL database (postgresql://USER@HOST[:PORT]/DB): list its "
+        "jobs instead.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the journals in the state directory (with --journal URL: the jobs of that
+    PostgreSQL database): for each, its path (job), source, destination, endpoint and last
+    run (when, and how it ended). A journal that cannot be read is listed with the reason.
+    Nothing is changed: each is opened read-only, not upgraded.
 
-    --json prints one object: state_dir, journals (path, source, destination, endpoint,
-    last_run (id, started_at, finished_at, state, dry_run) or null, runs, schema, problem,
-    note)."""
+    --json prints one object: state_dir (or journal: the database), journals (path, job,
+    source, destination, endpoint, last_run (id, started_at, finished_at, state, dry_run)
+    or null, runs, schema, problem, note)."""
 
     def body() -> int:
-        from journalsync.journal.catalog import list_journals
-        from journalsync.journals import render_list
+        from journalsync.journals import all_journals, render_list
 
-        found = list_journals(state_dir())
+        if journal is not None and not is_url(journal):
+            raise UsageError("journals --journal takes a PostgreSQL URL (postgresql://...); "
+                             "journal files are listed from the state directory")
+        where, found = all_journals(journal)
         if json_out:
-            print(json.dumps({"state_dir": str(state_dir()),
-                              "journals": [info.as_dict() for info in found]}))
+            key = "journal" if journal else "state_dir"
+            print(json.dumps({key: where, "journals": [info.as_dict() for info in found]}))
         else:
-            print("\n".join(render_list(found)))
+            print("\n".join(render_list(found, where if journal else None)))
         return 0
 
     raise typer.Exit(_guard(body))

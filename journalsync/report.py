@@ -113,21 +113,21 @@ def render_cleanup(rows: list, dest) -> None:
         return
     print(f"incomplete multipart uploads under {dest}:")
     table = [("KEY", "UPLOAD ID", "STARTED", "OURS", "ACTION")] + [
-        (shown(row.key), row.upload_id, _when(row.initiated), "yes" if row.ours else "no",
+        (shown(row.key), row.upload_id, when(row.initiated), "yes" if row.ours else "no",
          row.action) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
 def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
     """Everything `status` shows, as plain data (the --json form)."""
-    recent = [_run_view(row) for row in journal.recent_runs(runs)]
-    _show_dead_runs(journal, recent)
+    recent = [run_view(row) for row in journal.recent_runs(runs)]
+    show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
             "in_flight": [{**asdict(u), "kind": u.kind} for u in journal.active_uploads()],
@@ -142,7 +142,7 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
     return data
 
 
-def _run_view(row: dict) -> dict:
+def run_view(row: dict) -> dict:
     """A runs row as status shows it: skip_reasons an object, elapsed always a number
     once the run ended (runs recorded before the journal kept it: finished - started)."""
     view = dict(row, skip_reasons=json.loads(row.get("skip_reasons") or "{}"))
@@ -153,7 +153,7 @@ def _run_view(row: dict) -> dict:
     return view
 
 
-def _show_dead_runs(journal: Journal, recent: list[dict]) -> None:
+def show_dead_runs(journal: Journal, recent: list[dict]) -> None:
     """A run still marked running while no process holds the run lock was killed: show it
     as interrupted (the next run records it so; status only reads)."""
     from journalsync.lock import run_alive
@@ -180,7 +180,7 @@ def render_status(data: dict, console: Console) -> None:
     for r in data["runs"]:
         secs = f"{r['elapsed']:.2f}" if r["finished_at"] and r["elapsed"] is not None else "-"
         state = r["state"] + (" (dry run)" if r["dry_run"] else "")
-        runs.add_row(str(r["id"]), _when(r["started_at"]), secs, state,
+        runs.add_row(str(r["id"]), when(r["started_at"]), secs, state,
                      *(str(r[c]) for c in SUMMARY_FIELDS))
     console.print(runs)
     if not data["runs"]:
@@ -210,7 +210,7 @@ def _render_workers(data: dict, console: Console) -> None:
                          else "left")
     for w in data.get("workers", []):
         table.add_row(str(w["id"]), w["host"], str(w["pid"]), w["state"], str(w["chunks_done"]),
-                      str(w["bytes_done"]), _when(w["heartbeat_at"]) if w["heartbeat_at"] else "-")
+                      str(w["bytes_done"]), when(w["heartbeat_at"]) if w["heartbeat_at"] else "-")
     console.print(table)
 
 
@@ -245,5 +245,5 @@ def _render_in_flight(data: dict, console: Console) -> None:
         total = max(1, -(-u["size"] // u["part_size"]))
         key = shown(u["key"]) + (" (--adopt-metadata copy)" if u["kind"] == "adopt-copy" else "")
         table.add_row(key, str(u["run_id"]), f"{u['parts_done']}/{total}",
-                      str(u["bytes_done"]), str(u["size"]), _when(u["created_at"]))
+                      str(u["bytes_done"]), str(u["size"]), when(u["created_at"]))
     console.print(table)

@@ -59,18 +59,47 @@ def _set_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _read_only_sqlite(path: Path):
+    """An engine that only reads the journal file: `mode=ro`, no pragmas. A journal closed
+    cleanly (no -wal file) is read `immutable`, which creates no -wal and -shm beside it
+    (catalog.read_info does the same)."""
+    if not path.is_file():
+        from journalsync.errors import JournalError
+
+        raise JournalError(f"no journal at {path}")
+    live = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.absolute().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
+    import sqlite3
+
+    from sqlalchemy.pool import QueuePool
+
+    # A creator, as the URI is SQLite's own (percent-encoded path, mode, immutable); a
+    # QueuePool, as "sqlite://" alone would get the one-connection pool of :memory:.
+    return create_engine("sqlite://", poolclass=QueuePool, creator=lambda: sqlite3.connect(
+        uri, uri=True, timeout=30.0, check_same_thread=False))
+
+
 class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore,
               ChunkStore):
     """All reads and writes of one journal (a file, or a job in PostgreSQL). Thread-safe
     for writes."""
 
-    def __init__(self, path: Path | PgLocation):
+    def __init__(self, path: Path | PgLocation, read_only: bool = False):
+        """`read_only`: for the views that only look (`status --all`): nothing is created,
+        migrated or written, and the database refuses any write (PostgreSQL:
+        default_transaction_read_only; SQLite: a `mode=ro` connection). The caller checks
+        first that the journal is at HEAD_REVISION: an older one is not read with today's
+        statements."""
         self._pg = isinstance(path, PgLocation)
+        self.read_only = read_only
         if self._pg:
             from journalsync.journal import pg
 
             self.path = path
-            self._engine = pg.create_engine_for(path)
+            self._engine = pg.create_engine_for(path, read_only=read_only)
+        elif read_only:
+            self.path = Path(path)
+            self._engine = _read_only_sqlite(self.path)
         else:
             self.path = Path(path)
             try:
@@ -83,7 +112,8 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
                 f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
             )
             event.listen(self._engine, "connect", _set_pragmas)
-        migrate.upgrade_to_head(self._engine)
+        if not read_only:
+            migrate.upgrade_to_head(self._engine)
         self._lock = threading.RLock()
         self._writer: Connection = self._engine.connect()
         self._reader: Connection = self._engine.connect()
