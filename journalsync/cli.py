@@ -290,6 +290,13 @@ def _job_params(ctx: typer.Context, config: Path | None) -> dict:
     return _with_job_file(ctx, config)
 
 
+def _job_needs_url(p: dict) -> None:
+    """--job names a job of a PostgreSQL --journal: alone, it names nothing."""
+    if p.get("job") and not is_url(p.get("journal")):
+        raise UsageError("--job names a job in a PostgreSQL journal: give --journal "
+                         "postgresql://... with it")
+
+
 def _wanted(p: dict):
     """What the operator named, for finding the journal (journals.py)."""
     from journalsync.journals import Wanted
@@ -500,6 +507,7 @@ def cleanup(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     journal: JournalOpt = None,
+    job: JobOpt = None,
     older_than: Annotated[str, typer.Option(help="Only uploads started at least this long ago (e.g. 24h, 30m, 0).")] = "24h",
     abort: Annotated[bool, typer.Option("--abort", help="Abort them (without it, only list: a dry run).")] = False,
     json_out: JsonOpt = False,
@@ -514,18 +522,23 @@ def cleanup(
         from journalsync.journals import Wanted, find_journal, journals_for_dest
 
         p = _with_job_file(ctx, config)
+        _job_needs_url(p)
+        info = None
+        if p["dest"] is None and is_url(p["journal"]) and p.get("job"):
+            info = find_journal(Wanted(), p["journal"], p["job"])  # DEST: the job's
+            p["dest"] = info.dest
         if p["dest"] is None:
             raise UsageError("give DEST, or a --config job file with a destination")
         destination = Destination.parse(str(p["dest"]))
         endpoint = _endpoint(p["endpoint_url"])
         if p["journal"]:
-            info = find_journal(Wanted(dest=destination), p["journal"])
+            info = info or find_journal(Wanted(dest=destination), p["journal"], p.get("job"))
             paths, endpoint = [info.path], endpoint or info.endpoint
         else:
             paths, endpoint = journals_for_dest(destination, endpoint)
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint,
                      region=p["region"], profile=p["profile"],
-                     journal_path=p["journal"] or Path("/nonexistent"))
+                     journal_path=paths[0] if p["journal"] else Path("/nonexistent"))
         with _remote_errors(f"cannot list uploads in {destination}"):
             rows = run_cleanup(cfg, paths, parse_duration(older_than), abort)
         if json_out:
@@ -547,6 +560,7 @@ def verify(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     journal: JournalOpt = None,
+    job: JobOpt = None,
     sample: Annotated[float, typer.Option(help="Check only this percentage of the objects, chosen at random.")] = 100.0,
     workers: Annotated[int, typer.Option(help="Concurrent HEAD requests.")] = 8,
     json_out: JsonOpt = False,
@@ -558,16 +572,19 @@ def verify(
     def body() -> int:
         from journalsync.journal import Journal
         from journalsync.journal.health import journal_errors
-        from journalsync.journals import find_journal
+        from journalsync.journals import Wanted, find_journal
         from journalsync.verify import verify as run_verify
 
         p = _job_params(ctx, config)
-        if p["dest"] is None:
+        _job_needs_url(p)
+        if p["dest"] is None and not (is_url(p["journal"]) and p.get("job")):
             raise UsageError("give DEST, or a --config job file with a destination")
         if not 0 < sample <= 100:
             raise UsageError("--sample must be a percentage above 0 and at most 100")
         wanted = _wanted(p)
-        info = find_journal(wanted, p["journal"])
+        info = find_journal(wanted, p["journal"], p.get("job"))
+        if wanted.dest is None:  # --journal URL --job NAME: the job's own destination
+            wanted = Wanted(wanted.source, Destination.parse(info.dest), wanted.endpoint)
         cfg = Config(source=Path.cwd(), dest=wanted.dest, region=p["region"],
                      endpoint_url=wanted.endpoint or info.endpoint, profile=p["profile"],
                      journal_path=info.path, workers=p["workers"]).validate()
