@@ -319,7 +319,7 @@ def status(
     failed: Annotated[bool, typer.Option("--failed", help="Only the last run's failed files, with error and attempts.")] = False,
     all_jobs: Annotated[bool, typer.Option("--all", help="Every job of the --journal database (or every journal in the state directory): binding, last run, failures, workers.")] = False,
     failures: Annotated[int, typer.Option(help="With --all: show each job's first N failures.")] = 0,
-    lease: Annotated[str, typer.Option(help="With --all: the workers' --lease; a working worker unheard of for 3 leases is flagged stale.")] = "30s",
+    lease: Annotated[str, typer.Option(help="The workers' --lease: a working worker unheard of for 3 leases is flagged stale.")] = "30s",
     json_out: JsonOpt = False,
 ) -> None:
     """Show recent runs, the last run's failed files with reasons, and uploads in flight.
@@ -343,7 +343,9 @@ def status(
     failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
     file_errors (path, reason), in_flight (key,
     upload_id, part_size, size, parts_done, bytes_done, created_at, ...), adopted (proof:
-    count of the objects another tool wrote that the journal adopted, e.g. etag-md5)."""
+    count of the objects another tool wrote that the journal adopted, e.g. etag-md5),
+    chunks (pending, claimed, done) and workers of the last run (id, host, pid, state,
+    chunks_done, bytes_done, started_at, heartbeat_at, bytes_per_s, heartbeat_age, stale)."""
 
     def body() -> int:
         from journalsync.journal import Journal
@@ -357,7 +359,8 @@ def status(
         p = _job_params(ctx, config)
         path = find_journal(_wanted(p), p["journal"], p.get("job")).path
         with journal_errors(path), Journal(path) as j:
-            data = report.status_data(j, runs=runs, failures=None if failed else 50)
+            data = report.status_data(j, runs=runs, failures=None if failed else 50,
+                                      lease=parse_duration(lease))
         if failed:
             data = {"journal": data["journal"], "failed": data["failed"],
                     "file_errors": data["file_errors"]}

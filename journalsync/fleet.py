@@ -18,11 +18,6 @@ from journalsync.journal.location import PgLocation
 from journalsync.journal.migrate import HEAD_REVISION
 from journalsync.journals import endpoint_name
 
-# A worker still marked working whose heartbeat is older than this many leases is stale: it
-# beats every lease/3 (chunkwork.Heartbeat), so nine beats were missed; its chunks are
-# anyone's already (after one lease).
-STALE_LEASES = 3
-
 _LAST_RUN_FIELDS = ("id", "state", "dry_run", "started_at", "finished_at", "elapsed", "resumed",
                     "scanned", "uploaded", "skipped", "deleted", "failed", "bytes", "error")
 
@@ -78,19 +73,8 @@ def _live(journal, failures: int, lease: float, now: float) -> dict:
     return {"last_run": {name: last.get(name) for name in _LAST_RUN_FIELDS},
             "failures": journal.failure_count(last["id"]), "failure_lines": lines[:failures],
             "chunks": journal.chunk_counts(last["id"]),
-            "workers": [worker_view(w, lease, now) for w in journal.run_workers_rows(last["id"])]}
-
-
-def worker_view(row: dict, lease: float, now: float) -> dict:
-    """A workers row and what follows from it: bytes_per_s (bytes_done over the time from
-    its start to its last heartbeat; null before a first interval), heartbeat_age (seconds)
-    and stale (still marked working, unheard of for STALE_LEASES leases)."""
-    beat = row.get("heartbeat_at")
-    span = (beat - row["started_at"]) if beat is not None else 0.0
-    age = max(0.0, now - beat) if beat is not None else None
-    return {**row, "bytes_per_s": round(row["bytes_done"] / span, 1) if span > 0 else None,
-            "heartbeat_age": round(age, 1) if age is not None else None,
-            "stale": row["state"] == "working" and (age is None or age > STALE_LEASES * lease)}
+            "workers": [report.worker_view(w, lease, now)
+                        for w in journal.run_workers_rows(last["id"])]}
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -150,26 +134,10 @@ def _run_text(run: dict) -> str:
 
 
 def _worker_text(w: dict, lease: float) -> str:
-    speed = "-" if w["bytes_per_s"] is None else f"{human_rate(w['bytes_per_s'])}"
-    beat = "never" if w["heartbeat_age"] is None else ago(w["heartbeat_age"])
+    speed = "-" if w["bytes_per_s"] is None else report.human_rate(w["bytes_per_s"])
+    beat = "never" if w["heartbeat_age"] is None else report.ago(w["heartbeat_age"])
     text = (f"      {w['host']} pid {w['pid']}: {w['state']}, {w['chunks_done']} chunk(s), "
             f"{w['bytes_done']} bytes, {speed}, heartbeat {beat}")
     if w["stale"]:
-        text += f"  STALE (no heartbeat for {STALE_LEASES} leases of {lease:g} s)"
+        text += f"  STALE (no heartbeat for {report.STALE_LEASES} leases of {lease:g} s)"
     return text
-
-
-def ago(seconds: float) -> str:
-    """`12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
-
-
-def human_rate(rate: float) -> str:
-    """`1.5 MiB/s`."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if rate >= size:
-            return f"{rate / size:.1f} {unit}/s"
-    return f"{rate:.0f} B/s"

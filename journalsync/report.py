@@ -124,8 +124,10 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
-    """Everything `status` shows, as plain data (the --json form)."""
+def status_data(journal: Journal, runs: int = 5, failures: int | None = 50,
+                lease: float = 30.0) -> dict:
+    """Everything `status` shows, as plain data (the --json form). `lease`: the workers'
+    (a working worker unheard of for STALE_LEASES of them is stale)."""
     recent = [run_view(row) for row in journal.recent_runs(runs)]
     show_dead_runs(journal, recent)
     last = recent[0] if recent else None
@@ -137,7 +139,9 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
         data["file_errors"] = journal.file_errors(last["id"], failures)
         # The processes that worked the last run's chunks (the run's own included), and
         # its chunks by state (chunkwork.py).
-        data["workers"] = journal.run_workers_rows(last["id"])
+        now = time.time()
+        data["workers"] = [worker_view(w, lease, now)
+                           for w in journal.run_workers_rows(last["id"])]
         data["chunks"] = journal.chunk_counts(last["id"])
     return data
 
@@ -205,12 +209,16 @@ def _render_workers(data: dict, console: Console) -> None:
     console.print("chunks of the last run: " + ", ".join(
         f"{counts[state]} {state}" for state in ("done", "claimed", "pending")))
     table = _table("workers of the last run")
-    for col in ("worker", "host", "pid", "state", "chunks done", "bytes", "last heartbeat"):
-        table.add_column(col, justify="right" if col in ("worker", "pid", "chunks done", "bytes")
-                         else "left")
+    for col in ("worker", "host", "pid", "state", "chunks done", "bytes", "bytes/s",
+                "last heartbeat"):
+        table.add_column(col, justify="right" if col in ("worker", "pid", "chunks done", "bytes",
+                                                         "bytes/s") else "left")
     for w in data.get("workers", []):
-        table.add_row(str(w["id"]), w["host"], str(w["pid"]), w["state"], str(w["chunks_done"]),
-                      str(w["bytes_done"]), when(w["heartbeat_at"]) if w["heartbeat_at"] else "-")
+        speed = "-" if w.get("bytes_per_s") is None else human_rate(w["bytes_per_s"])
+        beat = "-" if w.get("heartbeat_age") is None else ago(w["heartbeat_age"])
+        table.add_row(str(w["id"]), w["host"], str(w["pid"]),
+                      w["state"] + (" (stale)" if w.get("stale") else ""),
+                      str(w["chunks_done"]), str(w["bytes_done"]), speed, beat)
     console.print(table)
 
 
@@ -247,3 +255,37 @@ def _render_in_flight(data: dict, console: Console) -> None:
         table.add_row(key, str(u["run_id"]), f"{u['parts_done']}/{total}",
                       str(u["bytes_done"]), str(u["size"]), when(u["created_at"]))
     console.print(table)
+
+
+# A worker still marked working whose heartbeat is older than this many leases is stale: it
+# beats every lease/3 (chunkwork.Heartbeat), so nine beats were missed; its chunks are
+# anyone's already (after one lease).
+STALE_LEASES = 3
+
+
+def worker_view(row: dict, lease: float, now: float) -> dict:
+    """A workers row and what follows from it: bytes_per_s (bytes_done over the time from
+    its start to its last heartbeat; null before a first interval), heartbeat_age (seconds)
+    and stale (still marked working, unheard of for STALE_LEASES leases)."""
+    beat = row.get("heartbeat_at")
+    span = (beat - row["started_at"]) if beat is not None else 0.0
+    age = max(0.0, now - beat) if beat is not None else None
+    return {**row, "bytes_per_s": round(row["bytes_done"] / span, 1) if span > 0 else None,
+            "heartbeat_age": round(age, 1) if age is not None else None,
+            "stale": row["state"] == "working" and (age is None or age > STALE_LEASES * lease)}
+
+
+def ago(seconds: float) -> str:
+    """`12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def human_rate(rate: float) -> str:
+    """`1.5 MiB/s`."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if rate >= size:
+            return f"{rate / size:.1f} {unit}/s"
+    return f"{rate:.0f} B/s"

@@ -137,6 +137,11 @@ def test_status_all_shows_every_job_of_a_database(sync, s3, s3client, tmp_path):
         assert (w["pid"], w["state"], w["stale"]) == (two_pid, "working", True)
         assert w["heartbeat_age"] > 3
 
+        alone = sync.cli("status", "--journal", url, "--job", "two", "--lease", "1s", "--json")
+        assert alone.code == 0, alone.err
+        [w] = json.loads(alone.out)["workers"]
+        assert (w["pid"], w["stale"]) == (two_pid, True)
+
         old = jobs["old"]
         assert old["schema"] == "0009" and "older" in old["note"] and old["last_run"] is None
         assert sql(url, "SELECT version_num FROM old.alembic_version") == [("0009",)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from journalsync.fleet import ago, human_rate, worker_view
+from journalsync.report import ago, human_rate, worker_view
 from journalsync.journal import Journal
 from journalsync.models import RunCounts
 
