@@ -30,7 +30,6 @@ from journalsync.config import (
     default_journal_path,
     parse_duration,
     parse_size,
-    state_dir,
 )
 from journalsync.errors import ExitCode, JournalsyncError, UsageError
 from journalsync.journal.location import is_url, journal_location
@@ -352,6 +351,8 @@ def status(
         from journalsync.journal.health import journal_errors
         from journalsync.journals import find_journal
 
+        if all_jobs and failed:
+            raise UsageError("--all shows each job's failures with --failures N, not --failed")
         if all_jobs:
             return _status_all(ctx, config, failures, parse_duration(lease), json_out)
         if failures:

@@ -252,12 +252,16 @@ def test_status_all_over_the_state_directory_reads_only(sync, s3, tmp_path):
     assert after == before
 
 
-def test_status_all_refuses_a_job_and_failures_alone(offline_sync):
+def test_status_all_and_journals_refuse_what_they_cannot_show(offline_sync):
     both = offline_sync.cli("status", "--all", "--job", "x",
                             "--journal", "postgresql://nobody@127.0.0.1:9/nothing")
     assert both.code == 2 and "--all shows every job" in both.err, both.err
     alone = offline_sync.cli("status", "--failures", "3")
     assert alone.code == 2 and "--failures goes with --all" in alone.err, alone.err
+    failed = offline_sync.cli("status", "--all", "--failed")
+    assert failed.code == 2 and "--failures N" in failed.err, failed.err
+    a_file = offline_sync.cli("journals", "--journal", "some.sqlite")
+    assert a_file.code == 2 and "takes a PostgreSQL URL" in a_file.err, a_file.err
     down = offline_sync.cli("status", "--all", "--journal", "postgresql://nobody@127.0.0.1:9/x")
     assert down.code == 5 and "127.0.0.1:9 did not answer" in down.err, down.err
     assert down.err.count("\n") == 1
