@@ -45,15 +45,20 @@ def job_view(info: JournalInfo, failures: int, lease: float, now: float) -> dict
             "workers": []}
     if info.problem or info.revision != HEAD_REVISION or info.last_run is None:
         return view  # older or newer: only what every revision has, read by the catalog
-    from journalsync.errors import JournalError
     from journalsync.journal import Journal
-    from journalsync.journal.health import journal_errors
+    from journalsync.journal.health import is_journal_failure, journal_error
 
     try:
-        with journal_errors(info.path), Journal(info.path, read_only=True) as journal:
+        with Journal(info.path, read_only=True) as journal:
             view.update(_live(journal, failures, lease, now))
-    except JournalError as exc:  # went away or became unreadable since the catalog looked
-        view["problem"] = str(exc)
+    except Exception as exc:  # went away or became unreadable since the catalog looked
+        if not is_journal_failure(exc):
+            raise
+        problem = str(journal_error(exc, info.path))
+        if "permission denied" in problem.lower():  # not the writer's hint (CREATE)
+            problem = (" ".join(str(getattr(exc, "orig", exc)).split()) + ": status needs "
+                       "USAGE on the job's schema and SELECT on its tables")
+        view["problem"] = problem
     return view
 
 

@@ -178,14 +178,22 @@ def _read_only_role_sees_the_same(sync, url: str, data: dict) -> None:
         sql(url, f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
         for schema in ("journalsync", "one", "two", "old"):
             sql(url, f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        for schema in ("journalsync", "one", "old"):
             sql(url, f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+        sql(url, f"GRANT SELECT ON two.runs, two.alembic_version TO {role}")  # and no more
         ro_url = "postgresql://" + role + "@" + url.split("://", 1)[1].split("@", 1)[1]
-        result = sync.cli("status", "--all", "--journal", ro_url, "--json")
+        result = sync.cli("status", "--all", "--journal", ro_url, "--failures", "3", "--json")
         assert result.code == 0, result.err
-        seen = json.loads(result.out)
-        assert [(j["job"], j["last_run"] and j["last_run"]["state"], j["failures"])
-                for j in seen["jobs"]] == [(j["job"], j["last_run"] and j["last_run"]["state"],
-                                            j["failures"]) for j in data["jobs"]]
+        seen = {j["job"]: j for j in json.loads(result.out)["jobs"]}
+        for job in data["jobs"]:
+            if job["job"] != "two":
+                mine = seen[job["job"]]  # all but the URL's user and the heartbeat's age
+                assert {**mine, "journal": None, "workers": None} == {
+                    **job, "journal": None, "workers": None}
+                assert [w["pid"] for w in mine["workers"]] == [w["pid"] for w in job["workers"]]
+        problem = seen["two"]["problem"]
+        assert "permission denied" in problem and "SELECT on its tables" in problem, problem
+        assert seen["two"]["last_run"]["state"] == "running"  # as the catalog read it
         one = sync.cli("status", "--journal", ro_url, "--job", "one", "--json")
         assert one.code == 0, one.err
         assert json.loads(one.out)["failed"][0]["key"] == "denied.txt"
