@@ -359,7 +359,7 @@ def status(
             raise UsageError("--failures goes with --all (one job's: status --failed)")
         p = _job_params(ctx, config)
         path = find_journal(_wanted(p), p["journal"], p.get("job")).path
-        with journal_errors(path), Journal(path) as j:
+        with journal_errors(path), Journal.for_view(path) as j:
             data = report.status_data(j, runs=runs, failures=None if failed else 50,
                                       lease=parse_duration(lease))
         if failed:

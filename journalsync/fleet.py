@@ -45,12 +45,25 @@ def job_view(info: JournalInfo, failures: int, lease: float, now: float) -> dict
             "workers": []}
     if info.problem or info.revision != HEAD_REVISION or info.last_run is None:
         return view  # older or newer: only what every revision has, read by the catalog
+    problem = _read_live(view, info, failures, lease, now)
+    if problem and not pg and info.path.with_name(info.path.name + "-wal").exists():
+        # A run began while an `immutable` read went on (store._read_only_sqlite): what it
+        # read may be torn; read again the ordinary way, as catalog.read_info does.
+        problem = _read_live(view, info, failures, lease, now)
+    view["problem"] = problem
+    return view
+
+
+def _read_live(view: dict, info: JournalInfo, failures: int, lease: float,
+               now: float) -> str | None:
+    """Fill `view` from the journal itself; returns why it could not be read, if so."""
     from journalsync.journal import Journal
     from journalsync.journal.health import is_journal_failure, journal_error
 
     try:
         with Journal(info.path, read_only=True) as journal:
             view.update(_live(journal, failures, lease, now))
+        return None
     except Exception as exc:  # went away or became unreadable since the catalog looked
         if not is_journal_failure(exc):
             raise
@@ -58,8 +71,7 @@ def job_view(info: JournalInfo, failures: int, lease: float, now: float) -> dict
         if "permission denied" in problem.lower():  # not the writer's hint (CREATE)
             problem = (" ".join(str(getattr(exc, "orig", exc)).split()) + ": status needs "
                        "USAGE on the job's schema and SELECT on its tables")
-        view["problem"] = problem
-    return view
+        return problem
 
 
 def _live(journal, failures: int, lease: float, now: float) -> dict:

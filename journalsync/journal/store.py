@@ -112,11 +112,30 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
                 f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
             )
             event.listen(self._engine, "connect", _set_pragmas)
-        if not read_only:
+        if read_only:
+            self.revision = migrate.current_revision(self._engine)
+        else:
             migrate.upgrade_to_head(self._engine)
+            self.revision = migrate.HEAD_REVISION
         self._lock = threading.RLock()
         self._writer: Connection = self._engine.connect()
         self._reader: Connection = self._engine.connect()
+
+    @classmethod
+    def for_view(cls, path: Path | PgLocation) -> Journal:
+        """A journal for `status`. A job in PostgreSQL at the newest revision is opened
+        read-only (a role that may only read can look; the server refuses any write). An
+        older job, and a journal file, are opened as a run opens them (upgraded: today's
+        statements need today's tables; status --all shows an older one with a note
+        instead). A file is not read `immutable` here: a run starting meanwhile could make
+        that read see a torn page, and say "damaged" of a sound journal."""
+        if not isinstance(path, PgLocation):
+            return cls(path)
+        journal = cls(path, read_only=True)
+        if journal.revision == migrate.HEAD_REVISION:
+            return journal
+        journal.close()
+        return cls(path)
 
     def close(self) -> None:
         with self._lock:
