@@ -54,3 +54,25 @@ def test_a_read_only_journal_reads_and_cannot_write(journal_at):
         assert journal.failure_count(run_id) == 0
         with pytest.raises(Exception, match="(?i)read.only|readonly"):
             journal.start_run("/src", "s3://b/p", None, dry_run=False)
+
+
+def test_status_reads_a_current_postgresql_job_read_only_and_upgrades_an_older_one(pg_url):
+    """Journal.for_view: read-only at the newest revision; an older job is upgraded as a
+    run would (status --all shows it with a note instead, never upgraded)."""
+    import uuid
+
+    from journalsync.journal import migrate
+    from journalsync.journal.location import PgLocation
+    from journalsync.journal.pg import create_engine_for
+
+    current = PgLocation(pg_url, f"v_{uuid.uuid4().hex[:10]}")
+    Journal(current).close()
+    with Journal.for_view(current) as journal:
+        assert journal.read_only and journal.revision == migrate.HEAD_REVISION
+    older = PgLocation(pg_url, f"v_{uuid.uuid4().hex[:10]}")
+    engine = create_engine_for(older)
+    migrate.upgrade_to_head(engine, "0009")
+    with Journal.for_view(older) as journal:
+        assert not journal.read_only
+    assert migrate.current_revision(engine) == migrate.HEAD_REVISION
+    engine.dispose()
