@@ -30,7 +30,6 @@ from journalsync.config import (
     default_journal_path,
     parse_duration,
     parse_size,
-    state_dir,
 )
 from journalsync.errors import ExitCode, JournalsyncError, UsageError
 from journalsync.journal.location import is_url, journal_location
@@ -290,6 +289,13 @@ def _job_params(ctx: typer.Context, config: Path | None) -> dict:
     return _with_job_file(ctx, config)
 
 
+def _job_needs_url(p: dict) -> None:
+    """--job names a job of a PostgreSQL --journal: alone, it names nothing."""
+    if p.get("job") and not is_url(p.get("journal")):
+        raise UsageError("--job names a job in a PostgreSQL journal: give --journal "
+                         "postgresql://... with it")
+
+
 def _wanted(p: dict):
     """What the operator named, for finding the journal (journals.py)."""
     from journalsync.journals import Wanted
@@ -310,9 +316,21 @@ def status(
     endpoint_url: EndpointOpt = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
     failed: Annotated[bool, typer.Option("--failed", help="Only the last run's failed files, with error and attempts.")] = False,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every job of the --journal database (or every journal in the state directory): binding, last run, failures, workers.")] = False,
+    failures: Annotated[int, typer.Option(help="With --all: show each job's first N failures.")] = 0,
+    lease: Annotated[str, typer.Option(help="The workers' --lease: a working worker unheard of for 3 leases is flagged stale.")] = "30s",
     json_out: JsonOpt = False,
 ) -> None:
     """Show recent runs, the last run's failed files with reasons, and uploads in flight.
+
+    --all shows every job of a PostgreSQL --journal (every journal in the state directory
+    without one) instead: its source, destination and endpoint, its last run, how many
+    failures it had, and the workers of that run (host, pid, chunks, bytes/s, last
+    heartbeat). Read-only: a job at another schema revision is shown with a note, never
+    upgraded. Its --json: journal, lease, jobs (job, journal, source, destination,
+    endpoint, schema, note, problem, last_run, failures, failure_lines, chunks, workers
+    (id, host, pid, state, chunks_done, bytes_done, started_at, heartbeat_at, bytes_per_s,
+    heartbeat_age, stale)).
 
     The journal is found by what is given: --journal, else the journals in the state
     directory matching SOURCE and DEST (either may be left out) and the endpoint if one is
@@ -324,17 +342,26 @@ def status(
     failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
     file_errors (path, reason), in_flight (key,
     upload_id, part_size, size, parts_done, bytes_done, created_at, ...), adopted (proof:
-    count of the objects another tool wrote that the journal adopted, e.g. etag-md5)."""
+    count of the objects another tool wrote that the journal adopted, e.g. etag-md5),
+    chunks (pending, claimed, done) and workers of the last run (id, host, pid, state,
+    chunks_done, bytes_done, started_at, heartbeat_at, bytes_per_s, heartbeat_age, stale)."""
 
     def body() -> int:
         from journalsync.journal import Journal
         from journalsync.journal.health import journal_errors
         from journalsync.journals import find_journal
 
+        if all_jobs and failed:
+            raise UsageError("--all shows each job's failures with --failures N, not --failed")
+        if all_jobs:
+            return _status_all(ctx, config, failures, parse_duration(lease), json_out)
+        if failures:
+            raise UsageError("--failures goes with --all (one job's: status --failed)")
         p = _job_params(ctx, config)
         path = find_journal(_wanted(p), p["journal"], p.get("job")).path
-        with journal_errors(path), Journal(path) as j:
-            data = report.status_data(j, runs=runs, failures=None if failed else 50)
+        with journal_errors(path), Journal.for_view(path) as j:
+            data = report.status_data(j, runs=runs, failures=None if failed else 50,
+                                      lease=parse_duration(lease))
         if failed:
             data = {"journal": data["journal"], "failed": data["failed"],
                     "file_errors": data["file_errors"]}
@@ -353,6 +380,27 @@ def status(
         return 0
 
     raise typer.Exit(_guard(body))
+
+
+def _status_all(ctx: typer.Context, config: Path | None, failures: int, lease: float,
+                json_out: bool) -> int:
+    """`status --all`: the fleet view (fleet.py) of a database's jobs or the state
+    directory's journals."""
+    from journalsync import fleet
+    from journalsync.journals import all_journals
+
+    if ctx.params.get("source") or ctx.params.get("dest") or ctx.params.get("job"):
+        raise UsageError("--all shows every job: give no SOURCE, DEST or --job with it")
+    if failures < 0:
+        raise UsageError("--failures must be 0 or more")
+    p = _with_job_file(ctx, config)
+    where, infos = all_journals(p["journal"])
+    data = fleet.fleet_data(infos, where, failures, lease)
+    if json_out:
+        print(json.dumps(data, default=str))
+    else:
+        print("\n".join(fleet.render(data)))
+    return 0
 
 
 @app.command()
@@ -422,25 +470,33 @@ def worker(
 
 
 @app.command()
-def journals(json_out: JsonOpt = False) -> None:
-    """List the journals in the state directory: for each, its path, source, destination,
-    endpoint and last run (when, and how it ended). A journal that cannot be read is
-    listed with the reason. Nothing is changed: each is opened read-only, not upgraded.
+def journals(
+    journal: Annotated[Optional[str], typer.Option(
+        "--journal", help="A PostgreSQL database (postgresql://USER@HOST[:PORT]/DB): list its "
+        "jobs instead.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the journals in the state directory (with --journal URL: the jobs of that
+    PostgreSQL database): for each, its path (job), source, destination, endpoint and last
+    run (when, and how it ended). A journal that cannot be read is listed with the reason.
+    Nothing is changed: each is opened read-only, not upgraded.
 
-    --json prints one object: state_dir, journals (path, source, destination, endpoint,
-    last_run (id, started_at, finished_at, state, dry_run) or null, runs, schema, problem,
-    note)."""
+    --json prints one object: state_dir (or journal: the database), journals (path, job,
+    source, destination, endpoint, last_run (id, started_at, finished_at, state, dry_run)
+    or null, runs, schema, problem, note)."""
 
     def body() -> int:
-        from journalsync.journal.catalog import list_journals
-        from journalsync.journals import render_list
+        from journalsync.journals import all_journals, render_list
 
-        found = list_journals(state_dir())
+        if journal is not None and not is_url(journal):
+            raise UsageError("journals --journal takes a PostgreSQL URL (postgresql://...); "
+                             "journal files are listed from the state directory")
+        where, found = all_journals(journal)
         if json_out:
-            print(json.dumps({"state_dir": str(state_dir()),
-                              "journals": [info.as_dict() for info in found]}))
+            key = "journal" if journal else "state_dir"
+            print(json.dumps({key: where, "journals": [info.as_dict() for info in found]}))
         else:
-            print("\n".join(render_list(found)))
+            print("\n".join(render_list(found, where if journal else None)))
         return 0
 
     raise typer.Exit(_guard(body))
@@ -455,6 +511,7 @@ def cleanup(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     journal: JournalOpt = None,
+    job: JobOpt = None,
     older_than: Annotated[str, typer.Option(help="Only uploads started at least this long ago (e.g. 24h, 30m, 0).")] = "24h",
     abort: Annotated[bool, typer.Option("--abort", help="Abort them (without it, only list: a dry run).")] = False,
     json_out: JsonOpt = False,
@@ -469,18 +526,23 @@ def cleanup(
         from journalsync.journals import Wanted, find_journal, journals_for_dest
 
         p = _with_job_file(ctx, config)
+        _job_needs_url(p)
+        info = None
+        if p["dest"] is None and is_url(p["journal"]) and p.get("job"):
+            info = find_journal(Wanted(), p["journal"], p["job"])  # DEST: the job's
+            p["dest"] = info.dest
         if p["dest"] is None:
             raise UsageError("give DEST, or a --config job file with a destination")
         destination = Destination.parse(str(p["dest"]))
         endpoint = _endpoint(p["endpoint_url"])
         if p["journal"]:
-            info = find_journal(Wanted(dest=destination), p["journal"])
+            info = info or find_journal(Wanted(dest=destination), p["journal"], p.get("job"))
             paths, endpoint = [info.path], endpoint or info.endpoint
         else:
             paths, endpoint = journals_for_dest(destination, endpoint)
         cfg = Config(source=Path.cwd(), dest=destination, endpoint_url=endpoint,
                      region=p["region"], profile=p["profile"],
-                     journal_path=p["journal"] or Path("/nonexistent"))
+                     journal_path=paths[0] if p["journal"] else Path("/nonexistent"))
         with _remote_errors(f"cannot list uploads in {destination}"):
             rows = run_cleanup(cfg, paths, parse_duration(older_than), abort)
         if json_out:
@@ -502,6 +564,7 @@ def verify(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     journal: JournalOpt = None,
+    job: JobOpt = None,
     sample: Annotated[float, typer.Option(help="Check only this percentage of the objects, chosen at random.")] = 100.0,
     workers: Annotated[int, typer.Option(help="Concurrent HEAD requests.")] = 8,
     json_out: JsonOpt = False,
@@ -513,16 +576,19 @@ def verify(
     def body() -> int:
         from journalsync.journal import Journal
         from journalsync.journal.health import journal_errors
-        from journalsync.journals import find_journal
+        from journalsync.journals import Wanted, find_journal
         from journalsync.verify import verify as run_verify
 
         p = _job_params(ctx, config)
-        if p["dest"] is None:
+        _job_needs_url(p)
+        if p["dest"] is None and not (is_url(p["journal"]) and p.get("job")):
             raise UsageError("give DEST, or a --config job file with a destination")
         if not 0 < sample <= 100:
             raise UsageError("--sample must be a percentage above 0 and at most 100")
         wanted = _wanted(p)
-        info = find_journal(wanted, p["journal"])
+        info = find_journal(wanted, p["journal"], p.get("job"))
+        if wanted.dest is None:  # --journal URL --job NAME: the job's own destination
+            wanted = Wanted(wanted.source, Destination.parse(info.dest), wanted.endpoint)
         cfg = Config(source=Path.cwd(), dest=wanted.dest, region=p["region"],
                      endpoint_url=wanted.endpoint or info.endpoint, profile=p["profile"],
                      journal_path=info.path, workers=p["workers"]).validate()

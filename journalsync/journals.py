@@ -134,15 +134,42 @@ def journals_for_dest(dest: Destination, endpoint: str | None) -> tuple[list[Pat
     return [info.path for info in hits], endpoint
 
 
-def render_list(infos: list[JournalInfo]) -> list[str]:
-    """The text form of `journalsync journals`: a block of lines per journal, whole paths
-    and URLs on lines of their own so they can be copied."""
+def all_journals(journal: Path | str | None) -> tuple[str, list[JournalInfo]]:
+    """What `journals` and `status --all` look at, and where: the jobs of a PostgreSQL
+    --journal (its URL, password left out), the one journal file given, or every journal
+    in the state directory. Read-only, never migrating."""
+    if is_url(journal):
+        from journalsync.journal.pgcatalog import list_job_infos
+
+        where = PgLocation(str(journal), "any")
+        try:
+            return where.redacted, list_job_infos(str(journal))
+        except Exception as exc:
+            from journalsync.journal.health import is_journal_failure, pg_journal_error
+
+            if is_journal_failure(exc):
+                raise pg_journal_error(exc, where) from exc
+            raise
+    if journal is not None:
+        path = Path(journal).expanduser()
+        if not path.exists():
+            raise UsageError(f"no journal at {path} (given by --journal)")
+        return str(path), [read_info(path)]
+    return str(state_dir()), list_journals(state_dir())
+
+
+def render_list(infos: list[JournalInfo], database: str | None = None) -> list[str]:
+    """The text form of `journalsync journals`: a block of lines per journal (per job of
+    a PostgreSQL `database`), whole paths and URLs on lines of their own so they can be
+    copied."""
+    if not infos and database:
+        return [f"no jobs in {database} (a run given --journal URL keeps its job there)"]
     if not infos:
         return [f"no journals in {state_dir()} (a run keeps one there for each source, "
                 "destination and endpoint, unless given --journal)"]
-    lines: list[str] = []
+    lines: list[str] = [database] if database else []
     for info in infos:
-        lines.append(str(info.path))
+        lines.append(f"  job {info.path.job}" if database else str(info.path))
         if info.problem:
             lines.append(f"    {info.problem}")
             continue

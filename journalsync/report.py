@@ -113,21 +113,23 @@ def render_cleanup(rows: list, dest) -> None:
         return
     print(f"incomplete multipart uploads under {dest}:")
     table = [("KEY", "UPLOAD ID", "STARTED", "OURS", "ACTION")] + [
-        (shown(row.key), row.upload_id, _when(row.initiated), "yes" if row.ours else "no",
+        (shown(row.key), row.upload_id, when(row.initiated), "yes" if row.ours else "no",
          row.action) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> dict:
-    """Everything `status` shows, as plain data (the --json form)."""
-    recent = [_run_view(row) for row in journal.recent_runs(runs)]
-    _show_dead_runs(journal, recent)
+def status_data(journal: Journal, runs: int = 5, failures: int | None = 50,
+                lease: float = 30.0) -> dict:
+    """Everything `status` shows, as plain data (the --json form). `lease`: the workers'
+    (a working worker unheard of for STALE_LEASES of them is stale)."""
+    recent = [run_view(row) for row in journal.recent_runs(runs)]
+    show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
             "in_flight": [{**asdict(u), "kind": u.kind} for u in journal.active_uploads()],
@@ -137,12 +139,14 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50) -> d
         data["file_errors"] = journal.file_errors(last["id"], failures)
         # The processes that worked the last run's chunks (the run's own included), and
         # its chunks by state (chunkwork.py).
-        data["workers"] = journal.run_workers_rows(last["id"])
+        now = time.time()
+        data["workers"] = [worker_view(w, lease, now)
+                           for w in journal.run_workers_rows(last["id"])]
         data["chunks"] = journal.chunk_counts(last["id"])
     return data
 
 
-def _run_view(row: dict) -> dict:
+def run_view(row: dict) -> dict:
     """A runs row as status shows it: skip_reasons an object, elapsed always a number
     once the run ended (runs recorded before the journal kept it: finished - started)."""
     view = dict(row, skip_reasons=json.loads(row.get("skip_reasons") or "{}"))
@@ -153,7 +157,7 @@ def _run_view(row: dict) -> dict:
     return view
 
 
-def _show_dead_runs(journal: Journal, recent: list[dict]) -> None:
+def show_dead_runs(journal: Journal, recent: list[dict]) -> None:
     """A run still marked running while no process holds the run lock was killed: show it
     as interrupted (the next run records it so; status only reads)."""
     from journalsync.lock import run_alive
@@ -180,7 +184,7 @@ def render_status(data: dict, console: Console) -> None:
     for r in data["runs"]:
         secs = f"{r['elapsed']:.2f}" if r["finished_at"] and r["elapsed"] is not None else "-"
         state = r["state"] + (" (dry run)" if r["dry_run"] else "")
-        runs.add_row(str(r["id"]), _when(r["started_at"]), secs, state,
+        runs.add_row(str(r["id"]), when(r["started_at"]), secs, state,
                      *(str(r[c]) for c in SUMMARY_FIELDS))
     console.print(runs)
     if not data["runs"]:
@@ -205,12 +209,16 @@ def _render_workers(data: dict, console: Console) -> None:
     console.print("chunks of the last run: " + ", ".join(
         f"{counts[state]} {state}" for state in ("done", "claimed", "pending")))
     table = _table("workers of the last run")
-    for col in ("worker", "host", "pid", "state", "chunks done", "bytes", "last heartbeat"):
-        table.add_column(col, justify="right" if col in ("worker", "pid", "chunks done", "bytes")
-                         else "left")
+    for col in ("worker", "host", "pid", "state", "chunks done", "bytes", "bytes/s",
+                "last heartbeat"):
+        table.add_column(col, justify="right" if col in ("worker", "pid", "chunks done", "bytes",
+                                                         "bytes/s") else "left")
     for w in data.get("workers", []):
-        table.add_row(str(w["id"]), w["host"], str(w["pid"]), w["state"], str(w["chunks_done"]),
-                      str(w["bytes_done"]), _when(w["heartbeat_at"]) if w["heartbeat_at"] else "-")
+        speed = "-" if w.get("bytes_per_s") is None else human_rate(w["bytes_per_s"])
+        beat = "-" if w.get("heartbeat_age") is None else ago(w["heartbeat_age"])
+        table.add_row(str(w["id"]), w["host"], str(w["pid"]),
+                      w["state"] + (" (stale)" if w.get("stale") else ""),
+                      str(w["chunks_done"]), str(w["bytes_done"]), speed, beat)
     console.print(table)
 
 
@@ -245,5 +253,39 @@ def _render_in_flight(data: dict, console: Console) -> None:
         total = max(1, -(-u["size"] // u["part_size"]))
         key = shown(u["key"]) + (" (--adopt-metadata copy)" if u["kind"] == "adopt-copy" else "")
         table.add_row(key, str(u["run_id"]), f"{u['parts_done']}/{total}",
-                      str(u["bytes_done"]), str(u["size"]), _when(u["created_at"]))
+                      str(u["bytes_done"]), str(u["size"]), when(u["created_at"]))
     console.print(table)
+
+
+# A worker still marked working whose heartbeat is older than this many leases is stale: it
+# beats every lease/3 (chunkwork.Heartbeat), so nine beats were missed; its chunks are
+# anyone's already (after one lease).
+STALE_LEASES = 3
+
+
+def worker_view(row: dict, lease: float, now: float) -> dict:
+    """A workers row and what follows from it: bytes_per_s (bytes_done over the time from
+    its start to its last heartbeat; null before a first interval), heartbeat_age (seconds)
+    and stale (still marked working, unheard of for STALE_LEASES leases)."""
+    beat = row.get("heartbeat_at")
+    span = (beat - row["started_at"]) if beat is not None else 0.0
+    age = max(0.0, now - beat) if beat is not None else None
+    return {**row, "bytes_per_s": round(row["bytes_done"] / span, 1) if span > 0 else None,
+            "heartbeat_age": round(age, 1) if age is not None else None,
+            "stale": row["state"] == "working" and (age is None or age > STALE_LEASES * lease)}
+
+
+def ago(seconds: float) -> str:
+    """`12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def human_rate(rate: float) -> str:
+    """`1.5 MiB/s`."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if rate >= size:
+            return f"{rate / size:.1f} {unit}/s"
+    return f"{rate:.0f} B/s"

@@ -43,8 +43,11 @@ class JournalInfo:
         return f"schema {self.revision}, newer than this journalsync ({HEAD_REVISION})"
 
     def as_dict(self) -> dict:
-        """The --json form."""
-        return {"path": str(self.path), "source": self.source, "destination": self.dest,
+        """The --json form (a job of a PostgreSQL journal: path is the database's URL,
+        password left out, and job its name; null for a file)."""
+        job = getattr(self.path, "job", None)
+        path = self.path.redacted if job is not None else str(self.path)
+        return {"path": path, "job": job, "source": self.source, "destination": self.dest,
                 "endpoint": self.endpoint, "last_run": self.last_run, "runs": self.runs,
                 "schema": self.revision, "problem": self.problem, "note": self.note}
 

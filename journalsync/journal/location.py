@@ -65,6 +65,11 @@ class PgLocation:
         return f"{self.redacted} (job {self.job})"
 
 
+def is_job_name(name: str) -> bool:
+    """Whether `name` could be a job's schema (journalsync makes no other)."""
+    return _JOB_RE.fullmatch(name) is not None
+
+
 def check_job_name(name: str) -> str:
     if not _JOB_RE.fullmatch(name):
         raise UsageError(f"--job {name!r}: use lowercase letters, digits and _ (at most 63, "

@@ -72,9 +72,11 @@ def _application_name() -> str:
     return f"journalsync pid {os.getpid()}"[:63]
 
 
-def create_engine_for(location: PgLocation):
+def create_engine_for(location: PgLocation, read_only: bool = False):
     """An engine whose connections see the job's schema (and temp tables) only, with the
-    schema, the jobs table and the journal's tables made or brought to head."""
+    schema, the jobs table and the journal's tables made or brought to head. `read_only`:
+    nothing is made (a job that is not there is an error), and every transaction is read
+    only, so the server refuses a write whatever the role may do."""
     try:
         import psycopg  # noqa: F401 - only to say what is missing, in one line
     except ImportError as exc:
@@ -87,9 +89,12 @@ def create_engine_for(location: PgLocation):
     # the server (or its machine) may lose the last commits, never corrupt; every phase
     # can be re-run from what remains (a lost part record re-sends the part; a lost
     # UploadId leaves an upload that the next run's reconcile or `cleanup` aborts).
+    options = f"-c search_path={location.job} -c synchronous_commit=off"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
     engine = create_engine(
         location.sqlalchemy_url, pool_pre_ping=False,
-        connect_args={"options": f"-c search_path={location.job} -c synchronous_commit=off",
+        connect_args={"options": options,
                       "application_name": _application_name(), "connect_timeout": 10})
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
@@ -97,6 +102,8 @@ def create_engine_for(location: PgLocation):
         driver_level = context is None or context.compiled is None
         return translate(statement, driver_level), parameters
 
+    if read_only:  # a view of jobs already found (pgcatalog.py): nothing to make
+        return engine
     with engine.begin() as conn:
         # Made once, by the first run of the first job: opening an existing job (`status`)
         # creates nothing, so a role without CREATE on the database can read it.

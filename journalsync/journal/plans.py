@@ -164,6 +164,13 @@ class PlanStore:
                 .order_by(plan_items.c.id).limit(limit))
         return [dict(r._mapping) for r in self._stream(stmt)]
 
+    def failure_count(self, run_id: int) -> int:
+        """A run's failures, as `status` lists them: failed plan items and scan errors."""
+        stmt = text("""
+            SELECT (SELECT count(*) FROM plan_items WHERE run_id = :run AND status = 'failed')
+                 + (SELECT count(*) FROM file_errors WHERE run_id = :run)""")
+        with self._read() as conn:
+            return int(conn.execute(stmt, {"run": run_id}).scalar_one())
 
     def transfer_totals(self, run_id: int) -> dict[str, int]:
         """A run's plan items by outcome, across all its resumptions: uploaded, deleted,

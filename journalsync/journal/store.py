@@ -59,18 +59,47 @@ def _set_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _read_only_sqlite(path: Path):
+    """An engine that only reads the journal file: `mode=ro`, no pragmas. A journal closed
+    cleanly (no -wal file) is read `immutable`, which creates no -wal and -shm beside it
+    (catalog.read_info does the same)."""
+    if not path.is_file():
+        from journalsync.errors import JournalError
+
+        raise JournalError(f"no journal at {path}")
+    live = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.absolute().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
+    import sqlite3
+
+    from sqlalchemy.pool import QueuePool
+
+    # A creator, as the URI is SQLite's own (percent-encoded path, mode, immutable); a
+    # QueuePool, as "sqlite://" alone would get the one-connection pool of :memory:.
+    return create_engine("sqlite://", poolclass=QueuePool, creator=lambda: sqlite3.connect(
+        uri, uri=True, timeout=30.0, check_same_thread=False))
+
+
 class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore,
               ChunkStore):
     """All reads and writes of one journal (a file, or a job in PostgreSQL). Thread-safe
     for writes."""
 
-    def __init__(self, path: Path | PgLocation):
+    def __init__(self, path: Path | PgLocation, read_only: bool = False):
+        """`read_only`: for the views that only look (`status --all`): nothing is created,
+        migrated or written, and the database refuses any write (PostgreSQL:
+        default_transaction_read_only; SQLite: a `mode=ro` connection). The caller checks
+        first that the journal is at HEAD_REVISION: an older one is not read with today's
+        statements."""
         self._pg = isinstance(path, PgLocation)
+        self.read_only = read_only
         if self._pg:
             from journalsync.journal import pg
 
             self.path = path
-            self._engine = pg.create_engine_for(path)
+            self._engine = pg.create_engine_for(path, read_only=read_only)
+        elif read_only:
+            self.path = Path(path)
+            self._engine = _read_only_sqlite(self.path)
         else:
             self.path = Path(path)
             try:
@@ -83,10 +112,30 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
                 f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
             )
             event.listen(self._engine, "connect", _set_pragmas)
-        migrate.upgrade_to_head(self._engine)
+        if read_only:
+            self.revision = migrate.current_revision(self._engine)
+        else:
+            migrate.upgrade_to_head(self._engine)
+            self.revision = migrate.HEAD_REVISION
         self._lock = threading.RLock()
         self._writer: Connection = self._engine.connect()
         self._reader: Connection = self._engine.connect()
+
+    @classmethod
+    def for_view(cls, path: Path | PgLocation) -> Journal:
+        """A journal for `status`. A job in PostgreSQL at the newest revision is opened
+        read-only (a role that may only read can look; the server refuses any write). An
+        older job, and a journal file, are opened as a run opens them (upgraded: today's
+        statements need today's tables; status --all shows an older one with a note
+        instead). A file is not read `immutable` here: a run starting meanwhile could make
+        that read see a torn page, and say "damaged" of a sound journal."""
+        if not isinstance(path, PgLocation):
+            return cls(path)
+        journal = cls(path, read_only=True)
+        if journal.revision == migrate.HEAD_REVISION:
+            return journal
+        journal.close()
+        return cls(path)
 
     def close(self) -> None:
         with self._lock:

@@ -215,6 +215,15 @@ def test_journals_lists_each_journal_and_a_damaged_one_without_changing_any(offl
     assert found[str(state / "local.sqlite")]["last_run"]["state"] == "partial"
     assert found[str(state / "broken.sqlite")]["problem"].startswith("damaged")
     assert found[str(old)]["schema"] == "0005" and found[str(old)]["source"] == "/old"
+
+    fleet = sync.cli("status", "--all", "--json")  # the same journals, each as status shows it
+    assert fleet.code == 0, fleet.err
+    jobs = {j["journal"]: j for j in json.loads(fleet.out)["jobs"]}
+    assert sorted(jobs) == sorted(str(p) for p in state.glob("*.sqlite"))
+    assert jobs[str(old)]["note"].startswith("schema 0005, older")
+    assert jobs[str(old)]["last_run"]["state"] == "done" and jobs[str(old)]["workers"] == []
+    assert jobs[str(state / "broken.sqlite")]["problem"].startswith("damaged")
+    assert jobs[str(state / "local.sqlite")]["last_run"]["state"] == "partial"
     assert {p.name: p.read_bytes() for p in state.iterdir()} == before  # nothing migrated
 
 
