@@ -80,6 +80,8 @@ def _live(journal, failures: int, lease: float, now: float) -> dict:
     if not recent:
         return {}
     last = recent[0]
+    if journal.shared:
+        now = journal.clock()  # heartbeats are kept by the database's clock
     lines = []
     if failures:
         lines = [{"what": f["path"], "phase": "scan", "attempts": None, "error": f["reason"]}

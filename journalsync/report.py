@@ -139,7 +139,7 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50,
         data["file_errors"] = journal.file_errors(last["id"], failures)
         # The processes that worked the last run's chunks (the run's own included), and
         # its chunks by state (chunkwork.py).
-        now = time.time()
+        now = journal.clock()  # the clock the heartbeats were written by
         data["workers"] = [worker_view(w, lease, now)
                            for w in journal.run_workers_rows(last["id"])]
         data["chunks"] = journal.chunk_counts(last["id"])

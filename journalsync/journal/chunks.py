@@ -11,7 +11,9 @@ epoch), rolls the whole batch back.
 The SQL is SQLAlchemy Core and portable to PostgreSQL: a claim is one UPDATE … RETURNING
 whose row is picked by a sub-select `FOR UPDATE SKIP LOCKED` (SQLite, which has no row
 locks and serializes writers anyway, leaves that clause out), so two claimers never get one
-chunk. Times are the claimer's clock (time.time()).
+chunk. Lease times are the database's clock where there is one to share (PostgreSQL:
+clock_timestamp(), so hosts whose clocks drift apart still agree on when a lease ends), and
+this host's (time.time()) for SQLite, whose writers all run on one host.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import socket
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, func, insert, literal, or_, select, text, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from journalsync.journal.schema import chunks, plan_items, runs, workers
 from journalsync.models import Action, ItemStatus, PlanItem
@@ -42,20 +45,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def clock_sql(pg: bool) -> ColumnElement:
+    """Now, in epoch seconds, as SQL: the database's clock on PostgreSQL (clock_timestamp(),
+    which moves within a transaction, unlike now()), this host's on SQLite."""
+    if pg:
+        return func.extract("epoch", func.clock_timestamp())
+    return literal(time.time())
+
+
 class ChunkFence:
     """What record_results (plans.py) asks, inside its transaction, when it writes a chunk's
     results: `hold` first (is the chunk still ours? if not nothing is written), `close` last
     (the chunk is done once no row of it is pending). `state` says how it went: lost, open
     or done."""
 
-    def __init__(self, chunk_id: int, epoch: int, lease: float):
-        self.chunk_id, self.epoch, self.lease = chunk_id, epoch, lease
+    def __init__(self, chunk_id: int, epoch: int, lease: float, pg: bool = False):
+        self.chunk_id, self.epoch, self.lease, self.pg = chunk_id, epoch, lease, pg
         self.state = "open"
 
     def hold(self, conn: Connection) -> bool:
         held = conn.execute(update(chunks).where(
             chunks.c.id == self.chunk_id, chunks.c.epoch == self.epoch,
-            chunks.c.state == "claimed").values(lease_until=time.time() + self.lease)).rowcount
+            chunks.c.state == "claimed").values(
+            lease_until=clock_sql(self.pg) + self.lease)).rowcount
         if not held:
             self.state = "lost"
         return bool(held)
@@ -123,7 +135,7 @@ class ChunkStore:
     def claim_chunk(self, run_id: int, owner: int, lease: float) -> tuple[int, int] | None:
         """Take the first chunk that is pending, or claimed under an expired lease: owner,
         lease and epoch + 1 in one statement. Returns (chunk id, epoch), or None."""
-        now = time.time()
+        now = clock_sql(self._pg)
         claimable = and_(chunks.c.run_id == run_id, or_(
             chunks.c.state == "pending",
             and_(chunks.c.state == "claimed", chunks.c.lease_until < now)))
@@ -161,7 +173,7 @@ class ChunkStore:
         with self._write() as conn:
             return bool(conn.execute(update(chunks).where(
                 chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
-            ).values(lease_until=time.time() + lease)).rowcount)
+            ).values(lease_until=clock_sql(self._pg) + lease)).rowcount)
 
     def release_chunk(self, chunk_id: int, epoch: int) -> bool:
         """Give back a chunk we hold but stop working (a signal, a fatal error): anyone may
@@ -176,7 +188,7 @@ class ChunkStore:
         """Record results of a chunk's items only while the chunk is still ours, in one
         transaction with the check (and the chunk's completion when nothing of it is left
         pending). Returns lost (nothing was recorded), open or done."""
-        fence = ChunkFence(chunk_id, epoch, lease)
+        fence = ChunkFence(chunk_id, epoch, lease, self._pg)
         self.record_results(results, fence=fence)
         return fence.state
 
@@ -226,8 +238,22 @@ class ChunkStore:
                                .where(runs.c.id == run_id)).first()
         return (row[0], row[1]) if row else ("gone", None)
 
+    @property
+    def shared(self) -> bool:
+        """Whether many hosts may share this journal (PostgreSQL): their leases and
+        heartbeats are then kept by its clock."""
+        return self._pg
+
+    def clock(self) -> float:
+        """Now by the clock leases and heartbeats are kept in (clock_sql), for showing
+        their ages."""
+        if not self._pg:
+            return time.time()
+        with self._read() as conn:
+            return float(conn.execute(select(clock_sql(True))).scalar_one())
+
     def register_worker(self, run_id: int) -> int:
-        now = time.time()
+        now = clock_sql(self._pg)
         with self._write() as conn:
             return int(conn.execute(insert(workers).values(
                 run_id=run_id, host=socket.gethostname(), pid=os.getpid(), started_at=now,
@@ -236,7 +262,7 @@ class ChunkStore:
 
     def worker_beat(self, worker_id: int, chunks_done: int, bytes_done: int,
                     state: str | None = None) -> None:
-        values = {"heartbeat_at": time.time(), "chunks_done": chunks_done,
+        values = {"heartbeat_at": clock_sql(self._pg), "chunks_done": chunks_done,
                   "bytes_done": bytes_done}
         if state:
             values["state"] = state

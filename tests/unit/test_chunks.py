@@ -109,6 +109,31 @@ def test_expired_lease_is_reclaimed_with_the_next_epoch(journal_at):
         assert b.renew_lease(chunk, 2, 30)
 
 
+def test_on_postgresql_leases_follow_the_databases_clock_not_a_hosts(journal_at, monkeypatch):
+    """Two hosts whose clocks disagree by an hour share a PostgreSQL journal: the one ahead
+    must not take a chunk whose lease is live, and a worker's heartbeat age (status) is not
+    an hour off. SQLite's writers share one host and its clock, so there the skewed clock is
+    obeyed: the same claim succeeds (the test shows which clock each kind keeps)."""
+    import journalsync.journal.chunks as chunks_module
+
+    path = journal_at
+    with Journal(path) as a, Journal(path) as b:
+        run_id = _planned(a, [1])
+        a.make_chunks(run_id, 10, 100)
+        chunk, epoch = a.claim_chunk(run_id, owner=1, lease=30)
+        worker = a.register_worker(run_id)
+        real = time.time
+        monkeypatch.setattr(chunks_module.time, "time", lambda: real() + 3600)
+        taken = b.claim_chunk(run_id, owner=2, lease=30)
+        if a.shared:
+            assert taken is None
+            assert a.renew_lease(chunk, epoch, 30)
+            (beat,), = _sql(a, "SELECT heartbeat_at FROM workers WHERE id = :w", w=worker)
+            assert abs(b.clock() - beat) < 60
+        else:
+            assert taken == (chunk, epoch + 1)
+
+
 def test_stale_completion_is_rejected_and_nothing_of_it_recorded(journal_at):
     path = journal_at
     with Journal(path) as a, Journal(path) as b:
