@@ -7,7 +7,6 @@ Keys everywhere are relative to the destination prefix.
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     Float,
@@ -19,17 +18,10 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import TEXT as PG_TEXT
 
-# The column types, the same on SQLite and PostgreSQL (migrations use them too; on SQLite
-# they are exactly Integer and Text). PostgreSQL's INTEGER is 32 bits, and sizes, inodes,
-# nanosecond times and, some day, row ids do not fit: BIGINT there (SQLite's INTEGER is
-# 64 bits already, and only INTEGER PRIMARY KEY is a rowid). Keys and paths compare and
-# sort in binary order (byte order of UTF-8 = code point order = Python's sort), as in
-# SQLite: the scan's ranges [dir/, dir0) and every keyset page rely on it, whatever
-# collation the database was created with.
-Int = Integer().with_variant(BigInteger(), "postgresql")
-Key = Text().with_variant(PG_TEXT(collation="C"), "postgresql")
+from journalsync.journal.sqltypes import Int, Key
+
+# Int (BIGINT on PostgreSQL) and Key (binary collation there): sqltypes.py.
 
 metadata = MetaData()
 

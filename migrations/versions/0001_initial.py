@@ -7,7 +7,7 @@ from alembic import op
 import sqlalchemy as sa
 
 # BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
-from journalsync.journal.schema import Int, Key
+from journalsync.journal.sqltypes import Int, Key
 
 revision = "0001"
 down_revision = None

@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 # BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
-from journalsync.journal.schema import Int
+from journalsync.journal.sqltypes import Int
 
 revision = "0004"
 down_revision = "0003"

@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 # BIGINT and binary-ordered keys on PostgreSQL; exactly Integer and Text on SQLite
-from journalsync.journal.schema import Int, Key
+from journalsync.journal.sqltypes import Int, Key
 
 revision = "0009"
 down_revision = "0008"

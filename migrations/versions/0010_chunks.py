@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 # BIGINT on PostgreSQL (a chunk of one huge file, a worker's bytes); exactly Integer on SQLite
-from journalsync.journal.schema import Int
+from journalsync.journal.sqltypes import Int
 
 revision = "0010"
 down_revision = "0009"

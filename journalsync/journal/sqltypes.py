@@ -1,0 +1,19 @@
+"""Column types shared by schema.py and the migrations. Frozen: a migration that ran on a
+journal must build the same thing forever, so these never change; a new type gets a new
+name here (and the migration that introduces it uses that).
+
+The same on SQLite and PostgreSQL (on SQLite they are exactly Integer and Text).
+PostgreSQL's INTEGER is 32 bits, and sizes, inodes, nanosecond times and, some day, row
+ids do not fit: BIGINT there (SQLite's INTEGER is 64 bits already, and only INTEGER
+PRIMARY KEY is a rowid). Keys and paths compare and sort in binary order (byte order of
+UTF-8 = code point order = Python's sort), as in SQLite: the scan's ranges [dir/, dir0)
+and every keyset page rely on it, whatever collation the database was created with.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Integer, Text
+from sqlalchemy.dialects.postgresql import TEXT as PG_TEXT
+
+Int = Integer().with_variant(BigInteger(), "postgresql")
+Key = Text().with_variant(PG_TEXT(collation="C"), "postgresql")
