@@ -270,7 +270,15 @@ class ChunkStore:
             conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
 
     def run_workers_rows(self, run_id: int) -> list[dict]:
-        stmt = select(workers).where(workers.c.run_id == run_id).order_by(workers.c.id)
+        """The run's workers. chunks_done is counted from the chunks each one closed, not
+        taken from its own tally: a process killed between two heartbeats never wrote its
+        last ones (bytes_done stays the tally, as of its last heartbeat)."""
+        closed = (select(func.count()).select_from(chunks)
+                  .where(chunks.c.owner == workers.c.id, chunks.c.state == "done")
+                  .scalar_subquery())
+        stmt = (select(*[c for c in workers.c if c.name != "chunks_done"],
+                       closed.label("chunks_done"))
+                .where(workers.c.run_id == run_id).order_by(workers.c.id))
         with self._read() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings().all()]
 
