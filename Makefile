@@ -24,15 +24,17 @@ server: $(STAMP)
 # Workers for the suite: most tests wait on servers, proxies and subprocesses, so four
 # workers keep two cores busy (measured from a fresh clone: 13 min 51 s for the whole
 # `make test` with 4, about 16 min with 3). TEST_WORKERS=0 runs in one process, e.g. to debug.
+# worksteal: the longest tests start first (tests/conftest.py) and idle workers take
+# queued tests from busy ones, so no worker is left alone with a long queue at the end.
 TEST_WORKERS ?= 4
 
 ## test: the whole suite, against moto, rclone serve s3 and SeaweedFS
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 ## test-fast: the suite without the crash and fault-injection tests (marked slow)
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'

@@ -17,6 +17,44 @@ from journalsync.devtools.localserver import LocalS3Server, MotoS3Server, Rclone
 SERVERS = ["moto", "rclone", "seaweed"] + (["external"] if os.environ.get("S3_TEST_ENDPOINT_URL") else [])
 
 
+# Tests whose subject is the client (a fault a proxy injects, a signal, the journal's own
+# file) run on one server: any would do, and three cost two thirds of them for nothing the
+# suite does not already show elsewhere. rclone serve s3 answers fastest for the least CPU
+# (moto is Python, on the same two cores as the suite).
+ONE_SERVER = "rclone"
+
+# The longest tests, started first so that none of them is the last to end (and with
+# xdist's worksteal, the others are shared out around them). Then the crash and fault
+# tests (slow), then the rest, shortest last.
+LONGEST = ("test_a_month_of_nights_keeps_the_journal_small",
+           "test_random_kills_in_the_delete_phase_never_delete_a_present_file")
+
+
+def _server_of(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("s3") if callspec else None
+
+
+def pytest_collection_modifyitems(config, items):
+    kept, dropped = [], []
+    for item in items:
+        server = _server_of(item)
+        one = item.get_closest_marker("one_server")
+        if one and server is not None and server != (one.args[0] if one.args else ONE_SERVER):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+
+    def rank(item) -> int:
+        if getattr(item, "originalname", item.name) in LONGEST:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items[:] = sorted(kept, key=rank)  # stable: collection order within each rank
+
+
 class ExternalS3Server(LocalS3Server):
     """Opt-in third target, e.g. MinIO from docker-compose.yml: S3_TEST_ENDPOINT_URL,
     S3_TEST_ACCESS_KEY_ID, S3_TEST_SECRET_ACCESS_KEY."""

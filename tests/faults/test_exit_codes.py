@@ -49,6 +49,7 @@ def synced(sync, n: int = 6) -> None:
     assert first.code == 0, first.err
 
 
+@pytest.mark.one_server
 def test_unknown_profile_is_a_configuration_error(sync):
     sync.write("a.txt", b"a")
     result = sync.run("--profile", "nosuchprofile")
@@ -56,6 +57,7 @@ def test_unknown_profile_is_a_configuration_error(sync):
     one_line(result, "'nosuchprofile'", "profile")
 
 
+@pytest.mark.one_server
 def test_endpoint_without_a_scheme_is_a_usage_error(sync, s3):
     sync.write("a.txt", b"a")
     result = sync.run("--endpoint-url", f"127.0.0.1:{s3.port}")
@@ -63,6 +65,7 @@ def test_endpoint_without_a_scheme_is_a_usage_error(sync, s3):
     one_line(result, "is not a URL", "https://")
 
 
+@pytest.mark.one_server
 def test_journal_on_a_read_only_filesystem(sync, mount):
     sync.write("a.txt", b"a")
     ro = mount("ro,size=1m")
@@ -71,6 +74,7 @@ def test_journal_on_a_read_only_filesystem(sync, mount):
     one_line(result, str(ro), "Read-only file system", "--journal")
 
 
+@pytest.mark.one_server
 def test_journal_on_a_full_filesystem(sync, s3client, mount):
     """The journal fills its filesystem mid-run: exit 5, one line; what was uploaded is
     intact, and with a journal elsewhere the next run finishes the job."""
@@ -85,6 +89,7 @@ def test_journal_on_a_full_filesystem(sync, s3client, mount):
     assert int(again.summary["uploaded"]) + int(again.summary["skipped"]) == 3000
 
 
+@pytest.mark.one_server
 def test_truncated_journal_says_how_to_recover(sync, s3client):
     synced(sync)
     size = sync.journal.stat().st_size
@@ -104,6 +109,7 @@ def test_truncated_journal_says_how_to_recover(sync, s3client):
     assert rebuilt.summary["uploaded"] == "0" and rebuilt.summary["skipped"] == "6"
 
 
+@pytest.mark.one_server
 def test_corrupted_journal_is_not_blamed_on_the_store(sync):
     synced(sync, 300)
     size = sync.journal.stat().st_size
@@ -116,6 +122,7 @@ def test_corrupted_journal_is_not_blamed_on_the_store(sync):
     assert "cannot list" not in result.err
 
 
+@pytest.mark.one_server
 def test_a_lock_that_cannot_be_taken(sync):
     sync.write("a.txt", b"a")
     Path(f"{sync.journal}.lock").mkdir(parents=True)

@@ -37,6 +37,7 @@ def assert_all_match(sync, client, files):
     assert incomplete(client, sync.bucket) == []
 
 
+@pytest.mark.one_server
 @pytest.mark.parametrize("seed", [21, 22])
 def test_slowdown_storm_with_resets_syncs_everything(sync, s3, s3client, seed):
     print(f"seed={seed}")
@@ -65,6 +66,7 @@ def test_slowdown_storm_with_resets_syncs_everything(sync, s3, s3client, seed):
     assert_all_match(sync, s3client, files)
 
 
+@pytest.mark.one_server
 @pytest.mark.parametrize("path", ["--crt", "--no-crt"])
 def test_slowdown_holds_requests_back_then_lets_them_grow(sync, s3, s3client, path):
     """16 workers keep 16 PUTs in flight (the proxy holds each 0.3 s, so the count shows).
@@ -111,6 +113,7 @@ def test_slowdown_holds_requests_back_then_lets_them_grow(sync, s3, s3client, pa
     assert_all_match(sync, s3client, files)
 
 
+@pytest.mark.one_server
 def test_blackhole_longer_than_retry_timeout_then_resume(sync, s3, s3client):
     files = mixed(sync, 23)
     window = {"until": None}
@@ -136,6 +139,7 @@ def test_blackhole_longer_than_retry_timeout_then_resume(sync, s3, s3client):
     assert_all_match(sync, s3client, files)
 
 
+@pytest.mark.one_server
 def test_error_inside_a_200_complete_is_retried(sync, s3, s3client):
     big = random.Random(24).randbytes(11 * MiB)
     sync.write("big.bin", big)
@@ -166,6 +170,7 @@ FATAL = [
 ]
 
 
+@pytest.mark.one_server
 @pytest.mark.parametrize("status, code, fields, words", FATAL, ids=[f[1] for f in FATAL])
 def test_fatal_errors_fail_fast_with_one_line(sync, s3, status, code, fields, words):
     sync.write("a.txt", b"a")
@@ -178,6 +183,7 @@ def test_fatal_errors_fail_fast_with_one_line(sync, s3, status, code, fields, wo
     assert len(proxy.requests) == 1  # the contract: fatal means no retry, not one
 
 
+@pytest.mark.one_server
 def test_expired_token_mid_run_stops_cleanly_and_resumes(sync, s3, s3client):
     files = mixed(sync, 25)
     with RecordingProxy(s3.port, hook=lambda req: Fault(400, "ExpiredToken")
@@ -194,6 +200,7 @@ def test_expired_token_mid_run_stops_cleanly_and_resumes(sync, s3, s3client):
     assert_all_match(sync, s3client, files)
 
 
+@pytest.mark.one_server
 @pytest.mark.parametrize("path", ["--crt", "--no-crt"])
 def test_bwlimit_paces_uploads_and_keeps_bytes_intact(sync, s3, s3client, path):
     """8 MiB (16 small files and a 6 MiB multipart file) at --bwlimit 2MiB: every body is

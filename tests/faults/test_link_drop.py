@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 OUTAGE = 10.0  # seconds
 
 
+@pytest.mark.one_server
 def test_an_outage_is_probed_every_second_and_the_upload_goes_on(sync, s3, s3client):
     """From the first UploadPart on, every request is dropped with a reset for 10 s. The
     first part is tried at least once a second all through the outage (an exponential
@@ -60,6 +61,7 @@ def test_an_outage_is_probed_every_second_and_the_upload_goes_on(sync, s3, s3cli
     assert incomplete(s3client, sync.bucket) == []
 
 
+@pytest.mark.one_server
 @pytest.mark.skipif(not link_socket_options(), reason="the kernel has no TCP_RTO_MAX_MS (Linux 6.15+)")
 def test_botocore_connections_cap_tcp_retransmission_at_a_second(s3, bucket, tmp_path, monkeypatch):
     for name, value in s3.env().items():
@@ -94,6 +96,7 @@ def test_link_socket_options_are_empty_where_the_kernel_refuses_them(monkeypatch
     assert link_socket_options() == []
 
 
+@pytest.mark.one_server
 def test_a_small_put_stuck_on_a_dead_connection_is_sent_again(sync, s3, s3client):
     """The CRT's sockets cannot take the retransmission cap, so a small PUT that gets no
     answer within several times the usual time is cancelled and sent again on a new

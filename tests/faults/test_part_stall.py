@@ -28,6 +28,7 @@ SILENCE = 600.0  # the proxy holds the stalled connection this long, or until it
 RUN_TIMEOUT = 120  # the test's own bound on the run
 
 
+@pytest.mark.one_server
 @pytest.mark.parametrize("stall_at", [0.5, 1.0], ids=["mid-body", "no-answer"])
 def test_a_silent_part_is_cancelled_and_sent_again(sync, s3, s3client, stall_at):
     rnd = random.Random(51)

@@ -26,6 +26,7 @@ def wait_for_line(stream, words: str) -> None:
     raise AssertionError(f"no line with {words!r}")
 
 
+@pytest.mark.one_server
 def test_second_sigterm_stops_now_with_the_summary_line(sync, s3, s3client):
     big = random.Random(41).randbytes(40 * MiB)
     sync.write("big.bin", big)

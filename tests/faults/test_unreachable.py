@@ -42,6 +42,7 @@ def test_each_retry_is_logged_with_verbose(offline_sync):
         result.err.splitlines()[first]
 
 
+@pytest.mark.one_server
 def test_a_link_lost_after_the_first_answer_gets_the_whole_retry_timeout(sync):
     """The store answers the bucket check and the LIST, then resets every connection for
     longer than an unanswered endpoint would be given: the run waits it out and succeeds,
