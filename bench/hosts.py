@@ -19,8 +19,8 @@ tx counters) and whether the bucket equals the source (keys, sizes, sha256 metad
 
     sudo .venv/bin/python bench/hosts.py [--hosts 1,2,4] [--reps 3] [--rate 50mbit]
 
-Root only; elsewhere it prints one line and exits 0. Its namespaces are jshb1..jshb4,
-removed at start (leftovers of a killed bench) and at the end.
+Root only; elsewhere it prints one line and exits 0. Its namespaces are jshb1..jshb4
+(10.231.241-244.0/30), removed at start (leftovers of a killed bench) and at the end.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from tests.support.hostnet import Host, hosts, unavailable_reason  # noqa: E402
 WORK = ROOT / ".bench-hosts"
 JOURNALSYNC = str(Path(sys.executable).parent / "journalsync")
 ACCESS_KEY, SECRET_KEY = "hosts-bench", "hosts-bench-secret"
-PREFIX = "jshb"
+PREFIX, SLOT = "jshb", 15  # 10.231.241-244: apart from the tests' hosts
 MIB = 1 << 20
 
 
@@ -252,7 +252,7 @@ def main() -> None:
     results: list[Result] = []
     with fresh_database() as pg_url:
         pg_port = urlsplit(pg_url).port or 5432
-        with hosts(max(counts), [pg_port], rate=args.rate, prefix=PREFIX) as made, \
+        with hosts(max(counts), [pg_port], rate=args.rate, prefix=PREFIX, slot=SLOT) as made, \
                 open(WORK / "tools.log", "wb") as log:
             s3_port = free_port()
             server = start_server(WORK / "s3", s3_port, made, WORK / "rclone.log")

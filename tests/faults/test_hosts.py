@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.support.hostnet import Host, hosts, link, require_hosts
+from tests.support.hostnet import Host, for_this_process, hosts, link, require_hosts
 from tests.support.proxy import RecordingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
@@ -48,8 +48,9 @@ def net(s3, pg_url):
     PostgreSQL through its own link."""
     require_hosts()
     pg_port = urlsplit(pg_url).port or 5432
+    prefix, slot = for_this_process()
     with RecordingProxy(s3.port) as proxy, \
-            hosts(4, [proxy.port, pg_port], rate=RATE) as made:
+            hosts(4, [proxy.port, pg_port], rate=RATE, prefix=prefix, slot=slot) as made:
         yield Net(made, proxy, pg_url, pg_port, f"hosts_{uuid.uuid4().hex[:10]}")
 
 
@@ -207,7 +208,7 @@ def test_a_dead_hosts_chunks_are_taken_over_within_the_lease(sync, net):
                                  "--json").out)
     assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 12}
     by_host = {w["host"] for w in status["workers"]}
-    assert by_host == {"jsh1", "jsh2", "jsh3", "jsh4"}, by_host
+    assert by_host == {h.ns for h in net.hosts}, by_host
 
 
 def test_a_partitioned_workers_late_completion_is_rejected(sync, net):
@@ -299,7 +300,7 @@ def test_a_killed_run_resumes_without_disturbing_the_workers_of_other_hosts(sync
     assert [(r["state"], r["resumed"]) for r in status["runs"]] == [("done", 1)]
     assert status["chunks"] == {"pending": 0, "claimed": 0, "done": 10}
     # Each worker registered once; the chunks taken over (epoch 2) are the dead run's.
-    assert sorted(w["pid"] for w in status["workers"] if w["host"] != "jsh1") == sorted(
+    assert sorted(w["pid"] for w in status["workers"] if w["host"] != h1.ns) == sorted(
         p.pid for p in workers)
     assert sum(w["chunks_done"] for w in status["workers"]) == 10
     retaken = {c for (c,) in net.rows("SELECT id FROM chunks WHERE epoch > 1")}

@@ -2,8 +2,9 @@
 workers (issue 15).
 
 Host K is the namespace `PREFIXK` with a veth pair to the root namespace: `PREFIXKr` on the
-root side (10.231.K.1/30) and `PREFIXKh` inside (10.231.K.2/30), optionally capped with
-`tc tbf` on the host's egress (its uploads). Services that listen on 127.0.0.1 in the root
+root side (10.231.N.1/30) and `PREFIXKh` inside (10.231.N.2/30), N = 16 * slot + K,
+optionally capped with `tc tbf` on the host's egress (its uploads). The slot keeps the
+hosts of parallel test processes apart (`for_this_process`: one per xdist worker). Services that listen on 127.0.0.1 in the root
 namespace (an S3 server fixture, PostgreSQL on 5432) are reached from a host through a TCP
 relay per (host, service) that listens on the root side's veth address and forwards to
 127.0.0.1:port: every byte between a host and a service crosses that host's link.
@@ -33,6 +34,15 @@ from dataclasses import dataclass, field
 
 PREFIX = "jsh"
 SUBNET = "10.231"
+
+
+def for_this_process() -> tuple[str, int]:
+    """(prefix, slot) of this test process's hosts: jsh<n>- and slot n for xdist worker
+    gw<n> (jsh0- outside xdist), so tests running side by side never share a name or an
+    address."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    slot = int(worker[2:]) if worker[2:].isdigit() else 0
+    return f"{PREFIX}{slot}-", slot
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -128,6 +138,7 @@ class Relay:
 class Host:
     index: int
     prefix: str = PREFIX
+    slot: int = 0
     relays: dict[int, Relay] = field(default_factory=dict)  # upstream port -> its relay
 
     @property
@@ -144,11 +155,15 @@ class Host:
 
     @property
     def root_ip(self) -> str:
-        return f"{SUBNET}.{self.index}.1"
+        return f"{SUBNET}.{self._net}.1"
 
     @property
     def ip(self) -> str:
-        return f"{SUBNET}.{self.index}.2"
+        return f"{SUBNET}.{self._net}.2"
+
+    @property
+    def _net(self) -> int:
+        return 16 * self.slot + self.index
 
     def exec_args(self) -> list[str]:
         """The prefix of a command run on this host: its namespace, and a hostname of its
@@ -214,16 +229,17 @@ def link(host: Host, up: bool) -> None:
 
 @contextmanager
 def hosts(count: int, services: list[int], rate: str | None = None,
-          prefix: str = PREFIX) -> Iterator[list[Host]]:
+          prefix: str = PREFIX, slot: int = 0) -> Iterator[list[Host]]:
     """`count` hosts (PREFIX1..PREFIXcount), each with a relay to every port of
     `services` (127.0.0.1 ports of the root namespace), and its egress capped at `rate`
-    (tc syntax, e.g. 50mbit). Stale namespaces of the prefix are removed first; these are
+    (tc syntax, e.g. 50mbit); at most 15 hosts a slot (0-15). Stale namespaces of the prefix are removed first; these are
     removed afterwards, whatever happened."""
+    assert 0 < count < 16 and 0 <= slot < 16, (count, slot)
     cleanup(prefix)
     made: list[Host] = []
     try:
         for index in range(1, count + 1):
-            host = Host(index, prefix)
+            host = Host(index, prefix, slot)
             made.append(host)
             _make(host, rate)
             for port in services:
