@@ -200,7 +200,7 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
             with lock:
                 unfinished = [c for c in held.values() if not (c.lost.is_set() or c.done)]
             for chunk in unfinished:
-                journal.release_chunk(chunk.id, chunk.epoch)
+                journal.release_chunk(chunk.id, chunk.epoch, lease)
             journal.worker_beat(worker_id, tally.chunks, tally.bytes,
                                 "stopped" if stop.is_set() else "done")
     return state["stopped"]

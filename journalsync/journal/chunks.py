@@ -30,6 +30,18 @@ _PENDING_IN_CHUNK = ("EXISTS (SELECT 1 FROM plan_items p WHERE p.chunk_id = chun
                      " AND p.status = 'pending')")
 
 
+def limit_silence(conn: Connection, lease: float) -> None:
+    """PostgreSQL: within this transaction, which locks a chunk's row, the server ends the
+    session once it has idled in it for `lease` (the same limit the lease sets on a silent
+    holder). A process whose host is partitioned or gone between its UPDATE and its COMMIT
+    would otherwise hold the lock until the server notices the dead connection (TCP
+    keepalive: two hours by default), and claims skip locked rows: its chunk would wait
+    that long past its lease. SQLite: nothing (a dead process's lock dies with it)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                     {"ms": str(max(1, round(lease * 1000)))})
+
+
 def _alive(pid: int) -> bool:
     """Whether process `pid` exists on this host (a reused pid reads as alive: then the
     lease decides, as for a holder on another host)."""
@@ -53,6 +65,7 @@ class ChunkFence:
         self.state = "open"
 
     def hold(self, conn: Connection) -> bool:
+        limit_silence(conn, self.lease)
         held = conn.execute(update(chunks).where(
             chunks.c.id == self.chunk_id, chunks.c.epoch == self.epoch,
             chunks.c.state == "claimed").values(lease_until=time.time() + self.lease)).rowcount
@@ -134,6 +147,7 @@ class ChunkStore:
                         lease_until=now + lease, claimed_at=now)
                 .returning(chunks.c.id, chunks.c.epoch))
         with self._write() as conn:
+            limit_silence(conn, lease)
             row = conn.execute(stmt).first()
         return (int(row[0]), int(row[1])) if row else None
 
@@ -159,14 +173,16 @@ class ChunkStore:
         """Extend a held chunk's lease. False: the chunk is no longer ours (its epoch moved
         on, or it is done)."""
         with self._write() as conn:
+            limit_silence(conn, lease)
             return bool(conn.execute(update(chunks).where(
                 chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
             ).values(lease_until=time.time() + lease)).rowcount)
 
-    def release_chunk(self, chunk_id: int, epoch: int) -> bool:
+    def release_chunk(self, chunk_id: int, epoch: int, lease: float = 30.0) -> bool:
         """Give back a chunk we hold but stop working (a signal, a fatal error): anyone may
         claim it at once instead of after its lease. Fenced like every write of a chunk."""
         with self._write() as conn:
+            limit_silence(conn, lease)
             return bool(conn.execute(update(chunks).where(
                 chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
             ).values(state="pending", owner=None, lease_until=None)).rowcount)

@@ -77,10 +77,15 @@ def require_hosts() -> None:
 
 class Relay:
     """Listens on (address, 0) and pipes each connection to 127.0.0.1:upstream_port.
-    Closing it stops accepting and shuts every connection it carries."""
+    Closing it stops accepting and shuts every connection it carries. `silence_at(marker)`:
+    the next client message holding `marker` and all that follows it on that connection
+    are swallowed (a one-way partition at a chosen moment, e.g. a COMMIT that never
+    reaches the server)."""
 
     def __init__(self, address: str, upstream_port: int):
         self.upstream_port = upstream_port
+        self._marker: bytes | None = None
+        self._silenced: set[socket.socket] = set()
         self._listener = socket.create_server((address, 0))
         self.address, self.port = self._listener.getsockname()[:2]
         self._socks: set[socket.socket] = set()
@@ -103,11 +108,20 @@ class Relay:
             with self._lock:
                 self._socks.update((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(src, dst, src is client),
+                                 daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def silence_at(self, marker: bytes | None) -> None:
+        """Swallow from the next client message holding `marker` on (None: no more
+        connections silenced; those already silent stay so)."""
+        self._marker = marker
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool = False) -> None:
         try:
             while data := src.recv(1 << 16):
+                if upstream and self._marker and (src in self._silenced or self._marker in data):
+                    self._silenced.add(src)
+                    continue
                 dst.sendall(data)
         except OSError:
             pass

@@ -217,3 +217,56 @@ def test_chunks_of_dead_processes_on_this_host_are_free_at_once(journal_at):
         finally:
             live.kill()
             live.wait()
+
+
+def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its_lease(pg_url):
+    """PostgreSQL: a holder whose host vanishes between a chunk's UPDATE and its COMMIT
+    (a partition, a power cut) leaves its session idle in a transaction that holds the
+    chunk's row lock; claims skip locked rows, so without a limit the chunk would wait for
+    the server to notice the dead connection (TCP keepalive: two hours by default). Its
+    COMMIT is swallowed here by a relay that goes silent at that message."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    from journalsync.journal.location import PgLocation
+    from tests.support.hostnet import Relay
+
+    job = f"t_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(pg_url)
+    relay = Relay("127.0.0.1", parts.port or 5432)
+    relayed = pg_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{relay.port}")
+    renewal = None
+    with Journal(PgLocation(pg_url, job)) as b:
+        a = Journal(PgLocation(relayed, job))
+        try:
+            run_id = _planned(b, [1])
+            b.make_chunks(run_id, 10, 100)
+            chunk, epoch = a.claim_chunk(run_id, owner=1, lease=1.0)
+            relay.silence_at(b"COMMIT")
+            renewal = threading.Thread(target=_quietly, args=(a.renew_lease, chunk, epoch, 1.0),
+                                       daemon=True)
+            renewal.start()
+            deadline = time.monotonic() + 15
+            claim = None
+            while claim is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+                claim = b.claim_chunk(run_id, owner=2, lease=30)
+            assert claim == (chunk, 2), "the silent holder's lock kept the chunk"
+            assert b.renew_lease(chunk, 2, 30)
+            # The server ended the silent session; back on a link, the holder's next beat
+            # (on a new connection) learns the chunk is no longer its own.
+            renewal.join(10)
+            relay.silence_at(None)
+            assert a.renew_lease(chunk, epoch, 30) is False
+        finally:
+            relay.close()
+            if renewal is not None:
+                renewal.join(10)
+            _quietly(a.close)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - its connection is gone: what the test makes happen
+        pass
