@@ -271,9 +271,10 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait()
-    print(f"\nMeasured on {machine()}, `sudo .venv/bin/python bench/hosts.py --reps "
-          f"{args.reps}` (payload {payload / MIB:.0f} MiB in {len(manifest)} files, each host "
-          f"capped at {args.rate}, chunks of at most {args.chunk_bytes}; host 1 runs `run`, "
+    print(f"\nMeasured on {machine()}, `sudo .venv/bin/python bench/hosts.py "
+          f"{' '.join(sys.argv[1:])}` (payload {payload / MIB:.0f} MiB in {len(manifest)} "
+          f"files, each host capped at {args.rate}, chunks of at most {args.chunk_bytes}, "
+          f"{args.workers} transfers per host, medians of {args.reps}; host 1 runs `run`, "
           f"the others `worker`):\n\n" + table(results, payload))
 
 
