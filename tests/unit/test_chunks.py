@@ -219,6 +219,41 @@ def test_chunks_of_dead_processes_on_this_host_are_free_at_once(journal_at):
             live.wait()
 
 
+def test_a_busy_process_claims_no_more_than_it_is_sending(journal_at):
+    """With 8 transfer slots and chunks of one large file each, a process works AHEAD (2)
+    chunks at once and leaves the rest to other hosts' claims, instead of filling its
+    window of 2 x 8 items with 6 chunks it cannot send any sooner."""
+    from journalsync.chunkwork import AHEAD, work_chunks
+
+    with Journal(journal_at) as a, Journal(journal_at) as b:
+        run_id = _planned(a, [1] * 6)
+        a.make_chunks(run_id, 1, 100)  # six chunks
+        release = threading.Event()
+        started: list[int] = []
+
+        def transfer(item):
+            started.append(item.id)
+            release.wait(30)
+            return _ok(item.id, item.key)
+
+        busy = threading.Thread(target=work_chunks, args=(a, run_id, transfer, 8,
+                                                          a.register_worker(run_id)))
+        busy.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(started) < AHEAD and time.monotonic() < deadline:
+                time.sleep(0.01)
+            others = []
+            while claim := b.claim_chunk(run_id, owner=99, lease=30):
+                others.append(claim)
+        finally:
+            release.set()
+            busy.join(30)
+        assert len(others) == 6 - AHEAD, others
+        assert len(started) == AHEAD
+        assert a.chunk_counts(run_id) == {"pending": 0, "claimed": 6 - AHEAD, "done": AHEAD}
+
+
 def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its_lease(pg_url):
     """PostgreSQL: a holder whose host vanishes between a chunk's UPDATE and its COMMIT
     (a partition, a power cut) leaves its session idle in a transaction that holds the
