@@ -134,13 +134,16 @@ class ChunkStore:
     # -- claims, leases, fenced results ---------------------------------------------------
 
     def claim_chunk(self, run_id: int, owner: int, lease: float) -> tuple[int, int] | None:
-        """Take the first chunk that is pending, or claimed under an expired lease: owner,
-        lease and epoch + 1 in one statement. Returns (chunk id, epoch), or None."""
+        """Take the largest chunk that is pending, or claimed under an expired lease (ties
+        in plan order): owner, lease and epoch + 1 in one statement. Returns (chunk id,
+        epoch), or None. Largest first, as in LPT scheduling, so the chunks claimed last
+        are small and the hosts finish close together."""
         now = time.time()
         claimable = and_(chunks.c.run_id == run_id, or_(
             chunks.c.state == "pending",
             and_(chunks.c.state == "claimed", chunks.c.lease_until < now)))
-        pick = (select(chunks.c.id).where(claimable).order_by(chunks.c.id).limit(1)
+        pick = (select(chunks.c.id).where(claimable)
+                .order_by(chunks.c.bytes.desc(), chunks.c.id).limit(1)
                 .with_for_update(skip_locked=True).scalar_subquery())
         stmt = (update(chunks).where(chunks.c.id == pick, claimable)
                 .values(state="claimed", owner=owner, epoch=chunks.c.epoch + 1,

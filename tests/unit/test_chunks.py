@@ -94,6 +94,18 @@ def test_two_claimers_get_distinct_chunks(journal_at):
     assert {owners[c] for c, _ in got["a"]} <= {1} and {owners[c] for c, _ in got["b"]} <= {2}
 
 
+def test_the_largest_chunks_are_claimed_first(journal_at):
+    with Journal(journal_at) as journal:
+        run_id = _planned(journal, [10, 500, 60, 1, 60])
+        journal.make_chunks(run_id, 1, 1000)  # one file a chunk, ids in plan order
+        sizes = dict(_sql(journal, "SELECT id, bytes FROM chunks"))
+        claimed = []
+        while claim := journal.claim_chunk(run_id, owner=1, lease=30):
+            claimed.append(claim[0])
+        assert [sizes[c] for c in claimed] == [500, 60, 60, 10, 1]
+        assert claimed[1] < claimed[2]  # a tie: plan order
+
+
 def test_expired_lease_is_reclaimed_with_the_next_epoch(journal_at):
     path = journal_at
     with Journal(path) as a, Journal(path) as b:
