@@ -5,10 +5,10 @@ bounded pool as workers.run_workers, and claims the next chunk only once every r
 one before is submitted, so a process holds at most one chunk it has not finished
 submitting. It claims it only while a transfer slot is free and fewer than AHEAD chunks
 have transfers in flight, so the pool does not drain between chunks and a process holds
-no more work than it is sending: filling the window (2 x workers items) instead, a run with
-8 transfers claimed 10 of the 11 chunks of a 455 MiB tree of 8-64 MiB files within 2 s of
-planning, and 3 workers on other hosts found one each (bench/hosts.py, 4 hosts at
-50 Mbit/s: 0.29 of linear scaling). A heartbeat thread renews the leases of the
+no more work than it is sending. Filling the window (2 x workers items) instead, a run with
+8 transfers claimed 10 of the 11 chunks of bench/hosts.py's tree (455 MiB, 8-64 MiB files)
+within 2.3 s of its first claim, and the workers of 3 other hosts got 2 between them: 0.29
+of linear scaling on 4 hosts at 50 Mbit/s (0.60 with this rule, one run each). A heartbeat thread renews the leases of the
 chunks held every lease/3. When a renewal or a fenced write finds the chunk gone (the lease
 expired and someone else claimed it), the chunk is lost: nothing more of it is submitted,
 what is in flight finishes, and none of its results are recorded.

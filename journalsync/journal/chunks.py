@@ -137,7 +137,8 @@ class ChunkStore:
         """Take the largest chunk that is pending, or claimed under an expired lease (ties
         in plan order): owner, lease and epoch + 1 in one statement. Returns (chunk id,
         epoch), or None. Largest first, as in LPT scheduling, so the chunks claimed last
-        are small and the hosts finish close together."""
+        are small and the hosts finish close together (bench/hosts.py on 4 hosts, one run
+        each: 0.60 of linear scaling in plan order, 0.82 largest first)."""
         now = time.time()
         claimable = and_(chunks.c.run_id == run_id, or_(
             chunks.c.state == "pending",
