@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo server test test-fast bench bench-adopt bench-big mutate clean
+.PHONY: demo server test test-fast bench bench-adopt bench-big bench-hosts mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-adopt: $(BENCH_STAMP)
 bench-big: $(BENCH_STAMP)
 	$(PY) bench/bigtree.py $(BENCH_ARGS)
 
+## bench-hosts: 1, 2 and 4 hosts (network namespaces, 50 Mbit/s each) on one PostgreSQL job: scaling (root)
+bench-hosts: $(BENCH_STAMP)
+	$(PY) bench/hosts.py $(BENCH_ARGS)
+
 MUTATE_STAMP := $(VENV)/.installed-mutate
 
 $(MUTATE_STAMP): $(STAMP)
@@ -64,4 +68,4 @@ mutate: $(MUTATE_STAMP)
 	$(PY) -m tests.mutation_support.mutate
 
 clean:
-	rm -rf .demo .bench .bench-adopt .bench-big .server mutants
+	rm -rf .demo .bench .bench-adopt .bench-big .bench-hosts .server mutants

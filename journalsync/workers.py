@@ -28,17 +28,20 @@ FLUSH_SECONDS = 1.0
 
 def bounded_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int,
                 stop: threading.Event | None = None,
-                on_idle: Callable[[], None] | None = None) -> Iterator[R]:
+                on_idle: Callable[[], None] | None = None,
+                admit: Callable[[], bool] | None = None) -> Iterator[R]:
     """Like pool.map, but with at most `window` items in flight (so a million-item stream
     never becomes a million futures) and results in completion order. Once `stop` is set
     nothing new is submitted; what is in flight is still yielded. `on_idle` is called
     about once a second while no result arrives (one long upload must not keep the
-    results before it out of the journal)."""
+    results before it out of the journal). `admit`, asked before each next item while
+    others are in flight, can hold the stream back until one finishes."""
     it = iter(items)
     in_flight: set[Future] = set()
     exhausted = False
     while True:
-        while not exhausted and len(in_flight) < window and not (stop and stop.is_set()):
+        while not exhausted and len(in_flight) < window and not (stop and stop.is_set()) \
+                and (admit is None or not in_flight or admit()):
             try:
                 in_flight.add(pool.submit(fn, next(it)))
             except StopIteration:

@@ -94,6 +94,23 @@ def test_two_claimers_get_distinct_chunks(journal_at):
     assert {owners[c] for c, _ in got["a"]} <= {1} and {owners[c] for c, _ in got["b"]} <= {2}
 
 
+def test_workers_claim_the_largest_chunks_first_the_run_in_plan_order(journal_at):
+    with Journal(journal_at) as journal:
+        for largest_first, expected in ((True, [500, 60, 60, 10, 1]),
+                                        (False, [10, 500, 60, 1, 60])):
+            run_id = _planned(journal, [10, 500, 60, 1, 60])
+            journal.make_chunks(run_id, 1, 1000)  # one file a chunk, ids in plan order
+            sizes = dict(_sql(journal, "SELECT id, bytes FROM chunks WHERE run_id = :r",
+                              r=run_id))
+            claimed = []
+            while claim := journal.claim_chunk(run_id, owner=1, lease=30,
+                                               largest_first=largest_first):
+                claimed.append(claim[0])
+            assert [sizes[c] for c in claimed] == expected
+            assert claimed == sorted(claimed, key=lambda c: (-sizes[c], c) if largest_first
+                                     else c)  # ties in plan order
+
+
 def test_expired_lease_is_reclaimed_with_the_next_epoch(journal_at):
     path = journal_at
     with Journal(path) as a, Journal(path) as b:
@@ -245,3 +262,91 @@ def test_chunks_of_dead_processes_on_this_host_are_free_at_once(journal_at):
         finally:
             live.kill()
             live.wait()
+
+
+def test_a_busy_process_claims_no_more_than_it_is_sending(journal_at):
+    """With 8 transfer slots and chunks of one large file each, a process works AHEAD (2)
+    chunks at once and leaves the rest to other hosts' claims, instead of filling its
+    window of 2 x 8 items with 6 chunks it cannot send any sooner."""
+    from journalsync.chunkwork import AHEAD, work_chunks
+
+    with Journal(journal_at) as a, Journal(journal_at) as b:
+        run_id = _planned(a, [1] * 6)
+        a.make_chunks(run_id, 1, 100)  # six chunks
+        release = threading.Event()
+        started: list[int] = []
+
+        def transfer(item):
+            started.append(item.id)
+            release.wait(30)
+            return _ok(item.id, item.key)
+
+        busy = threading.Thread(target=work_chunks, args=(a, run_id, transfer, 8,
+                                                          a.register_worker(run_id)))
+        busy.start()
+        try:
+            deadline = time.monotonic() + 10
+            while len(started) < AHEAD and time.monotonic() < deadline:
+                time.sleep(0.01)
+            others = []
+            while claim := b.claim_chunk(run_id, owner=99, lease=30):
+                others.append(claim)
+        finally:
+            release.set()
+            busy.join(30)
+        assert len(others) == 6 - AHEAD, others
+        assert len(started) == AHEAD
+        assert a.chunk_counts(run_id) == {"pending": 0, "claimed": 6 - AHEAD, "done": AHEAD}
+
+
+def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its_lease(pg_url):
+    """PostgreSQL: a holder whose host vanishes between a chunk's UPDATE and its COMMIT
+    (a partition, a power cut) leaves its session idle in a transaction that holds the
+    chunk's row lock; claims skip locked rows, so without a limit the chunk would wait for
+    the server to notice the dead connection (TCP keepalive: two hours by default). Its
+    COMMIT is swallowed here by a relay that goes silent at that message."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    from journalsync.journal.location import PgLocation
+    from tests.support.hostnet import Relay
+
+    job = f"t_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(pg_url)
+    relay = Relay("127.0.0.1", parts.port or 5432)
+    relayed = pg_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{relay.port}")
+    renewal = None
+    with Journal(PgLocation(pg_url, job)) as b:
+        a = Journal(PgLocation(relayed, job))
+        try:
+            run_id = _planned(b, [1])
+            b.make_chunks(run_id, 10, 100)
+            chunk, epoch = a.claim_chunk(run_id, owner=1, lease=1.0)
+            relay.silence_at(b"COMMIT")
+            renewal = threading.Thread(target=_quietly, args=(a.renew_lease, chunk, epoch, 1.0),
+                                       daemon=True)
+            renewal.start()
+            deadline = time.monotonic() + 15
+            claim = None
+            while claim is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+                claim = b.claim_chunk(run_id, owner=2, lease=30)
+            assert claim == (chunk, 2), "the silent holder's lock kept the chunk"
+            assert b.renew_lease(chunk, 2, 30)
+            # The server ended the silent session; back on a link, the holder's next beat
+            # (on a new connection) learns the chunk is no longer its own.
+            renewal.join(10)
+            relay.silence_at(None)
+            assert a.renew_lease(chunk, epoch, 30) is False
+        finally:
+            relay.close()
+            if renewal is not None:
+                renewal.join(10)
+            _quietly(a.close)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - its connection is gone: what the test makes happen
+        pass
