@@ -40,6 +40,7 @@ from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.integrity import MD5, BodyCheck, check_for, create_args, of_crc, of_md5
 from journalsync.journal import Journal, UploadRecord
+from journalsync.journal.uploads import STREAM_MARK
 from journalsync.models import PlanItem, TransferResult
 from journalsync.prehash import HashSlots, PartStream, PreHash, part_md5, prehash
 from journalsync.objectmeta import (
@@ -48,7 +49,8 @@ from journalsync.objectmeta import (
     object_args,
     read_identity,
 )
-from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
+from journalsync.retry import Attempts, error_code, fatal_reason, http_status, is_retryable
+from journalsync.stamp import LargeFiles, StampPrecondition, StampRefused
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class MultipartDriver:
         # bound them by PART_MEMORY as well as by the workers.
         self.part_slots = threading.BoundedSemaphore(parts_in_flight(cfg.workers, cfg.part_size))
         self.hash_slots = HashSlots()
+        self.large = LargeFiles(cfg, clients)  # stream then stamp, or pre-hash (stamp.py)
 
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
@@ -118,15 +121,30 @@ class MultipartDriver:
         st = os.fstat(fh.fileno())
         if st.st_size > S3_MAX_OBJECT:
             raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
+        try:
+            done = self._finish_unstamped(item, fh, st, counter)
+            return done if done is not None else self._upload(item, path, counter, fh, st)
+        except StampRefused as exc:
+            # The object was completed but cannot be stamped: send it again pre-hashed
+            # (created with its sha256), as every large file after it this run.
+            self.large.refuse(exc)
+            fh.seek(0)
+            return self._upload(item, path, counter, fh, st)
+        except StampPrecondition as exc:
+            raise FileChanged(f"replaced on the store during its upload, so not stamped ({exc}); "
+                              "the next run compares it again") from None
+
+    def _upload(self, item: PlanItem, path: str, counter: Attempts, fh,
+                st: os.stat_result) -> TransferResult:
         pre = self._current_sha256(item, fh, st)
-        sha = pre if isinstance(pre, str) else pre.sha256
+        sha = STREAM_MARK if pre is None else pre if isinstance(pre, str) else pre.sha256
         rec, held = self._resumable(item, file_identity(st), sha)
         for attempt in (1, 2):  # a second upload only if the first vanished server-side
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
             try:
                 return self._send_and_complete(item, path, fh, st, rec, held, counter,
-                                               None if isinstance(pre, str) else pre)
+                                               pre if isinstance(pre, PreHash) else None)
             except UploadGone:
                 self.journal.set_upload_state(rec.upload_id, "aborted")
                 if attempt == 2:
@@ -134,8 +152,8 @@ class MultipartDriver:
                 log.warning("upload of %s vanished on the server; starting a new one", item.key)
                 rec = None
                 fh.seek(0)
-            except Interrupted:
-                raise  # keep the upload: --resume continues it
+            except (Interrupted, StampRefused, StampPrecondition):
+                raise  # keep the upload (--resume continues it), or it is completed already
             except Exception as exc:
                 # A dead link or a stopped run keeps the upload for the next run to
                 # resume; anything else (the file changed, the store refused a part)
@@ -145,12 +163,16 @@ class MultipartDriver:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash:
-        """The scan's SHA-256 while the file is as scanned; else hash it now (lazy hashing:
-        the scan did not read it; or it changed since the scan, or since a killed run's
-        plan), with each part's CRC (prehash.py), one large file at a time."""
+    def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash | None:
+        """The scan's SHA-256 while the file is as scanned; else None where the file is
+        streamed (hashed as its parts are sent, stamped after Complete: stamp.py); else hash
+        it now (lazy hashing: the scan did not read it; or it changed since the scan, or
+        since a killed run's plan), with each part's CRC (prehash.py), one large file at a
+        time."""
         if item.sha256 is not None and _as_scanned(st, item):
             return item.sha256
+        if self.large.streams(st.st_size):
+            return None
         with self.hash_slots:
             if self.stop.is_set():
                 raise Interrupted("stopped before its upload began")
@@ -168,7 +190,8 @@ class MultipartDriver:
         rec = self.journal.active_upload_for(item.key)
         if rec is None:
             return None, {}
-        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or rec.sha256 != sha:
+        same = rec.streamed if sha == STREAM_MARK else rec.sha256 == sha
+        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or not same:
             log.info("%s changed since its upload began; aborting that upload", item.key)
             self._abort_quietly(rec)
             return None, {}
@@ -200,7 +223,8 @@ class MultipartDriver:
 
     def _create(self, item: PlanItem, st: os.stat_result, sha: str) -> UploadRecord:
         client = self.clients.get()
-        args = {**object_args(self.cfg, item.key, sha, st.st_mtime_ns),
+        args = {**object_args(self.cfg, item.key, None if sha == STREAM_MARK else sha,
+                              st.st_mtime_ns),
                 **create_args(self.clients.body_check)}
         tries = Attempts()  # not the file's attempts: those count its data requests
         upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
@@ -244,15 +268,71 @@ class MultipartDriver:
         if pre is not None:
             started = pre.started_ns  # the CRCs vouch for the bytes the pre-hash read
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
-        if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
+        if (digest != rec.sha256 and not rec.streamed) \
+                or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
-        etag = self._complete(item, rec, parts)
+        if rec.streamed:
+            # Journaled before the Complete: a run killed after it stamps with this hash.
+            self.journal.set_upload_sha256(rec.upload_id, digest)
+        etag = self._complete(item, rec, parts, None if rec.streamed else rec.sha256)
+        if rec.streamed:
+            self.journal.set_upload_unstamped(rec.upload_id, etag)
+            etag = self._stamp(rec, digest, etag)
         self.journal.set_upload_state(rec.upload_id, "completed")
-        # Every byte was read (and hashed to rec.sha256) after `started`, with the file's
+        # Every byte was read (and hashed to `digest`) after `started`, with the file's
         # identity st throughout: that hash is the file's, recorded as any scan's would be.
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
-                              size=st.st_size, etag=etag, sha256=rec.sha256,
+                              size=st.st_size, etag=etag, sha256=digest,
                               file_identity=read_identity(st, os.fstat(fh.fileno()), started))
+
+    def _stamp(self, rec: UploadRecord, sha256: str, etag: str) -> str:
+        """Write a streamed upload's sha256 onto its object (stamp.py); the object's ETag
+        after. A refused or pre-empted stamp ends the record: the object is sent again."""
+        try:
+            return self.large.stamp(rec.key, sha256, rec.mtime_ns, rec.size, etag)
+        except (StampRefused, StampPrecondition):
+            self.journal.set_upload_state(rec.upload_id, "completed")
+            raise
+
+    def _finish_unstamped(self, item: PlanItem, fh, st: os.stat_result,
+                          counter: Attempts) -> TransferResult | None:
+        """A streamed upload an earlier run completed but did not stamp (killed between the
+        two): stamp it, sending nothing again, if the object is still the one completed
+        and the file still the one read. Else None: the file is uploaded as usual."""
+        rec = self.journal.active_upload_for(item.key, state="unstamped")
+        if rec is None:
+            return None
+        sha = rec.streamed_sha256
+        head = None
+        if sha and (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) == file_identity(st):
+            head = self._head(item.key)
+        if head is None or head["ContentLength"] != rec.size or not (
+                head["ETag"].strip('"') == rec.complete_etag
+                or metadata_sha256(head.get("Metadata")) == sha):
+            self.journal.set_upload_state(rec.upload_id, "completed")  # nothing to stamp
+            return None
+        if metadata_sha256(head.get("Metadata")) == sha:
+            etag = head["ETag"].strip('"')  # stamped, and killed before it was journaled
+        else:
+            etag = self._stamp(rec, sha, rec.complete_etag)
+        self.journal.set_upload_state(rec.upload_id, "completed")
+        log.info("stamped %s, completed by an earlier run: nothing sent again", item.key)
+        counter.count += 1
+        return TransferResult(item.id, item.key, True, counter.count, bytes_sent=0,
+                              size=rec.size, etag=etag, sha256=sha,
+                              file_identity=read_identity(st, os.fstat(fh.fileno()),
+                                                          int(rec.created_at * 1e9)))
+
+    def _head(self, key: str) -> dict | None:
+        """The object's HEAD, or None when there is none."""
+        client = self.clients.get()
+        try:
+            return self._call(lambda: client.head_object(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(key)))
+        except ClientError as exc:
+            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
 
     def _send_parts(self, fh, rec: UploadRecord, held: dict, counter: Attempts,
                     pre: PreHash | None = None) -> tuple[list[dict], int, str]:
@@ -422,7 +502,10 @@ class MultipartDriver:
                    counter: Attempts) -> tuple[int, str, int, BodyCheck]:
         check = check_for(self.clients.body_check, data)
         key = self.cfg.dest.object_key(rec.key)
-        crt = self.clients.parts_crt()
+        # A streamed part goes the way a pre-hashed one does (through the CRT: no payload
+        # SHA-256 by botocore's signer over plain HTTP, far less Python per request).
+        crt = self.clients.crt() if rec.streamed and self.clients.bandwidth is None \
+            else self.clients.parts_crt()
         if crt is not None:
             send = lambda: crt.upload_part(key, rec.upload_id, number, data, check)  # noqa: E731
         else:
@@ -445,9 +528,11 @@ class MultipartDriver:
         self.journal.record_part(rec.upload_id, number, etag, size)
         return number, etag, size * counter.count, check
 
-    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict]) -> str:
+    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict],
+                  sha256: str | None) -> str:
         """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a
-        different one in the Complete response) and it proves our metadata landed."""
+        different one in the Complete response) and it proves our metadata landed (`sha256`;
+        None for a streamed upload, stamped after)."""
         client = self.clients.get()
         bucket, key = self.cfg.dest.bucket, self.cfg.dest.object_key(item.key)
         gone = False
@@ -461,7 +546,8 @@ class MultipartDriver:
                 raise
             gone = True
         head = self._call(lambda: client.head_object(Bucket=bucket, Key=key))
-        if head["ContentLength"] != rec.size or metadata_sha256(head.get("Metadata")) != rec.sha256:
+        if head["ContentLength"] != rec.size or (
+                sha256 is not None and metadata_sha256(head.get("Metadata")) != sha256):
             if gone:
                 raise UploadGone(f"upload {rec.upload_id} vanished before Complete")
             raise FileChanged("object after Complete does not match the file (size or sha256)")
