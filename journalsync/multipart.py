@@ -122,7 +122,7 @@ class MultipartDriver:
         if st.st_size > S3_MAX_OBJECT:
             raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
         try:
-            done = self._finish_unstamped(item, fh, st, counter)
+            done = self.finish_unstamped(item, fh, st, counter)
             return done if done is not None else self._upload(item, path, counter, fh, st)
         except StampRefused as exc:
             # The object was completed but cannot be stamped: send it again pre-hashed
@@ -294,7 +294,7 @@ class MultipartDriver:
             self.journal.set_upload_state(rec.upload_id, "completed")
             raise
 
-    def _finish_unstamped(self, item: PlanItem, fh, st: os.stat_result,
+    def finish_unstamped(self, item: PlanItem, fh, st: os.stat_result,
                           counter: Attempts) -> TransferResult | None:
         """A streamed upload an earlier run completed but did not stamp (killed between the
         two): stamp it, sending nothing again, if the object is still the one completed

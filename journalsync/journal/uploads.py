@@ -105,6 +105,14 @@ class UploadStore:
             row = conn.execute(stmt).mappings().first()
         return _upload_record(row) if row else None
 
+    def unstamped_uploads(self) -> list[tuple[UploadRecord, str | None]]:
+        """Streamed uploads completed but not stamped (a run killed between the two), each
+        with its file's path as last scanned (None if the file is no longer known)."""
+        stmt = text("""SELECT u.*, f.path AS file_path FROM multipart_uploads u
+                       LEFT JOIN files f ON f.key = u.key
+                       WHERE u.state = 'unstamped' ORDER BY u.created_at""")
+        return [(_upload_record(r._mapping), r.file_path) for r in self._stream(stmt)]
+
     def part_etags(self, upload_id: str) -> dict[int, str]:
         stmt = select(multipart_parts.c.part_number, multipart_parts.c.etag).where(
             multipart_parts.c.upload_id == upload_id)
