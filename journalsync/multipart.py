@@ -5,8 +5,11 @@ crashed upload could be neither resumed nor cleaned up. Here:
 
 1. CreateMultipartUpload with the file's SHA-256 in the metadata (the scan's, or, when the
    scan did not read the file (lazy hashing), a pre-hash: prehash.py, one large file at a
-   time), then commit the UploadId, the part size and the file's identity (size, mtime_ns,
-   ctime_ns, inode, sha256) to the journal before the first part is sent.
+   time), or, streamed (stamp.py: --large-files auto on a bucket without versioning, up
+   to 5 GiB), with `sha256-pending` metadata, the SHA-256 taken as the parts are read and
+   written after Complete by a copy of the object onto itself; then commit the UploadId,
+   the part size and the file's identity (size, mtime_ns, ctime_ns, inode, sha256 or
+   journal.uploads.STREAM_MARK) to the journal before the first part is sent.
 2. Parts are sent concurrently with Content-MD5, or with their CRC64-NVME where the store
    checks that (integrity.py: the upload is then created with ChecksumAlgorithm CRC64NVME
    and the Complete lists each part's CRC); each finished part (number, ETag, size) is
@@ -14,6 +17,9 @@ crashed upload could be neither resumed nor cleaned up. Here:
    against the pre-hash's; otherwise parts are read in order and hashed as they are read.
 3. Complete only if the bytes read are the bytes of the metadata's SHA-256 and the file did
    not change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
+   Streamed: the SHA-256 is journaled before the Complete, the Complete's ETag after it
+   (state `unstamped`), then the stamp; a run killed between the two is stamped by the
+   next one (LargeFiles.finish_unstamped), nothing sent again.
 
 Resume: an active journaled upload for the same key whose file identity is unchanged is
 continued. ListParts says what the server holds; a held part is reused when its size fits
@@ -58,7 +64,7 @@ from journalsync.objectmeta import (
     object_args,
     read_identity,
 )
-from journalsync.retry import Attempts, error_code, fatal_reason, http_status, is_retryable
+from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.stamp import LargeFiles, StampPrecondition, StampRefused
 
 log = logging.getLogger(__name__)
@@ -119,7 +125,7 @@ class MultipartDriver:
         self.part_slots = threading.BoundedSemaphore(parts_in_flight(cfg.workers, cfg.part_size))
         self.buffers = PartBuffers(parts_in_flight(cfg.workers, cfg.part_size))
         self.hash_slots = HashSlots()
-        self.large = LargeFiles(cfg, clients)  # stream then stamp, or pre-hash (stamp.py)
+        self.large = LargeFiles(cfg, clients, journal)  # stream then stamp, or pre-hash
 
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
@@ -132,7 +138,7 @@ class MultipartDriver:
         if st.st_size > S3_MAX_OBJECT:
             raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
         try:
-            done = self.finish_unstamped(item, fh, st, counter)
+            done = self.large.finish_unstamped(item, fh, st, counter)
             return done if done is not None else self._upload(item, path, counter, fh, st)
         except StampRefused as exc:
             # The object was completed but cannot be stamped: send it again pre-hashed
@@ -287,62 +293,13 @@ class MultipartDriver:
         etag = self._complete(item, rec, parts, None if rec.streamed else rec.sha256)
         if rec.streamed:
             self.journal.set_upload_unstamped(rec.upload_id, etag)
-            etag = self._stamp(rec, digest, etag)
+            etag = self.large.stamp_upload(rec, digest, etag)
         self.journal.set_upload_state(rec.upload_id, "completed")
         # Every byte was read (and hashed to `digest`) after `started`, with the file's
         # identity st throughout: that hash is the file's, recorded as any scan's would be.
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
                               size=st.st_size, etag=etag, sha256=digest,
                               file_identity=read_identity(st, os.fstat(fh.fileno()), started))
-
-    def _stamp(self, rec: UploadRecord, sha256: str, etag: str) -> str:
-        """Write a streamed upload's sha256 onto its object (stamp.py); the object's ETag
-        after. A refused or pre-empted stamp ends the record: the object is sent again."""
-        try:
-            return self.large.stamp(rec.key, sha256, rec.mtime_ns, rec.size, etag)
-        except (StampRefused, StampPrecondition):
-            self.journal.set_upload_state(rec.upload_id, "completed")
-            raise
-
-    def finish_unstamped(self, item: PlanItem, fh, st: os.stat_result,
-                          counter: Attempts) -> TransferResult | None:
-        """A streamed upload an earlier run completed but did not stamp (killed between the
-        two): stamp it, sending nothing again, if the object is still the one completed
-        and the file still the one read. Else None: the file is uploaded as usual."""
-        rec = self.journal.active_upload_for(item.key, state="unstamped")
-        if rec is None:
-            return None
-        sha = rec.streamed_sha256
-        head = None
-        if sha and (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) == file_identity(st):
-            head = self._head(item.key)
-        if head is None or head["ContentLength"] != rec.size or not (
-                head["ETag"].strip('"') == rec.complete_etag
-                or metadata_sha256(head.get("Metadata")) == sha):
-            self.journal.set_upload_state(rec.upload_id, "completed")  # nothing to stamp
-            return None
-        if metadata_sha256(head.get("Metadata")) == sha:
-            etag = head["ETag"].strip('"')  # stamped, and killed before it was journaled
-        else:
-            etag = self._stamp(rec, sha, rec.complete_etag)
-        self.journal.set_upload_state(rec.upload_id, "completed")
-        log.info("stamped %s, completed by an earlier run: nothing sent again", item.key)
-        counter.count += 1
-        return TransferResult(item.id, item.key, True, counter.count, bytes_sent=0,
-                              size=rec.size, etag=etag, sha256=sha,
-                              file_identity=read_identity(st, os.fstat(fh.fileno()),
-                                                          int(rec.created_at * 1e9)))
-
-    def _head(self, key: str) -> dict | None:
-        """The object's HEAD, or None when there is none."""
-        client = self.clients.get()
-        try:
-            return self._call(lambda: client.head_object(
-                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(key)))
-        except ClientError as exc:
-            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
 
     def _send_parts(self, fh, rec: UploadRecord, held: dict, counter: Attempts,
                     pre: PreHash | None = None) -> tuple[list[dict], int, str]:

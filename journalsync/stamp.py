@@ -24,14 +24,17 @@ Used only where that is safe and cheap (`LargeFiles.streams`, --large-files auto
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from botocore.exceptions import ClientError
 
 from journalsync.clients import ClientFactory
 from journalsync.config import GiB, Config
-from journalsync.objectmeta import metadata_sha256, object_args
-from journalsync.retry import describe, error_code, http_status
+from journalsync.journal import Journal, UploadRecord
+from journalsync.models import PlanItem, TransferResult
+from journalsync.objectmeta import file_identity, metadata_sha256, object_args, read_identity
+from journalsync.retry import Attempts, describe, error_code, http_status
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,10 @@ class StampPrecondition(Exception):
 class LargeFiles:
     """The run's choice between streaming and pre-hashing a large file (thread-safe)."""
 
-    def __init__(self, cfg: Config, clients: ClientFactory):
+    def __init__(self, cfg: Config, clients: ClientFactory, journal: Journal):
         self.cfg = cfg
         self.clients = clients
+        self.journal = journal
         self._lock = threading.Lock()
         self._versioned: bool | None = None
         self.refused: str | None = None  # why the store refused a stamp, once it has
@@ -120,3 +124,53 @@ class LargeFiles:
             # may have been copied; its size or our sha256 missing tells.
             raise StampPrecondition("the object after the stamp is not the one uploaded")
         return head["ETag"].strip('"')
+
+    def stamp_upload(self, rec: UploadRecord, sha256: str, etag: str) -> str:
+        """Stamp a streamed upload's object (completed with `etag`); its ETag after. A
+        refused or pre-empted stamp ends the record: the object is sent again."""
+        try:
+            return self.stamp(rec.key, sha256, rec.mtime_ns, rec.size, etag)
+        except (StampRefused, StampPrecondition):
+            self.journal.set_upload_state(rec.upload_id, "completed")
+            raise
+
+    def finish_unstamped(self, item: PlanItem, fh, st: os.stat_result,
+                         counter: Attempts) -> TransferResult | None:
+        """A streamed upload an earlier run completed but did not stamp (killed between the
+        two): stamp it, sending nothing again, if the object is still the one completed
+        (its ETag) and the file still the one read (its identity). Else None, the record
+        closed: the file is uploaded as usual."""
+        rec = self.journal.active_upload_for(item.key, state="unstamped")
+        if rec is None:
+            return None
+        sha = rec.streamed_sha256
+        head = None
+        if sha and (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) == file_identity(st):
+            head = self._head(item.key)
+        stamped = head is not None and metadata_sha256(head.get("Metadata")) == sha
+        if head is None or head["ContentLength"] != rec.size or not (
+                stamped or head["ETag"].strip('"') == rec.complete_etag):
+            self.journal.set_upload_state(rec.upload_id, "completed")  # nothing to stamp
+            return None
+        # Stamped already: killed after the copy, before the journal heard of it.
+        etag = head["ETag"].strip('"') if stamped else \
+            self.stamp_upload(rec, sha, rec.complete_etag)
+        self.journal.set_upload_state(rec.upload_id, "completed")
+        log.info("stamped %s, completed by an earlier run: nothing sent again", item.key)
+        counter.count += 1
+        # The hash was taken by a read after the upload's creation, with this identity.
+        return TransferResult(item.id, item.key, True, counter.count, bytes_sent=0,
+                              size=rec.size, etag=etag, sha256=sha,
+                              file_identity=read_identity(st, os.fstat(fh.fileno()),
+                                                          int(rec.created_at * 1e9)))
+
+    def _head(self, key: str) -> dict | None:
+        """The object's HEAD, or None when there is none."""
+        client = self.clients.get()
+        try:
+            return self.clients.call(lambda: client.head_object(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(key)))
+        except ClientError as exc:
+            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise

@@ -138,7 +138,8 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
         item = PlanItem(0, rec.key, Action.UPLOAD, "stamp", rec.size, path=path)
         try:
             with open_source(str(cfg.source), path or rec.key) as fh:
-                result = driver.finish_unstamped(item, fh, os.fstat(fh.fileno()), Attempts())
+                result = driver.large.finish_unstamped(item, fh, os.fstat(fh.fileno()),
+                                                       Attempts())
         except (StampRefused, StampPrecondition, SourceRefused, OSError) as exc:
             if isinstance(exc, StampRefused):
                 driver.large.refuse(exc)
