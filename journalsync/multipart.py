@@ -48,7 +48,16 @@ from journalsync.integrity import MD5, BodyCheck, check_for, create_args, of_crc
 from journalsync.journal import Journal, UploadRecord
 from journalsync.journal.uploads import STREAM_MARK
 from journalsync.models import PlanItem, TransferResult
-from journalsync.prehash import HashSlots, PartStream, PreHash, part_md5, prehash
+from journalsync.prehash import (
+    BufferStream,
+    HashSlots,
+    PartBuffers,
+    PartStream,
+    PreHash,
+    part_md5,
+    prehash,
+    read_into,
+)
 from journalsync.objectmeta import (
     file_identity,
     metadata_sha256,
@@ -114,6 +123,7 @@ class MultipartDriver:
         # buffer before sending, measured as 8 MiB of peak RSS per 8 MiB part in flight):
         # bound them by PART_MEMORY as well as by the workers.
         self.part_slots = threading.BoundedSemaphore(parts_in_flight(cfg.workers, cfg.part_size))
+        self.buffers = PartBuffers(parts_in_flight(cfg.workers, cfg.part_size))
         self.hash_slots = HashSlots()
         self.large = LargeFiles(cfg, clients, journal)  # stream then stamp, or pre-hash
 
@@ -333,22 +343,22 @@ class MultipartDriver:
                     future.add_done_callback(lambda _f: self.part_slots.release())
                     futures.append(future)
                     continue
-                data = self._read_part(fh, rec.part_size)
+                buf, data = self._read_part(fh, rec.part_size)
                 if pre is None:
                     hasher.update(data)
                 elif not pre.crc_matches(number, data):
-                    self.part_slots.release()
+                    self._done_with(buf)
                     raise FileChanged("changed during upload; the upload was aborted "
                                       "and the next run retries it")
                 if self._reusable(held.get(number), journaled.get(number), len(data),
                                   lambda: hashlib.md5(data).hexdigest()):
-                    self.part_slots.release()
                     reused.append(self._reuse(rec, number, held[number][0], journaled, len(data),
                                               check_for(self.clients.body_check, data)))
+                    self._done_with(buf)
                     continue
                 part_tries.append(Attempts())
                 future = self.part_pool.submit(self._send_part, rec, number, data, part_tries[-1])
-                future.add_done_callback(lambda _f: self.part_slots.release())
+                future.add_done_callback(lambda f, b=buf: self._done_with(b, f))
                 futures.append(future)
         finally:
             # Every part in flight ends before anything else happens (an abort sent while
@@ -365,14 +375,23 @@ class MultipartDriver:
                  for n, etag, _, check in parts],
                 sum(b for _, _, b, _ in parts), hasher.hexdigest() if pre is None else pre.sha256)
 
-    def _read_part(self, fh, size: int) -> bytes:
-        """Take a part slot, then read one part into it; a read error gives the slot back."""
+    def _read_part(self, fh, size: int) -> tuple[bytearray, memoryview]:
+        """Take a part slot and a buffer, then read one part into it; a read error gives
+        the slot back."""
         self.part_slots.acquire()
         try:
-            return fh.read(size)
+            buf = self.buffers.take(size)
+            return buf, read_into(fh, buf)
         except BaseException:
             self.part_slots.release()
             raise
+
+    def _done_with(self, buf: bytearray, sent: Future | None = None) -> None:
+        """A part's slot back, and its buffer for the next part, unless its send failed
+        (a cancelled request's body may still be read: that buffer is left to the GC)."""
+        self.part_slots.release()
+        if sent is None or (not sent.cancelled() and sent.exception() is None):
+            self.buffers.give(buf)
 
     @staticmethod
     def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, size: int,
@@ -455,7 +474,7 @@ class MultipartDriver:
 
         return self._sent(rec, number, length, send, counter, check)
 
-    def _send_part(self, rec: UploadRecord, number: int, data: bytes,
+    def _send_part(self, rec: UploadRecord, number: int, data: memoryview,
                    counter: Attempts) -> tuple[int, str, int, BodyCheck]:
         check = check_for(self.clients.body_check, data)
         key = self.cfg.dest.object_key(rec.key)
@@ -464,12 +483,13 @@ class MultipartDriver:
         crt = self.clients.crt() if rec.streamed and self.clients.bandwidth is None \
             else self.clients.parts_crt()
         if crt is not None:
-            send = lambda: crt.upload_part(key, rec.upload_id, number, data, check)  # noqa: E731
+            send = lambda: crt.upload_part(key, rec.upload_id, number,  # noqa: E731
+                                           BufferStream(data), check, len(data))
         else:
             client = self.clients.get()
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
-                Body=self.clients.body(data), **check.boto_args)["ETag"]
+                Body=self.clients.body(bytes(data)), **check.boto_args)["ETag"]
         return self._sent(rec, number, len(data), send, counter, check)
 
     def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,

@@ -153,9 +153,9 @@ def test_parts_go_through_awscrt_unless_paced_or_botocore_rides_out_flaps(world,
     sent_by_crt = []
     real = crt.upload_part
 
-    def spy(key, upload_id, number, data, md5):
+    def spy(key, upload_id, number, data, md5, length=None):
         sent_by_crt.append(number)
-        return real(key, upload_id, number, data, md5)
+        return real(key, upload_id, number, data, md5, length)
 
     crt.upload_part = spy
     result, _ = w.upload()
