@@ -254,3 +254,21 @@ def test_versioned_bucket_is_prehashed(sync, s3, s3client):
     assert meta(s3client, sync.bucket, key)["sha256"] == sha
     versions = s3client.list_object_versions(Bucket=sync.bucket, Prefix=key)["Versions"]
     assert len(versions) == 1
+
+
+def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
+    if s3.name != "moto":
+        pytest.skip("plumbing: one server is enough")
+    big = random.Random(29).randbytes(2 * PART + 3)
+    sync.write("big.bin", big)
+    job = tmp_path / "job.toml"
+    job.write_text('large_files = "prehash"\nmultipart_threshold = "5MiB"\npart_size = "5MiB"\n')
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run("--config", str(job))
+    assert result.code == 0, result.err
+    assert copies(proxy) == 0
+    assert upload_rows(sync.journal)[0][:2] == (hashlib.sha256(big).hexdigest(), "completed")
+    job.write_text('large_files = 3\n')
+    bad = sync.run("--config", str(job))
+    assert bad.code == 2 and "large_files must be a string" in bad.err
