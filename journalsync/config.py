@@ -115,6 +115,7 @@ class Config:
     sse: str | None = None  # AES256 | aws:kms
     sse_kms_key_id: str | None = None
     crt: bool = True  # small-file PUTs through awscrt when it is installed (crt.py)
+    large_files: str = "auto"  # auto | stream | prehash: how a large new file is hashed (stamp.py)
     keep_runs: int = 30  # runs of history the journal keeps (housekeeping.py)
     adopt_metadata: bool = False  # copy adopted objects onto themselves with our metadata
     # Work units for many workers (chunkwork.py): at most this many files and bytes each,
@@ -156,6 +157,8 @@ class Config:
             raise UsageError(f"--provider must be auto, aws, minio, r2, gcs or other, not {self.provider!r}")
         if self.checksum not in ("auto", "md5", "crc64nvme"):
             raise UsageError(f"--checksum must be auto, md5 or crc64nvme, not {self.checksum!r}")
+        if self.large_files not in ("auto", "stream", "prehash"):
+            raise UsageError(f"--large-files must be auto, stream or prehash, not {self.large_files!r}")
         if self.bwlimit is not None and self.bwlimit <= 0:
             raise UsageError("--bwlimit must be positive")
         if self.endpoint_url is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?",

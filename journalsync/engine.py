@@ -49,7 +49,7 @@ from journalsync.report import FailureLines
 from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
 from journalsync.signals import SIGNAL_EXIT, stop_on_signals
-from journalsync.transfer import Uploader
+from journalsync.transfer import Uploader, stamp_leftovers
 from journalsync.workers import thread_pool
 
 log = logging.getLogger("journalsync")
@@ -210,6 +210,9 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
         settle_gc()  # start-up is over (cli.main turned the collector off)
         _remote("cannot list", cfg, lambda: manifest.check_bucket(run.clients, cfg))
         if not run.resumed:
+            if not cfg.dry_run:
+                _remote("cannot stamp in", cfg, lambda: stamp_leftovers(
+                    cfg, run.journal, run.run_id, run.clients, run.stop))
             _scan_and_plan(run, on_plan_item)
         if not cfg.dry_run:
             _transfer(run)

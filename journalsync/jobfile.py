@@ -6,6 +6,7 @@
     profile = "publisher"                               # optional
     provider = "r2"                                     # optional
     checksum = "crc64nvme"              # optional: auto (the provider's), md5 or crc64nvme
+    large_files = "auto"                # optional: auto, stream or prehash (--large-files)
     workers = 16
     include = ["**"]
     exclude = ["*.tmp", "node_modules/**"]
@@ -41,14 +42,15 @@ from typing import Any
 
 from journalsync.errors import UsageError
 
-_TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum", "workers",
+_TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum",
+        "large_files", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
         "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
         "resume_max_age", "keep_runs", "adopt_metadata", "job"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum",
-            "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
+            "large_files", "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
             "journal", "resume_max_age", "job"}
 
 

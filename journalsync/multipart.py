@@ -5,8 +5,11 @@ crashed upload could be neither resumed nor cleaned up. Here:
 
 1. CreateMultipartUpload with the file's SHA-256 in the metadata (the scan's, or, when the
    scan did not read the file (lazy hashing), a pre-hash: prehash.py, one large file at a
-   time), then commit the UploadId, the part size and the file's identity (size, mtime_ns,
-   ctime_ns, inode, sha256) to the journal before the first part is sent.
+   time), or, streamed (stamp.py: --large-files auto on a bucket without versioning, up
+   to 5 GiB), with `sha256-pending` metadata, the SHA-256 taken as the parts are read and
+   written after Complete by a copy of the object onto itself; then commit the UploadId,
+   the part size and the file's identity (size, mtime_ns, ctime_ns, inode, sha256 or
+   journal.uploads.STREAM_MARK) to the journal before the first part is sent.
 2. Parts are sent concurrently with Content-MD5, or with their CRC64-NVME where the store
    checks that (integrity.py: the upload is then created with ChecksumAlgorithm CRC64NVME
    and the Complete lists each part's CRC); each finished part (number, ETag, size) is
@@ -14,6 +17,9 @@ crashed upload could be neither resumed nor cleaned up. Here:
    against the pre-hash's; otherwise parts are read in order and hashed as they are read.
 3. Complete only if the bytes read are the bytes of the metadata's SHA-256 and the file did
    not change meanwhile; otherwise abort. A HEAD afterwards confirms size and metadata.
+   Streamed: the SHA-256 is journaled before the Complete, the Complete's ETag after it
+   (state `unstamped`), then the stamp; a run killed between the two is stamped by the
+   next one (LargeFiles.finish_unstamped), nothing sent again.
 
 Resume: an active journaled upload for the same key whose file identity is unchanged is
 continued. ListParts says what the server holds; a held part is reused when its size fits
@@ -40,8 +46,18 @@ from journalsync.config import S3_MAX_PART_SIZE, S3_MAX_PARTS, Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.integrity import MD5, BodyCheck, check_for, create_args, of_crc, of_md5
 from journalsync.journal import Journal, UploadRecord
+from journalsync.journal.uploads import STREAM_MARK
 from journalsync.models import PlanItem, TransferResult
-from journalsync.prehash import HashSlots, PartStream, PreHash, part_md5, prehash
+from journalsync.prehash import (
+    BufferStream,
+    HashSlots,
+    PartBuffers,
+    PartStream,
+    PreHash,
+    part_md5,
+    prehash,
+    read_into,
+)
 from journalsync.objectmeta import (
     file_identity,
     metadata_sha256,
@@ -49,6 +65,7 @@ from journalsync.objectmeta import (
     read_identity,
 )
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
+from journalsync.stamp import LargeFiles, StampPrecondition, StampRefused
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +123,9 @@ class MultipartDriver:
         # buffer before sending, measured as 8 MiB of peak RSS per 8 MiB part in flight):
         # bound them by PART_MEMORY as well as by the workers.
         self.part_slots = threading.BoundedSemaphore(parts_in_flight(cfg.workers, cfg.part_size))
+        self.buffers = PartBuffers(parts_in_flight(cfg.workers, cfg.part_size))
         self.hash_slots = HashSlots()
+        self.large = LargeFiles(cfg, clients, journal)  # stream then stamp, or pre-hash
 
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
@@ -118,15 +137,30 @@ class MultipartDriver:
         st = os.fstat(fh.fileno())
         if st.st_size > S3_MAX_OBJECT:
             raise OSError(f"file is {st.st_size} bytes, over S3's 5 TiB object limit")
+        try:
+            done = self.large.finish_unstamped(item, fh, st, counter)
+            return done if done is not None else self._upload(item, path, counter, fh, st)
+        except StampRefused as exc:
+            # The object was completed but cannot be stamped: send it again pre-hashed
+            # (created with its sha256), as every large file after it this run.
+            self.large.refuse(exc)
+            fh.seek(0)
+            return self._upload(item, path, counter, fh, st)
+        except StampPrecondition as exc:
+            raise FileChanged(f"replaced on the store during its upload, so not stamped ({exc}); "
+                              "the next run compares it again") from None
+
+    def _upload(self, item: PlanItem, path: str, counter: Attempts, fh,
+                st: os.stat_result) -> TransferResult:
         pre = self._current_sha256(item, fh, st)
-        sha = pre if isinstance(pre, str) else pre.sha256
+        sha = STREAM_MARK if pre is None else pre if isinstance(pre, str) else pre.sha256
         rec, held = self._resumable(item, file_identity(st), sha)
         for attempt in (1, 2):  # a second upload only if the first vanished server-side
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
             try:
                 return self._send_and_complete(item, path, fh, st, rec, held, counter,
-                                               None if isinstance(pre, str) else pre)
+                                               pre if isinstance(pre, PreHash) else None)
             except UploadGone:
                 self.journal.set_upload_state(rec.upload_id, "aborted")
                 if attempt == 2:
@@ -134,8 +168,8 @@ class MultipartDriver:
                 log.warning("upload of %s vanished on the server; starting a new one", item.key)
                 rec = None
                 fh.seek(0)
-            except Interrupted:
-                raise  # keep the upload: --resume continues it
+            except (Interrupted, StampRefused, StampPrecondition):
+                raise  # keep the upload (--resume continues it), or it is completed already
             except Exception as exc:
                 # A dead link or a stopped run keeps the upload for the next run to
                 # resume; anything else (the file changed, the store refused a part)
@@ -145,12 +179,16 @@ class MultipartDriver:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash:
-        """The scan's SHA-256 while the file is as scanned; else hash it now (lazy hashing:
-        the scan did not read it; or it changed since the scan, or since a killed run's
-        plan), with each part's CRC (prehash.py), one large file at a time."""
+    def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash | None:
+        """The scan's SHA-256 while the file is as scanned; else None where the file is
+        streamed (hashed as its parts are sent, stamped after Complete: stamp.py); else hash
+        it now (lazy hashing: the scan did not read it; or it changed since the scan, or
+        since a killed run's plan), with each part's CRC (prehash.py), one large file at a
+        time."""
         if item.sha256 is not None and _as_scanned(st, item):
             return item.sha256
+        if self.large.streams(st.st_size):
+            return None
         with self.hash_slots:
             if self.stop.is_set():
                 raise Interrupted("stopped before its upload began")
@@ -168,7 +206,8 @@ class MultipartDriver:
         rec = self.journal.active_upload_for(item.key)
         if rec is None:
             return None, {}
-        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or rec.sha256 != sha:
+        same = rec.streamed if sha == STREAM_MARK else rec.sha256 == sha
+        if (rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != ident or not same:
             log.info("%s changed since its upload began; aborting that upload", item.key)
             self._abort_quietly(rec)
             return None, {}
@@ -200,7 +239,8 @@ class MultipartDriver:
 
     def _create(self, item: PlanItem, st: os.stat_result, sha: str) -> UploadRecord:
         client = self.clients.get()
-        args = {**object_args(self.cfg, item.key, sha, st.st_mtime_ns),
+        args = {**object_args(self.cfg, item.key, None if sha == STREAM_MARK else sha,
+                              st.st_mtime_ns),
                 **create_args(self.clients.body_check)}
         tries = Attempts()  # not the file's attempts: those count its data requests
         upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
@@ -244,14 +284,21 @@ class MultipartDriver:
         if pre is not None:
             started = pre.started_ns  # the CRCs vouch for the bytes the pre-hash read
         # stat by path as well as by descriptor: a file renamed over ours is a change too.
-        if digest != rec.sha256 or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
+        if (digest != rec.sha256 and not rec.streamed) \
+                or file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged("changed during upload; the upload was aborted and the next run retries it")
-        etag = self._complete(item, rec, parts)
+        if rec.streamed:
+            # Journaled before the Complete: a run killed after it stamps with this hash.
+            self.journal.set_upload_sha256(rec.upload_id, digest)
+        etag = self._complete(item, rec, parts, None if rec.streamed else rec.sha256)
+        if rec.streamed:
+            self.journal.set_upload_unstamped(rec.upload_id, etag)
+            etag = self.large.stamp_upload(rec, digest, etag)
         self.journal.set_upload_state(rec.upload_id, "completed")
-        # Every byte was read (and hashed to rec.sha256) after `started`, with the file's
+        # Every byte was read (and hashed to `digest`) after `started`, with the file's
         # identity st throughout: that hash is the file's, recorded as any scan's would be.
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
-                              size=st.st_size, etag=etag, sha256=rec.sha256,
+                              size=st.st_size, etag=etag, sha256=digest,
                               file_identity=read_identity(st, os.fstat(fh.fileno()), started))
 
     def _send_parts(self, fh, rec: UploadRecord, held: dict, counter: Attempts,
@@ -296,22 +343,22 @@ class MultipartDriver:
                     future.add_done_callback(lambda _f: self.part_slots.release())
                     futures.append(future)
                     continue
-                data = self._read_part(fh, rec.part_size)
+                buf, data = self._read_part(fh, rec.part_size)
                 if pre is None:
                     hasher.update(data)
                 elif not pre.crc_matches(number, data):
-                    self.part_slots.release()
+                    self._done_with(buf)
                     raise FileChanged("changed during upload; the upload was aborted "
                                       "and the next run retries it")
                 if self._reusable(held.get(number), journaled.get(number), len(data),
                                   lambda: hashlib.md5(data).hexdigest()):
-                    self.part_slots.release()
                     reused.append(self._reuse(rec, number, held[number][0], journaled, len(data),
                                               check_for(self.clients.body_check, data)))
+                    self._done_with(buf)
                     continue
                 part_tries.append(Attempts())
                 future = self.part_pool.submit(self._send_part, rec, number, data, part_tries[-1])
-                future.add_done_callback(lambda _f: self.part_slots.release())
+                future.add_done_callback(lambda f, b=buf: self._done_with(b, f))
                 futures.append(future)
         finally:
             # Every part in flight ends before anything else happens (an abort sent while
@@ -328,14 +375,23 @@ class MultipartDriver:
                  for n, etag, _, check in parts],
                 sum(b for _, _, b, _ in parts), hasher.hexdigest() if pre is None else pre.sha256)
 
-    def _read_part(self, fh, size: int) -> bytes:
-        """Take a part slot, then read one part into it; a read error gives the slot back."""
+    def _read_part(self, fh, size: int) -> tuple[bytearray, memoryview]:
+        """Take a part slot and a buffer, then read one part into it; a read error gives
+        the slot back."""
         self.part_slots.acquire()
         try:
-            return fh.read(size)
+            buf = self.buffers.take(size)
+            return buf, read_into(fh, buf)
         except BaseException:
             self.part_slots.release()
             raise
+
+    def _done_with(self, buf: bytearray, sent: Future | None = None) -> None:
+        """A part's slot back, and its buffer for the next part, unless its send failed
+        (a cancelled request's body may still be read: that buffer is left to the GC)."""
+        self.part_slots.release()
+        if sent is None or (not sent.cancelled() and sent.exception() is None):
+            self.buffers.give(buf)
 
     @staticmethod
     def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, size: int,
@@ -418,18 +474,22 @@ class MultipartDriver:
 
         return self._sent(rec, number, length, send, counter, check)
 
-    def _send_part(self, rec: UploadRecord, number: int, data: bytes,
+    def _send_part(self, rec: UploadRecord, number: int, data: memoryview,
                    counter: Attempts) -> tuple[int, str, int, BodyCheck]:
         check = check_for(self.clients.body_check, data)
         key = self.cfg.dest.object_key(rec.key)
-        crt = self.clients.parts_crt()
+        # A streamed part goes the way a pre-hashed one does (through the CRT: no payload
+        # SHA-256 by botocore's signer over plain HTTP, far less Python per request).
+        crt = self.clients.crt() if rec.streamed and self.clients.bandwidth is None \
+            else self.clients.parts_crt()
         if crt is not None:
-            send = lambda: crt.upload_part(key, rec.upload_id, number, data, check)  # noqa: E731
+            send = lambda: crt.upload_part(key, rec.upload_id, number,  # noqa: E731
+                                           BufferStream(data), check, len(data))
         else:
             client = self.clients.get()
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
-                Body=self.clients.body(data), **check.boto_args)["ETag"]
+                Body=self.clients.body(bytes(data)), **check.boto_args)["ETag"]
         return self._sent(rec, number, len(data), send, counter, check)
 
     def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,
@@ -445,9 +505,11 @@ class MultipartDriver:
         self.journal.record_part(rec.upload_id, number, etag, size)
         return number, etag, size * counter.count, check
 
-    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict]) -> str:
+    def _complete(self, item: PlanItem, rec: UploadRecord, parts: list[dict],
+                  sha256: str | None) -> str:
         """Complete, then HEAD: the HEAD's ETag is what LIST will show (some servers give a
-        different one in the Complete response) and it proves our metadata landed."""
+        different one in the Complete response) and it proves our metadata landed (`sha256`;
+        None for a streamed upload, stamped after)."""
         client = self.clients.get()
         bucket, key = self.cfg.dest.bucket, self.cfg.dest.object_key(item.key)
         gone = False
@@ -461,7 +523,8 @@ class MultipartDriver:
                 raise
             gone = True
         head = self._call(lambda: client.head_object(Bucket=bucket, Key=key))
-        if head["ContentLength"] != rec.size or metadata_sha256(head.get("Metadata")) != rec.sha256:
+        if head["ContentLength"] != rec.size or (
+                sha256 is not None and metadata_sha256(head.get("Metadata")) != sha256):
             if gone:
                 raise UploadGone(f"upload {rec.upload_id} vanished before Complete")
             raise FileChanged("object after Complete does not match the file (size or sha256)")

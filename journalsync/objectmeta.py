@@ -71,11 +71,18 @@ def metadata_sha256(metadata: dict[str, str] | None) -> str | None:
     return None
 
 
-def object_args(cfg: Config, key: str, sha256: str, mtime_ns: int) -> dict:
-    """Bucket, Key, Content-Type, Cache-Control and metadata for a PUT or a multipart create."""
+# The metadata of an object whose SHA-256 is written after its upload (multipart.py's stream
+# then stamp): until the stamp it says so, instead of carrying no hash unexplained.
+PENDING_KEY = "sha256-pending"
+
+
+def object_args(cfg: Config, key: str, sha256: str | None, mtime_ns: int) -> dict:
+    """Bucket, Key, Content-Type, Cache-Control and metadata for a PUT or a multipart create
+    (or a stamp's copy). `sha256` None: a streamed upload's create, its hash still pending."""
+    meta = {"sha256": sha256} if sha256 is not None else {PENDING_KEY: "1"}
     args = {"Bucket": cfg.dest.bucket, "Key": cfg.dest.object_key(key),
             "ContentType": content_type(key),
-            "Metadata": {"sha256": sha256, "mtime": mtime_text(mtime_ns)}}
+            "Metadata": {**meta, "mtime": mtime_text(mtime_ns)}}
     cache_control = cfg.cache_control_for(key)
     if cache_control:
         args["CacheControl"] = cache_control

@@ -23,8 +23,9 @@ from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
-from journalsync.models import PlanItem, TransferResult
+from journalsync.models import Action, PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
+from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
 from journalsync.objectmeta import object_args, read_identity
 from journalsync.report import shown
@@ -118,3 +119,34 @@ class Uploader:
 
     def abort(self, key: str, upload_id: str) -> None:
         self.multipart.abort(key, upload_id)
+
+
+def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientFactory,
+                    stop: threading.Event) -> int:
+    """Before the scan: stamp the streamed uploads a killed run completed but did not stamp
+    (multipart.py, stamp.py), where the object is still the one completed and the file the
+    one read. Nothing is sent again; the object's new ETag and sha256, and the file's hash,
+    go into the journal as an upload's would, so the plan finds the pair unchanged. One
+    that cannot be stamped is left to the plan (uploaded again as usual). Returns how
+    many were stamped."""
+    leftovers = journal.unstamped_uploads()
+    if not leftovers:
+        return 0
+    driver = MultipartDriver(cfg, journal, run_id, clients, None, stop)  # type: ignore[arg-type]
+    results = []
+    for rec, path in leftovers:
+        item = PlanItem(0, rec.key, Action.UPLOAD, "stamp", rec.size, path=path)
+        try:
+            with open_source(str(cfg.source), path or rec.key) as fh:
+                result = driver.large.finish_unstamped(item, fh, os.fstat(fh.fileno()),
+                                                       Attempts())
+        except (StampRefused, StampPrecondition, SourceRefused, OSError) as exc:
+            if isinstance(exc, StampRefused):
+                driver.large.refuse(exc)
+            journal.set_upload_state(rec.upload_id, "completed")  # the plan decides
+            log.info("%s was not stamped (%s); the plan decides", shown(rec.key), exc)
+            continue
+        if result is not None:
+            results.append(result)
+    journal.record_results(results)
+    return len(results)

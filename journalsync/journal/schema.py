@@ -175,7 +175,10 @@ multipart_uploads = Table(
     Column("inode", Int, nullable=False),
     Column("sha256", Text, nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("state", Text, nullable=False),  # active | completed | aborted
+    # active | unstamped (completed, its sha256 metadata not yet written: multipart.py's
+    # stream then stamp) | completed | aborted
+    Column("state", Text, nullable=False),
+    Column("complete_etag", Text),  # the Complete's ETag, for the stamp (state unstamped)
     Index("ix_multipart_uploads_state", "state"),
     Index("ix_multipart_uploads_key", "key", "state"),
 )

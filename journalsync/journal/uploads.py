@@ -16,6 +16,10 @@ from sqlalchemy import insert, select, text, update
 from journalsync.journal.schema import multipart_parts, multipart_uploads
 
 COPY_MARK = "adopt-copy:"  # prefix of a multipart copy's sha256 column (see the module doc)
+# Prefix of the sha256 column of a file's upload created without its hash in the metadata
+# (multipart.py's stream then stamp): the mark alone while the file is read, the mark and
+# the hash once every byte was read (journaled before the Complete; the stamp writes it).
+STREAM_MARK = "stream:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,17 @@ class UploadRecord:
     state: str
     parts_done: int = 0
     bytes_done: int = 0
+    complete_etag: str | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """Created without the file's SHA-256 (it is written after Complete by a copy)."""
+        return self.sha256.startswith(STREAM_MARK)
+
+    @property
+    def streamed_sha256(self) -> str | None:
+        """A streamed upload's SHA-256, once every byte was read; else None."""
+        return (self.sha256[len(STREAM_MARK):] or None) if self.streamed else None
 
     @property
     def kind(self) -> str:
@@ -66,14 +81,37 @@ class UploadStore:
             conn.execute(update(multipart_uploads)
                          .where(multipart_uploads.c.upload_id == upload_id).values(state=state))
 
-    def active_upload_for(self, key: str) -> UploadRecord | None:
-        """The newest active upload of a key, if any."""
+    def set_upload_sha256(self, upload_id: str, sha256: str) -> None:
+        """A streamed upload's SHA-256, journaled once every byte was read, before Complete."""
+        with self._write() as conn:
+            conn.execute(update(multipart_uploads)
+                         .where(multipart_uploads.c.upload_id == upload_id)
+                         .values(sha256=STREAM_MARK + sha256))
+
+    def set_upload_unstamped(self, upload_id: str, complete_etag: str) -> None:
+        """A streamed upload completed: its object exists with this ETag, without our sha256
+        metadata until the stamp (then set_upload_state(..., "completed"))."""
+        with self._write() as conn:
+            conn.execute(update(multipart_uploads)
+                         .where(multipart_uploads.c.upload_id == upload_id)
+                         .values(state="unstamped", complete_etag=complete_etag))
+
+    def active_upload_for(self, key: str, state: str = "active") -> UploadRecord | None:
+        """The newest upload of a key in `state` (active, or unstamped), if any."""
         stmt = (select(multipart_uploads).where(multipart_uploads.c.key == key,
-                                                multipart_uploads.c.state == "active")
+                                                multipart_uploads.c.state == state)
                 .order_by(multipart_uploads.c.created_at.desc()).limit(1))
         with self._read() as conn:
             row = conn.execute(stmt).mappings().first()
         return _upload_record(row) if row else None
+
+    def unstamped_uploads(self) -> list[tuple[UploadRecord, str | None]]:
+        """Streamed uploads completed but not stamped (a run killed between the two), each
+        with its file's path as last scanned (None if the file is no longer known)."""
+        stmt = text("""SELECT u.*, f.path AS file_path FROM multipart_uploads u
+                       LEFT JOIN files f ON f.key = u.key
+                       WHERE u.state = 'unstamped' ORDER BY u.created_at""")
+        return [(_upload_record(r._mapping), r.file_path) for r in self._stream(stmt)]
 
     def part_etags(self, upload_id: str) -> dict[int, str]:
         stmt = select(multipart_parts.c.part_number, multipart_parts.c.etag).where(

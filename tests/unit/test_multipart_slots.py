@@ -28,6 +28,9 @@ class FailingFile:
     def read(self, _size: int) -> bytes:
         raise OSError(errno.ESTALE, "Stale file handle")
 
+    def readinto(self, _buffer) -> int:
+        raise OSError(errno.ESTALE, "Stale file handle")
+
 
 def test_read_error_gives_the_part_slot_back(tmp_path: Path):
     cfg = Config(source=tmp_path, dest=Destination("b", "p"), journal_path=tmp_path / "j.sqlite",

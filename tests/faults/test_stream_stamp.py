@@ -1,0 +1,274 @@
+"""Stream then stamp (issue 14, stamp.py): a large file the scan did not hash is read once,
+its parts sent as they are hashed, and its sha256 written after Complete by a copy of the
+object onto itself. Against all three servers, through the recording proxy; crashes are
+real SIGKILLs of the CLI, the journal is read with plain sqlite3."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from journalsync.config import MiB
+from tests.faults.test_multipart_crash import (
+    ARGS,
+    PART,
+    incomplete,
+    journal_parts,
+    journal_rows,
+    kill_mid_upload,
+    object_sha,
+    part_numbers,
+    slow_parts,
+)
+from tests.support.proxy import Fault, RecordingProxy
+
+pytestmark = pytest.mark.slow
+
+
+def copies(proxy) -> int:
+    """CopyObject requests (a PUT with x-amz-copy-source: the proxy calls it PutObject)."""
+    return sum(1 for r in proxy.requests if r.method == "PUT" and r.header("x-amz-copy-source"))
+
+
+def meta(client, bucket, key) -> dict[str, str]:
+    """The object's user metadata, keys lower-cased (rclone serve s3 title-cases them)."""
+    head = client.head_object(Bucket=bucket, Key=key)
+    return {k.lower(): v for k, v in head["Metadata"].items()}
+
+
+def upload_rows(journal) -> list[tuple[str, str, str | None]]:
+    return journal_rows(journal, "SELECT sha256, state, complete_etag FROM multipart_uploads "
+                                 "ORDER BY created_at")
+
+
+def test_streamed_file_is_stamped_with_its_sha256(sync, s3, s3client):
+    big = random.Random(21).randbytes(3 * PART + 12345)
+    sync.write("big.bin", big)
+    sync.write("small.txt", b"small")
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    sha = hashlib.sha256(big).hexdigest()
+    key = sync.object_key("big.bin")
+    assert object_sha(s3client, sync.bucket, key) == sha
+    assert meta(s3client, sync.bucket, key)["sha256"] == sha
+    assert "sha256-pending" not in meta(s3client, sync.bucket, key)
+    ops = proxy.operations()
+    assert ops["CreateMultipartUpload"] == 1 and ops["UploadPart"] == 4, ops
+    assert copies(proxy) == 1
+    assert upload_rows(sync.journal) == [(f"stream:{sha}", "completed", upload_rows(sync.journal)[0][2])]
+    assert incomplete(s3client, sync.bucket) == []
+    # The manifest holds the stamped object: a second run sends and copies nothing.
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        again = sync.run(*ARGS, "--json")
+    assert again.code == 0, again.err
+    assert '"uploaded": 0' in again.out
+    assert copies(proxy) == 0 and proxy.operations()["UploadPart"] == 0
+
+
+def test_prehash_option_creates_with_the_sha256(sync, s3, s3client):
+    big = random.Random(22).randbytes(2 * PART + 7)
+    sync.write("big.bin", big)
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--large-files", "prehash")
+    assert result.code == 0, result.err
+    sha = hashlib.sha256(big).hexdigest()
+    assert copies(proxy) == 0
+    assert upload_rows(sync.journal)[0][:2] == (sha, "completed")
+    assert meta(s3client, sync.bucket, sync.object_key("big.bin"))["sha256"] == sha
+
+
+def test_bad_large_files_value_is_a_usage_error(sync):
+    result = sync.run("--large-files", "sometimes")
+    assert result.code == 2
+    assert "--large-files must be auto, stream or prehash" in result.err
+
+
+def test_file_changed_mid_stream_is_aborted(sync, s3, s3client):
+    rnd = random.Random(23)
+    path = sync.write("big.bin", rnd.randbytes(6 * PART))
+    with RecordingProxy(s3.port, hook=slow_parts(0.3)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*ARGS, "--workers", "1"))
+        deadline = time.monotonic() + 60
+        while journal_parts(sync.journal) < 1:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        with open(path, "r+b") as fh:  # same size, other bytes
+            fh.seek(5 * PART)
+            fh.write(rnd.randbytes(100))
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, (out, err)
+    assert "changed during upload" in err
+    ops = proxy.operations()
+    assert ops["AbortMultipartUpload"] == 1 and ops["CompleteMultipartUpload"] == 0, ops
+    assert copies(proxy) == 0
+    with pytest.raises(ClientError):
+        s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))
+    assert incomplete(s3client, sync.bucket) == []
+    assert [r[1] for r in upload_rows(sync.journal)] == ["aborted"]
+
+
+@pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
+def test_kill_after_complete_before_stamp_then_stamp_only(sync, s3, s3client, again):
+    big = random.Random(24).randbytes(3 * PART + 99)
+    sync.write("big.bin", big)
+    sha = hashlib.sha256(big).hexdigest()
+
+    def hold_copies(req):  # the stamp waits here until the kill
+        return Fault(status=0, stall=60, stall_at=1.0) if req.header("x-amz-copy-source") else None
+
+    with RecordingProxy(s3.port, hook=hold_copies) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*ARGS))
+        deadline = time.monotonic() + 60
+        while not any(r[1] == "unstamped" for r in upload_rows_safe(sync.journal)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (row,) = upload_rows(sync.journal)
+    assert row[0] == f"stream:{sha}" and row[1] == "unstamped" and row[2]
+    key = sync.object_key("big.bin")
+    assert "sha256" not in meta(s3client, sync.bucket, key)  # completed, not stamped
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, *again)
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    assert ops["UploadPart"] == 0 and ops["CreateMultipartUpload"] == 0, ops
+    assert copies(proxy) == 1, (ops, result.out, result.err)
+    sent = sum(r.size for r in proxy.requests)
+    assert sent < PART, f"{sent} bytes sent to stamp"
+    assert " sent=0 " in result.out, result.out
+    assert meta(s3client, sync.bucket, key)["sha256"] == sha
+    assert object_sha(s3client, sync.bucket, key) == sha
+    assert [r[1] for r in upload_rows(sync.journal)] == ["completed"]
+
+
+def upload_rows_safe(journal):
+    try:
+        return upload_rows(journal)
+    except Exception:  # noqa: BLE001 - the journal is not created or migrated yet
+        return []
+
+
+def test_kill_after_complete_then_file_changed_uploads_again(sync, s3, s3client):
+    rnd = random.Random(25)
+    path = sync.write("big.bin", rnd.randbytes(2 * PART + 5))
+
+    def hold_copies(req):
+        return Fault(status=0, stall=60, stall_at=1.0) if req.header("x-amz-copy-source") else None
+
+    with RecordingProxy(s3.port, hook=hold_copies) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*ARGS))
+        deadline = time.monotonic() + 60
+        while not any(r[1] == "unstamped" for r in upload_rows_safe(sync.journal)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    new = rnd.randbytes(2 * PART + 5)
+    path.write_bytes(new)
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    assert proxy.operations()["UploadPart"] == 3
+    sha = hashlib.sha256(new).hexdigest()
+    assert meta(s3client, sync.bucket, sync.object_key("big.bin"))["sha256"] == sha
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == sha
+
+
+def test_kill_mid_parts_resume_sends_only_missing_parts(sync, s3, s3client):
+    big = random.Random(26).randbytes(8 * PART + 3)
+    sync.write("big.bin", big)
+    with RecordingProxy(s3.port, hook=slow_parts(0.1)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, 3, 0.0, *ARGS, "--workers", "1")
+        journaled = {n for (n,) in journal_rows(sync.journal, "SELECT part_number FROM multipart_parts")}
+        assert upload_rows(sync.journal)[0][:2] == ("stream:", "active")
+        proxy.clear()
+        result = sync.run(*ARGS, "--resume")
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    assert ops["CreateMultipartUpload"] == 0 and ops["ListParts"] == 1, ops
+    resent = set(part_numbers(proxy))
+    assert not resent & journaled, "a journaled part was sent again"
+    assert resent | journaled == set(range(1, 10))
+    assert copies(proxy) == 1
+    sha = hashlib.sha256(big).hexdigest()
+    assert meta(s3client, sync.bucket, sync.object_key("big.bin"))["sha256"] == sha
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == sha
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_refused_copy_falls_back_to_prehash(sync, s3, s3client):
+    rnd = random.Random(27)
+    files = {f"big{i}.bin": rnd.randbytes(2 * PART + i) for i in range(2)}
+    for name, data in files.items():
+        sync.write(name, data)
+
+    def refuse_copies(req):
+        return Fault(status=501, code="NotImplemented") if req.header("x-amz-copy-source") else None
+
+    with RecordingProxy(s3.port, hook=refuse_copies) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--workers", "1")
+    assert result.code == 0, result.err
+    assert result.err.count("the store refuses copies") == 1, result.err
+    assert copies(proxy) == 1  # the first file's; none after it
+    for name, data in files.items():
+        sha = hashlib.sha256(data).hexdigest()
+        assert meta(s3client, sync.bucket, sync.object_key(name))["sha256"] == sha
+        assert object_sha(s3client, sync.bucket, sync.object_key(name)) == sha
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_versioned_bucket_is_prehashed(sync, s3, s3client):
+    if s3.name != "moto":
+        pytest.skip("versioning: moto's (rclone serve s3 has none; SeaweedFS's not tried)")
+    s3client.put_bucket_versioning(Bucket=sync.bucket, VersioningConfiguration={"Status": "Enabled"})
+    big = random.Random(28).randbytes(2 * PART + 1)
+    sync.write("big.bin", big)
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    sha = hashlib.sha256(big).hexdigest()
+    assert copies(proxy) == 0
+    assert upload_rows(sync.journal)[0][:2] == (sha, "completed")
+    key = sync.object_key("big.bin")
+    assert meta(s3client, sync.bucket, key)["sha256"] == sha
+    versions = s3client.list_object_versions(Bucket=sync.bucket, Prefix=key)["Versions"]
+    assert len(versions) == 1
+
+
+def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
+    if s3.name != "moto":
+        pytest.skip("plumbing: one server is enough")
+    big = random.Random(29).randbytes(2 * PART + 3)
+    sync.write("big.bin", big)
+    job = tmp_path / "job.toml"
+    job.write_text('large_files = "prehash"\nmultipart_threshold = "5MiB"\npart_size = "5MiB"\n')
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run("--config", str(job))
+    assert result.code == 0, result.err
+    assert copies(proxy) == 0
+    assert upload_rows(sync.journal)[0][:2] == (hashlib.sha256(big).hexdigest(), "completed")
+    job.write_text('large_files = 3\n')
+    bad = sync.run("--config", str(job))
+    assert bad.code == 2 and "large_files must be a string" in bad.err
