@@ -16,6 +16,11 @@ Used only where that is safe and cheap (`LargeFiles.streams`, --large-files auto
   keep a noncurrent version of every large object, stored twice until a lifecycle rule
   expires it. A bucket whose versioning is Suspended keeps no version for new writes
   (the Complete and the copy both write the `null` version), so it streams.
+- the storage class (--storage-class) has no minimum storage duration: STANDARD (or none
+  given), INTELLIGENT_TIERING, REDUCED_REDUNDANCY. In STANDARD_IA, ONEZONE_IA and the
+  Glacier classes the object the copy replaces would be billed for its whole minimum
+  (30 to 180 days) as an early deletion, and GLACIER and DEEP_ARCHIVE objects cannot be
+  a copy's source at all (InvalidObjectState) until restored.
 - the store has not refused a copy this run: a stamp refused (501 NotImplemented, or
   AccessDenied: credentials without s3:PutObject for copies) is one line, and the rest of
   the run's large files are pre-hashed; the refused file is uploaded again that way.
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 
 COPY_OBJECT_MAX = 5 * GiB
 MODES = ("auto", "stream", "prehash")
+# Storage classes an object may be replaced in at once without an early-deletion charge.
+NO_MINIMUM_DURATION = frozenset({"STANDARD", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY"})
 
 
 class StampRefused(Exception):
@@ -65,7 +72,10 @@ class LargeFiles:
         """Whether a large file of `size` bytes is streamed (else pre-hashed)."""
         if self.cfg.large_files == "prehash" or self.refused or size > COPY_OBJECT_MAX:
             return False
-        return self.cfg.large_files == "stream" or not self._bucket_versioned()
+        if self.cfg.large_files == "stream":
+            return True
+        storage_class = (self.cfg.storage_class or "STANDARD").upper()
+        return storage_class in NO_MINIMUM_DURATION and not self._bucket_versioned()
 
     def _bucket_versioned(self) -> bool:
         with self._lock:

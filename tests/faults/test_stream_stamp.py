@@ -256,6 +256,25 @@ def test_versioned_bucket_is_prehashed(sync, s3, s3client):
     assert len(versions) == 1
 
 
+def test_a_storage_class_with_a_minimum_duration_is_prehashed(sync, s3, s3client):
+    """STANDARD_IA: the copy would replace an object billed for 30 days at least (an early
+    deletion), so auto pre-hashes; no copy is made, and the object is in its class."""
+    if s3.name != "moto":
+        pytest.skip("storage classes: moto's (rclone serve s3 keeps none)")
+    big = random.Random(30).randbytes(2 * PART + 5)
+    sync.write("big.bin", big)
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--storage-class", "STANDARD_IA")
+    assert result.code == 0, result.err
+    sha = hashlib.sha256(big).hexdigest()
+    assert copies(proxy) == 0
+    key = sync.object_key("big.bin")
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    assert head["Metadata"]["sha256"] == sha
+    assert head.get("StorageClass") == "STANDARD_IA"
+
+
 def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
     if s3.name != "moto":
         pytest.skip("plumbing: one server is enough")
