@@ -33,19 +33,25 @@ RUN_TIMEOUT = 120  # the test's own bound on the run
 def test_a_silent_part_is_cancelled_and_sent_again(sync, s3, s3client, stall_at):
     rnd = random.Random(51)
     data = rnd.randbytes(32 * MiB)  # four parts of 8 MiB
-    other = rnd.randbytes(80 * MiB)  # ten, answered every 2 s
+    # Sixteen parts, each answered after 2 s until the silent part is sent again, then at
+    # once: the link must be seen answering for as long as the deadline takes, however late
+    # a loaded machine reaches the fourth part. With ten parts answered every 2 s whatever
+    # happened, one CI run re-sent the part without the deadline's message; the likely
+    # cause: the other file was done before the stall had been seen for 5 s.
+    other = rnd.randbytes(128 * MiB)
     sync.write("big.bin", data)
     sync.write("other.bin", other)
-    stalled, lock = [], threading.Lock()
+    stalled, resent, lock = [], threading.Event(), threading.Lock()
 
     def hook(req):
         if req.operation == "UploadPart" and req.path.endswith("/other.bin"):
-            return Fault(status=0, delay=2.0)
+            return None if resent.is_set() else Fault(status=0, delay=2.0)
         if req.operation != "UploadPart" or req.query["partNumber"] != ["4"] \
                 or not req.path.endswith("/big.bin"):
             return None
         with lock:
             if stalled:
+                resent.set()
                 return None
             stalled.append(req)
         return Fault(status=0, stall=SILENCE, stall_at=stall_at)
@@ -59,7 +65,7 @@ def test_a_silent_part_is_cancelled_and_sent_again(sync, s3, s3client, stall_at)
     fourth = [r for r in proxy.requests if r.operation == "UploadPart"
               and r.path.endswith("/big.bin") and r.query["partNumber"] == ["4"]]
     assert len(fourth) == 2  # the silent one, then one on a new connection
-    assert "while the link answered other requests: cancelled" in result.err
+    assert "while the link answered other requests: cancelled" in result.err, result.err[-4000:]
     for rel, body in (("big.bin", data), ("other.bin", other)):
         assert object_sha(s3client, sync.bucket, sync.object_key(rel)) == hashlib.sha256(body).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
