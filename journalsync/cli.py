@@ -135,7 +135,7 @@ def run(
     journal: JournalOpt = None,
     job: JobOpt = None,
     workers: Annotated[int, typer.Option(help="Concurrent transfers.")] = 8,
-    large_files: Annotated[str, typer.Option(help="auto, stream or prehash: how a multipart file whose hash the scan did not take is hashed. stream: read once, its parts sent as they are hashed, the sha256 metadata written after Complete by a copy of the object onto itself; prehash: read whole first, so the upload is created with its sha256. auto: stream up to 5 GiB (CopyObject's limit) on a bucket without versioning (there each copy would keep a noncurrent version), else prehash.")] = "auto",
+    large_files: Annotated[str, typer.Option(help="auto, stream or prehash: how a multipart file whose hash the scan did not take is hashed. stream: read once, its parts sent as they are hashed, the sha256 metadata written after Complete by a copy of the object onto itself; prehash: read whole first, so the upload is created with its sha256. auto: stream up to 5 GiB (CopyObject's limit) on a bucket without versioning (there each copy would keep a noncurrent version) in a storage class without a minimum duration (else the copy bills an early deletion), else prehash.")] = "auto",
     multipart_threshold: Annotated[str, typer.Option(help="Files this big or bigger go multipart.")] = "8MiB",
     part_size: Annotated[str, typer.Option(help="Multipart part size (grows so no file needs >10,000 parts).")] = "8MiB",
     cache_control: Annotated[Optional[str], typer.Option(help="Cache-Control for every object.")] = None,
@@ -184,23 +184,16 @@ def run(
         destination = Destination.parse(p["dest"])
         endpoint = _endpoint(p["endpoint_url"])
         cfg = Config(
-            source=src, dest=destination, endpoint_url=endpoint, region=p["region"],
-            profile=p["profile"],
+            source=src, dest=destination, endpoint_url=endpoint,
             journal_path=journal_location(p["journal"], p["job"],
                                           default_journal_path(src, destination, endpoint)),
-            workers=p["workers"], multipart_threshold=parse_size(p["multipart_threshold"]),
-            part_size=parse_size(p["part_size"]), cache_control=p["cache_control"],
-            cache_rules=p["cache_rules"], storage_class=p["storage_class"], sse=p["sse"],
-            sse_kms_key_id=p["sse_kms_key_id"], dry_run=dry_run,
-            provider=p["provider"].lower(), checksum=p["checksum"].lower(),
-            large_files=p["large_files"].lower(), bwlimit=parse_size(p["bwlimit"]) if p["bwlimit"] else None,
-            retry_timeout=parse_duration(p["retry_timeout"]), resume=resume,
+            **_transfer_settings(p), dry_run=dry_run, resume=resume,
             resume_max_age=parse_duration(p["resume_max_age"]), endpoint_moved=endpoint_moved,
             delete=p["delete"],
             manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None,
             includes=tuple(p["include"] or ()), excludes=tuple(p["exclude"] or ()),
             max_delete_percent=p["max_delete_percent"], max_delete=p["max_delete"],
-            force=p["force"], allow_empty_source=p["allow_empty_source"], crt=p["crt"],
+            force=p["force"], allow_empty_source=p["allow_empty_source"],
             keep_runs=p["keep_runs"], adopt_metadata=p["adopt_metadata"],
             chunk_files=chunk_files, chunk_bytes=parse_size(chunk_bytes),
             lease=parse_duration(lease)).validate()
@@ -254,6 +247,26 @@ _JOB_KEYS = {
     "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
     "force": ("delete", "force"),
 }
+
+
+def _transfer_settings(p: dict) -> dict:
+    """How files are sent, for a run and for a worker alike (a worker has no options of
+    these: it takes them from its --config job file, or the defaults). Config fields."""
+    def text(name: str, default: str) -> str:
+        return str(p.get(name) or default).lower()
+
+    return dict(
+        region=p.get("region"), profile=p.get("profile"),
+        workers=8 if p.get("workers") is None else p["workers"],
+        multipart_threshold=parse_size(p.get("multipart_threshold") or "8MiB"),
+        part_size=parse_size(p.get("part_size") or "8MiB"),
+        cache_control=p.get("cache_control"), cache_rules=p.get("cache_rules") or (),
+        storage_class=p.get("storage_class"), sse=p.get("sse"),
+        sse_kms_key_id=p.get("sse_kms_key_id"), provider=text("provider", "auto"),
+        checksum=text("checksum", "auto"), large_files=text("large_files", "auto"),
+        bwlimit=parse_size(p["bwlimit"]) if p.get("bwlimit") else None,
+        retry_timeout=parse_duration(p.get("retry_timeout") or "3m"),
+        crt=p.get("crt", True))
 
 
 def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
@@ -455,16 +468,7 @@ def worker(
                 raise UsageError(f"no journal at {path}")
         base = Config(
             source=Path("."), dest=Destination.parse(str(p["dest"])) if p.get("dest") else None,
-            journal_path=path, region=p["region"], profile=p["profile"],
-            workers=p["workers"], lease=parse_duration(lease),
-            multipart_threshold=parse_size(p.get("multipart_threshold") or "8MiB"),
-            part_size=parse_size(p.get("part_size") or "8MiB"),
-            cache_control=p.get("cache_control"), cache_rules=p.get("cache_rules", ()),
-            storage_class=p.get("storage_class"), sse=p.get("sse"),
-            sse_kms_key_id=p.get("sse_kms_key_id"), provider=str(p.get("provider") or "auto").lower(),
-            bwlimit=parse_size(p["bwlimit"]) if p.get("bwlimit") else None,
-            retry_timeout=parse_duration(p.get("retry_timeout") or "3m"),
-            crt=p.get("crt", True))
+            journal_path=path, lease=parse_duration(lease), **_transfer_settings(p))
         return run_worker(path, base, follow, source.expanduser().absolute() if source else None,
                           _endpoint(endpoint_url) if endpoint_url else None)
 
