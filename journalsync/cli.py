@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from journalsync import report
+from journalsync import jobfile, report
 from journalsync.process import settle_gc
 from journalsync.config import (
     Config,
@@ -187,7 +187,7 @@ def run(
             source=src, dest=destination, endpoint_url=endpoint,
             journal_path=journal_location(p["journal"], p["job"],
                                           default_journal_path(src, destination, endpoint)),
-            **_transfer_settings(p), dry_run=dry_run, resume=resume,
+            **jobfile.transfer_settings(p), dry_run=dry_run, resume=resume,
             resume_max_age=parse_duration(p["resume_max_age"]), endpoint_moved=endpoint_moved,
             delete=p["delete"],
             manifest_max_age=parse_duration(manifest_max_age) if manifest_max_age else None,
@@ -232,68 +232,16 @@ def run(
     raise typer.Exit(_guard(body, settle=False))
 
 
-# Job-file keys for each run() parameter: (section or None, key).
-_JOB_KEYS = {
-    "source": (None, "source"), "dest": (None, "destination"), "endpoint_url": (None, "endpoint"),
-    "profile": (None, "profile"), "region": (None, "region"), "provider": (None, "provider"),
-    "checksum": (None, "checksum"), "large_files": (None, "large_files"), "workers": (None, "workers"), "include": (None, "include"), "exclude": (None, "exclude"),
-    "storage_class": (None, "storage_class"), "multipart_threshold": (None, "multipart_threshold"),
-    "part_size": (None, "part_size"), "bwlimit": (None, "bwlimit"),
-    "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"), "crt": (None, "crt"),
-    "resume_max_age": (None, "resume_max_age"), "keep_runs": (None, "keep_runs"),
-    "adopt_metadata": (None, "adopt_metadata"), "job": (None, "job"),
-    "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
-    "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
-    "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
-    "force": ("delete", "force"),
-}
-
-
-def _transfer_settings(p: dict) -> dict:
-    """How files are sent, for a run and for a worker alike (a worker has no options of
-    these: it takes them from its --config job file, or the defaults). Config fields."""
-    def text(name: str, default: str) -> str:
-        return str(p.get(name) or default).lower()
-
-    return dict(
-        region=p.get("region"), profile=p.get("profile"),
-        workers=8 if p.get("workers") is None else p["workers"],
-        multipart_threshold=parse_size(p.get("multipart_threshold") or "8MiB"),
-        part_size=parse_size(p.get("part_size") or "8MiB"),
-        cache_control=p.get("cache_control"), cache_rules=p.get("cache_rules") or (),
-        storage_class=p.get("storage_class"), sse=p.get("sse"),
-        sse_kms_key_id=p.get("sse_kms_key_id"), provider=text("provider", "auto"),
-        checksum=text("checksum", "auto"), large_files=text("large_files", "auto"),
-        bwlimit=parse_size(p["bwlimit"]) if p.get("bwlimit") else None,
-        retry_timeout=parse_duration(p.get("retry_timeout") or "3m"),
-        crt=p.get("crt", True))
-
-
 def _with_job_file(ctx: typer.Context, config: Path | None) -> dict:
     """The run's parameters: the job file's values where the command line gave none."""
-    from journalsync import jobfile
-
-    params = dict(ctx.params, cache_rules=())
     job = jobfile.load(config) if config else {}
     # Compared by name: typer ships its own copy of click's ParameterSource enum. An
     # argument counts by its value: _job_params may have moved one to another name.
-    given = {name for name in params if getattr(ctx.get_parameter_source(name), "name",
-                                                "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    given = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name",
+                                                    "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
     given = {name for name in given if name not in ("source", "dest")} | {
-        name for name in ("source", "dest") if params.get(name) is not None}
-    for name, (section, key) in _JOB_KEYS.items():
-        table = job.get(section, {}) if section else job
-        if name not in given and key in table:
-            params[name] = table[key]
-    if params.get("journal") and not isinstance(params["journal"], Path) \
-            and not is_url(params["journal"]):
-        params["journal"] = Path(params["journal"]).expanduser()
-    rules = job.get("cache_control")
-    if "cache_control" not in given and isinstance(rules, str):
-        params["cache_control"] = rules
-    elif "cache_control" not in given and isinstance(rules, dict):
-        params["cache_rules"] = tuple(rules.items())
-    return params
+        name for name in ("source", "dest") if ctx.params.get(name) is not None}
+    return jobfile.with_job(ctx.params, given, job)
 
 
 def _job_params(ctx: typer.Context, config: Path | None) -> dict:
@@ -468,7 +416,7 @@ def worker(
                 raise UsageError(f"no journal at {path}")
         base = Config(
             source=Path("."), dest=Destination.parse(str(p["dest"])) if p.get("dest") else None,
-            journal_path=path, lease=parse_duration(lease), **_transfer_settings(p))
+            journal_path=path, lease=parse_duration(lease), **jobfile.transfer_settings(p))
         return run_worker(path, base, follow, source.expanduser().absolute() if source else None,
                           _endpoint(endpoint_url) if endpoint_url else None)
 

@@ -40,7 +40,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from journalsync.config import parse_duration, parse_size
 from journalsync.errors import UsageError
+from journalsync.journal.location import is_url
 
 _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum",
         "large_files", "workers",
@@ -99,3 +101,59 @@ def _check(path: Path, data: dict) -> None:
         fail("encryption.sse must be \"AES256\" or \"aws:kms\"")
     if data.get("encryption", {}).get("kms_key_id") and sse != "aws:kms":
         fail("encryption.kms_key_id needs sse = \"aws:kms\"")
+
+
+# Job-file keys for each run() parameter: (section or None, key).
+JOB_KEYS = {
+    "source": (None, "source"), "dest": (None, "destination"), "endpoint_url": (None, "endpoint"),
+    "profile": (None, "profile"), "region": (None, "region"), "provider": (None, "provider"),
+    "checksum": (None, "checksum"), "large_files": (None, "large_files"), "workers": (None, "workers"), "include": (None, "include"), "exclude": (None, "exclude"),
+    "storage_class": (None, "storage_class"), "multipart_threshold": (None, "multipart_threshold"),
+    "part_size": (None, "part_size"), "bwlimit": (None, "bwlimit"),
+    "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"), "crt": (None, "crt"),
+    "resume_max_age": (None, "resume_max_age"), "keep_runs": (None, "keep_runs"),
+    "adopt_metadata": (None, "adopt_metadata"), "job": (None, "job"),
+    "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
+    "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
+    "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
+    "force": ("delete", "force"),
+}
+
+
+def transfer_settings(p: dict) -> dict:
+    """How files are sent, for a run and for a worker alike (a worker has no options of
+    these: it takes them from its --config job file, or the defaults). Config fields."""
+    def text(name: str, default: str) -> str:
+        return str(p.get(name) or default).lower()
+
+    return dict(
+        region=p.get("region"), profile=p.get("profile"),
+        workers=8 if p.get("workers") is None else p["workers"],
+        multipart_threshold=parse_size(p.get("multipart_threshold") or "8MiB"),
+        part_size=parse_size(p.get("part_size") or "8MiB"),
+        cache_control=p.get("cache_control"), cache_rules=p.get("cache_rules") or (),
+        storage_class=p.get("storage_class"), sse=p.get("sse"),
+        sse_kms_key_id=p.get("sse_kms_key_id"), provider=text("provider", "auto"),
+        checksum=text("checksum", "auto"), large_files=text("large_files", "auto"),
+        bwlimit=parse_size(p["bwlimit"]) if p.get("bwlimit") else None,
+        retry_timeout=parse_duration(p.get("retry_timeout") or "3m"),
+        crt=p.get("crt", True))
+
+
+def with_job(params: dict, given: set[str], job: dict) -> dict:
+    """A command's parameters with the job file's values where the command line gave none
+    (`given`: the names it gave), cache_control split into a header or per-glob rules."""
+    params = dict(params, cache_rules=())
+    for name, (section, key) in JOB_KEYS.items():
+        table = job.get(section, {}) if section else job
+        if name not in given and key in table:
+            params[name] = table[key]
+    if params.get("journal") and not isinstance(params["journal"], Path) \
+            and not is_url(params["journal"]):
+        params["journal"] = Path(params["journal"]).expanduser()
+    rules = job.get("cache_control")
+    if "cache_control" not in given and isinstance(rules, str):
+        params["cache_control"] = rules
+    elif "cache_control" not in given and isinstance(rules, dict):
+        params["cache_rules"] = tuple(rules.items())
+    return params

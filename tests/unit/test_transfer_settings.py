@@ -1,4 +1,4 @@
-"""The transfer settings `run` and `worker` share (cli._transfer_settings): a worker has no
+"""The transfer settings `run` and `worker` share (jobfile.transfer_settings): a worker has no
 options of these, so its job file's must reach it, and without one it must send the way a
 run with no options does. Before, a worker built its Config by hand and dropped the job
 file's checksum and large_files."""
@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from journalsync import cli, jobfile
+from journalsync import jobfile
 from journalsync.config import Config, Destination, MiB
 
 
 def _from_job_file(path) -> dict:
-    """The parameters a worker gets from a job file (as cli._with_job_file maps them)."""
+    """The parameters a worker gets from a job file (as jobfile.with_job maps them)."""
     data = jobfile.load(path)
     found = {}
-    for name, (section, key) in cli._JOB_KEYS.items():
+    for name, (section, key) in jobfile.JOB_KEYS.items():
         table = data.get(section, {}) if section else data
         if key in table:
             found[name] = table[key]
@@ -27,7 +27,7 @@ def test_a_workers_job_file_gives_it_every_transfer_setting(tmp_path):
     job.write_text('checksum = "MD5"\nlarge_files = "prehash"\npart_size = "16MiB"\n'
                    'multipart_threshold = "32MiB"\nstorage_class = "STANDARD_IA"\n'
                    'provider = "minio"\nretry_timeout = "90s"\ncrt = false\nworkers = 3\n')
-    settings = cli._transfer_settings(_from_job_file(job))
+    settings = jobfile.transfer_settings(_from_job_file(job))
     assert {name: settings[name] for name in (
         "checksum", "large_files", "part_size", "multipart_threshold", "storage_class",
         "provider", "retry_timeout", "crt", "workers")} == {
@@ -38,9 +38,9 @@ def test_a_workers_job_file_gives_it_every_transfer_setting(tmp_path):
 
 def test_without_a_job_file_a_worker_sends_as_a_run_does_by_default(tmp_path):
     cfg = Config(source=tmp_path, dest=Destination.parse("s3://bucket/p"),
-                 journal_path=tmp_path / "j", **cli._transfer_settings({}))
+                 journal_path=tmp_path / "j", **jobfile.transfer_settings({}))
     defaults = Config(source=tmp_path, dest=Destination.parse("s3://bucket/p"),
                       journal_path=tmp_path / "j")
-    for name in cli._transfer_settings({}):
+    for name in jobfile.transfer_settings({}):
         assert getattr(cfg, name) == getattr(defaults, name), name
     assert dataclasses.replace(cfg).validate()
