@@ -13,7 +13,6 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from journalsync.config import MiB
 from tests.faults.test_multipart_crash import (
     ARGS,
     PART,
@@ -124,19 +123,7 @@ def test_kill_after_complete_before_stamp_then_stamp_only(sync, s3, s3client, ag
     sync.write("big.bin", big)
     sha = hashlib.sha256(big).hexdigest()
 
-    def hold_copies(req):  # the stamp waits here until the kill
-        return Fault(status=0, stall=60, stall_at=1.0) if req.header("x-amz-copy-source") else None
-
-    with RecordingProxy(s3.port, hook=hold_copies) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args(*ARGS))
-        deadline = time.monotonic() + 60
-        while not any(r[1] == "unstamped" for r in upload_rows_safe(sync.journal)):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_before_stamp(sync, s3)
     (row,) = upload_rows(sync.journal)
     assert row[0] == f"stream:{sha}" and row[1] == "unstamped" and row[2]
     key = sync.object_key("big.bin")
@@ -156,18 +143,10 @@ def test_kill_after_complete_before_stamp_then_stamp_only(sync, s3, s3client, ag
     assert [r[1] for r in upload_rows(sync.journal)] == ["completed"]
 
 
-def upload_rows_safe(journal):
-    try:
-        return upload_rows(journal)
-    except Exception:  # noqa: BLE001 - the journal is not created or migrated yet
-        return []
-
-
-def test_kill_after_complete_then_file_changed_uploads_again(sync, s3, s3client):
-    rnd = random.Random(25)
-    path = sync.write("big.bin", rnd.randbytes(2 * PART + 5))
-
-    def hold_copies(req):
+def kill_before_stamp(sync, s3) -> None:
+    """Run until the upload is completed but not stamped (its stamp held at the proxy),
+    then SIGKILL the run."""
+    def hold_copies(req):  # the stamp waits here until the kill
         return Fault(status=0, stall=60, stall_at=1.0) if req.header("x-amz-copy-source") else None
 
     with RecordingProxy(s3.port, hook=hold_copies) as proxy:
@@ -180,6 +159,19 @@ def test_kill_after_complete_then_file_changed_uploads_again(sync, s3, s3client)
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def upload_rows_safe(journal):
+    try:
+        return upload_rows(journal)
+    except Exception:  # noqa: BLE001 - the journal is not created or migrated yet
+        return []
+
+
+def test_kill_after_complete_then_file_changed_uploads_again(sync, s3, s3client):
+    rnd = random.Random(25)
+    path = sync.write("big.bin", rnd.randbytes(2 * PART + 5))
+    kill_before_stamp(sync, s3)
     new = rnd.randbytes(2 * PART + 5)
     path.write_bytes(new)
     with RecordingProxy(s3.port) as proxy:
