@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo server test test-fast bench bench-adopt bench-big bench-hosts mutate clean
+.PHONY: demo server test test-fast bench bench-adopt bench-big bench-hosts bench-pg mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-big: $(BENCH_STAMP)
 ## bench-hosts: 1, 2 and 4 hosts (network namespaces, 50 Mbit/s each) on one PostgreSQL job: scaling (root)
 bench-hosts: $(BENCH_STAMP)
 	$(PY) bench/hosts.py $(BENCH_ARGS)
+
+## bench-pg: the journal in SQLite vs PostgreSQL, 50,000 files, one process, medians of 3 (BENCH_ARGS=--files 5000)
+bench-pg: $(BENCH_STAMP)
+	$(PY) bench/pgjournal.py $(BENCH_ARGS)
 
 MUTATE_STAMP := $(VENV)/.installed-mutate
 
