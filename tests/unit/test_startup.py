@@ -174,3 +174,43 @@ def test_large_buffers_are_mapped_and_given_back_after_the_first(tmp_path):
 
     assert mapped("default") == 0  # the probe does see glibc's own behaviour
     assert mapped("set") == 1
+
+
+EXIT_PROBE = """\
+import atexit, sys, threading, time
+from journalsync.process import end_process
+
+class Teardown:
+    def __del__(self):
+        print("torn down", flush=True)
+
+kept = Teardown()  # freed only by the interpreter's teardown
+atexit.register(lambda: print("atexit ran"))
+print("result line", end="")  # still in stdout's buffer (a pipe)
+sys.stderr.write("note\\n")
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print(" thread done", end=""))).start()
+end_process(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_end_process_flushes_runs_atexit_and_skips_the_teardown(tmp_path, code):
+    """process.main ends every command by end_process: its output and exit code are the
+    interpreter's own, its atexit handlers (logging's flush of --log-file) run, and the
+    teardown that frees every object one by one does not."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, "alone", str(code)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == "result lineatexit ran\n"
+    assert proc.stderr == "note\n"
+
+
+def test_end_process_leaves_a_running_thread_to_the_interpreter(tmp_path):
+    """A thread that is not a daemon still running: the interpreter's exit, which joins it
+    (and tears down, as it always did)."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, "thread", "4"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout.startswith("result line thread doneatexit ran\n")
+    assert "torn down" in proc.stdout
