@@ -1,5 +1,6 @@
-"""Process-wide settings for a run: the garbage collector during start-up, and the C
-allocator's treatment of large buffers. Both are measured effects on every run."""
+"""Process-wide settings for a run: the garbage collector during start-up, the C
+allocator's treatment of large buffers, and the end of the process (main, end_process).
+Each is a measured effect on every run."""
 
 from __future__ import annotations
 
@@ -50,9 +51,12 @@ def main() -> NoReturn:
 def end_process(code: object) -> NoReturn:
     """Exit with `code` the way the interpreter would, minus its teardown: stdout and
     stderr flushed, then every atexit handler run (logging's, which flushes and closes
-    --log-file), then os._exit. What the teardown did besides is freeing, one by one, every
-    object start-up made (modules, botocore's models, SQLAlchemy's classes): 116M
-    instructions (valgrind) after a run's imports, 0.02-0.03 s of every process.
+    --log-file), then os._exit. What the teardown does besides is free, one by one, what
+    start-up made (modules, botocore's models, SQLAlchemy's classes) and wind down the
+    threads and native state of the libraries (the CRT's): measured on a no-op run of the
+    2,000-file tree, the summary line to the process's end took 0.019-0.041 s (medians of
+    6, a busy machine) with the teardown and 0.009-0.014 s without it. It costs waiting
+    more than CPU: cli.main's gc.freeze already spares the teardown its collections.
 
     Nothing durable is left to it: each command closes its journal (its last transaction
     committed) and its lock before it prints its result, and a process killed at any point
