@@ -1,6 +1,8 @@
 """The fixed cost of a journalsync process: `--help`, `--version` and `status` wall, and a
 no-op run's overhead (wall minus its own `elapsed=`), split into the part before the
 summary line and the part after it (the process ending). Medians of --repeat runs.
+Each also gets its CPU seconds (user + sys of the process, from wait4): on a busy machine
+they move far less than wall times do.
 
 One local `rclone serve s3`, one tree of --files small files (2,000 by default, as the
 mixed tree of bench.py), synced once, then synced again --repeat times with nothing to do.
@@ -35,16 +37,19 @@ def make_tree(root: Path, files: int) -> None:
         (folder / f"f{i:05d}.bin").write_bytes(rng.randbytes(rng.randint(1, 64 * 1024)))
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[str, float, float]:
-    """(first stdout line, seconds until it arrived, seconds until the process ended)."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[str, float, float, float]:
+    """(first stdout line, seconds until it arrived, seconds until the process ended, its
+    CPU seconds: user + sys)."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=WORK, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     at_line = time.monotonic() - start
     proc.stdout.read()
-    proc.wait()
-    return line, at_line, time.monotonic() - start
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return line, at_line, time.monotonic() - start, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -68,10 +73,13 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, extra in (("--help", ["--help"]), ("--version", ["--version"]),
                                 ("status", ["status", "--journal", str(journal)])):
-                rows.setdefault(f"{name} wall", []).append(timed([*exe, *extra], env)[2])
-            line, at_line, wall = timed(run, env)
+                _, _, wall, cpu = timed([*exe, *extra], env)
+                rows.setdefault(f"{name} wall", []).append(wall)
+                rows.setdefault(f"{name} CPU", []).append(cpu)
+            line, at_line, wall, cpu = timed(run, env)
             elapsed = float(re.search(r"elapsed=([\d.]+)s", line).group(1))
-            for name, value in (("no-op wall", wall), ("no-op elapsed=", elapsed),
+            for name, value in (("no-op wall", wall), ("no-op CPU", cpu),
+                                ("no-op elapsed=", elapsed),
                                 ("no-op wall - elapsed=", wall - elapsed),
                                 ("  start to summary line - elapsed=", at_line - elapsed),
                                 ("  summary line to exit", wall - at_line)):

@@ -1,4 +1,4 @@
-from journalsync.cli import main
+from journalsync.process import main
 
 if __name__ == "__main__":
     main()

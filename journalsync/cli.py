@@ -5,10 +5,12 @@ No SQL and no boto3 here. Every error ends as one line on stderr, never a traceb
 
 Start-up is part of every cron job's cost, so this module imports only typer and our own
 light modules: each command imports what it needs (the engine, the journal, rich) in its
-body, and `--help` loads none of them (tests/unit/test_startup.py).
+body, and `--help` loads none of them (tests/unit/test_startup.py). Nor does it use
+`from __future__ import annotations`: typer would then compile and eval every option's
+annotation string (over 200) each time it builds the commands, 11 ms of CPU of every
+process and a sixth of `--help`'s instructions; evaluated once, at import, they cost
+about a seventh of that.
 """
-
-from __future__ import annotations
 
 import gc
 import json

@@ -12,8 +12,9 @@ and every keyset page rely on it, whatever collation the database was created wi
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, Text
-from sqlalchemy.dialects.postgresql import TEXT as PG_TEXT
+from sqlalchemy import TEXT, BigInteger, Integer, Text
 
 Int = Integer().with_variant(BigInteger(), "postgresql")
-Key = Text().with_variant(PG_TEXT(collation="C"), "postgresql")
+# sqlalchemy.TEXT is the very class sqlalchemy.dialects.postgresql exports as TEXT: named
+# from here, a SQLite journal's run does not import the PostgreSQL dialect at all.
+Key = Text().with_variant(TEXT(collation="C"), "postgresql")
