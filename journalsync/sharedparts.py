@@ -40,7 +40,13 @@ from journalsync.errors import Interrupted
 from journalsync.integrity import MD5, BodyCheck, check_for, of_crc
 from journalsync.journal.partunits import PartUnit
 from journalsync.models import PlanItem, TransferResult
-from journalsync.multipart import FileChanged, MultipartDriver, UploadGone, part_size_for
+from journalsync.multipart import (
+    FileChanged,
+    MultipartDriver,
+    UploadGone,
+    _as_scanned,
+    part_size_for,
+)
 from journalsync.objectmeta import file_identity, read_identity
 from journalsync.prehash import BufferStream, PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
@@ -75,11 +81,18 @@ class SharedParts:
 
     def takes(self, item: PlanItem, st: os.stat_result) -> bool:
         """Whether this file's upload is shared: a shared journal, more than one unit, and
-        others working the run now (or a shared upload of it to continue)."""
+        either a shared upload of it to continue, or a file multipart.py would pre-hash
+        anyway (sharing then costs no extra read: over 5 GiB, a versioned bucket,
+        --large-files prehash...; workers that join later still help), or others working
+        the run now. Alone, a file the scan hashed or one that would be streamed (stamp.py)
+        is sent as before: a pre-hash would be one more read of it."""
         if self.worker_id is None or not self.journal.shared or st.st_size <= self.unit_bytes:
             return False
         rec = self.journal.active_upload_for(item.key)
         if rec is not None and self.journal.unit_crcs(rec.upload_id):
+            return True
+        hashed = item.sha256 is not None and _as_scanned(st, item)
+        if not hashed and not self.driver.large.streams(st.st_size):
             return True
         return self.journal.other_workers(self.driver.run_id) > 0
 
@@ -217,7 +230,7 @@ class SharedParts:
                     self._skip.add(unit.upload_id)
             log.warning("part unit %d (parts %d-%d): %s; giving it back", unit.id, unit.first,
                         unit.last, exc)
-            self.journal.release_unit(unit.id, unit.epoch, self.lease)
+            self.journal.release_unit(unit.id, unit.epoch, self.lease)  # again: harmless
             return 0
 
     def _send_unit(self, unit: PartUnit, rec, fd: int) -> int:
@@ -257,6 +270,13 @@ class SharedParts:
             if not self.journal.close_unit(unit, self.lease):
                 raise UnitLost()
             return sent
+        except UnitLost:
+            raise
+        except BaseException:
+            # A failed part or a stop: the unit goes back at once, not at its lease's end
+            # (fenced: nothing happens if it is someone else's by now).
+            self.journal.release_unit(unit.id, unit.epoch, self.lease)
+            raise
         finally:
             with self._lock:
                 self._held.pop(unit.id, None)
