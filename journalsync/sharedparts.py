@@ -132,7 +132,20 @@ class SharedParts:
             log.info("%s changed since its upload began; aborting that upload", item.key)
             self.driver._abort_quietly(rec)
             return None
-        log.info("continuing the shared upload of %s", item.key)
+        # The journal's parts are what some process was told; the store says what it holds.
+        try:
+            held = self.driver.list_parts(rec.key, rec.upload_id)
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            self.journal.set_upload_state(rec.upload_id, "aborted")
+            log.warning("upload of %s is gone from the server; starting a new one", item.key)
+            return None
+        journaled = self.journal.part_rows(rec.upload_id)
+        self.journal.forget_parts(rec.upload_id, sorted(
+            n for n, (etag, size, _) in journaled.items() if held.get(n) != (etag, size)))
+        log.info("continuing the shared upload of %s: the server holds %d part(s)", item.key,
+                 len(held))
         return rec
 
     def _own(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts) -> TransferResult:
@@ -187,7 +200,9 @@ class SharedParts:
             parts.append({"PartNumber": number, "ETag": mine[0], **check.completed_part})
         etag = d._complete(item, rec, parts, rec.sha256)
         self.journal.set_upload_state(rec.upload_id, "completed")
-        others = sum(size for _, size, by in journaled.values() if by != self.worker_id)
+        # This call's parts count for its process's tally; the rest were counted by the
+        # processes (or this one's other threads: chunkwork) that sent them as units.
+        others = max(0, st.st_size - sent)
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
                               size=st.st_size, etag=etag, sha256=pre.sha256,
                               file_identity=read_identity(st, os.fstat(fh.fileno()),

@@ -198,6 +198,23 @@ class PartUnitStore:
         with self._read() as conn:
             return {r[0]: (r[1], int(r[2]), r[3]) for r in conn.execute(stmt).all()}
 
+    def forget_parts(self, upload_id: str, numbers: Sequence[int]) -> None:
+        """Parts journaled that the store does not hold as journaled (a resumed owner's
+        ListParts): unjournal them, and reopen the done units they belong to, so they are
+        sent again."""
+        if not numbers:
+            return
+        with self._write() as conn:
+            for number in numbers:
+                conn.execute(text("DELETE FROM multipart_parts WHERE upload_id = :u"
+                                  " AND part_number = :n"), {"u": upload_id, "n": number})
+                conn.execute(text("""
+                    UPDATE part_units SET state = 'pending', owner = NULL, lease_until = NULL,
+                                          done_at = NULL
+                    WHERE upload_id = :u AND state = 'done'
+                      AND first_part <= :n AND last_part >= :n"""),
+                    {"u": upload_id, "n": number})
+
     def other_workers(self, run_id: int) -> int:
         """Processes other than this one working the run now."""
         stmt = select(func.count()).select_from(workers).where(

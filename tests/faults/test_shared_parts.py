@@ -184,8 +184,13 @@ def test_two_workers_and_the_run_send_one_files_parts_together(sync, s3, pg_url)
     assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
 
 
-def test_a_killed_worker_holding_part_units_costs_only_its_parts_in_flight(sync, s3, pg_url):
-    job = "shared_kill"
+@pytest.mark.parametrize("victim_is", ["sender", "owner"])
+def test_a_killed_worker_holding_part_units_costs_only_its_parts_in_flight(sync, s3, pg_url,
+                                                                          victim_is):
+    """A worker that sends units of another process's file (`sender`), or the worker that
+    owns the file's upload (`owner`: its chunk is taken over, the next holder continues the
+    journaled UploadId, checks ListParts against the journal, and completes)."""
+    job = f"shared_kill_{victim_is}"
     files = _tree(sync, parts=13, seed=22)
     procs: list = []
     with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.6)) as proxy:
@@ -200,11 +205,15 @@ def test_a_killed_worker_holding_part_units_costs_only_its_parts_in_flight(sync,
 
             def victim_holds_units():
                 owners = {pid for (pid,) in _rows(pg_url, job, owner_sql, BIG)}
-                return [p for p in workers
-                        if p.pid not in owners and _rows(pg_url, job, units_sql, p.pid)]
+                if victim_is == "owner" and run.pid in owners:
+                    return [run]  # not to be killed: the test cannot go on
+                return [p for p in workers if (p.pid in owners) == (victim_is == "owner")
+                        and _rows(pg_url, job, units_sql, p.pid)]
 
-            _wait("a worker holding units of another's file", victim_holds_units, procs)
+            _wait(f"a worker holding units, the file's {victim_is}", victim_holds_units, procs)
             victim = victim_holds_units()[0]
+            if victim is run:
+                pytest.skip("the run, not a worker, claimed the large file's chunk")
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             held = _rows(pg_url, job, units_sql, victim.pid)
