@@ -18,9 +18,12 @@ The owner (the process holding the file's chunk):
 
 Any process with no chunk to claim claims a unit (chunkwork.py), opens the file at its own
 source path, checks that it is the file the upload was created for (size, mtime, ctime,
-inode), reads each part of the unit not yet journaled, checks its CRC64-NVME against the
-owner's, and sends it with its Content-MD5 (or CRC64-NVME) computed from that same buffer:
-the store checks what arrives, so each part's bytes are the pre-hashed bytes end to end.
+inode), and sends each part of the unit not yet journaled as multipart.py sends a
+pre-hashed part: the CRT reads it from the file as it sends it, with its Content-MD5 (read
+just before, and checked to be of the part pre-hashed by its CRC) or its CRC64-NVME, and
+the CRC of what it read must equal the owner's; without the CRT (--bwlimit), the part is
+read into a buffer, its CRC checked, and its Content-MD5 or CRC taken from that buffer.
+The store checks what arrives, so each part's bytes are the pre-hashed bytes end to end.
 Each part is journaled (with `sent_by`) in one transaction with the unit's fence: a killed
 sender's finished parts are not sent again, only those it had in flight.
 """
@@ -48,7 +51,7 @@ from journalsync.multipart import (
     part_size_for,
 )
 from journalsync.objectmeta import file_identity, read_identity
-from journalsync.prehash import BufferStream, PreHash, prehash
+from journalsync.prehash import BufferStream, PartStream, PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.safeio import open_source
 
@@ -304,6 +307,13 @@ class SharedParts:
             if lost.is_set():
                 return 0
             length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
+            crt = d.clients.crt() if d.clients.bandwidth is None else None
+            if crt is not None:  # as multipart's pre-hashed parts: no buffer of ours
+                etag = self._stream(crt, unit, rec, fd, number, length)
+                if not self.journal.record_unit_part(unit, number, etag, length,
+                                                     self.worker_id, self.lease):
+                    lost.set()
+                return length
             buf = d.buffers.take(rec.part_size)
             view = memoryview(buf)[:length]
             got, offset = 0, (number - 1) * rec.part_size
@@ -325,6 +335,37 @@ class SharedParts:
             d.buffer_slots.release()
             if ok:
                 d.buffers.give(buf)
+
+    def _stream(self, crt, unit: PartUnit, rec, fd: int, number: int, length: int) -> str:
+        """Send part `number` read by the CRT straight from `fd` (prehash.PartStream, every
+        try reading the file again), with its Content-MD5 (part_md5: read now and checked
+        to be of the part pre-hashed by its CRC) or its CRC64-NVME; then check that the
+        bytes the CRT read are the part pre-hashed (the unit's journaled CRC)."""
+        d = self.driver
+        crcs = [0] * number
+        crcs[number - 1] = unit.crc(number)
+        pre = PreHash(rec.sha256, rec.part_size, tuple(crcs), (), 0)  # this part's CRC
+        check = d._pre_check(pre, number, fd, rec.part_size, length)
+        key = self.cfg.dest.object_key(rec.key)
+
+        def send() -> str:
+            stream = PartStream(fd, (number - 1) * rec.part_size, length)
+            try:
+                etag = crt.upload_part(key, rec.upload_id, number, stream, check, length)
+            except Exception:
+                if stream.count == length and not stream.sent_as_hashed(pre, number):
+                    raise FileChanged(CHANGED) from None  # a BadDigest: not the bytes hashed
+                raise
+            if not stream.sent_as_hashed(pre, number):
+                raise FileChanged(CHANGED)
+            return etag
+
+        try:
+            return d._call(send, Attempts())
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
+            raise
 
     def _put(self, rec, number: int, data: memoryview) -> str:
         d = self.driver
