@@ -12,6 +12,11 @@ The tree (generated once into .bench-hosts/tree, seeded): --big files of 8-64 Mi
 --small files of at most 64 KiB. Chunks of at most --chunk-bytes, so a large file is a
 chunk alone.
 
+With --one-file SIZE the tree is one file of SIZE (.bench-hosts/one-SIZE), sent by the
+hosts together as units of --part-unit bytes of its parts (sharedparts.py). The run is
+given --large-files prehash: the file is then shared even while the run is alone, as a
+file over 5 GiB always is (a smaller one would be streamed when no worker has joined yet).
+
 For each N: wall seconds (start of `run` to the exit of the last process), payload bytes/s,
 scaling efficiency = bytes/s(N) / (N * bytes/s(1)), wire bytes / payload (the hosts' veth
 tx counters) and whether the bucket equals the source (keys, sizes, sha256 metadata). With
@@ -52,9 +57,23 @@ PREFIX, SLOT = "jshb", 15  # 10.231.241-244: apart from the tests' hosts
 MIB = 1 << 20
 
 
+def generate_one(src: Path, size: int) -> None:
+    """A tree of one file of `size` random bytes (--one-file)."""
+    marker = src.parent / f"{src.name}.done"
+    if not marker.exists():
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        with open(src / "big.img", "wb") as fh:
+            for left in range(size, 0, -MIB):
+                fh.write(os.urandom(min(MIB, left)))
+        marker.write_text("")
+
+
 def generate(src: Path, big: int, small: int) -> dict[str, tuple[int, str]]:
     """The tree, and its manifest: relative path -> (size, sha256)."""
     marker = src.parent / f"{src.name}.done-{big}-{small}"  # outside: not payload
+    if big < 0:  # --one-file: made by generate_one
+        marker = src.parent / f"{src.name}.done"
     if not marker.exists():
         shutil.rmtree(src, ignore_errors=True)
         for old in src.parent.glob(f"{src.name}.done-*"):
@@ -135,6 +154,7 @@ class Result:
     bucket: str
     codes: list[int]
     chunks_by_host: dict[str, int]
+    units_by_host: dict[str, int]
 
 
 def journal_url(pg_url: str, host: Host, pg_port: int) -> str:
@@ -165,6 +185,9 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
                XDG_STATE_HOME=str(WORK / "state"))
     used = made[:n]
     common = ("--job", job, "--workers", str(args.workers))
+    if args.one_file:
+        common += ("--part-unit", args.part_unit)
+    extra = ("--large-files", "prehash") if args.one_file else ()
 
     def start(host: Host, *cmd: str) -> subprocess.Popen:
         log.write(f"\n### {n} hosts rep {rep} {host.ns}: {' '.join(cmd)}\n".encode())
@@ -177,7 +200,7 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
     procs = [start(used[0], "run", str(src), f"s3://{bucket}", "--journal",
                    journal_url(pg_url, used[0], pg_port), "--endpoint-url",
                    f"http://{used[0].root_ip}:{s3_port}", "--chunk-bytes", args.chunk_bytes,
-                   *common)]
+                   *common, *extra)]
     try:
         if n > 1:
             while not pg_rows(pg_url, job, "SELECT 1 FROM chunks LIMIT 1"):
@@ -204,9 +227,12 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
     wire = sum(h.tx_bytes() - before for h, before in zip(used, tx)) / payload
     by_host = dict(pg_rows(pg_url, job, "SELECT host, sum(chunks_done) FROM workers GROUP BY host"
                            " ORDER BY host"))
+    units = dict(pg_rows(pg_url, job, "SELECT w.host, count(*) FROM part_units u JOIN workers w"
+                                      " ON w.id = u.owner GROUP BY w.host ORDER BY w.host"))
     check = bucket_equals(s3, bucket, manifest)
     shutil.rmtree(WORK / "s3" / bucket, ignore_errors=True)  # the disk holds a few, not 9
-    return Result(n, rep, seconds, wire, check, codes, {k: int(v) for k, v in by_host.items()})
+    return Result(n, rep, seconds, wire, check, codes, {k: int(v) for k, v in by_host.items()},
+                  {k: int(v) for k, v in units.items()})
 
 
 def table(results: list[Result], payload: int) -> str:
@@ -236,6 +262,9 @@ def main() -> None:
     parser.add_argument("--chunk-bytes", default="64MiB")
     parser.add_argument("--workers", type=int, default=8, help="transfers per host")
     parser.add_argument("--cap", type=float, default=600, help="seconds before a run is stopped")
+    parser.add_argument("--one-file", default=None, help="the tree is one file of this size "
+                        "(e.g. 1GiB), its parts shared by the hosts")
+    parser.add_argument("--part-unit", default="64MiB", help="with --one-file: bytes per unit")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -246,7 +275,15 @@ def main() -> None:
 
     counts = [int(n) for n in args.hosts.split(",")]
     WORK.mkdir(exist_ok=True)
-    manifest = generate(WORK / "tree", args.big, args.small)
+    if args.one_file:
+        from journalsync.config import parse_size
+
+        tree = WORK / f"one-{args.one_file}"
+        generate_one(tree, parse_size(args.one_file))
+        manifest = generate(tree, -1, 0)
+    else:
+        tree = WORK / "tree"
+        manifest = generate(tree, args.big, args.small)
     payload = sum(size for size, _ in manifest.values())
     shutil.rmtree(WORK / "s3", ignore_errors=True)
     results: list[Result] = []
@@ -261,12 +298,13 @@ def main() -> None:
                       f"capped at {args.rate}; {os.cpu_count()} cores", flush=True)
                 for rep in range(1, args.reps + 1):
                     for n in counts:
-                        r = one_run(n, rep, made, WORK / "tree", pg_url, pg_port, s3_port,
+                        r = one_run(n, rep, made, tree, pg_url, pg_port, s3_port,
                                     manifest, payload, args, log)
                         results.append(r)
                         print(f"{n} host(s) rep {rep}: {r.seconds:.1f} s "
                               f"{payload / r.seconds / MIB:.2f} MiB/s wire={r.wire:.3f} "
-                              f"bucket={r.bucket} exit={r.codes} chunks={r.chunks_by_host}",
+                              f"bucket={r.bucket} exit={r.codes} chunks={r.chunks_by_host} "
+                              f"part units={r.units_by_host}",
                               flush=True)
             finally:
                 server.terminate()

@@ -12,6 +12,10 @@ of linear scaling on 4 hosts at 50 Mbit/s (0.60 with this rule, one run each). A
 chunks held every lease/3. When a renewal or a fenced write finds the chunk gone (the lease
 expired and someone else claimed it), the chunk is lost: nothing more of it is submitted,
 what is in flight finishes, and none of its results are recorded.
+
+On a shared journal (PostgreSQL) a process with no chunk to claim claims a unit of a large
+file's parts instead (sharedparts.py), and a worker stays while such units may still come
+(a chunk holding a large file is claimed, its holder may be pre-hashing it to share it).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, TransferResult
 from journalsync.report import FailureLines
+from journalsync.sharedparts import SharedParts
 from journalsync.workers import (
     DENIED_STREAK,
     FLUSH_EVERY,
@@ -62,9 +67,9 @@ class Heartbeat:
     """Renews the leases of the held chunks every lease/3, and the worker row's heartbeat."""
 
     def __init__(self, journal: Journal, worker_id: int, lease: float, held: dict[int, Held],
-                 lock: threading.Lock, tally: Tally):
+                 lock: threading.Lock, tally: Tally, shared: SharedParts | None = None):
         self.journal, self.worker_id, self.lease = journal, worker_id, lease
-        self.held, self.lock, self.tally = held, lock, tally
+        self.held, self.lock, self.tally, self.shared = held, lock, tally, shared
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
 
@@ -94,6 +99,8 @@ class Heartbeat:
                     chunk.lost.set()
                 log.warning("lost chunk %d (its lease expired and another worker claimed it); "
                             "dropping it", chunk.id)
+        if self.shared is not None:
+            self.shared.renew()
         self.journal.worker_beat(self.worker_id, self.tally.chunks, self.tally.bytes)
 
 
@@ -102,13 +109,15 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 stop: threading.Event | None = None, wait_for_all: bool = False,
                 on_result: Callable[[TransferResult], None] | None = None,
                 failures: FailureLines | None = None, poll: float | None = None,
-                tally: Tally | None = None) -> Stopped | None:
+                tally: Tally | None = None,
+                shared: SharedParts | None = None) -> Stopped | None:
     """Claim and upload the run's chunks until none is left to claim and this process
     holds none. With `wait_for_all` (the run process) go on until every chunk of the run is
     done: others may hold some, and one whose lease expires is claimed here. A fatal error,
     a streak of refused files or `stop` stops new claims; what is in flight finishes and is
     recorded (while its chunk is still ours), and chunks held but unfinished are given back.
-    Returns why it stopped early, if it did."""
+    Returns why it stopped early, if it did. `shared` (a shared journal only): with no
+    chunk to claim, claim units of large files' parts (sharedparts.py)."""
     stop = stop or threading.Event()
     failures = failures or FailureLines()
     tally = tally or Tally()
@@ -120,6 +129,8 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
     last_flush = [time.monotonic()]
     sending: dict[int, int] = {}  # chunk id -> its items submitted and not finished
     unsubmitted = [0]  # rows of the newest chunk not yet submitted
+    if shared is not None:
+        shared.bind(worker_id, lease)
 
     def admit() -> bool:
         """Whether the stream may go on: within a chunk always; to claim another, only
@@ -138,6 +149,8 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
         # Chunks of this host's dead processes (a killed run this one resumes, a killed
         # worker) are free now, not at the end of their leases.
         journal.release_dead_holders(run_id)
+        if shared is not None:
+            journal.release_dead_unit_holders(run_id)
         while not stop.is_set():
             # Workers claim largest first, so the hosts finish together; the run too once
             # workers have joined it, and in plan order while alone (its first byte comes
@@ -145,7 +158,16 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
             largest = not wait_for_all or journal.working_peers(run_id, worker_id) > 0
             claim = journal.claim_chunk(run_id, worker_id, lease, largest_first=largest)
             if claim is None:
-                return
+                unit = shared.claim(run_id) if shared is not None else None
+                if unit is None:
+                    return
+                log.info("claimed part unit %d: parts %d-%d (epoch %d)", unit.id,
+                         unit.first, unit.last, unit.epoch)
+                pseudo = Held(-unit.id, unit.epoch)  # sending's key; the unit renews itself
+                with lock:
+                    sending[pseudo.id] = sending.get(pseudo.id, 0) + 1
+                yield pseudo, unit
+                continue
             chunk = Held(*claim)
             with lock:
                 held[chunk.id] = chunk
@@ -166,6 +188,11 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
     def one(pair: tuple[Held, PlanItem]) -> tuple[Held, TransferResult | None]:
         chunk, item = pair
         try:
+            if not isinstance(item, PlanItem):  # a unit of parts: recorded as it is sent
+                sent_bytes = shared.send_unit(item)
+                with lock:
+                    tally.bytes += sent_bytes
+                return chunk, None
             if chunk.lost.is_set():
                 return chunk, None  # queued when the chunk was lost: not sent
             return chunk, transfer(item)
@@ -182,7 +209,7 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 log.warning("lost chunk %d before recording %d result(s); they are dropped",
                             chunk.id, len(results))
                 return
-            tally.bytes += sum(r.size or 0 for r in results if r.ok)
+            tally.bytes += sum((r.size or 0) - r.others_sent for r in results if r.ok)
             if outcome == "done":
                 chunk.done = True
                 tally.chunks += 1
@@ -215,7 +242,7 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 time.monotonic() - last_flush[0] > FLUSH_SECONDS:
             flush()
 
-    with Heartbeat(journal, worker_id, lease, held, lock, tally), \
+    with Heartbeat(journal, worker_id, lease, held, lock, tally, shared), \
             thread_pool(workers, "worker") as pool:
         try:
             while True:
@@ -226,7 +253,8 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                         take(chunk, result)
                 flush()
                 # Whatever is held now is lost, or holds rows left pending (a stop).
-                if stop.is_set() or not wait_for_all or not journal.chunks_left(run_id):
+                if stop.is_set() or not (wait_for_all and journal.chunks_left(run_id) or
+                                         shared is not None and shared.work_may_come(run_id)):
                     break
                 stop.wait(poll)  # others hold chunks: wait for them, or for a lease to expire
         finally:
@@ -235,6 +263,8 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 unfinished = [c for c in held.values() if not (c.lost.is_set() or c.done)]
             for chunk in unfinished:
                 journal.release_chunk(chunk.id, chunk.epoch, lease)
+            if shared is not None:
+                shared.release_all()
             journal.worker_beat(worker_id, tally.chunks, tally.bytes,
                                 "stopped" if stop.is_set() else "done")
     return state["stopped"]

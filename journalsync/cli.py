@@ -164,6 +164,7 @@ def run(
     chunk_files: Annotated[int, typer.Option(help="Work units for `journalsync worker` processes: at most this many files per chunk.")] = 1000,
     chunk_bytes: Annotated[str, typer.Option(help="... and at most this many bytes per chunk (a larger file is a chunk alone).")] = "1GiB",
     lease: Annotated[str, typer.Option(help="A claimed chunk is another worker's to take once its holder has not renewed it for this long (e.g. 30s).")] = "30s",
+    part_unit: Annotated[Optional[str], typer.Option(help="On a PostgreSQL journal, a larger file is sent by all the run's workers together, in units of about this many bytes of parts (default 128MiB).")] = None,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each phase to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Nothing but the summary line and errors.")] = False,
@@ -380,6 +381,7 @@ def worker(
     profile: ProfileOpt = None,
     workers: Annotated[int, typer.Option(help="Concurrent transfers.")] = 8,
     lease: Annotated[str, typer.Option(help="A claimed chunk is another worker's to take once this worker has not renewed it for this long.")] = "30s",
+    part_unit: Annotated[Optional[str], typer.Option(help="Units of a large file's parts this worker makes when it owns the file (as run's --part-unit).")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="When the run is done, wait for the next one.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each chunk to stderr.")] = False,
 ) -> None:

@@ -123,6 +123,9 @@ class Config:
     chunk_files: int = 1000
     chunk_bytes: int = GiB
     lease: float = 30.0
+    # On a shared journal, a file larger than this is sent by every worker of the run in
+    # units of about this many bytes of whole parts (sharedparts.py).
+    part_unit: int = 128 * MiB
 
     def cache_control_for(self, key: str) -> str | None:
         """The first matching per-glob rule, else --cache-control, else none."""
@@ -177,6 +180,8 @@ class Config:
             raise UsageError(f"--chunk-files must be at least 1, got {self.chunk_files}")
         if self.chunk_bytes < 1:
             raise UsageError("--chunk-bytes must be positive")
+        if self.part_unit < 1:
+            raise UsageError("--part-unit must be positive")
         if self.lease < 1:
             raise UsageError(f"--lease must be at least 1 second, got {self.lease:g}")
         if self.keep_runs < 1:

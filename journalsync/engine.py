@@ -385,7 +385,8 @@ def _transfer(run: Run) -> None:
         stopped = work_chunks(run.journal, run.run_id, uploader.upload, cfg.workers,
                               run.journal.register_worker(run.run_id), lease=cfg.lease,
                               stop=run.stop, wait_for_all=True, on_result=on_result,
-                              failures=run.failures)
+                              failures=run.failures,
+                              shared=uploader.shared if run.journal.shared else None)
     if stopped:
         raise FatalRemoteError(f"stopped: {stopped.reason}", resumable=stopped.resumable)
     if run.stop.is_set():

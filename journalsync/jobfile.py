@@ -13,6 +13,7 @@
     storage_class = "STANDARD_IA"
     multipart_threshold = "64MiB"
     part_size = "16MiB"
+    part_unit = "128MiB"                # a large file's parts shared by workers (PostgreSQL)
     keep_runs = 30                      # runs of history kept in the journal
     adopt_metadata = false              # --adopt-metadata (adopt.py, adoptcopy.py)
 
@@ -48,12 +49,12 @@ _TOP = {"source", "destination", "endpoint", "profile", "region", "provider", "c
         "large_files", "workers",
         "include", "exclude", "cache_control", "storage_class", "encryption", "delete",
         "multipart_threshold", "part_size", "bwlimit", "retry_timeout", "journal", "crt",
-        "resume_max_age", "keep_runs", "adopt_metadata", "job"}
+        "resume_max_age", "keep_runs", "adopt_metadata", "job", "part_unit"}
 _DELETE = {"enabled", "max_percent", "max_count", "allow_empty_source", "force"}
 _ENCRYPTION = {"sse", "kms_key_id"}
 _STRINGS = {"source", "destination", "endpoint", "profile", "region", "provider", "checksum",
             "large_files", "storage_class", "multipart_threshold", "part_size", "bwlimit", "retry_timeout",
-            "journal", "resume_max_age", "job"}
+            "journal", "resume_max_age", "job", "part_unit"}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -113,6 +114,7 @@ JOB_KEYS = {
     "retry_timeout": (None, "retry_timeout"), "journal": (None, "journal"), "crt": (None, "crt"),
     "resume_max_age": (None, "resume_max_age"), "keep_runs": (None, "keep_runs"),
     "adopt_metadata": (None, "adopt_metadata"), "job": (None, "job"),
+    "part_unit": (None, "part_unit"),
     "sse": ("encryption", "sse"), "sse_kms_key_id": ("encryption", "kms_key_id"),
     "delete": ("delete", "enabled"), "max_delete_percent": ("delete", "max_percent"),
     "max_delete": ("delete", "max_count"), "allow_empty_source": ("delete", "allow_empty_source"),
@@ -131,6 +133,7 @@ def transfer_settings(p: dict) -> dict:
         workers=8 if p.get("workers") is None else p["workers"],
         multipart_threshold=parse_size(p.get("multipart_threshold") or "8MiB"),
         part_size=parse_size(p.get("part_size") or "8MiB"),
+        part_unit=parse_size(p.get("part_unit") or "128MiB"),
         cache_control=p.get("cache_control"), cache_rules=p.get("cache_rules") or (),
         storage_class=p.get("storage_class"), sse=p.get("sse"),
         sse_kms_key_id=p.get("sse_kms_key_id"), provider=text("provider", "auto"),

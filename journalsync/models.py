@@ -102,6 +102,9 @@ class TransferResult:
     # racy hash, scan.is_racy); None when the file changed during that read. The journal
     # keeps it as the file's hash, so the next scan need not read the file.
     file_identity: tuple | None = None
+    # Bytes of this file's parts that other workers sent (a shared upload: sharedparts.py),
+    # so each process's tally counts only what it sent.
+    others_sent: int = 0
 
 
 @dataclass(slots=True)

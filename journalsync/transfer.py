@@ -25,6 +25,7 @@ from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.models import Action, PlanItem, TransferResult
 from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
+from journalsync.sharedparts import SharedParts
 from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
 from journalsync.objectmeta import object_args, read_identity
@@ -47,6 +48,8 @@ class Uploader:
         self.stop = stop or threading.Event()
         self.head_refused = head_refused
         self.multipart = MultipartDriver(cfg, journal, run_id, clients, part_pool, self.stop)
+        # A large file's parts sent by many workers (PostgreSQL only): sharedparts.py.
+        self.shared = SharedParts(self.multipart, cfg.part_unit)
 
     def upload(self, item: PlanItem) -> TransferResult:
         """Upload one file; never raises for a per-file problem."""
@@ -93,6 +96,8 @@ class Uploader:
             log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
         path = os.path.join(self.cfg.source, item.path or item.key)
         if st.st_size >= self.cfg.multipart_threshold:
+            if self.shared.takes(item, st):
+                return self.shared.upload(item, path, counter, fh, st)
             return self.multipart.upload(item, path, counter, fh)
         return self._single(item, fh, st, counter)
 

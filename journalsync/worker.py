@@ -124,7 +124,8 @@ def _work(journal: Journal, cfg: Config, run_id: int, stop: threading.Event) -> 
     with thread_pool(cfg.workers, "part") as part_pool:
         uploader = Uploader(cfg, journal, run_id, clients, part_pool, stop)
         stopped = work_chunks(journal, run_id, uploader.upload, cfg.workers, worker_id,
-                              lease=cfg.lease, stop=stop, failures=failures, tally=tally)
+                              lease=cfg.lease, stop=stop, failures=failures, tally=tally,
+                              shared=uploader.shared if journal.shared else None)
     failures.close()
     outcome.chunks, outcome.bytes, outcome.failed = tally.chunks, tally.bytes, failures.count
     outcome.elapsed = time.monotonic() - started

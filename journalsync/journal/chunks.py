@@ -317,8 +317,9 @@ class ChunkStore:
             return [dict(r) for r in conn.execute(stmt).mappings().all()]
 
     def prune_chunks(self) -> None:
-        """Drop the chunks and workers of runs the history no longer holds (housekeeping
+        """Drop the chunks, part units and workers of runs the history no longer holds (housekeeping
         prunes runs; these have no foreign key to hold it back)."""
         with self._write() as conn:
             conn.execute(text("DELETE FROM chunks WHERE run_id NOT IN (SELECT id FROM runs)"))
             conn.execute(text("DELETE FROM workers WHERE run_id NOT IN (SELECT id FROM runs)"))
+            conn.execute(text("DELETE FROM part_units WHERE run_id NOT IN (SELECT id FROM runs)"))

@@ -190,6 +190,9 @@ multipart_parts = Table(
     Column("part_number", Int, nullable=False),
     Column("etag", Text, nullable=False),
     Column("size", Int, nullable=False),
+    # workers.id of the process that sent it, for a part of a shared upload (sharedparts.py);
+    # NULL when one process sends the whole file.
+    Column("sent_by", Int),
     PrimaryKeyConstraint("upload_id", "part_number"),
 )
 
@@ -211,6 +214,29 @@ chunks = Table(
     Column("claimed_at", Float),
     Column("done_at", Float),
     Index("ix_chunks_run_state", "run_id", "state", "id"),
+)
+
+# A shared large file's parts (sharedparts.py, PostgreSQL only): ranges of part numbers of one
+# journaled UploadId, claimed like chunks (lease, epoch); `crcs` holds each part's
+# CRC64-NVME from the owner's pre-hash (a JSON list, first_part first), against which every
+# sender checks the bytes it read before it sends them.
+part_units = Table(
+    "part_units",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Int, nullable=False),
+    Column("upload_id", Text, nullable=False),
+    Column("first_part", Int, nullable=False),
+    Column("last_part", Int, nullable=False),
+    Column("crcs", Text, nullable=False),
+    Column("state", Text, nullable=False),  # pending | claimed | done
+    Column("owner", Int),  # workers.id of the holder
+    Column("epoch", Int, nullable=False, default=0, server_default="0"),
+    Column("lease_until", Float),
+    Column("claimed_at", Float),
+    Column("done_at", Float),
+    Index("ix_part_units_run_state", "run_id", "state", "id"),
+    Index("ix_part_units_upload", "upload_id", "first_part"),
 )
 
 # Every process that works a run's chunks: the run itself and each `journalsync worker`.

@@ -29,6 +29,7 @@ from journalsync.journal.chunks import ChunkStore
 from journalsync.journal.housekeeping import Housekeeping
 from journalsync.journal.location import PgLocation
 from journalsync.journal.manifeststore import ManifestStore
+from journalsync.journal.partunits import PartUnitStore
 from journalsync.journal.plans import PlanStore
 from journalsync.journal.scanstore import ScanStore
 from journalsync.journal.uploads import UploadStore
@@ -79,7 +80,7 @@ def _read_only_sqlite(path: Path):
 
 
 class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore,
-              ChunkStore):
+              ChunkStore, PartUnitStore):
     """All reads and writes of one journal (a file, or a job in PostgreSQL). Thread-safe
     for writes."""
 

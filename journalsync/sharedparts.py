@@ -1,0 +1,404 @@
+"""One large file sent by many workers (issue 15): its parts as claimable units sharing its
+one journaled UploadId. Only on a shared journal (PostgreSQL), only for a file of more than
+one unit (--part-unit), and only when other processes work the run when its upload begins
+(alone, a run sends it as before: multipart.py). SQLite never comes here.
+
+The owner (the process holding the file's chunk):
+1. pre-hashes the file (SHA-256 and each part's CRC64-NVME in one read: prehash.py), even
+   when the scan hashed it: the object's metadata must hold the SHA-256 of the bytes sent
+   before the first part (no stream then stamp here: one reader would have to read every
+   part in order), and the CRCs are what every other sender checks its own read against;
+2. creates the upload and journals it (multipart.py's _create), then its units: ranges of
+   about --part-unit bytes of whole parts, each with its parts' CRCs (journal/partunits.py);
+3. claims and sends units of its own upload like anyone, then waits until every unit is
+   done, taking over any whose lease expires;
+4. re-checks the file's identity, checks ListParts against the journal (every part held,
+   with the journaled ETag and size), Completes with the journaled parts, and HEADs
+   (size and sha256 metadata) as every multipart upload does.
+
+Any process with no chunk to claim claims a unit (chunkwork.py), opens the file at its own
+source path, checks that it is the file the upload was created for (size, mtime, ctime,
+inode), and sends each part of the unit not yet journaled as multipart.py sends a
+pre-hashed part: the CRT reads it from the file as it sends it, with its Content-MD5 (read
+just before, and checked to be of the part pre-hashed by its CRC) or its CRC64-NVME, and
+the CRC of what it read must equal the owner's; without the CRT (--bwlimit), the part is
+read into a buffer, its CRC checked, and its Content-MD5 or CRC taken from that buffer.
+The store checks what arrives, so each part's bytes are the pre-hashed bytes end to end.
+Each part is journaled (with `sent_by`) in one transaction with the unit's fence: a killed
+sender's finished parts are not sent again, only those it had in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from concurrent.futures import Future, wait
+
+from awscrt.checksums import crc64nvme
+from botocore.exceptions import ClientError
+
+from journalsync.errors import Interrupted
+from journalsync.integrity import MD5, BodyCheck, check_for, of_crc
+from journalsync.journal.partunits import PartUnit
+from journalsync.models import PlanItem, TransferResult
+from journalsync.multipart import (
+    FileChanged,
+    MultipartDriver,
+    UploadGone,
+    _as_scanned,
+    part_size_for,
+)
+from journalsync.objectmeta import file_identity, read_identity
+from journalsync.prehash import BufferStream, PartStream, PreHash, prehash
+from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
+from journalsync.safeio import open_source
+
+log = logging.getLogger(__name__)
+
+CHANGED = "changed during upload; the upload was aborted and the next run retries it"
+
+
+class UnitLost(Exception):
+    """The unit's lease expired and another worker claimed it: its parts are not ours."""
+
+
+class SharedParts:
+    """This process's side of shared uploads: the owner's upload, and units of anyone's."""
+
+    def __init__(self, driver: MultipartDriver, unit_bytes: int):
+        self.driver, self.journal, self.cfg = driver, driver.journal, driver.cfg
+        self.unit_bytes = unit_bytes
+        self.worker_id: int | None = None
+        self.lease = 30.0
+        self._lock = threading.Lock()
+        self._held: dict[int, tuple[PartUnit, threading.Event]] = {}
+        self._skip: set[str] = set()  # uploads whose file is not the one here
+
+    def bind(self, worker_id: int, lease: float) -> None:
+        """Called by chunkwork once this process is registered as a worker of the run."""
+        self.worker_id, self.lease = worker_id, lease
+
+    # -- the owner -------------------------------------------------------------------------
+
+    def takes(self, item: PlanItem, st: os.stat_result) -> bool:
+        """Whether this file's upload is shared: a shared journal, more than one unit, and
+        either a shared upload of it to continue, or a file multipart.py would pre-hash
+        anyway (sharing then costs no extra read: over 5 GiB, a versioned bucket,
+        --large-files prehash...; workers that join later still help), or others working
+        the run now. Alone, a file the scan hashed or one that would be streamed (stamp.py)
+        is sent as before: a pre-hash would be one more read of it."""
+        if self.worker_id is None or not self.journal.shared or st.st_size <= self.unit_bytes:
+            return False
+        rec = self.journal.active_upload_for(item.key)
+        if rec is not None and self.journal.unit_crcs(rec.upload_id):
+            return True
+        hashed = item.sha256 is not None and _as_scanned(st, item)
+        if not hashed and not self.driver.large.streams(st.st_size):
+            return True
+        return self.journal.other_workers(self.driver.run_id) > 0
+
+    def upload(self, item: PlanItem, path: str, counter: Attempts, fh,
+               st: os.stat_result) -> TransferResult:
+        d = self.driver
+        part_size = part_size_for(st.st_size, self.cfg.part_size)
+        with d.hash_slots:
+            if d.stop.is_set():
+                raise Interrupted("stopped before its upload began")
+            pre = prehash(fh, part_size, md5s=False)
+        if file_identity(os.fstat(fh.fileno())) != file_identity(st):
+            raise FileChanged("kept changing while it was hashed; the next run retries it")
+        rec = self._resumable(item, st, pre)
+        if rec is None:
+            rec = d._create(item, st, pre.sha256)
+        try:
+            return self._own(item, path, fh, st, rec, pre, counter)
+        except UploadGone:
+            self.journal.set_upload_state(rec.upload_id, "aborted")
+            raise
+        except Interrupted:
+            raise
+        except Exception as exc:
+            if not (is_retryable(exc) or fatal_reason(exc)):
+                d._abort_quietly(rec)
+            raise
+
+    def _resumable(self, item: PlanItem, st: os.stat_result, pre: PreHash):
+        rec = self.journal.active_upload_for(item.key)
+        if rec is None:
+            return None
+        crcs = self.journal.unit_crcs(rec.upload_id)
+        if ((rec.size, rec.mtime_ns, rec.ctime_ns, rec.inode) != file_identity(st)
+                or rec.sha256 != pre.sha256 or rec.part_size != pre.part_size
+                or any(pre.part_crcs[n - 1] != crc for n, crc in crcs.items())):
+            log.info("%s changed since its upload began; aborting that upload", item.key)
+            self.driver._abort_quietly(rec)
+            return None
+        # The journal's parts are what some process was told; the store says what it holds.
+        try:
+            held = self.driver.list_parts(rec.key, rec.upload_id)
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            self.journal.set_upload_state(rec.upload_id, "aborted")
+            log.warning("upload of %s is gone from the server; starting a new one", item.key)
+            return None
+        journaled = self.journal.part_rows(rec.upload_id)
+        self.journal.forget_parts(rec.upload_id, sorted(
+            n for n, (etag, size, _) in journaled.items() if held.get(n) != (etag, size)))
+        log.info("continuing the shared upload of %s: the server holds %d part(s)", item.key,
+                 len(held))
+        return rec
+
+    def _own(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts) -> TransferResult:
+        d = self.driver
+        count = max(1, math.ceil(rec.size / rec.part_size))
+        per = max(1, self.unit_bytes // rec.part_size)
+        groups = [(lo, min(count, lo + per - 1), pre.part_crcs[lo - 1:min(count, lo + per - 1)])
+                  for lo in range(1, count + 1, per)]
+        made = self.journal.make_part_units(d.run_id, rec.upload_id, groups)
+        log.info("sharing %s: %d part(s) in %d unit(s)", item.key, count, made)
+        sent = 0
+        while True:
+            if d.stop.is_set():
+                raise Interrupted("stopped before every part was sent; --resume continues")
+            unit = self.journal.claim_part_unit(d.run_id, self.worker_id, self.lease,
+                                                upload_id=rec.upload_id)
+            if unit is not None:
+                try:
+                    sent += self._send_unit(unit, rec, fh.fileno())
+                except UnitLost:
+                    pass  # its new holder sends the rest
+                continue
+            if not self.journal.units_left(rec.upload_id):
+                break
+            d.stop.wait(min(1.0, self.lease / 3))  # others hold units: wait, or take over
+        counter.count += 1
+        return self._complete(item, path, fh, st, rec, pre, counter, sent)
+
+    def _complete(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts,
+                  sent: int) -> TransferResult:
+        d = self.driver
+        if file_identity(os.fstat(fh.fileno())) != file_identity(st) or \
+                file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
+            raise FileChanged(CHANGED)
+        journaled = self.journal.part_rows(rec.upload_id)
+        try:
+            held = d.list_parts(rec.key, rec.upload_id)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
+            raise
+        count = max(1, math.ceil(rec.size / rec.part_size))
+        parts = []
+        for number in range(1, count + 1):
+            size = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
+            mine = journaled.get(number)
+            if mine is None or held.get(number) != (mine[0], size) or mine[1] != size:
+                raise FileChanged(f"part {number} on the store is not the part journaled; "
+                                  "the upload was aborted and the next run sends it again")
+            check = of_crc(pre.part_crcs[number - 1]) if d.clients.body_check != MD5 \
+                else BodyCheck(MD5, "")
+            parts.append({"PartNumber": number, "ETag": mine[0], **check.completed_part})
+        etag = d._complete(item, rec, parts, rec.sha256)
+        self.journal.set_upload_state(rec.upload_id, "completed")
+        # This call's parts count for its process's tally; the rest were counted by the
+        # processes (or this one's other threads: chunkwork) that sent them as units.
+        others = max(0, st.st_size - sent)
+        return TransferResult(item.id, item.key, True, counter.count, bytes_sent=sent,
+                              size=st.st_size, etag=etag, sha256=pre.sha256,
+                              file_identity=read_identity(st, os.fstat(fh.fileno()),
+                                                          pre.started_ns),
+                              others_sent=others)
+
+    # -- anyone's units --------------------------------------------------------------------
+
+    def claim(self, run_id: int) -> PartUnit | None:
+        if self.worker_id is None:
+            return None
+        with self._lock:
+            skip = sorted(self._skip)
+        return self.journal.claim_part_unit(run_id, self.worker_id, self.lease, skip=skip)
+
+    def work_may_come(self, run_id: int) -> bool:
+        return self.journal.part_work_may_come(run_id, self.unit_bytes)
+
+    def send_unit(self, unit: PartUnit) -> int:
+        """Send a unit claimed by chunkwork (another process's file, as a rule). Never
+        raises: a failure gives the unit back for another try. Returns the bytes sent."""
+        try:
+            rec = self.journal.upload_record(unit.upload_id)
+            rel = self.journal.shared_upload_source(unit.upload_id)
+            if rec is None or rec.state != "active" or rel is None:
+                return 0
+            with open_source(str(self.cfg.source), rel) as fh:
+                if file_identity(os.fstat(fh.fileno())) != (rec.size, rec.mtime_ns,
+                                                            rec.ctime_ns, rec.inode):
+                    raise FileChanged(f"{rec.key} here is not the file its upload was "
+                                      "created for")
+                return self._send_unit(unit, rec, fh.fileno())
+        except UnitLost:
+            log.warning("lost part unit %d (its lease expired and another worker claimed "
+                        "it); dropping it", unit.id)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - the unit goes back; the owner decides
+            if isinstance(exc, (FileChanged, OSError)):
+                with self._lock:
+                    self._skip.add(unit.upload_id)
+            log.warning("part unit %d (parts %d-%d): %s; giving it back", unit.id, unit.first,
+                        unit.last, exc)
+            self.journal.release_unit(unit.id, unit.epoch, self.lease)  # again: harmless
+            return 0
+
+    def _send_unit(self, unit: PartUnit, rec, fd: int) -> int:
+        """Send the parts of `unit` not journaled yet, concurrently; close the unit."""
+        lost = threading.Event()
+        with self._lock:
+            self._held[unit.id] = (unit, lost)
+        try:
+            have = self.journal.part_rows(unit.upload_id)
+            futures: list[Future] = []
+            try:
+                for number in range(unit.first, unit.last + 1):
+                    if number in have:
+                        continue
+                    if lost.is_set() or self.driver.stop.is_set() or \
+                            any(f.done() and f.exception() for f in futures):
+                        break
+                    # Slots taken here, before the part is queued (as multipart._read_part
+                    # does: buffer slot, then part slot), never on a pool thread: queued parts
+                    # of other files must not wait behind pool threads that wait for slots.
+                    self.driver.buffer_slots.acquire()
+                    self.driver.part_slots.acquire()
+                    try:
+                        futures.append(self.driver.part_pool.submit(
+                            self._send_part, unit, rec, fd, number, lost))
+                    except BaseException:
+                        self.driver.part_slots.release()
+                        self.driver.buffer_slots.release()
+                        raise
+            finally:
+                wait(futures)
+            sent = sum(f.result() for f in futures)  # re-raises the first failure
+            if lost.is_set():
+                raise UnitLost()
+            if self.driver.stop.is_set():
+                raise Interrupted("stopped before every part was sent; --resume continues")
+            if not self.journal.close_unit(unit, self.lease):
+                raise UnitLost()
+            return sent
+        except UnitLost:
+            raise
+        except BaseException:
+            # A failed part or a stop: the unit goes back at once, not at its lease's end
+            # (fenced: nothing happens if it is someone else's by now).
+            self.journal.release_unit(unit.id, unit.epoch, self.lease)
+            raise
+        finally:
+            with self._lock:
+                self._held.pop(unit.id, None)
+
+    def _send_part(self, unit: PartUnit, rec, fd: int, number: int,
+                   lost: threading.Event) -> int:
+        d = self.driver
+        buf, ok = None, False
+        try:
+            if lost.is_set():
+                return 0
+            length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
+            crt = d.clients.crt() if d.clients.bandwidth is None else None
+            if crt is not None:  # as multipart's pre-hashed parts: no buffer of ours
+                etag = self._stream(crt, unit, rec, fd, number, length)
+                if not self.journal.record_unit_part(unit, number, etag, length,
+                                                     self.worker_id, self.lease):
+                    lost.set()
+                return length
+            buf = d.buffers.take(rec.part_size)
+            view = memoryview(buf)[:length]
+            got, offset = 0, (number - 1) * rec.part_size
+            while got < length:
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if not n:
+                    break
+                got += n
+            if got != length or crc64nvme(view) != unit.crc(number):
+                raise FileChanged(CHANGED)
+            etag = self._put(rec, number, view)
+            if not self.journal.record_unit_part(unit, number, etag, length, self.worker_id,
+                                                 self.lease):
+                lost.set()
+            ok = True
+            return length
+        finally:  # the slots _send_unit took for this part
+            d.part_slots.release()
+            d.buffer_slots.release()
+            if ok:
+                d.buffers.give(buf)
+
+    def _stream(self, crt, unit: PartUnit, rec, fd: int, number: int, length: int) -> str:
+        """Send part `number` read by the CRT straight from `fd` (prehash.PartStream, every
+        try reading the file again), with its Content-MD5 (part_md5: read now and checked
+        to be of the part pre-hashed by its CRC) or its CRC64-NVME; then check that the
+        bytes the CRT read are the part pre-hashed (the unit's journaled CRC)."""
+        d = self.driver
+        crcs = [0] * number
+        crcs[number - 1] = unit.crc(number)
+        pre = PreHash(rec.sha256, rec.part_size, tuple(crcs), (), 0)  # this part's CRC
+        check = d._pre_check(pre, number, fd, rec.part_size, length)
+        key = self.cfg.dest.object_key(rec.key)
+
+        def send() -> str:
+            stream = PartStream(fd, (number - 1) * rec.part_size, length)
+            try:
+                etag = crt.upload_part(key, rec.upload_id, number, stream, check, length)
+            except Exception:
+                if stream.count == length and not stream.sent_as_hashed(pre, number):
+                    raise FileChanged(CHANGED) from None  # a BadDigest: not the bytes hashed
+                raise
+            if not stream.sent_as_hashed(pre, number):
+                raise FileChanged(CHANGED)
+            return etag
+
+        try:
+            return d._call(send, Attempts())
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
+            raise
+
+    def _put(self, rec, number: int, data: memoryview) -> str:
+        d = self.driver
+        check = check_for(d.clients.body_check, data)
+        key = self.cfg.dest.object_key(rec.key)
+        crt = d.clients.parts_crt()
+        if crt is not None:
+            send = lambda: crt.upload_part(key, rec.upload_id, number,  # noqa: E731
+                                           BufferStream(data), check, len(data))
+        else:
+            client = d.clients.get()
+            send = lambda: client.upload_part(  # noqa: E731
+                Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id,
+                PartNumber=number, Body=d.clients.body(bytes(data)), **check.boto_args)["ETag"]
+        try:
+            return d._call(send, Attempts())
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
+            raise
+
+    def renew(self) -> None:
+        """Called by chunkwork's heartbeat: extend the leases of the units being sent."""
+        with self._lock:
+            held = list(self._held.values())
+        for unit, lost in held:
+            if not lost.is_set() and not self.journal.renew_unit_lease(unit.id, unit.epoch,
+                                                                        self.lease):
+                lost.set()
+
+    def release_all(self) -> None:
+        """Give back the units still held (a stop): anyone may claim them at once."""
+        with self._lock:
+            held = list(self._held.values())
+        for unit, _ in held:
+            self.journal.release_unit(unit.id, unit.epoch, self.lease)
