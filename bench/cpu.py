@@ -103,7 +103,7 @@ def main() -> None:
     generate(src, count, mib)
     variants = {v.split("=", 1)[0]: (v.split("=", 1)[1] + "::").split("::")[:2]
                 for v in args.variant}
-    tools = args.tools.split(",") + list(variants)
+    tools = [t for t in args.tools.split(",") if t] + list(variants)
     runs: dict[str, list[tuple]] = {t: [] for t in tools}
     print(f"== cpu: {count} x {mib} MiB, warm cache; {machine()}; "
           f"load {os.getloadavg()[0]:.1f}", flush=True)

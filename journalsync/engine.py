@@ -44,7 +44,7 @@ from journalsync.lock import run_lock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan, plan_new_uploads
 from journalsync.presence import LocalPresence
-from journalsync.process import tune_allocator, settle_gc
+from journalsync.process import release_large_buffers, settle_gc
 from journalsync.report import FailureLines
 from journalsync.retry import config_reason, describe, whole_run_error
 from journalsync.scan import scan
@@ -108,7 +108,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     """Run (or resume) one sync. Raises UsageError / FatalRemoteError for errors that stop
     the run; per-file failures are counted and journaled, never raised."""
     check_source(cfg)
-    tune_allocator()
+    release_large_buffers()
     started = time.monotonic()
     stop = threading.Event()
     with journal_errors(cfg.journal_path), run_lock(cfg.journal_path), \

@@ -28,6 +28,7 @@ from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
 from journalsync.objectmeta import object_args, read_identity
+from journalsync.process import reuse_part_buffers
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
@@ -46,6 +47,7 @@ class Uploader:
         self.clients = clients
         self.stop = stop or threading.Event()
         self.head_refused = head_refused
+        reuse_part_buffers()  # from here on, part bodies come and go (process.py)
         self.multipart = MultipartDriver(cfg, journal, run_id, clients, part_pool, self.stop)
 
     def upload(self, item: PlanItem) -> TransferResult:

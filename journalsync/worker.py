@@ -47,9 +47,9 @@ def run_worker(journal_path: Path, base: Config, follow: bool, source: Path | No
     """Work the active run's chunks (then the next runs', with `follow`). `base` holds the
     transfer settings; the binding comes from the run. Returns the exit code."""
     from journalsync.journal.health import journal_errors
-    from journalsync.process import tune_allocator
+    from journalsync.process import release_large_buffers
 
-    tune_allocator()
+    release_large_buffers()
     stop = threading.Event()
     with journal_errors(journal_path), Journal(journal_path) as journal, \
             stop_on_signals(stop) as signals:
