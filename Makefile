@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo server test test-fast bench bench-adopt bench-big bench-hosts bench-pg mutate clean
+.PHONY: demo server test test-fast bench bench-adopt bench-big bench-cpu bench-hosts bench-pg mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-adopt: $(BENCH_STAMP)
 bench-big: $(BENCH_STAMP)
 	$(PY) bench/bigtree.py $(BENCH_ARGS)
 
+## bench-cpu: client CPU seconds per GiB on large files, warm cache: journalsync, rclone, s5cmd (BENCH_ARGS=--tree 2x1024)
+bench-cpu: $(BENCH_STAMP)
+	$(PY) bench/cpu.py $(BENCH_ARGS)
+
 ## bench-hosts: 1, 2 and 4 hosts (network namespaces, 50 Mbit/s each) on one PostgreSQL job: scaling (root)
 bench-hosts: $(BENCH_STAMP)
 	$(PY) bench/hosts.py $(BENCH_ARGS)
@@ -72,4 +76,4 @@ mutate: $(MUTATE_STAMP)
 	$(PY) -m tests.mutation_support.mutate
 
 clean:
-	rm -rf .demo .bench .bench-adopt .bench-big .bench-hosts .server mutants
+	rm -rf .demo .bench .bench-adopt .bench-big .bench-cpu .bench-hosts .server mutants

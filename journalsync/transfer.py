@@ -29,6 +29,7 @@ from journalsync.sharedparts import SharedParts
 from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
 from journalsync.objectmeta import object_args, read_identity
+from journalsync.process import reuse_part_buffers
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
@@ -47,6 +48,7 @@ class Uploader:
         self.clients = clients
         self.stop = stop or threading.Event()
         self.head_refused = head_refused
+        reuse_part_buffers()  # from here on, part bodies come and go (process.py)
         self.multipart = MultipartDriver(cfg, journal, run_id, clients, part_pool, self.stop)
         # A large file's parts sent by many workers (PostgreSQL only): sharedparts.py.
         self.shared = SharedParts(self.multipart, cfg.part_unit)
