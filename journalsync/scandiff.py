@@ -22,7 +22,7 @@ class OutOfOrder(Exception):
 def _order(entry: os.DirEntry) -> str:
     """Where an entry's keys fall among its siblings': a directory's keys all start with
     its name and "/", so it sorts as that ("a-b" < "a/..." < "a0")."""
-    name = unicodedata.normalize("NFC", entry.name)
+    name = entry.name if entry.name.isascii() else unicodedata.normalize("NFC", entry.name)
     try:
         return name + "/" if entry.is_dir(follow_symlinks=False) else name
     except OSError:

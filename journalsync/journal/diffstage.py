@@ -86,9 +86,9 @@ class DiffStage:
             params["hi"] = hi
         if top_only:
             where.append("instr(key, '/') = 0")
-        stmt = text(f"SELECT key, size, etag FROM remote_objects WHERE {' AND '.join(where)}")
-        with self._read() as conn:
-            known = {k: (s, e) for k, s, e in conn.execute(stmt, params)}
+        sql = f"SELECT key, size, etag FROM remote_objects WHERE {' AND '.join(where)}"
+        with self._read() as conn:  # driver-level: a thousand rows per page, a thousand pages
+            known = {k: (s, e) for k, s, e in conn.exec_driver_sql(sql, params)}
         changed = [r for r in rows if known.get(r[0]) != (r[1], r[2])]
         seen = {r[0] for r in rows}
         gone = [(k,) for k in known if k not in seen]
