@@ -45,6 +45,7 @@ from journalsync.journal import BATCH
 from journalsync.objectmeta import RACY_WINDOW_NS, is_racy  # noqa: F401 - part of scan's API
 from journalsync.safeio import SourceRefused, open_source
 from journalsync.scandiff import OutOfOrder, ScanDiff
+from journalsync.scandiff import stage_row as _stage_row  # noqa: F401 - tests use it
 from journalsync.scandiff import sorted_walk as walk  # noqa: F401 - part of scan's API
 from journalsync.workers import bounded_map
 
@@ -207,7 +208,12 @@ def _walk_into_stage(root: str, dest: Destination, journal: Journal, stats: Scan
     """The walk into the stage: every file (merge None), or only what differs from
     `files` with the gone ones recorded (scandiff.py)."""
     staged: list[dict] = []
-    add = merge.add if merge is not None else staged.append
+    if merge is not None:
+        add = merge.add
+    else:
+        def add(key: str, rel: str, st: os.stat_result | None, error: str | None = None) -> None:
+            staged.append(_stage_row(key, rel, st, error))
+    selected = key_filter.selected if key_filter.active else None
 
     def descend(rel: str) -> bool:
         key, _ = key_for(rel, dest)
@@ -229,7 +235,7 @@ def _walk_into_stage(root: str, dest: Destination, journal: Journal, stats: Scan
             errors.append((display_path(rel) + "/", str(info)))
         else:
             key, reason = key_for(rel, dest)
-            if key is not None and not key_filter.selected(key):
+            if key is not None and selected is not None and not selected(key):
                 stats.excluded += 1
                 continue
             stats.scanned += 1
@@ -238,9 +244,9 @@ def _walk_into_stage(root: str, dest: Destination, journal: Journal, stats: Scan
             if key is None or kind == "error":
                 errors.append((display_path(rel), reason or "unknown error"))
                 if key is not None:  # keep its last good row: never an "extra" by accident
-                    add(_stage_row(key, rel, None, reason))
+                    add(key, rel, None, reason)
                 continue
-            add(_stage_row(key, rel, info, None))
+            add(key, rel, info)
         if len(staged) >= BATCH:
             journal.stage_files(staged)
             staged = []
@@ -249,12 +255,6 @@ def _walk_into_stage(root: str, dest: Destination, journal: Journal, stats: Scan
     journal.stage_files(staged)
     if merge is not None:
         merge.finish()
-
-
-def _stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) -> dict:
-    size, mtime_ns, ctime_ns, inode = _identity(st) if st is not None else (None,) * 4
-    return {"key": key, "path": rel, "size": size, "mtime_ns": mtime_ns,
-            "ctime_ns": ctime_ns, "inode": inode, "sha256": None, "error": error}
 
 
 INLINE_HASH_MAX = 256 * 1024  # smaller files are hashed on the scanning thread

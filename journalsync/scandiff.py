@@ -63,20 +63,26 @@ def sorted_walk(root: str, descend=lambda rel: True) -> Iterator[tuple[str, str,
             yield "error", rel, f"cannot stat: {exc.strerror}"
 
 
-_SAME = ("path", "size", "mtime_ns", "ctime_ns", "inode")
+def stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) -> dict:
+    """A scan_stage row: what the walk saw of one file (no stat: it could not be read)."""
+    if st is None:
+        return {"key": key, "path": rel, "size": None, "mtime_ns": None, "ctime_ns": None,
+                "inode": None, "sha256": None, "error": error}
+    return {"key": key, "path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "sha256": None, "error": error}
 
 
 class ScanDiff:
-    """Takes the walk's stage rows in key order; stages (in batches) those that differ
-    from `files`, and the keys of `files` the walk passed without seeing as gone, except
-    under a directory that could not be listed (those keep their rows)."""
+    """Takes the walk's files in key order; stages (in batches) those that differ from
+    `files`, and the keys of `files` the walk passed without seeing as gone, except under
+    a directory that could not be listed (those keep their rows)."""
 
     def __init__(self, journal, batch: int):
         self.journal, self.batch = journal, batch
         self.known = journal.iter_known_files()
         self.next = next(self.known, None)
-        self.last: dict | None = None  # the last row added, and whether it was staged
-        self.last_staged = False
+        self.last: tuple | None = None  # the last file added (key, rel, stat, error)
+        self.last_staged = False  # and whether it was staged
         self.staged: list[dict] = []
         self.gone: list[str] = []
         self.unreadable: list[str] = []  # "dir/" of directories that could not be listed
@@ -84,32 +90,36 @@ class ScanDiff:
     def unreadable_dir(self, dir_key: str) -> None:
         self.unreadable.append(dir_key + "/")
 
-    def add(self, row: dict) -> None:
-        key = row["key"]
-        if self.last is not None and key <= self.last["key"]:
-            if key != self.last["key"]:
+    def add(self, key: str, rel: str, st: os.stat_result | None, error: str | None = None) -> None:
+        """One file (its stat, or why it could not be stated)."""
+        last = self.last
+        if last is not None and key <= last[0]:
+            if key != last[0]:
                 raise OutOfOrder(key)
             # Two names, one key: both staged, where stage_files marks the collision.
             if not self.last_staged:
-                self.staged.append(self.last)
-            self.staged.append(row)
+                self.staged.append(stage_row(*last))
+            self.staged.append(stage_row(key, rel, st, error))
             self.last_staged = True
             return
-        self._pass_below(key)
-        known = self.next if self.next is not None and self.next[0] == key else None
-        if known is not None:
+        if self.next is not None and self.next[0] < key:
+            self._pass_below(key)
+        known = self.next
+        if known is not None and known[0] == key:
             self.next = next(self.known, None)
-        self.last = row
-        self.last_staged = not self._unchanged(row, known)
-        if self.last_staged:
-            self.staged.append(row)
-        self._flush(self.batch)
-
-    @staticmethod
-    def _unchanged(row: dict, known: tuple | None) -> bool:
-        return (known is not None and row["error"] is None and known[7] is None and known[6]
-                and (row["path"], row["size"], row["mtime_ns"], row["ctime_ns"], row["inode"])
-                == known[1:6])
+            # Unchanged: the same path and identity, a hash known, no error then or now.
+            unchanged = (st is not None and error is None and known[6] and known[7] is None
+                         and known[1] == rel and known[2] == st.st_size
+                         and known[3] == st.st_mtime_ns and known[4] == st.st_ctime_ns
+                         and known[5] == st.st_ino)
+        else:
+            unchanged = False
+        self.last = (key, rel, st, error)
+        self.last_staged = not unchanged
+        if not unchanged:
+            self.staged.append(stage_row(key, rel, st, error))
+            if len(self.staged) >= self.batch:
+                self._flush(self.batch)
 
     def _pass_below(self, key: str | None) -> None:
         """The known files below `key` (all, for None) that the walk did not see."""
@@ -118,6 +128,8 @@ class ScanDiff:
             if not any(gone.startswith(d) for d in self.unreadable):
                 self.gone.append(gone)
             self.next = next(self.known, None)
+        if len(self.gone) >= self.batch:
+            self._flush(self.batch)
 
     def _flush(self, at_least: int) -> None:
         if len(self.staged) >= at_least:
