@@ -48,6 +48,16 @@ LIST_THREADS = 4
 MAX_SPLIT = 2000  # more top-level "directories" than this: one flat listing instead
 
 
+class Unordered(Exception):
+    """A LIST page out of key order, or with a key outside its prefix: the pages cannot be
+    compared by range, so the LIST is made again with every object staged."""
+
+
+def _upper(prefix: str) -> str | None:
+    """The least key above every key that starts with `prefix` ("" : none)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+
+
 def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
             stop: threading.Event | None = None) -> ManifestStats:
     """Replace the cached manifest with a fresh ListObjectsV2 of the prefix.
@@ -57,31 +67,65 @@ def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
     took 2.5 s and the split one 0.7 s (the server walks the whole prefix for every page);
     on S3 the pages of different prefixes come in parallel. The union of the parts is
     exactly the flat listing: every key below the prefix either has no "/" after it (in the
-    first listing) or starts with one of its common prefixes."""
+    first listing) or starts with one of its common prefixes.
+
+    Each page comes in key order and covers a range of keys: it is compared with the cached
+    rows in that range (journal/diffstage.py), so an unchanged bucket stages nothing. A
+    server that breaks the order is listed again with every object staged."""
+    if journal.diff_staging:
+        try:
+            return _refresh(clients, cfg, journal, run_id, stop, diff=True)
+        except Unordered as exc:
+            log.info("LIST: %s; listing again with every object staged", exc)
+    return _refresh(clients, cfg, journal, run_id, stop, diff=False)
+
+
+def _refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
+             stop: threading.Event | None, diff: bool) -> ManifestStats:
     stats = ManifestStats()
     base = cfg.dest.list_prefix
     fetch = _page_fetcher(clients, cfg)
     lock = threading.Lock()
-    journal.begin_listing()
+    journal.begin_listing(diff=diff)
 
-    def stage(rows: list[tuple]) -> None:
-        kept = [(key[len(base):], size, etag, last_modified)
+    def relative(rows: list[tuple]) -> list[tuple]:
+        return [(key[len(base):], size, etag, last_modified)
                 for key, size, etag, last_modified in rows
                 # outside the boundary, or the "prefix/" marker itself
                 if key.startswith(base) and len(key) > len(base)]
-        journal.stage_remote(kept)
-        with lock:
-            stats.listed += len(kept)
+
+    def in_order(prefix: str, prev: str | None, names: list[str]) -> bool:
+        """Each name under the prefix, and above the one before it."""
+        seq = ([prev] if prev is not None else []) + names
+        return all(n.startswith(prefix) for n in names) and all(a < b for a, b in zip(seq, seq[1:]))
 
     def list_all(prefix: str, delimiter: str | None = None) -> list[str]:
         """Every page under `prefix`, staged page by page; the common prefixes seen."""
         token: str | None = None
         found: list[str] = []
+        # The range of keys the next page covers: from the prefix, then after the last key
+        # or common prefix of the page before (exclusive).
+        lo, lo_incl = prefix[len(base):] or None, True
         while True:
             rows, prefixes, token = clients.call(lambda: fetch(prefix, token, delimiter))
             with lock:
                 stats.pages += 1
-            stage(rows)
+            kept = relative(rows)
+            if diff:
+                keys = [r[0] for r in rows]
+                prev = base + lo if lo is not None and not lo_incl else None
+                if not (in_order(prefix, prev, keys) and in_order(prefix, prev, prefixes)):
+                    raise Unordered(f"a page under {prefix!r} is out of key order")
+                end = max(keys[-1:] + prefixes[-1:], default=prev)
+                hi, hi_incl = (end[len(base):], True) if token else (_upper(prefix[len(base):]), False)
+                if token and end is None:
+                    raise Unordered(f"an empty page under {prefix!r} with more to come")
+                journal.stage_remote_page(kept, lo, lo_incl, hi, hi_incl, delimiter is not None)
+                lo, lo_incl = hi, False
+            else:
+                journal.stage_remote(kept)
+            with lock:
+                stats.listed += len(kept)
             found.extend(prefixes)
             if stop is not None and stop.is_set():
                 raise Interrupted("stopped while listing")
@@ -89,13 +133,17 @@ def refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
                 return found
 
     subdirs = list_all(base, "/")
+    gaps: list[tuple[str | None, str | None]] = []
     if len(subdirs) > MAX_SPLIT:
         list_all(base)  # what the first listing staged is staged again, harmlessly
     else:
         with ThreadPoolExecutor(max_workers=LIST_THREADS, thread_name_prefix="list") as pool:
             for _ in bounded_map(pool, list_all, subdirs, LIST_THREADS * 2):
                 pass
-    journal.commit_listing(run_id)
+        # Nested keys outside every listed "directory" are gone (the directory went).
+        edges = [None] + [e for d in sorted(subdirs) for e in (d[len(base):], _upper(d[len(base):]))] + [None]
+        gaps = list(zip(edges[0::2], edges[1::2]))
+    journal.commit_listing(run_id, gaps)
     return stats
 
 

@@ -27,24 +27,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat as stat_mod
 import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from journalsync import adopt
 from journalsync.config import S3_MAX_KEY_BYTES, Destination
-from journalsync.errors import Interrupted, UsageError
+from journalsync.errors import Interrupted
 from journalsync.filters import KeyFilter
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
 from journalsync.objectmeta import RACY_WINDOW_NS, is_racy  # noqa: F401 - part of scan's API
 from journalsync.safeio import SourceRefused, open_source
+from journalsync.scandiff import OutOfOrder, ScanDiff
+from journalsync.scandiff import stage_row as _stage_row  # noqa: F401 - tests use it
+from journalsync.scandiff import sorted_walk as walk  # noqa: F401 - part of scan's API
 from journalsync.workers import bounded_map
 
 log = logging.getLogger(__name__)
@@ -83,39 +85,6 @@ def key_for(rel: str, dest: Destination) -> tuple[str | None, str | None]:
     if full > S3_MAX_KEY_BYTES:
         return None, f"key is {full} bytes, over S3's {S3_MAX_KEY_BYTES}-byte limit"
     return key, None
-
-
-def walk(root: str, descend=lambda rel: True) -> Iterator[tuple[str, str, os.stat_result | str | None]]:
-    """Yield (kind, relative path, stat or reason) for everything under root, depth first,
-    entering only directories for which `descend(relative path)` is true.
-
-    kind is file, symlink, special, error (a file we could not stat) or direrror. Symlinks
-    are never followed, so a link to / cannot pull the whole disk into a backup.
-    """
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-                entries = list(it)
-        except OSError as exc:
-            if not rel_dir:
-                raise UsageError(f"cannot read source directory {root}: {exc.strerror}") from exc
-            yield "direrror", rel_dir, f"cannot list directory: {exc.strerror}"
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                if entry.is_symlink():
-                    yield "symlink", rel, None
-                elif entry.is_dir(follow_symlinks=False):
-                    if descend(rel):
-                        stack.append(rel)
-                else:
-                    st = entry.stat(follow_symlinks=False)
-                    yield ("file" if stat_mod.S_ISREG(st.st_mode) else "special"), rel, st
-            except OSError as exc:
-                yield "error", rel, f"cannot stat: {exc.strerror}"
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -205,49 +174,25 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
     Only files with an object of their size are hashed (Journal.iter_files_to_hash): any
     other changed file is an upload, hashed by the worker in the read that sends it.
     `hash_all` hashes every changed file here instead."""
-    stats = ScanStats()
-    journal.begin_scan()
-    staged: list[dict] = []
-    errors: list[tuple[str, str]] = []
-
-    def descend(rel: str) -> bool:
-        key, _ = key_for(rel, dest)
-        return key is None or key_filter.may_contain(key)
-
-    for kind, rel, info in walk(str(root), descend if key_filter.active else (lambda rel: True)):
-        if kind == "symlink":
-            stats.symlinks += 1
-        elif kind == "special":
-            key, _ = key_for(rel, dest)
-            stats.special += key is None or key_filter.selected(key)  # not backed up: noted
-        elif kind == "direrror":
-            dir_key, _ = key_for(rel, dest)
-            if dir_key is not None:
-                stats.unreadable_dirs.append((dir_key, str(info)))
-            errors.append((display_path(rel) + "/", str(info)))
-        else:
-            key, reason = key_for(rel, dest)
-            if key is not None and not key_filter.selected(key):
-                stats.excluded += 1
-                continue
-            stats.scanned += 1
-            if kind == "error":
-                reason = str(info)
-            if key is None or kind == "error":
-                errors.append((display_path(rel), reason or "unknown error"))
-                if key is not None:  # keep its last good row: never an "extra" by accident
-                    staged.append(_stage_row(key, rel, None, reason))
-                continue
-            staged.append(_stage_row(key, rel, info, None))
-        if len(staged) >= BATCH:
-            journal.stage_files(staged)
-            staged = []
-            if stop is not None and stop.is_set():
-                raise Interrupted("stopped while scanning")
-    journal.stage_files(staged)
+    diff = journal.diff_staging
+    while True:
+        stats, errors = ScanStats(), []
+        journal.begin_scan(diff=diff)
+        merge = ScanDiff(journal, BATCH) if diff else None
+        try:
+            _walk_into_stage(str(root), dest, journal, stats, errors, key_filter, stop, merge)
+            break
+        except OutOfOrder as exc:  # two directories, one key: stage everything instead
+            log.info("scan: %s came out of key order; staging every file", display_path(str(exc)))
+            diff = False
+        finally:
+            if merge is not None:
+                merge.close()
     errors.extend(journal.staged_collisions())
     if before_hash is not None:
         before_hash()
+    if diff:  # unchanged files whose object's hash is unknown are hashed as before
+        journal.stage_hash_candidates(stats.unreadable_dirs)
     _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns,
                   hash_all)
     journal.commit_scan(run_id, stats.unreadable_dirs)
@@ -257,10 +202,59 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
     return stats
 
 
-def _stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) -> dict:
-    size, mtime_ns, ctime_ns, inode = _identity(st) if st is not None else (None,) * 4
-    return {"key": key, "path": rel, "size": size, "mtime_ns": mtime_ns,
-            "ctime_ns": ctime_ns, "inode": inode, "sha256": None, "error": error}
+def _walk_into_stage(root: str, dest: Destination, journal: Journal, stats: ScanStats,
+                     errors: list[tuple[str, str]], key_filter: KeyFilter,
+                     stop: threading.Event | None, merge: ScanDiff | None) -> None:
+    """The walk into the stage: every file (merge None), or only what differs from
+    `files` with the gone ones recorded (scandiff.py)."""
+    staged: list[dict] = []
+    if merge is not None:
+        add = merge.add
+    else:
+        def add(key: str, rel: str, st: os.stat_result | None, error: str | None = None) -> None:
+            staged.append(_stage_row(key, rel, st, error))
+    selected = key_filter.selected if key_filter.active else None
+
+    def descend(rel: str) -> bool:
+        key, _ = key_for(rel, dest)
+        return key is None or key_filter.may_contain(key)
+
+    for n, (kind, rel, info) in enumerate(
+            walk(root, descend if key_filter.active else (lambda rel: True))):
+        if kind == "symlink":
+            stats.symlinks += 1
+        elif kind == "special":
+            key, _ = key_for(rel, dest)
+            stats.special += key is None or key_filter.selected(key)  # not backed up: noted
+        elif kind == "direrror":
+            dir_key, _ = key_for(rel, dest)
+            if dir_key is not None:
+                stats.unreadable_dirs.append((dir_key, str(info)))
+                if merge is not None:
+                    merge.unreadable_dir(dir_key)
+            errors.append((display_path(rel) + "/", str(info)))
+        else:
+            key, reason = key_for(rel, dest)
+            if key is not None and selected is not None and not selected(key):
+                stats.excluded += 1
+                continue
+            stats.scanned += 1
+            if kind == "error":
+                reason = str(info)
+            if key is None or kind == "error":
+                errors.append((display_path(rel), reason or "unknown error"))
+                if key is not None:  # keep its last good row: never an "extra" by accident
+                    add(key, rel, None, reason)
+                continue
+            add(key, rel, info)
+        if len(staged) >= BATCH:
+            journal.stage_files(staged)
+            staged = []
+        if (n + 1) % BATCH == 0 and stop is not None and stop.is_set():
+            raise Interrupted("stopped while scanning")
+    journal.stage_files(staged)
+    if merge is not None:
+        merge.finish()
 
 
 INLINE_HASH_MAX = 256 * 1024  # smaller files are hashed on the scanning thread

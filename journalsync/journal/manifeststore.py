@@ -10,16 +10,21 @@ from collections.abc import Iterator, Sequence
 
 from sqlalchemy import bindparam, func, select, text, update
 
-from journalsync.journal.schema import remote_objects, remote_stage, runs
+from journalsync.journal.schema import remote_gone, remote_objects, remote_stage, runs
 from journalsync.models import RemoteObject
 
 
 class ManifestStore:
 
-    def begin_listing(self) -> None:
+    def begin_listing(self, diff: bool = False) -> None:
+        """`diff`: LIST pages are staged by stage_remote_page (only what differs, and the
+        gone keys: diffstage.py); else every object listed is staged by stage_remote."""
         with self._write() as conn:
             remote_stage.create(conn, checkfirst=True)  # TEMP, as scan_stage
         self._clear_stage("remote_stage")
+        self._list_diff = diff
+        if diff:
+            self._begin_gone(remote_gone)
 
     def stage_remote(self, rows: Sequence[tuple]) -> None:
         """Rows of (key, size, etag, last_modified) from one or more LIST pages."""
@@ -35,10 +40,11 @@ class ManifestStore:
                     " ON CONFLICT (key) DO NOTHING",
                     rows)
 
-    def commit_listing(self, run_id: int) -> None:
+    def commit_listing(self, run_id: int, gaps: Sequence[tuple[str | None, str | None]] = ()) -> None:
         """Replace the cached manifest with the LIST just staged. A hash we knew survives
         only while the object's size and ETag are unchanged. Only objects that differ from
-        the cached row are written: an unchanged bucket writes nothing to `remote_objects`."""
+        the cached row are written: an unchanged bucket writes nothing to `remote_objects`.
+        `gaps`: after a diff LIST, the key ranges no listing covered (_commit_remote_gone)."""
         self._analyze_stage("remote_stage")
         with self._write() as conn:
             # New objects, and objects whose size or ETag changed (their hash is dropped).
@@ -53,7 +59,10 @@ class ManifestStore:
                     last_modified = excluded.last_modified, sha256 = NULL, sha_source = NULL"""))
             # What this LIST did not see is gone, whichever run listed it before: a resumed
             # run lists again under its own run id, and must not keep its first LIST's rows.
-            conn.execute(text("""DELETE FROM remote_objects WHERE NOT EXISTS
+            if self._list_diff:
+                self._commit_remote_gone(conn, gaps)
+            else:
+                conn.execute(text("""DELETE FROM remote_objects WHERE NOT EXISTS
                                  (SELECT 1 FROM remote_stage s WHERE s.key = remote_objects.key)"""))
             conn.execute(update(runs).where(runs.c.id == run_id).values(listed_at=time.time()))
 

@@ -29,6 +29,11 @@ class PlanStore:
         with self._reader.begin():
             return int(self._reader.execute(stmt).scalar())
 
+    def count_readable_files(self) -> int:
+        stmt = text("SELECT count(*) FROM files WHERE scan_error IS NULL")
+        with self._reader.begin():
+            return int(self._reader.execute(stmt).scalar())
+
     def iter_plan_inputs(self, changed_only: bool = False, unplanned_in: int | None = None,
                          ) -> Iterator[tuple[LocalFile, RemoteObject | None]]:
         """Every readable local file with its remote object, if any, in key order; with

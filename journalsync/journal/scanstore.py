@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 
-from journalsync.journal.schema import file_errors, files, scan_stage
+from journalsync.journal.schema import file_errors, files, scan_gone, scan_stage
 
 
 _COLLISION = "two local names map to this key (Unicode normalisation)"
@@ -31,12 +31,17 @@ _GONE_PG = """
 
 class ScanStore:
 
-    def begin_scan(self) -> None:
+    def begin_scan(self, diff: bool = False) -> None:
+        """`diff`: the scan stages only new and changed files and records the gone ones
+        (diffstage.py); else every file it saw is staged."""
         with self._write() as conn:
             # TEMP, so on the write connection only: every read of the stage goes through
             # _read(), never _stream() (the read connection cannot see it).
             scan_stage.create(conn, checkfirst=True)
         self._clear_stage("scan_stage")
+        self._scan_diff = diff
+        if diff:
+            self._begin_gone(scan_gone)
 
     def stage_files(self, rows: Sequence[dict]) -> None:
         """Stage what the walk saw. Two names that normalise to one key both fail."""
@@ -222,9 +227,13 @@ class ScanStore:
                 conn.execute(text("""
                     UPDATE files SET scan_error = :reason
                     WHERE key >= :lo AND key < :hi AND scan_error IS NOT :reason"""), ranges)
-            # Gone: neither staged nor under an unlistable directory.
-            conn.execute(text(_GONE_PG if self._pg else _GONE_SQLITE),
-                         {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
+            # Gone: neither staged nor under an unlistable directory (a diff scan recorded
+            # them as it merged, never under such a directory).
+            if self._scan_diff:
+                conn.execute(text("DELETE FROM files WHERE key IN (SELECT key FROM scan_gone)"))
+            else:
+                conn.execute(text(_GONE_PG if self._pg else _GONE_SQLITE),
+                             {"ranges": json.dumps([[r["lo"], r["hi"]] for r in ranges])})
 
     def record_file_errors(self, run_id: int, rows: Sequence[tuple[str, str]]) -> None:
         if rows:

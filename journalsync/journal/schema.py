@@ -125,6 +125,14 @@ remote_stage = Table(
     sqlite_with_rowid=False,  # the key is stored once, not in a table and again in its index
 )
 
+# What a diff scan or LIST found gone (TEMP): a no-op stages only the differences between
+# the walk (or a LIST page) and the journal, so the stages above no longer hold every key
+# and what is gone is recorded here (journal/diffstage.py).
+scan_gone = Table("scan_gone", staging, Column("key", Key, primary_key=True),
+                  prefixes=["TEMPORARY"], sqlite_with_rowid=False)
+remote_gone = Table("remote_gone", staging, Column("key", Key, primary_key=True),
+                    prefixes=["TEMPORARY"], sqlite_with_rowid=False)
+
 plan_items = Table(
     "plan_items",
     metadata,

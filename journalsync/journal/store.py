@@ -26,6 +26,7 @@ from journalsync.journal import migrate
 from journalsync.journal.schema import files, plan_items, remote_objects, runs
 from journalsync.journal.adoption import AdoptionStore
 from journalsync.journal.chunks import ChunkStore
+from journalsync.journal.diffstage import DiffStage
 from journalsync.journal.housekeeping import Housekeeping
 from journalsync.journal.location import PgLocation
 from journalsync.journal.manifeststore import ManifestStore
@@ -80,7 +81,7 @@ def _read_only_sqlite(path: Path):
 
 
 class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, AdoptionStore,
-              ChunkStore, PartUnitStore):
+              ChunkStore, PartUnitStore, DiffStage):
     """All reads and writes of one journal (a file, or a job in PostgreSQL). Thread-safe
     for writes."""
 
@@ -91,6 +92,7 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
         first that the journal is at HEAD_REVISION: an older one is not read with today's
         statements."""
         self._pg = isinstance(path, PgLocation)
+        self._scan_diff = self._list_diff = False  # diffstage.py: set by begin_scan/_listing
         self.read_only = read_only
         if self._pg:
             from journalsync.journal import pg
