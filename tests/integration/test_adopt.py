@@ -77,7 +77,7 @@ def expected_proofs(s3, made) -> dict[str, int]:
 def assert_verified(sync, s3, n: int) -> None:
     """`journalsync verify` (straight to the server) passes on all n synced objects."""
     sync.endpoint_url = s3.endpoint_url
-    verified = sync.cli("verify", sync.dest, "--journal", str(sync.journal))
+    verified = sync.cli("verify", sync.dest, *sync.journal_args())
     assert (verified.code, verified.out.strip().splitlines()[-1]) == \
         (0, f"journalsync: verified={n} of {n} mismatches=0"), verified.out + verified.err
 
@@ -104,9 +104,9 @@ def test_a_foreign_bucket_is_adopted_without_sending_a_byte(sync, s3, s3client):
     for rel, (_, proof) in made.items():
         shown = "etag-md5" if s3.name == "rclone" else proof
         assert f"adopted {rel}: {shown}" in result.err, result.err
-    status = sync.cli("status", "--journal", str(sync.journal), "--json")
+    status = sync.cli("status", *sync.journal_args(), "--json")
     assert json.loads(status.out)["adopted"] == proofs
-    text = sync.cli("status", "--journal", str(sync.journal)).out
+    text = sync.cli("status", *sync.journal_args()).out
     line = ("adopted: 10 etag-md5" if s3.name == "rclone" else "adopted: 6 etag-md5, "
             "1 multipart-etag:5MiB, 1 multipart-etag:8MiB, 1 rclone-md5, 1 s3cmd-md5")
     assert line in text.splitlines(), text

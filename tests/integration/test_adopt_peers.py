@@ -121,14 +121,14 @@ def object_ops(proxy: RecordingProxy, sync: Sync) -> list[tuple[str, str]]:
 
 
 def status_json(sync: Sync) -> dict:
-    res = sync.cli("status", "--journal", str(sync.journal), "--json")
+    res = sync.cli("status", *sync.journal_args(), "--json")
     assert res.code == 0, res.err
     return json.loads(res.out)
 
 
 def status_adopted_line(sync: Sync) -> dict[str, int]:
     """proof -> count from `journalsync status`'s `adopted: 40 etag-md5, 3 ...` line."""
-    res = sync.cli("status", "--journal", str(sync.journal))
+    res = sync.cli("status", *sync.journal_args())
     assert res.code == 0, res.err
     line = next((ln for ln in res.out.splitlines() if ln.startswith("adopted: ")), None)
     assert line is not None, res.out

@@ -75,14 +75,14 @@ def test_status_json_types_and_one_elapsed(sync):
     assert second.code == 0, second.err
     summary = json.loads(second.out)
     third = sync.run()
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     runs = status["runs"]
     assert runs[1]["skip_reasons"] == {"unchanged: size and sha256 match": 1}
     assert summary["skip_reasons"] == runs[1]["skip_reasons"]
     assert type(summary["resumed"]) is int and type(runs[1]["resumed"]) is int
     assert summary["resumed"] == runs[1]["resumed"] == 0
     assert summary["elapsed"] == runs[1]["elapsed"]
-    text = sync.cli("status", "--journal", str(sync.journal))
+    text = sync.cli("status", *sync.journal_args())
     secs = third.summary["elapsed"].removesuffix("s")
     row = next(line for line in text.out.splitlines() if re.search(r"[│|]\s+3\s+[│|]", line))
     assert re.search(rf"[│|]\s+{re.escape(secs)}\s+[│|]", row), (secs, row)
