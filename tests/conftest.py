@@ -212,6 +212,21 @@ class Sync:
         return ["--journal", str(self.tmp / f"{name}.sqlite")]
 
     @property
+    def journal_toml(self) -> str:
+        """A job file's lines that name this Sync's journal."""
+        if self.on_pg:
+            return f'journal = "{self.journal}"' + (f'\njob = "{self.job}"' if self.job else "")
+        return f'journal = "{self.journal}"'
+
+    def forget_journal(self) -> None:
+        """A new, empty journal from here on (a rebuilt machine): the file is removed, or
+        the runs go to a new job."""
+        if self.on_pg:
+            self.job = f"t_{uuid.uuid4().hex[:12]}"
+        else:
+            self.journal.unlink()
+
+    @property
     def location(self):
         """The journal as journalsync's own code opens it (Journal(...), Config)."""
         if self.on_pg:

@@ -207,7 +207,7 @@ def test_adopt_metadata_from_a_job_file(sync, s3client, tmp_path):
     sync.write("a.txt", b"peer")
     job = tmp_path / "job.toml"
     job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\n'
-                   f'journal = "{sync.journal}"\nadopt_metadata = true\n')
+                   f'{sync.journal_toml}\nadopt_metadata = true\n')
     result = sync.cli("run", "--config", str(job))
     assert (result.code, result.summary["uploaded"], result.summary["adopted"]) == (0, "0", "1"), \
         result.err
@@ -241,12 +241,12 @@ def test_adopt_metadata_copies_large_objects_in_parts(sync, s3, s3client, monkey
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(adoptcopy, "COPY_OBJECT_MAX", MiB)
     monkeypatch.setattr(adoptcopy, "COPY_PART_SIZE", 5 * MiB)
-    cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.journal,
+    cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.location,
                  endpoint_url=s3.endpoint_url).validate()
     # rclone serve s3 answers UploadPartCopy with an empty part and no ETag: the copy is
     # refused and aborted there, and the object is left as it was.
     copied = s3.name != "rclone"
-    with Journal(sync.journal) as journal:
+    with Journal(sync.location) as journal:
         stats = adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal,
                                             journal.recent_runs(1)[0]["id"])
         assert (stats.copied, stats.failed) == ((1, 0) if copied else (0, 1))

@@ -160,9 +160,9 @@ def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync,
     with RecordingProxy(s3.port, hook=hook) as proxy:
         for name, value in s3.env().items():
             monkeypatch.setenv(name, value)
-        cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.journal,
+        cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.location,
                      endpoint_url=proxy.endpoint_url, endpoint_moved=True).validate()
-        with Journal(sync.journal) as journal:
+        with Journal(sync.location) as journal:
             adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal,
                                      journal.recent_runs(1)[0]["id"])
     assert done, proxy.requests

@@ -27,7 +27,7 @@ def test_keep_runs_bounds_the_history(sync, tmp_path):
 
     job = tmp_path / "job.toml"
     job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\n'
-                   f'journal = "{sync.journal}"\nkeep_runs = 1\n')
+                   f'{sync.journal_toml}\nkeep_runs = 1\n')
     sync.write("night4.txt", b"4")
     assert sync.cli("run", "--config", str(job)).code == 0
     assert run_ids(sync) == [5] and plan_runs(sync) == {5}

@@ -133,7 +133,7 @@ journal = "{tmp_path / 'job.sqlite'}"
     assert refused.code == 2 and "give this job its own --journal" in refused.err
     assert not keys(s3client, sync.bucket, "override/")
     override = sync.cli("run", "--config", str(job), str(sync.src), other,
-                        "--journal", str(tmp_path / "override.sqlite"))
+                        *sync.other_journal_args("override"))
     assert override.code == 0 and keys(s3client, sync.bucket, "override/")
 
 
@@ -144,7 +144,7 @@ def test_cache_control_rules_land_on_the_right_objects(sync, s3, s3client, tmp_p
     job.write_text(f'''
 source = "{sync.src}"
 destination = "{sync.dest}"
-journal = "{sync.journal}"
+{sync.journal_toml}
 
 [cache_control]
 "*.html" = "no-cache"

@@ -214,7 +214,7 @@ def test_existing_objects_with_our_metadata_are_not_reuploaded(sync, s3, s3clien
     sync.write("a.txt", b"same")
     sync.write("b.txt", b"different")
     assert sync.run().code == 0
-    sync.journal.unlink()
+    sync.forget_journal()
     sync.write("b.txt", b"DIFFERENT")  # same size, other content
     with RecordingProxy(s3.port) as proxy:
         sync.endpoint_url = proxy.endpoint_url
