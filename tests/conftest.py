@@ -218,6 +218,11 @@ class Sync:
             return f'journal = "{self.journal}"' + (f'\njob = "{self.job}"' if self.job else "")
         return f'journal = "{self.journal}"'
 
+    def other_journal_toml(self, name: str) -> str:
+        """A job file's lines that name a second journal of the same kind."""
+        _, journal, *job = self.other_journal_args(name)
+        return f'journal = "{journal}"' + (f'\njob = "{job[1]}"' if job else "")
+
     def forget_journal(self) -> None:
         """A new, empty journal from here on (a rebuilt machine): the file is removed, or
         the runs go to a new job."""

@@ -111,7 +111,7 @@ endpoint = "{s3.endpoint_url}"
 workers = 3
 exclude = ["*.tmp"]
 cache_control = "max-age=60"
-journal = "{tmp_path / 'job.sqlite'}"
+{sync.other_journal_toml("job")}
 ''')
     from_job = sync.cli("run", "--config", str(job))
     assert from_job.code == 0, from_job.err

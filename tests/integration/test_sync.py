@@ -302,6 +302,7 @@ def test_status_shows_last_run_counts(sync, s3):
     assert data["in_flight"] == [] and data["failed"] == []
 
 
+@pytest.mark.sqlite_only("the state directory's default journal file")
 def test_default_journal_lives_in_xdg_state_dir(sync):
     sync.write("a.txt", b"a")
     result = sync.cli("run", str(sync.src), sync.dest)
