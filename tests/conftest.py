@@ -50,6 +50,9 @@ def _pg_journal_server(group: list) -> str | None:
     if kinds != set(JOURNALS):
         return None  # one journal only (the test chose it): every server it asked for
     servers = [_server_of(item) for item in group if _param_of(item, "journal_kind") == "postgresql"]
+    chosen = group[0].get_closest_marker("pg_server")
+    if chosen and chosen.args[0] in servers:
+        return chosen.args[0]
     return ONE_SERVER if ONE_SERVER in servers else servers[0]
 
 
@@ -65,6 +68,8 @@ def _keep_journal(item, pg_server: str | None) -> bool:
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only(reason): the test is about the SQLite journal "
                             "file itself; its PostgreSQL variant is not collected")
+    config.addinivalue_line("markers", "pg_server(name): the server of the test's PostgreSQL "
+                            "variant (the test skips on the others)")
     config.addinivalue_line("markers", "pg_journal: a test's PostgreSQL-journal variant (added "
                             "by tests/conftest.py; select with -m pg_journal)")
 

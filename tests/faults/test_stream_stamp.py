@@ -229,6 +229,7 @@ def test_refused_copy_falls_back_to_prehash(sync, s3, s3client):
     assert incomplete(s3client, sync.bucket) == []
 
 
+@pytest.mark.pg_server("moto")
 def test_versioned_bucket_is_prehashed(sync, s3, s3client):
     if s3.name != "moto":
         pytest.skip("versioning: moto's (rclone serve s3 has none; SeaweedFS's not tried)")
@@ -264,6 +265,7 @@ def test_streamed_parts_in_flight_count_their_two_copies(sync, s3, s3client):
         hashlib.sha256(big).hexdigest()
 
 
+@pytest.mark.pg_server("moto")
 def test_a_storage_class_with_a_minimum_duration_is_prehashed(sync, s3, s3client):
     """STANDARD_IA: the copy would replace an object billed for 30 days at least (an early
     deletion), so auto pre-hashes; no copy is made, and the object is in its class."""
@@ -283,6 +285,7 @@ def test_a_storage_class_with_a_minimum_duration_is_prehashed(sync, s3, s3client
     assert head.get("StorageClass") == "STANDARD_IA"
 
 
+@pytest.mark.pg_server("moto")
 def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
     if s3.name != "moto":
         pytest.skip("plumbing: one server is enough")
