@@ -309,6 +309,13 @@ def journal_kind(request) -> str:
 
 
 @pytest.fixture
+def journal_pg_url(journal_kind, request) -> str | None:
+    """For a test that builds its own Sync (Sync(..., pg_url=journal_pg_url)): the session's
+    PostgreSQL database on the test's PostgreSQL variant, else None (a SQLite file)."""
+    return request.getfixturevalue("pg_url") if journal_kind == "postgresql" else None
+
+
+@pytest.fixture
 def sync(s3, bucket, tmp_path, journal_kind, request) -> Sync:
     """A Sync on each journal: SQLite (a file in tmp_path) on every server, PostgreSQL (a
     job of the test's own in the session's database) on one."""
