@@ -15,6 +15,10 @@ import pytest
 from journalsync.devtools.localserver import LocalS3Server, MotoS3Server, RcloneS3Server
 
 SERVERS = ["moto", "rclone", "seaweed"] + (["external"] if os.environ.get("S3_TEST_ENDPOINT_URL") else [])
+# Where the `sync` fixture's journal lives: a SQLite file, or a job (a schema of its own) in
+# the session's PostgreSQL database (tests/support/pg.py). SQLite runs on every server,
+# PostgreSQL on one (pytest_collection_modifyitems): each test meets each journal once.
+JOURNALS = ["sqlite", "postgresql"]
 
 
 # Tests whose subject is the client (a fault a proxy injects, a signal, the journal's own
@@ -30,9 +34,44 @@ LONGEST = ("test_a_month_of_nights_keeps_the_journal_small",
            "test_random_kills_in_the_delete_phase_never_delete_a_present_file")
 
 
-def _server_of(item) -> str | None:
+def _param_of(item, name: str) -> str | None:
     callspec = getattr(item, "callspec", None)
-    return callspec.params.get("s3") if callspec else None
+    return callspec.params.get(name) if callspec else None
+
+
+def _server_of(item) -> str | None:
+    return _param_of(item, "s3")
+
+
+def _pg_journal_server(group: list) -> str | None:
+    """The one server a test's PostgreSQL journal runs on, when the test runs on both
+    journals: rclone (fastest) if the test runs there, else its first server."""
+    kinds = {_param_of(item, "journal_kind") for item in group}
+    if kinds != set(JOURNALS):
+        return None  # one journal only (the test chose it): every server it asked for
+    servers = [_server_of(item) for item in group if _param_of(item, "journal_kind") == "postgresql"]
+    chosen = group[0].get_closest_marker("pg_server")
+    if chosen and chosen.args[0] in servers:
+        return chosen.args[0]
+    return ONE_SERVER if ONE_SERVER in servers else servers[0]
+
+
+def _keep_journal(item, pg_server: str | None) -> bool:
+    if _param_of(item, "journal_kind") != "postgresql":
+        return True
+    item.add_marker("pg_journal")
+    if item.get_closest_marker("sqlite_only"):
+        return False
+    return pg_server is None or _server_of(item) == pg_server
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only(reason): the test is about the SQLite journal "
+                            "file itself; its PostgreSQL variant is not collected")
+    config.addinivalue_line("markers", "pg_server(name): the server of the test's PostgreSQL "
+                            "variant (the test skips on the others)")
+    config.addinivalue_line("markers", "pg_journal: a test's PostgreSQL-journal variant (added "
+                            "by tests/conftest.py; select with -m pg_journal)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,6 +83,15 @@ def pytest_collection_modifyitems(config, items):
             dropped.append(item)
         else:
             kept.append(item)
+    groups: dict[str, list] = {}
+    for item in kept:
+        groups.setdefault(item.nodeid.split("[", 1)[0], []).append(item)
+    pg_server = {name: _pg_journal_server(group) for name, group in groups.items()
+                 if any(_param_of(item, "journal_kind") for item in group)}
+    kept, considered = [], kept
+    for item in considered:
+        name = item.nodeid.split("[", 1)[0]
+        (kept if _keep_journal(item, pg_server.get(name)) else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
 
@@ -141,12 +189,73 @@ class Sync:
     prefix: str = "backup/host1"
     endpoint_url: str | None = None
     env_overrides: dict[str, str] = field(default_factory=dict)
+    pg_url: str | None = None  # a PostgreSQL journal: this database, job `job`
+    job: str | None = None
 
     def __post_init__(self):
         self.src = self.tmp / "src"
         self.src.mkdir(exist_ok=True)
-        self.journal = self.tmp / "journal.sqlite"
+        self.journal: Path | str = self.pg_url or self.tmp / "journal.sqlite"
+        if self.pg_url and self.job is None:
+            self.job = f"t_{uuid.uuid4().hex[:12]}"  # a schema of the test's own
         self._bound_to = self.endpoint_url
+
+    @property
+    def on_pg(self) -> bool:
+        return isinstance(self.journal, str) and self.journal.startswith("postgres")
+
+    def journal_args(self) -> list[str]:
+        """--journal (and --job) as a command names this Sync's journal."""
+        if self.on_pg:
+            return ["--journal", self.journal, *(["--job", self.job] if self.job else [])]
+        return ["--journal", str(self.journal)]
+
+    def other_journal_args(self, name: str) -> list[str]:
+        """--journal (and --job) of a second journal of the same kind, for another job."""
+        if self.on_pg:
+            return ["--journal", self.journal, "--job", f"{self.job}_{name}"]
+        return ["--journal", str(self.tmp / f"{name}.sqlite")]
+
+    @property
+    def journal_toml(self) -> str:
+        """A job file's lines that name this Sync's journal."""
+        if self.on_pg:
+            return f'journal = "{self.journal}"' + (f'\njob = "{self.job}"' if self.job else "")
+        return f'journal = "{self.journal}"'
+
+    def other_journal_toml(self, name: str) -> str:
+        """A job file's lines that name a second journal of the same kind."""
+        _, journal, *job = self.other_journal_args(name)
+        return f'journal = "{journal}"' + (f'\njob = "{job[1]}"' if job else "")
+
+    def forget_journal(self) -> None:
+        """A new, empty journal from here on (a rebuilt machine): the file is removed, or
+        the runs go to a new job."""
+        if self.on_pg:
+            self.job = f"t_{uuid.uuid4().hex[:12]}"
+        else:
+            self.journal.unlink()
+
+    @property
+    def location(self):
+        """The journal as journalsync's own code opens it (Journal(...), Config)."""
+        if self.on_pg:
+            from journalsync.journal.location import PgLocation
+
+            return PgLocation(self.journal, self.job)
+        return self.journal
+
+    def journal_rows(self, sql: str, *params, if_any: bool = False) -> list[tuple]:
+        """Rows of this Sync's journal (SQL in SQLite's words, `?` parameters); with
+        `if_any`, none from a journal not created yet (tests/support/journalrows.py)."""
+        from tests.support.journalrows import journal_rows
+
+        return journal_rows(self.journal, self.job, sql, *params, if_any=if_any)
+
+    def like(self, **changes) -> "Sync":
+        """Another Sync on the same kind of journal (a job of its own in PostgreSQL)."""
+        kw = dict(s3=self.s3, bucket=self.bucket, tmp=self.tmp, pg_url=self.pg_url)
+        return Sync(**{**kw, **changes})
 
     def _moved(self) -> tuple[str, ...]:
         """A test that puts a proxy in front of the same server moves the journal's store
@@ -179,8 +288,7 @@ class Sync:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def run_args(self, *extra: str) -> list[str]:
-        return ["run", str(self.src), self.dest, "--journal", str(self.journal), *self._moved(),
-                *extra]
+        return ["run", str(self.src), self.dest, *self.journal_args(), *self._moved(), *extra]
 
     def run(self, *extra: str) -> Result:
         return self.cli(*self.run_args(*extra))
@@ -195,8 +303,24 @@ class Sync:
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
 
+@pytest.fixture(params=JOURNALS)
+def journal_kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def sync(s3, bucket, tmp_path) -> Sync:
+def journal_pg_url(journal_kind, request) -> str | None:
+    """For a test that builds its own Sync (Sync(..., pg_url=journal_pg_url)): the session's
+    PostgreSQL database on the test's PostgreSQL variant, else None (a SQLite file)."""
+    return request.getfixturevalue("pg_url") if journal_kind == "postgresql" else None
+
+
+@pytest.fixture
+def sync(s3, bucket, tmp_path, journal_kind, request) -> Sync:
+    """A Sync on each journal: SQLite (a file in tmp_path) on every server, PostgreSQL (a
+    job of the test's own in the session's database) on one."""
+    if journal_kind == "postgresql":
+        return Sync(s3, bucket, tmp_path, pg_url=request.getfixturevalue("pg_url"))
     return Sync(s3, bucket, tmp_path)
 
 

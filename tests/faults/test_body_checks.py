@@ -53,6 +53,7 @@ def assert_stored(s3client, sync, files):
 
 
 @pytest.mark.parametrize("path", ["--crt", "--no-crt"])
+@pytest.mark.pg_server("seaweed")
 def test_crc_checked_bodies_are_refused_when_damaged_and_sent_again(sync, s3, s3client, path):
     if s3.name not in CHECKS_CRC:
         pytest.skip(f"{s3.name}'s server does not check x-amz-checksum-crc64nvme")

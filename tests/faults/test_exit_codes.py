@@ -66,6 +66,7 @@ def test_endpoint_without_a_scheme_is_a_usage_error(sync, s3):
 
 
 @pytest.mark.one_server
+@pytest.mark.sqlite_only("a SQLite file on a read-only mount")
 def test_journal_on_a_read_only_filesystem(sync, mount):
     sync.write("a.txt", b"a")
     ro = mount("ro,size=1m")
@@ -75,6 +76,7 @@ def test_journal_on_a_read_only_filesystem(sync, mount):
 
 
 @pytest.mark.one_server
+@pytest.mark.sqlite_only("a SQLite file on a full disk")
 def test_journal_on_a_full_filesystem(sync, s3client, mount):
     """The journal fills its filesystem mid-run: exit 5, one line; what was uploaded is
     intact, and with a journal elsewhere the next run finishes the job."""
@@ -90,6 +92,7 @@ def test_journal_on_a_full_filesystem(sync, s3client, mount):
 
 
 @pytest.mark.one_server
+@pytest.mark.sqlite_only("truncates the SQLite file")
 def test_truncated_journal_says_how_to_recover(sync, s3client):
     synced(sync)
     size = sync.journal.stat().st_size
@@ -100,7 +103,7 @@ def test_truncated_journal_says_how_to_recover(sync, s3client):
     result = sync.run()
     assert result.code == 5, result.err
     one_line(result, str(sync.journal), "damaged", "move it aside", "nothing stored")
-    status = sync.cli("status", "--journal", str(sync.journal))
+    status = sync.cli("status", *sync.journal_args())
     assert status.code == 5 and "damaged" in status.err
     # The advice works: moved aside, the next run rebuilds it and sends nothing again.
     sync.journal.rename(sync.journal.with_suffix(".damaged"))
@@ -110,6 +113,7 @@ def test_truncated_journal_says_how_to_recover(sync, s3client):
 
 
 @pytest.mark.one_server
+@pytest.mark.sqlite_only("writes garbage over the SQLite file's pages")
 def test_corrupted_journal_is_not_blamed_on_the_store(sync):
     synced(sync, 300)
     size = sync.journal.stat().st_size
@@ -123,6 +127,7 @@ def test_corrupted_journal_is_not_blamed_on_the_store(sync):
 
 
 @pytest.mark.one_server
+@pytest.mark.sqlite_only("the SQLite journal's lock file")
 def test_a_lock_that_cannot_be_taken(sync):
     sync.write("a.txt", b"a")
     Path(f"{sync.journal}.lock").mkdir(parents=True)

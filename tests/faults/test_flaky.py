@@ -130,7 +130,7 @@ def test_blackhole_longer_than_retry_timeout_then_resume(sync, s3, s3client):
         result = sync.run(*ARGS, "--retry-timeout", "2s", "--workers", "2")
         assert result.code == 1, result.err
         assert int(result.summary["failed"]) >= 1
-        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
         assert status["failed"], status
         while time.monotonic() < window["until"]:
             time.sleep(0.1)
@@ -191,7 +191,7 @@ def test_expired_token_mid_run_stops_cleanly_and_resumes(sync, s3, s3client):
         sync.endpoint_url = proxy.endpoint_url
         result = sync.run(*ARGS)
         assert result.code == 4 and "--resume" in result.err
-        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
         assert status["runs"][0]["state"] == "interrupted"  # an expired token passes: resumable
         proxy.hook = None
         again = sync.run(*ARGS, "--resume", "--json")

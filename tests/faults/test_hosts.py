@@ -32,7 +32,9 @@ import pytest
 from tests.support.hostnet import Host, for_this_process, hosts, link, require_hosts
 from tests.support.proxy import RecordingProxy
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
+# The hosts share a PostgreSQL job of their own (Net): the sync fixture's journal is not theirs.
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True),
+              pytest.mark.parametrize("journal_kind", ["postgresql"], indirect=True)]
 
 JOURNALSYNC = str(Path(sys.executable).parent / "journalsync")
 MIB = 1 << 20

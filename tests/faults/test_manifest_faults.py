@@ -56,7 +56,7 @@ def test_truncated_page_without_token_fails_the_listing(sync, s3, s3client, path
     assert len(result.err.strip().splitlines()) == 1, result.err
     sent = proxy.operations()
     assert not {"PutObject", "DeleteObject", "DeleteObjects"} & set(sent), sent  # nothing done
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     assert status["runs"][0]["state"] == "failed"
 
 
@@ -77,6 +77,6 @@ def test_object_refusing_head_and_put_fails_alone(sync, s3, s3client):
         result = sync.run()
     assert result.code == 1, result.err
     assert result.summary["uploaded"] == "1" and result.summary["failed"] == "1"
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     [failed] = status["failed"]
     assert failed["key"] == "foreign.txt" and "refused by the store" in failed["error"]

@@ -3,7 +3,8 @@ Complete-after-success, an upload aborted behind our back, a file changed mid-up
 strays from a crash before the journal commit, and `cleanup`.
 
 The CLI runs as a real subprocess through the recording proxy, so what was sent before and
-after a kill is counted on the wire; the journal is read with plain sqlite3.
+after a kill is counted on the wire; the journal is read with plain sqlite3 or psycopg
+(tests/support/journalrows.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import json
 import random
 import signal
-import sqlite3
 import time
 from urllib.parse import unquote
 
@@ -28,19 +28,16 @@ PART = 5 * MiB
 ARGS = ("--multipart-threshold", "5MiB", "--part-size", "5MiB")
 
 
-def journal_parts(journal) -> int:
-    """Parts journaled for uploads still active."""
-    try:
-        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("""SELECT count(*) FROM multipart_parts p JOIN multipart_uploads u
-                                 ON u.upload_id = p.upload_id WHERE u.state = 'active'""").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0  # not created or not migrated yet
+def journal_parts(sync) -> int:
+    """Parts journaled for uploads still active (none before the journal exists)."""
+    rows = sync.journal_rows("""SELECT count(*) FROM multipart_parts p JOIN multipart_uploads u
+                                ON u.upload_id = p.upload_id WHERE u.state = 'active'""",
+                             if_any=True)
+    return rows[0][0] if rows else 0
 
 
-def journal_rows(journal, sql, *params):
-    with sqlite3.connect(journal) as db:
-        return db.execute(sql, params).fetchall()
+def journal_rows(sync, sql, *params):
+    return sync.journal_rows(sql, *params)
 
 
 def incomplete(client, bucket) -> list[tuple[str, str]]:
@@ -70,7 +67,7 @@ def kill_mid_upload(sync, proxy, after_parts: int, extra_delay: float, *args: st
     """Start a run, SIGKILL it once `after_parts` parts are journaled (plus a delay)."""
     proc = sync.start(*sync.run_args(*args))
     deadline = time.monotonic() + 60
-    while journal_parts(sync.journal) < after_parts:
+    while journal_parts(sync) < after_parts:
         assert proc.poll() is None, f"run ended before the kill: {proc.communicate()}"
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.005)
@@ -108,9 +105,9 @@ def test_sigkill_mid_part_then_resume(sync, s3, s3client, seed, workers):
         sync.endpoint_url = proxy.endpoint_url
         kill_mid_upload(sync, proxy, after_parts, extra_delay, *args)
         started_before = set(part_numbers(proxy))
-        journaled = {n for (n,) in journal_rows(sync.journal, "SELECT part_number FROM multipart_parts")}
+        journaled = {n for (n,) in journal_rows(sync, "SELECT part_number FROM multipart_parts")}
 
-        status = sync.cli("status", "--journal", str(sync.journal), "--json")
+        status = sync.cli("status", *sync.journal_args(), "--json")
         in_flight = json.loads(status.out)["in_flight"]
         assert [u["key"] for u in in_flight] == ["big/disk.img"]
         assert in_flight[0]["parts_done"] == len(journaled) >= after_parts
@@ -124,7 +121,7 @@ def test_sigkill_mid_part_then_resume(sync, s3, s3client, seed, workers):
     assert not (set(part_numbers(proxy)) & journaled), "a journaled part was sent again"
     # Only the parts on the wire at the kill can be sent twice: one per part thread.
     assert len(resent) <= workers, (sorted(resent), sorted(started_before), sorted(journaled))
-    (bytes_sent,) = journal_rows(sync.journal,
+    (bytes_sent,) = journal_rows(sync,
                                  "SELECT bytes_sent FROM plan_items WHERE key = 'big/disk.img'")[0]
     assert bytes_sent == sum(min(PART, len(big) - (n - 1) * PART) for n in part_numbers(proxy))
     print(f"re-sent parts {sorted(resent)}; resume sent {bytes_sent} of {len(big)} bytes")
@@ -172,14 +169,14 @@ def test_sigterm_stops_cleanly_and_resume_finishes(sync, s3, s3client):
     with RecordingProxy(s3.port, hook=slow_parts(0.2)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         proc = sync.start(*sync.run_args(*ARGS, "--workers", "2"))
-        while journal_parts(sync.journal) < 1:
+        while journal_parts(sync) < 1:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.005)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
         assert proc.returncode == 143, err
         assert out.startswith("journalsync: scanned=21 ") and "--resume" in err
-        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
         assert status["runs"][0]["state"] == "interrupted"
         assert [u["key"] for u in status["in_flight"]] == ["big.bin"]
         result = sync.run(*ARGS, "--resume", "--json")
@@ -252,7 +249,7 @@ def test_upload_aborted_every_time_fails_without_looping(sync, s3, s3client):
         result = sync.run(*ARGS, "--workers", "1")
     assert result.code == 1
     assert proxy.operations()["CreateMultipartUpload"] == 2
-    status = sync.cli("status", "--journal", str(sync.journal))
+    status = sync.cli("status", *sync.journal_args())
     assert "vanished" in status.out or "gone" in status.out
     assert incomplete(s3client, sync.bucket) == []
 
@@ -274,7 +271,7 @@ def test_file_changed_during_upload_is_aborted_and_retried_next_run(sync, s3, s3
         result = sync.run(*ARGS, "--workers", "1")
     assert result.code == 1, result.err
     assert result.summary["failed"] == "1" and result.summary["uploaded"] == "0"
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     assert "changed during upload" in status["failed"][0]["error"]
     assert incomplete(s3client, sync.bucket) == []
     assert "Contents" not in s3client.list_objects_v2(Bucket=sync.bucket)  # never completed
@@ -309,7 +306,7 @@ def test_cleanup_lists_then_aborts_only_under_the_prefix(sync, s3, s3client):
     ours = {u for k, u in incomplete(s3client, sync.bucket) if k == "backup/host1/big.bin"}
     assert len(ours) == 1
 
-    base = ("cleanup", sync.dest, "--journal", str(sync.journal), "--json")
+    base = ("cleanup", sync.dest, *sync.journal_args(), "--json")
     if s3.name != "moto":  # moto dates every upload 2010-11-10, so none is young there
         kept = json.loads(sync.cli(*base).out)  # default --older-than 24h: all too young
         assert {r["action"].split(":")[0] for r in kept} == {"kept"}
@@ -321,5 +318,5 @@ def test_cleanup_lists_then_aborts_only_under_the_prefix(sync, s3, s3client):
     aborted = json.loads(sync.cli(*base, "--older-than", "0", "--abort").out)
     assert {r["action"] for r in aborted} == {"aborted"}
     assert incomplete(s3client, sync.bucket) == [("backup/host10/x.bin", sibling["UploadId"])]
-    assert journal_rows(sync.journal, "SELECT state FROM multipart_uploads") == [("aborted",)]
+    assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("aborted",)]
     assert foreign["UploadId"] not in {u for _, u in incomplete(s3client, sync.bucket)}

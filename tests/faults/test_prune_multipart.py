@@ -23,7 +23,7 @@ def test_active_upload_outlives_pruned_runs(sync, s3, s3client):
     with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         kill_mid_upload(sync, proxy, 2, 0.0, *ARGS, "--workers", "1")
-        (upload_id,) = journal_rows(sync.journal, "SELECT upload_id FROM multipart_uploads")[0]
+        (upload_id,) = journal_rows(sync, "SELECT upload_id FROM multipart_uploads")[0]
         # A real run that fails before planning (the store says no such bucket): nothing is
         # resumable now.
         proxy.hook = lambda req: Fault(404, "NoSuchBucket")
@@ -32,10 +32,10 @@ def test_active_upload_outlives_pruned_runs(sync, s3, s3client):
         assert failed.code == 4, failed.err
         dry = sync.run("--dry-run", "--keep-runs", "1")
         assert dry.code == 0, dry.err
-        assert len(journal_rows(sync.journal, "SELECT id FROM runs")) == 2  # dry + the upload's
-        assert journal_rows(sync.journal, "SELECT upload_id, state FROM multipart_uploads") == [
+        assert len(journal_rows(sync, "SELECT id FROM runs")) == 2  # dry + the upload's
+        assert journal_rows(sync, "SELECT upload_id, state FROM multipart_uploads") == [
             (upload_id, "active")]
-        assert len(journal_rows(sync.journal, "SELECT 1 FROM multipart_parts")) >= 2
+        assert len(journal_rows(sync, "SELECT 1 FROM multipart_parts")) >= 2
         proxy.clear()
         result = sync.run(*ARGS, "--keep-runs", "1")
         assert result.code == 0, result.err
@@ -45,5 +45,5 @@ def test_active_upload_outlives_pruned_runs(sync, s3, s3client):
     assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
     # Completed: its rows go with the history, and only the last run is left.
-    assert journal_rows(sync.journal, "SELECT count(*) FROM runs") == [(1,)]
-    assert journal_rows(sync.journal, "SELECT count(*) FROM multipart_parts") == [(0,)]
+    assert journal_rows(sync, "SELECT count(*) FROM runs") == [(1,)]
+    assert journal_rows(sync, "SELECT count(*) FROM multipart_parts") == [(0,)]

@@ -14,7 +14,6 @@ import hashlib
 import mmap
 import os
 import random
-import sqlite3
 import time
 
 import pytest
@@ -84,5 +83,4 @@ def test_multipart_that_found_its_file_changed_uploads_next_night(sync, s3, s3cl
         current = hashlib.sha256(mapped).hexdigest()
     assert (night2.code, night2.summary["uploaded"]) == (0, "1"), night2.err
     assert hashlib.sha256(body(sync, s3client, "big.bin")).hexdigest() == current
-    with sqlite3.connect(sync.journal) as db:
-        assert db.execute("SELECT sha256 FROM files WHERE key = 'big.bin'").fetchone() == (current,)
+    assert sync.journal_rows("SELECT sha256 FROM files WHERE key = 'big.bin'") == [(current,)]

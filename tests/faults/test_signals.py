@@ -43,7 +43,7 @@ def test_second_sigterm_stops_now_with_the_summary_line(sync, s3, s3client):
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 143, err
         assert out.startswith("journalsync: scanned=2 "), (out, err)
-        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
         assert status["runs"][0]["state"] == "interrupted"
         proxy.hook = None
         proxy.clear()

@@ -1,7 +1,7 @@
 """Stream then stamp (issue 14, stamp.py): a large file the scan did not hash is read once,
 its parts sent as they are hashed, and its sha256 written after Complete by a copy of the
 object onto itself. Against all three servers, through the recording proxy; crashes are
-real SIGKILLs of the CLI, the journal is read with plain sqlite3."""
+real SIGKILLs of the CLI, the journal is read with plain sqlite3 or psycopg."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def meta(client, bucket, key) -> dict[str, str]:
     return {k.lower(): v for k, v in head["Metadata"].items()}
 
 
-def upload_rows(journal) -> list[tuple[str, str, str | None]]:
-    return journal_rows(journal, "SELECT sha256, state, complete_etag FROM multipart_uploads "
-                                 "ORDER BY created_at")
+def upload_rows(sync) -> list[tuple[str, str, str | None]]:
+    return journal_rows(sync, "SELECT sha256, state, complete_etag FROM multipart_uploads "
+                              "ORDER BY created_at")
 
 
 def test_streamed_file_is_stamped_with_its_sha256(sync, s3, s3client):
@@ -61,7 +61,7 @@ def test_streamed_file_is_stamped_with_its_sha256(sync, s3, s3client):
     ops = proxy.operations()
     assert ops["CreateMultipartUpload"] == 1 and ops["UploadPart"] == 4, ops
     assert copies(proxy) == 1
-    assert upload_rows(sync.journal) == [(f"stream:{sha}", "completed", upload_rows(sync.journal)[0][2])]
+    assert upload_rows(sync) == [(f"stream:{sha}", "completed", upload_rows(sync)[0][2])]
     assert incomplete(s3client, sync.bucket) == []
     # The manifest holds the stamped object: a second run sends and copies nothing.
     with RecordingProxy(s3.port) as proxy:
@@ -81,7 +81,7 @@ def test_prehash_option_creates_with_the_sha256(sync, s3, s3client):
     assert result.code == 0, result.err
     sha = hashlib.sha256(big).hexdigest()
     assert copies(proxy) == 0
-    assert upload_rows(sync.journal)[0][:2] == (sha, "completed")
+    assert upload_rows(sync)[0][:2] == (sha, "completed")
     assert meta(s3client, sync.bucket, sync.object_key("big.bin"))["sha256"] == sha
 
 
@@ -98,7 +98,7 @@ def test_file_changed_mid_stream_is_aborted(sync, s3, s3client):
         sync.endpoint_url = proxy.endpoint_url
         proc = sync.start(*sync.run_args(*ARGS, "--workers", "1"))
         deadline = time.monotonic() + 60
-        while journal_parts(sync.journal) < 1:
+        while journal_parts(sync) < 1:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.005)
@@ -114,7 +114,7 @@ def test_file_changed_mid_stream_is_aborted(sync, s3, s3client):
     with pytest.raises(ClientError):
         s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))
     assert incomplete(s3client, sync.bucket) == []
-    assert [r[1] for r in upload_rows(sync.journal)] == ["aborted"]
+    assert [r[1] for r in upload_rows(sync)] == ["aborted"]
 
 
 @pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
@@ -124,7 +124,7 @@ def test_kill_after_complete_before_stamp_then_stamp_only(sync, s3, s3client, ag
     sha = hashlib.sha256(big).hexdigest()
 
     kill_before_stamp(sync, s3)
-    (row,) = upload_rows(sync.journal)
+    (row,) = upload_rows(sync)
     assert row[0] == f"stream:{sha}" and row[1] == "unstamped" and row[2]
     key = sync.object_key("big.bin")
     assert "sha256" not in meta(s3client, sync.bucket, key)  # completed, not stamped
@@ -140,7 +140,7 @@ def test_kill_after_complete_before_stamp_then_stamp_only(sync, s3, s3client, ag
     assert " sent=0 " in result.out, result.out
     assert meta(s3client, sync.bucket, key)["sha256"] == sha
     assert object_sha(s3client, sync.bucket, key) == sha
-    assert [r[1] for r in upload_rows(sync.journal)] == ["completed"]
+    assert [r[1] for r in upload_rows(sync)] == ["completed"]
 
 
 def kill_before_stamp(sync, s3) -> None:
@@ -153,7 +153,7 @@ def kill_before_stamp(sync, s3) -> None:
         sync.endpoint_url = proxy.endpoint_url
         proc = sync.start(*sync.run_args(*ARGS))
         deadline = time.monotonic() + 60
-        while not any(r[1] == "unstamped" for r in upload_rows_safe(sync.journal)):
+        while not any(r[1] == "unstamped" for r in upload_rows_safe(sync)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.01)
@@ -161,9 +161,9 @@ def kill_before_stamp(sync, s3) -> None:
         proc.wait()
 
 
-def upload_rows_safe(journal):
+def upload_rows_safe(sync):
     try:
-        return upload_rows(journal)
+        return upload_rows(sync)
     except Exception:  # noqa: BLE001 - the journal is not created or migrated yet
         return []
 
@@ -190,8 +190,8 @@ def test_kill_mid_parts_resume_sends_only_missing_parts(sync, s3, s3client):
     with RecordingProxy(s3.port, hook=slow_parts(0.1)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         kill_mid_upload(sync, proxy, 3, 0.0, *ARGS, "--workers", "1")
-        journaled = {n for (n,) in journal_rows(sync.journal, "SELECT part_number FROM multipart_parts")}
-        assert upload_rows(sync.journal)[0][:2] == ("stream:", "active")
+        journaled = {n for (n,) in journal_rows(sync, "SELECT part_number FROM multipart_parts")}
+        assert upload_rows(sync)[0][:2] == ("stream:", "active")
         proxy.clear()
         result = sync.run(*ARGS, "--resume")
     assert result.code == 0, result.err
@@ -229,6 +229,7 @@ def test_refused_copy_falls_back_to_prehash(sync, s3, s3client):
     assert incomplete(s3client, sync.bucket) == []
 
 
+@pytest.mark.pg_server("moto")
 def test_versioned_bucket_is_prehashed(sync, s3, s3client):
     if s3.name != "moto":
         pytest.skip("versioning: moto's (rclone serve s3 has none; SeaweedFS's not tried)")
@@ -241,7 +242,7 @@ def test_versioned_bucket_is_prehashed(sync, s3, s3client):
     assert result.code == 0, result.err
     sha = hashlib.sha256(big).hexdigest()
     assert copies(proxy) == 0
-    assert upload_rows(sync.journal)[0][:2] == (sha, "completed")
+    assert upload_rows(sync)[0][:2] == (sha, "completed")
     key = sync.object_key("big.bin")
     assert meta(s3client, sync.bucket, key)["sha256"] == sha
     versions = s3client.list_object_versions(Bucket=sync.bucket, Prefix=key)["Versions"]
@@ -264,6 +265,7 @@ def test_streamed_parts_in_flight_count_their_two_copies(sync, s3, s3client):
         hashlib.sha256(big).hexdigest()
 
 
+@pytest.mark.pg_server("moto")
 def test_a_storage_class_with_a_minimum_duration_is_prehashed(sync, s3, s3client):
     """STANDARD_IA: the copy would replace an object billed for 30 days at least (an early
     deletion), so auto pre-hashes; no copy is made, and the object is in its class."""
@@ -283,6 +285,7 @@ def test_a_storage_class_with_a_minimum_duration_is_prehashed(sync, s3, s3client
     assert head.get("StorageClass") == "STANDARD_IA"
 
 
+@pytest.mark.pg_server("moto")
 def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
     if s3.name != "moto":
         pytest.skip("plumbing: one server is enough")
@@ -295,7 +298,7 @@ def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
         result = sync.run("--config", str(job))
     assert result.code == 0, result.err
     assert copies(proxy) == 0
-    assert upload_rows(sync.journal)[0][:2] == (hashlib.sha256(big).hexdigest(), "completed")
+    assert upload_rows(sync)[0][:2] == (hashlib.sha256(big).hexdigest(), "completed")
     job.write_text('large_files = 3\n')
     bad = sync.run("--config", str(job))
     assert bad.code == 2 and "large_files must be a string" in bad.err

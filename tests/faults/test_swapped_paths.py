@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 
 import pytest
@@ -52,8 +51,7 @@ def bucket_bodies(sync, s3client) -> dict[str, bytes]:
 
 
 def journaled(sync) -> dict[str, str]:
-    with sqlite3.connect(sync.journal) as db:
-        return dict(db.execute("SELECT key, status FROM plan_items WHERE action = 'upload'"))
+    return dict(sync.journal_rows("SELECT key, status FROM plan_items WHERE action = 'upload'"))
 
 
 def resume_and_check(sync, s3client, swapped: str, reason: str) -> None:
@@ -62,7 +60,7 @@ def resume_and_check(sync, s3client, swapped: str, reason: str) -> None:
     result = sync.cli(*sync.run_args("--resume"), timeout=60)  # a hang fails here
     assert result.code == 1, (result.out, result.err)
     assert result.summary["failed"] == "1" and result.summary["uploaded"] == "2", result.out
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     assert [(f["key"], f["error"]) for f in status["failed"]] == [(swapped, reason)]
     assert journaled(sync) == {"a.txt": "done", "z.txt": "done", swapped: "failed"}
     bodies = bucket_bodies(sync, s3client)

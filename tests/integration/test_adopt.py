@@ -77,7 +77,7 @@ def expected_proofs(s3, made) -> dict[str, int]:
 def assert_verified(sync, s3, n: int) -> None:
     """`journalsync verify` (straight to the server) passes on all n synced objects."""
     sync.endpoint_url = s3.endpoint_url
-    verified = sync.cli("verify", sync.dest, "--journal", str(sync.journal))
+    verified = sync.cli("verify", sync.dest, *sync.journal_args())
     assert (verified.code, verified.out.strip().splitlines()[-1]) == \
         (0, f"journalsync: verified={n} of {n} mismatches=0"), verified.out + verified.err
 
@@ -104,9 +104,9 @@ def test_a_foreign_bucket_is_adopted_without_sending_a_byte(sync, s3, s3client):
     for rel, (_, proof) in made.items():
         shown = "etag-md5" if s3.name == "rclone" else proof
         assert f"adopted {rel}: {shown}" in result.err, result.err
-    status = sync.cli("status", "--journal", str(sync.journal), "--json")
+    status = sync.cli("status", *sync.journal_args(), "--json")
     assert json.loads(status.out)["adopted"] == proofs
-    text = sync.cli("status", "--journal", str(sync.journal)).out
+    text = sync.cli("status", *sync.journal_args()).out
     line = ("adopted: 10 etag-md5" if s3.name == "rclone" else "adopted: 6 etag-md5, "
             "1 multipart-etag:5MiB, 1 multipart-etag:8MiB, 1 rclone-md5, 1 s3cmd-md5")
     assert line in text.splitlines(), text
@@ -207,7 +207,7 @@ def test_adopt_metadata_from_a_job_file(sync, s3client, tmp_path):
     sync.write("a.txt", b"peer")
     job = tmp_path / "job.toml"
     job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\n'
-                   f'journal = "{sync.journal}"\nadopt_metadata = true\n')
+                   f'{sync.journal_toml}\nadopt_metadata = true\n')
     result = sync.cli("run", "--config", str(job))
     assert (result.code, result.summary["uploaded"], result.summary["adopted"]) == (0, "0", "1"), \
         result.err
@@ -241,12 +241,12 @@ def test_adopt_metadata_copies_large_objects_in_parts(sync, s3, s3client, monkey
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(adoptcopy, "COPY_OBJECT_MAX", MiB)
     monkeypatch.setattr(adoptcopy, "COPY_PART_SIZE", 5 * MiB)
-    cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.journal,
+    cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.location,
                  endpoint_url=s3.endpoint_url).validate()
     # rclone serve s3 answers UploadPartCopy with an empty part and no ETag: the copy is
     # refused and aborted there, and the object is left as it was.
     copied = s3.name != "rclone"
-    with Journal(sync.journal) as journal:
+    with Journal(sync.location) as journal:
         stats = adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal,
                                             journal.recent_runs(1)[0]["id"])
         assert (stats.copied, stats.failed) == ((1, 0) if copied else (0, 1))

@@ -15,7 +15,6 @@ import hashlib
 import json
 import random
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -150,20 +149,19 @@ def test_sigkill_mid_multipart_copy_leaves_nothing_behind(sync, s3, s3client, tm
     left = [u for k, u in incomplete(s3client, sync.bucket) if k == key]
     assert len(left) == 1
 
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     assert [(u["key"], u["upload_id"], u["kind"]) for u in status["in_flight"]] == \
         [("big.bin", left[0], "adopt-copy")]
-    listed = json.loads(sync.cli("cleanup", sync.dest, "--journal", str(sync.journal), "--json",
+    listed = json.loads(sync.cli("cleanup", sync.dest, *sync.journal_args(), "--json",
                                  "--older-than", "0").out)
     assert [(r["key"], r["upload_id"], r["ours"]) for r in listed] == [("big.bin", left[0], True)]
 
     result = sync.run()  # the next run aborts the copy it will never continue
     assert (result.code, result.summary["uploaded"]) == (0, "0"), result.err
     assert incomplete(s3client, sync.bucket) == []
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     assert status["in_flight"] == []
-    with sqlite3.connect(sync.journal) as db:
-        assert db.execute("SELECT state FROM multipart_uploads").fetchall() == [("aborted",)]
+    assert sync.journal_rows("SELECT state FROM multipart_uploads") == [("aborted",)]
     assert s3client.get_object(Bucket=sync.bucket, Key=key)["Body"].read() == data
 
     result = sync.run("--adopt-metadata")  # and the copy can be done again, whole

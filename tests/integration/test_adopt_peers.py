@@ -121,14 +121,14 @@ def object_ops(proxy: RecordingProxy, sync: Sync) -> list[tuple[str, str]]:
 
 
 def status_json(sync: Sync) -> dict:
-    res = sync.cli("status", "--journal", str(sync.journal), "--json")
+    res = sync.cli("status", *sync.journal_args(), "--json")
     assert res.code == 0, res.err
     return json.loads(res.out)
 
 
 def status_adopted_line(sync: Sync) -> dict[str, int]:
     """proof -> count from `journalsync status`'s `adopted: 40 etag-md5, 3 ...` line."""
-    res = sync.cli("status", "--journal", str(sync.journal))
+    res = sync.cli("status", *sync.journal_args())
     assert res.code == 0, res.err
     line = next((ln for ln in res.out.splitlines() if ln.startswith("adopted: ")), None)
     assert line is not None, res.out
@@ -164,12 +164,13 @@ def corrupt_middle_part(sync: Sync, rel: str, data: bytes, part_size: int) -> No
 
 
 @pytest.mark.parametrize("peer", PEERS)
-def test_first_run_adopts_a_bucket_a_peer_filled(peer, s3, bucket, tmp_path):
+def test_first_run_adopts_a_bucket_a_peer_filled(peer, s3, bucket, tmp_path, journal_pg_url):
     files = small_tree()
     large = {rel: random.Random(rel).randbytes(size) for rel, size in LARGE.items()}
     sizes = {rel: len(data) for rel, data in {**files, **large}.items()}
     with RecordingProxy(s3.port) as proxy:
-        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url)
+        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url,
+                    pg_url=journal_pg_url)
         write_tree(sync, {**files, **large})
         fill_and_check(peer, sync, proxy, sizes)
 
@@ -200,7 +201,7 @@ def test_first_run_adopts_a_bucket_a_peer_filled(peer, s3, bucket, tmp_path):
 
 
 @pytest.mark.parametrize("peer", PEERS)
-def test_first_run_uploads_what_differs_from_a_peer_bucket(peer, s3, bucket, tmp_path):
+def test_first_run_uploads_what_differs_from_a_peer_bucket(peer, s3, bucket, tmp_path, journal_pg_url):
     """Before the first run: a local file edited to the same size and mtime, and an object
     rewritten with its middle part damaged. Both are uploaded; the rest is adopted."""
     files = small_tree(8)
@@ -208,7 +209,8 @@ def test_first_run_uploads_what_differs_from_a_peer_bucket(peer, s3, bucket, tmp
     large = {corrupted: random.Random(corrupted).randbytes(LARGE[corrupted])}
     sizes = {rel: len(data) for rel, data in {**files, **large}.items()}
     with RecordingProxy(s3.port) as proxy:
-        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url)
+        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url,
+                    pg_url=journal_pg_url)
         write_tree(sync, {**files, **large})
         fill = Fill(peer, 6 * MiB)
         fill_bucket(fill, sync.src, s3, proxy.endpoint_url, bucket, PREFIX, tmp_path / "peer")
@@ -232,7 +234,7 @@ def test_first_run_uploads_what_differs_from_a_peer_bucket(peer, s3, bucket, tmp
 
 
 @pytest.mark.parametrize("peer", ["aws", "rclone"])  # s5cmd's part size is whole MiB only
-def test_a_part_size_no_etag_candidate_matches(peer, s3, bucket, tmp_path):
+def test_a_part_size_no_etag_candidate_matches(peer, s3, bucket, tmp_path, journal_pg_url):
     """5.5 MiB parts: no candidate part size rebuilds the multipart ETag, so that object is
     the only one HEADed. rclone's `md5chksum` metadata then proves it (`rclone-md5`); aws
     wrote no such metadata, so it is uploaded. `rclone serve s3`'s plain MD5 ETag proves
@@ -241,7 +243,8 @@ def test_a_part_size_no_etag_candidate_matches(peer, s3, bucket, tmp_path):
     rel = "big/a.bin"
     data = random.Random(rel).randbytes(LARGE[rel])
     with RecordingProxy(s3.port) as proxy:
-        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url)
+        sync = Sync(s3, bucket, tmp_path, prefix=PREFIX, endpoint_url=proxy.endpoint_url,
+                    pg_url=journal_pg_url)
         write_tree(sync, {**files, rel: data})
         fill_bucket(Fill(peer, 5 * MiB + MiB // 2), sync.src, s3, proxy.endpoint_url, bucket,
                     PREFIX, tmp_path / "peer")

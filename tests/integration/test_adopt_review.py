@@ -26,6 +26,7 @@ def _acl_grants(s3client, bucket: str, key: str) -> set[tuple[str, str]]:
             for g in grants}
 
 
+@pytest.mark.pg_server("moto")
 def test_adopt_metadata_keeps_an_objects_acl(sync, s3, s3client):
     """CopyObject gives the copy the default (private) ACL: a public-read object a peer
     published (`aws s3 sync --acl public-read`) must stay public after --adopt-metadata.
@@ -131,6 +132,7 @@ def test_a_store_that_refuses_copyobject(sync, s3, s3client):
     assert len(copies) <= 6, "a store that refused one copy was asked for every object"
 
 
+@pytest.mark.pg_server("seaweed")
 def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync, s3, s3client,
                                                                           monkeypatch):
     """Above 5 GiB --adopt-metadata copies in parts (limit lowered here, as in test_adopt).
@@ -160,9 +162,9 @@ def test_a_multipart_copy_never_reverts_an_object_replaced_before_complete(sync,
     with RecordingProxy(s3.port, hook=hook) as proxy:
         for name, value in s3.env().items():
             monkeypatch.setenv(name, value)
-        cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.journal,
+        cfg = Config(source=sync.src, dest=Destination.parse(sync.dest), journal_path=sync.location,
                      endpoint_url=proxy.endpoint_url, endpoint_moved=True).validate()
-        with Journal(sync.journal) as journal:
+        with Journal(sync.location) as journal:
             adoptcopy.write_metadata(ClientFactory(cfg), cfg, journal,
                                      journal.recent_runs(1)[0]["id"])
     assert done, proxy.requests

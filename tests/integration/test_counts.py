@@ -34,7 +34,7 @@ def failure_lines(err: str) -> list[str]:
 
 
 def status_failed(sync) -> dict:
-    return json.loads(sync.cli("status", "--journal", str(sync.journal), "--failed", "--json").out)
+    return json.loads(sync.cli("status", *sync.journal_args(), "--failed", "--json").out)
 
 
 def bad_names(sync, n: int) -> None:
@@ -166,7 +166,7 @@ def test_a_killed_run_shows_as_interrupted_in_status(sync, s3):
         sync.write(f"s{i}.txt", b"slow")
 
     def state() -> str:
-        status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+        status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
         return status["runs"][0]["state"]
 
     with RecordingProxy(s3.port, hook=lambda r: Fault(status=0, delay=2.0)

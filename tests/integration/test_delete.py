@@ -89,8 +89,8 @@ def test_empty_source_is_refused(sync, s3client):
 
 def test_missing_source_is_refused(sync, s3client):
     synced_tree(sync, 5)
-    result = sync.cli("run", str(sync.tmp / "unmounted"), sync.dest, "--journal",
-                      str(sync.journal), "--delete", "--force", "--allow-empty-source")
+    result = sync.cli("run", str(sync.tmp / "unmounted"), sync.dest, *sync.journal_args(),
+                      "--delete", "--force", "--allow-empty-source")
     assert result.code == 3, result.err
     assert "does not exist; refusing a run with --delete" in result.err
     assert len(keys(s3client, sync.bucket)) == 5
@@ -173,7 +173,7 @@ def test_single_delete_fallback_and_per_key_errors(sync, s3, s3client, failing_k
         assert (result.summary["failed"], result.summary["extra"]) == ("0", "1")
         assert "1 delete(s) failed; their objects remain, in `extra`" in result.err
         assert left == {sync.object_key(n) for n in names[3:]} | {sync.object_key(names[1])}
-        status = sync.cli("status", "--journal", str(sync.journal))
+        status = sync.cli("status", *sync.journal_args())
         assert "InvalidRequest" in status.out
     else:
         assert result.code == 0 and result.summary["deleted"] == "3"

@@ -91,6 +91,7 @@ def older_job(url: str, job: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("journal_kind", ["postgresql"], indirect=True)  # a database of its own
 @pytest.mark.parametrize("s3", ["moto"], indirect=True)
 def test_status_all_shows_every_job_of_a_database(sync, s3, s3client, tmp_path):
     from tests.conftest import Sync
@@ -100,7 +101,7 @@ def test_status_all_shows_every_job_of_a_database(sync, s3, s3client, tmp_path):
         (tmp_path / "two").mkdir()
         two = Sync(s3, sync.bucket, tmp_path / "two", prefix="backup/host2")
         for s in (sync, two):
-            s.journal = url
+            s.journal, s.job = url, None  # the jobs are named below
         one_pid = refused_run(sync, "one")
         two_pid = killed_multipart_run(two, url, "two")
         older_job(url, "old")
@@ -226,6 +227,7 @@ def _verify_and_cleanup_by_job(sync, two, url: str, s3client) -> None:
     assert not s3client.list_multipart_uploads(Bucket=sync.bucket).get("Uploads")
 
 
+@pytest.mark.sqlite_only("the state directory's default journals are files")
 @pytest.mark.parametrize("s3", ["moto"], indirect=True)
 def test_status_all_over_the_state_directory_reads_only(sync, s3, tmp_path):
     """Without --journal, status --all shows every journal file that `journals` lists,

@@ -4,18 +4,16 @@ count), from the flag or from a job file's keep_runs, and refuses a value below 
 from __future__ import annotations
 
 import json
-import sqlite3
 
 
 def run_ids(sync) -> list[int]:
-    status = sync.cli("status", "--journal", str(sync.journal), "--json", "--runs", "100")
+    status = sync.cli("status", *sync.journal_args(), "--json", "--runs", "100")
     assert status.code == 0, status.err
     return [r["id"] for r in json.loads(status.out)["runs"]]
 
 
 def plan_runs(sync) -> set[int]:
-    with sqlite3.connect(sync.journal) as db:
-        return {r for (r,) in db.execute("SELECT DISTINCT run_id FROM plan_items")}
+    return {r for (r,) in sync.journal_rows("SELECT DISTINCT run_id FROM plan_items")}
 
 
 def test_keep_runs_bounds_the_history(sync, tmp_path):
@@ -29,7 +27,7 @@ def test_keep_runs_bounds_the_history(sync, tmp_path):
 
     job = tmp_path / "job.toml"
     job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\n'
-                   f'journal = "{sync.journal}"\nkeep_runs = 1\n')
+                   f'{sync.journal_toml}\nkeep_runs = 1\n')
     sync.write("night4.txt", b"4")
     assert sync.cli("run", "--config", str(job)).code == 0
     assert run_ids(sync) == [5] and plan_runs(sync) == {5}

@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import Result
 from tests.support.proxy import Fault, RecordingProxy
 
@@ -26,6 +28,7 @@ def state_journals(sync) -> list:
     return sorted((sync.tmp / "state" / "journalsync").glob("*.sqlite"))
 
 
+@pytest.mark.sqlite_only("the state directory's default journal file")
 def test_status_verify_and_cleanup_find_a_journal_made_with_an_endpoint(sync, s3):
     """The run was given --endpoint-url; status, verify and cleanup are not, yet find its
     journal (and verify and cleanup reach the store at the journal's endpoint)."""
@@ -49,6 +52,7 @@ def test_status_verify_and_cleanup_find_a_journal_made_with_an_endpoint(sync, s3
     assert cleanup.out.strip() == f"no incomplete multipart uploads under {sync.dest}"
 
 
+@pytest.mark.sqlite_only("the state directory's default journal file")
 def test_a_job_file_serves_status_verify_and_cleanup(sync, s3):
     job = sync.tmp / "job.toml"
     job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\n'
@@ -75,14 +79,14 @@ def test_status_json_types_and_one_elapsed(sync):
     assert second.code == 0, second.err
     summary = json.loads(second.out)
     third = sync.run()
-    status = json.loads(sync.cli("status", "--journal", str(sync.journal), "--json").out)
+    status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
     runs = status["runs"]
     assert runs[1]["skip_reasons"] == {"unchanged: size and sha256 match": 1}
     assert summary["skip_reasons"] == runs[1]["skip_reasons"]
     assert type(summary["resumed"]) is int and type(runs[1]["resumed"]) is int
     assert summary["resumed"] == runs[1]["resumed"] == 0
     assert summary["elapsed"] == runs[1]["elapsed"]
-    text = sync.cli("status", "--journal", str(sync.journal))
+    text = sync.cli("status", *sync.journal_args())
     secs = third.summary["elapsed"].removesuffix("s")
     row = next(line for line in text.out.splitlines() if re.search(r"[│|]\s+3\s+[│|]", line))
     assert re.search(rf"[│|]\s+{re.escape(secs)}\s+[│|]", row), (secs, row)

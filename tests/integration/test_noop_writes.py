@@ -5,7 +5,6 @@ At 10M files, rewriting every row each night was gigabytes of WAL for nothing.""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from journalsync.scan import RACY_WINDOW_NS
@@ -13,20 +12,27 @@ from journalsync.scan import RACY_WINDOW_NS
 TABLES = ("files", "remote_objects")
 
 
-def count_changes(journal) -> None:
-    """Triggers that log every row change of TABLES into a table of their own."""
-    with sqlite3.connect(journal) as db:
-        db.execute("CREATE TABLE row_changes (tbl TEXT, op TEXT)")
-        for table in TABLES:
-            for op in ("INSERT", "UPDATE", "DELETE"):
-                db.execute(f"CREATE TRIGGER count_{table}_{op} AFTER {op} ON {table} BEGIN "
-                           f"INSERT INTO row_changes VALUES ('{table}', '{op}'); END")
+def count_changes(sync) -> None:
+    """Triggers that log every row change of TABLES into a table of their own (in each
+    journal's own trigger language)."""
+    sync.journal_rows("CREATE TABLE row_changes (tbl TEXT, op TEXT)")
+    if sync.on_pg:
+        sync.journal_rows("CREATE FUNCTION count_change() RETURNS trigger LANGUAGE plpgsql AS "
+                          "$$ BEGIN INSERT INTO row_changes VALUES (TG_TABLE_NAME, TG_OP); "
+                          "RETURN NULL; END $$")
+    for table in TABLES:
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            if sync.on_pg:
+                sync.journal_rows(f"CREATE TRIGGER count_{table}_{op} AFTER {op} ON {table} "
+                                  "FOR EACH ROW EXECUTE FUNCTION count_change()")
+            else:
+                sync.journal_rows(f"CREATE TRIGGER count_{table}_{op} AFTER {op} ON {table} "
+                                  f"BEGIN INSERT INTO row_changes VALUES ('{table}', '{op}'); END")
 
 
-def changes(journal) -> dict[tuple[str, str], int]:
-    with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT tbl, op, count(*) FROM row_changes GROUP BY tbl, op").fetchall()
-        db.execute("DELETE FROM row_changes")
+def changes(sync) -> dict[tuple[str, str], int]:
+    rows = sync.journal_rows("SELECT tbl, op, count(*) FROM row_changes GROUP BY tbl, op")
+    sync.journal_rows("DELETE FROM row_changes")
     return {(tbl, op): n for tbl, op, n in rows}
 
 
@@ -38,17 +44,17 @@ def test_noop_changes_no_row_and_a_change_only_its_rows(sync):
     time.sleep(RACY_WINDOW_NS / 1e9 + 0.2)
     first = sync.run()
     assert (first.code, first.summary["uploaded"]) == (1, "30"), first.err  # 1: the long key
-    count_changes(sync.journal)
+    count_changes(sync)
 
     noop = sync.run()
     assert (noop.code, noop.summary["uploaded"]) == (1, "0"), noop.err
-    assert changes(sync.journal) == {}
+    assert changes(sync) == {}
 
     sync.write("d0/f00.txt", b"edited, and longer")
     (sync.src / "d1/f01.txt").unlink()
     edit = sync.run()
     assert (edit.code, edit.summary["uploaded"]) == (1, "1"), edit.err
-    seen = changes(sync.journal)
+    seen = changes(sync)
     # The edited file's row twice (the scan's new stat, then the hash its upload read:
     # lazy hashing), the removed file's once; none of the other 28.
     assert seen[("files", "UPDATE")] == 2 and seen[("files", "DELETE")] == 1, seen

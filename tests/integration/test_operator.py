@@ -31,7 +31,7 @@ def test_verify_catches_an_object_overwritten_behind_our_back(sync, s3client):
     for i in range(10):
         sync.write(f"f{i}.txt", f"file {i}".encode())
     assert sync.run().code == 0
-    base = ("verify", sync.dest, "--journal", str(sync.journal))
+    base = ("verify", sync.dest, *sync.journal_args())
     clean = sync.cli(*base)
     assert clean.code == 0, clean.err
     assert clean.out.strip() == "journalsync: verified=10 of 10 mismatches=0"
@@ -55,7 +55,7 @@ def test_verify_sample_checks_about_that_share(sync, s3):
     assert sync.run().code == 0
     with RecordingProxy(s3.port) as proxy:
         sync.endpoint_url = proxy.endpoint_url
-        sampled = sync.cli("verify", sync.dest, "--journal", str(sync.journal), "--sample", "10", "--json")
+        sampled = sync.cli("verify", sync.dest, *sync.journal_args(), "--sample", "10", "--json")
     assert sampled.code == 0, sampled.err
     report = json.loads(sampled.out)
     assert report["synced"] == 200 and report["mismatches"] == []
@@ -111,7 +111,7 @@ endpoint = "{s3.endpoint_url}"
 workers = 3
 exclude = ["*.tmp"]
 cache_control = "max-age=60"
-journal = "{tmp_path / 'job.sqlite'}"
+{sync.other_journal_toml("job")}
 ''')
     from_job = sync.cli("run", "--config", str(job))
     assert from_job.code == 0, from_job.err
@@ -133,7 +133,7 @@ journal = "{tmp_path / 'job.sqlite'}"
     assert refused.code == 2 and "give this job its own --journal" in refused.err
     assert not keys(s3client, sync.bucket, "override/")
     override = sync.cli("run", "--config", str(job), str(sync.src), other,
-                        "--journal", str(tmp_path / "override.sqlite"))
+                        *sync.other_journal_args("override"))
     assert override.code == 0 and keys(s3client, sync.bucket, "override/")
 
 
@@ -144,7 +144,7 @@ def test_cache_control_rules_land_on_the_right_objects(sync, s3, s3client, tmp_p
     job.write_text(f'''
 source = "{sync.src}"
 destination = "{sync.dest}"
-journal = "{sync.journal}"
+{sync.journal_toml}
 
 [cache_control]
 "*.html" = "no-cache"
@@ -215,11 +215,11 @@ def test_status_failed_lists_only_failures(sync, s3):
                         if r.operation == "PutObject" and r.path.endswith("bad.txt") else None) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         assert sync.run().code == 1
-    failed = json.loads(sync.cli("status", "--journal", str(sync.journal), "--failed", "--json").out)
+    failed = json.loads(sync.cli("status", *sync.journal_args(), "--failed", "--json").out)
     assert set(failed) == {"journal", "failed", "file_errors"}
     assert [(f["key"], f["attempts"]) for f in failed["failed"]] == [("bad.txt", 1)]
     assert failed["failed"][0]["error"].startswith("InvalidArgument")
-    text = sync.cli("status", "--journal", str(sync.journal), "--failed").out
+    text = sync.cli("status", *sync.journal_args(), "--failed").out
     assert "bad.txt" in text and "recent runs" not in text
 
 

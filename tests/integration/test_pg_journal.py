@@ -31,18 +31,23 @@ def pg_rows(url: str, job: str, sql: str, *params) -> list[tuple]:
         return [tuple(r) for r in db.execute(sql, params).fetchall()]
 
 
-def use_pg(sync, pg_url: str, job: str) -> None:
-    """Point a Sync's runs at a job of the PostgreSQL database."""
+def use_pg(sync, pg_url: str, job: str | None) -> None:
+    """Point a Sync's runs at a job of the PostgreSQL database (None: the default name)."""
     sync.journal = pg_url
     sync.job = job
 
 
 def run(sync, *extra: str):
-    return sync.run("--job", sync.job, *extra)
+    return sync.run(*extra)
+
+
+# The tests here choose their PostgreSQL job themselves: one journal kind, every server asked.
+ON_PG = pytest.mark.parametrize("journal_kind", ["postgresql"], indirect=True)
 
 
 # Not rclone: the journal's home does not depend on the server, and rclone's run of this
 # test took 22 s against seaweed's 6 (the added suite stays under a minute on 2 cores).
+@ON_PG
 @pytest.mark.parametrize("s3", ["moto", "seaweed"], indirect=True)
 def test_nightly_life_with_the_journal_in_postgresql(sync, s3, s3client, pg_url):
     job = f"nightly_{s3.name}"  # one database per test session, a job per test
@@ -83,6 +88,7 @@ def test_nightly_life_with_the_journal_in_postgresql(sync, s3, s3client, pg_url)
     assert job in data["journal"]
 
 
+@ON_PG
 @pytest.mark.parametrize("s3", ["moto"], indirect=True)
 def test_sigkill_mid_multipart_then_resume(sync, s3, s3client, pg_url):
     use_pg(sync, pg_url, "crash")
@@ -97,7 +103,7 @@ def test_sigkill_mid_multipart_then_resume(sync, s3, s3client, pg_url):
 
     with RecordingProxy(s3.port, hook=_slow_parts(0.1)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args("--job", "crash", *ARGS, "--workers", "1"))
+        proc = sync.start(*sync.run_args(*ARGS, "--workers", "1"))
         deadline = time.monotonic() + 60
         while journaled() < 2:
             assert proc.poll() is None, proc.communicate()
@@ -132,6 +138,7 @@ def _slow_parts(delay: float):
     return lambda req: Fault(status=0, delay=delay) if req.operation == "UploadPart" else None
 
 
+@ON_PG
 @pytest.mark.parametrize("s3", ["moto"], indirect=True)
 def test_two_jobs_in_one_database_keep_to_themselves(sync, s3, pg_url, tmp_path):
     """Two sources, two jobs (default names, from source and destination), one database:
@@ -150,7 +157,7 @@ def _two_jobs(sync, s3, pg_url, tmp_path):
     (tmp_path / "other").mkdir()
     other = Sync(s3, sync.bucket, tmp_path / "other", prefix="backup/host2")
     for s in (sync, other):
-        s.journal = pg_url
+        use_pg(s, pg_url, None)
     sync.write("only-in-one.txt", b"1")
     other.write("only-in-two.txt", b"2")
     assert sync.run().code == 0 and other.run().code == 0
@@ -196,6 +203,7 @@ def test_a_job_name_that_is_no_schema_name_is_a_usage_error(offline_sync):
 
 
 @pytest.mark.slow
+@ON_PG
 @pytest.mark.parametrize("s3", ["moto"], indirect=True)
 def test_run_and_a_worker_share_a_jobs_chunks_in_postgresql(sync, s3, pg_url):
     """`journalsync worker --journal postgresql://… --job NAME` beside the run: both claim
@@ -231,7 +239,7 @@ def test_run_and_a_worker_share_a_jobs_chunks_in_postgresql(sync, s3, pg_url):
 
     with RecordingProxy(s3.port, hook=hold_until_both_claimed) as proxy:
         sync.endpoint_url = proxy.endpoint_url
-        runner = sync.start(*sync.run_args("--job", job, "--chunk-files", "4", "--workers", "1"))
+        runner = sync.start(*sync.run_args("--chunk-files", "4", "--workers", "1"))
         deadline = time.monotonic() + 60
         while not owners():
             assert runner.poll() is None, runner.communicate()

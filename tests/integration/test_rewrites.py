@@ -28,7 +28,7 @@ def rewrites(client, sync, key: str, stored: str) -> bool:
 
 
 def failed_files(sync) -> list[dict]:
-    out = sync.cli("status", "--journal", str(sync.journal), "--failed", "--json").out
+    out = sync.cli("status", *sync.journal_args(), "--failed", "--json").out
     return json.loads(out)["file_errors"]
 
 
@@ -50,7 +50,7 @@ def test_a_rewritten_key_is_never_deleted_nor_uploaded_again(sync, s3client):
         assert error["path"] == "a\\b.txt"
         assert "keeps this key as 'a/b.txt'" in error["reason"] and "rename" in error["reason"]
     if rewritten:
-        text = sync.cli("status", "--journal", str(sync.journal), "--failed").out
+        text = sync.cli("status", *sync.journal_args(), "--failed").out
         assert "a\\b.txt" in text
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sqlite3
 import time
 
 import pytest
@@ -215,7 +214,7 @@ def test_existing_objects_with_our_metadata_are_not_reuploaded(sync, s3, s3clien
     sync.write("a.txt", b"same")
     sync.write("b.txt", b"different")
     assert sync.run().code == 0
-    sync.journal.unlink()
+    sync.forget_journal()
     sync.write("b.txt", b"DIFFERENT")  # same size, other content
     with RecordingProxy(s3.port) as proxy:
         sync.endpoint_url = proxy.endpoint_url
@@ -264,7 +263,7 @@ def test_hostile_names_fail_alone(sync, s3client):
     result = sync.run()
     assert result.code == 1, result.err
     assert (result.summary["uploaded"], result.summary["failed"]) == ("1", "2")
-    status = sync.cli("status", "--journal", str(sync.journal))
+    status = sync.cli("status", *sync.journal_args())
     assert "not valid UTF-8" in status.out
     assert "over S3's 1024-byte limit" in status.out
     keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=sync.bucket)["Contents"]]
@@ -294,7 +293,7 @@ def test_status_shows_last_run_counts(sync, s3):
     sync.write("a.txt", b"a")
     sync.env_overrides = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # the flag wins
     assert sync.run("--endpoint-url", s3.endpoint_url).code == 0
-    status = sync.cli("status", "--journal", str(sync.journal), "--json")
+    status = sync.cli("status", *sync.journal_args(), "--json")
     assert status.code == 0, status.err
     import json
 
@@ -303,6 +302,7 @@ def test_status_shows_last_run_counts(sync, s3):
     assert data["in_flight"] == [] and data["failed"] == []
 
 
+@pytest.mark.sqlite_only("the state directory's default journal file")
 def test_default_journal_lives_in_xdg_state_dir(sync):
     sync.write("a.txt", b"a")
     result = sync.cli("run", str(sync.src), sync.dest)
@@ -379,8 +379,7 @@ def test_new_files_are_read_once_by_their_upload_and_the_next_run_reads_none(syn
     assert first.code == 0, first.err
     assert first.summary["uploaded"] == str(len(files))
     assert " 0 hashed (0 bytes)" in _scan_line(first), first.err
-    with sqlite3.connect(sync.journal) as db:
-        rows = dict(db.execute("SELECT key, sha256 FROM files WHERE ctime_ns IS NOT NULL"))
+    rows = dict(sync.journal_rows("SELECT key, sha256 FROM files WHERE ctime_ns IS NOT NULL"))
     assert rows == {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
     assert_bucket_matches(sync, s3client, files)
     second = sync.run("-v", *MULTIPART)

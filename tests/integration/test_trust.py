@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import time
 
 
@@ -194,8 +193,7 @@ def test_resume_refuses_a_plan_older_than_its_bound(sync, s3, s3client):
     """A plan older than --resume-max-age is made afresh, and the files it missed go up."""
     tree(sync, 10)
     kill_at_first_upload(sync, s3)
-    with sqlite3.connect(sync.journal) as db:  # the night passes
-        db.execute("UPDATE runs SET planned_at = planned_at - 13 * 3600")
+    sync.journal_rows("UPDATE runs SET planned_at = planned_at - 13 * 3600")  # the night passes
     sync.write("later/new.txt", b"new")
     result = sync.run("--resume", "--json")
     assert result.code == 0, result.err
@@ -212,13 +210,13 @@ def test_a_journal_is_bound_to_its_job(sync, s3, s3client):
     assert sync.run("--manifest-max-age", "1h").code == 0
     dr = f"dr-{sync.bucket}"[:63]
     s3.create_bucket(dr)
-    refused = sync.cli("run", str(sync.src), f"s3://{dr}/backup", "--journal", str(sync.journal),
+    refused = sync.cli("run", str(sync.src), f"s3://{dr}/backup", *sync.journal_args(),
                        "--manifest-max-age", "1h")
     assert refused.code == 2
     assert refused.err.count("\n") == 1 and "give this job its own --journal" in refused.err
     assert keys(s3client, dr) == set()
-    own = sync.cli("run", str(sync.src), f"s3://{dr}/backup", "--journal",
-                   str(sync.tmp / "dr.sqlite"), "--manifest-max-age", "1h")
+    own = sync.cli("run", str(sync.src), f"s3://{dr}/backup", *sync.other_journal_args("dr"),
+                   "--manifest-max-age", "1h")
     assert own.code == 0, own.err
     assert keys(s3client, dr) == {f"backup/{rel}" for rel in files}
 
@@ -230,7 +228,7 @@ def test_endpoint_moved_keeps_the_journal(sync, s3, s3client):
     assert sync.run().code == 0
     with RecordingProxy(s3.port) as proxy:
         sync.endpoint_url = proxy.endpoint_url  # cli() below does not add --endpoint-moved
-        base = ["run", str(sync.src), sync.dest, "--journal", str(sync.journal), "--json"]
+        base = ["run", str(sync.src), sync.dest, *sync.journal_args(), "--json"]
         refused = sync.cli(*base)
         assert refused.code == 2 and "--endpoint-moved" in refused.err
         kept = sync.cli(*base, "--endpoint-moved")
@@ -249,12 +247,8 @@ def test_a_long_upload_does_not_hold_finished_ones_out_of_the_journal(sync, s3, 
         proc = sync.start(*sync.run_args("--workers", "2"))
         try:
             def a_done() -> bool:
-                try:
-                    with sqlite3.connect(f"file:{sync.journal}?mode=ro", uri=True) as db:
-                        return db.execute("SELECT status FROM plan_items WHERE key = 'a.txt'"
-                                          ).fetchone() == ("done",)
-                except sqlite3.Error:
-                    return False
+                return sync.journal_rows("SELECT status FROM plan_items WHERE key = 'a.txt'",
+                                         if_any=True) == [("done",)]
             wait_for(a_done, "a.txt journaled while b.txt is still held", timeout=15)
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -351,8 +345,7 @@ def test_a_run_that_never_listed_binds_no_journal(sync, s3, s3client):
     """A first run with a mistyped bucket (exit 4) does not lock its journal to that
     bucket: the corrected run goes through."""
     tree(sync, 3)
-    typo = sync.cli("run", str(sync.src), f"s3://{sync.bucket}-typo/x", "--journal",
-                    str(sync.journal))
+    typo = sync.cli("run", str(sync.src), f"s3://{sync.bucket}-typo/x", *sync.journal_args())
     assert typo.code == 4, typo.err
     fixed = sync.run()
     assert fixed.code == 0, fixed.err
