@@ -5,12 +5,9 @@ one), the cached manifest after a run is exactly the bucket."""
 
 from __future__ import annotations
 
-import sqlite3
-
 
 def manifest(sync) -> dict[str, tuple[int, str]]:
-    with sqlite3.connect(sync.journal) as db:
-        return {k: (s, e) for k, s, e in db.execute("SELECT key, size, etag FROM remote_objects")}
+    return {k: (s, e) for k, s, e in sync.journal_rows("SELECT key, size, etag FROM remote_objects")}
 
 
 def bucket(sync, client) -> dict[str, tuple[int, str]]:
