@@ -5,7 +5,10 @@ one), the cached manifest after a run is exactly the bucket."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+
+from tests.support.proxy import Fault, RecordingProxy
 
 
 def manifest(sync) -> dict[str, tuple[int, str]]:
@@ -19,6 +22,11 @@ def bucket(sync, client) -> dict[str, tuple[int, str]]:
         out.update((o["Key"][len(base):], (o["Size"], o["ETag"].strip('"')))
                    for o in page.get("Contents", ()))
     return out
+
+
+def counts(result) -> tuple[int, int, int, int, int]:
+    s = result.summary
+    return int(s["uploaded"]), int(s["skipped"]), int(s["deleted"]), int(s["extra"]), int(s["failed"])
 
 
 def test_the_cached_manifest_follows_every_change_behind_its_back(sync, s3client):
@@ -56,3 +64,69 @@ def test_the_cached_manifest_follows_every_change_behind_its_back(sync, s3client
     assert (last.code, last.summary["uploaded"], last.summary["extra"]) == (0, "0", "0"), last.err
     assert manifest(sync) == bucket(sync, s3client)
     assert "new/deep/1" not in manifest(sync)
+
+
+def test_pages_split_and_changes_at_their_edges(sync, s3client):
+    """Over 1,000 keys, at the top and in a "directory": pages split, and what changes
+    behind the journal's back sits at their edges (a page's last key gone, the first of
+    the next replaced, keys added just after a page's last)."""
+    top = [f"t{i:04d}" for i in range(1205)]
+    nested = [f"n/{i:04d}" for i in range(1205)]
+    for rel in top + nested:
+        sync.write(rel, rel.encode())
+    first = sync.run("--delete")
+    assert first.code == 0 and counts(first)[0] == 2410, first.err
+    key = f"{sync.prefix}/%s"
+    # Behind its back: a page's last key gone, the next one replaced, keys added at the
+    # edges of the pages, equal-size replacements with other bytes.
+    for rel in ("t0999", "n/0999", "t1000", "n/0000", "t1204"):
+        s3client.delete_object(Bucket=sync.bucket, Key=key % rel)
+    for rel in ("t0998", "n/1000", "n/0998"):
+        s3client.put_object(Bucket=sync.bucket, Key=key % rel, Body=b"other")
+    s3client.put_object(Bucket=sync.bucket, Key=key % "t0999a", Body=b"extra")
+    s3client.put_object(Bucket=sync.bucket, Key=key % "n/0999a", Body=b"extra")
+    s3client.put_object(Bucket=sync.bucket, Key=key % "t0997", Body=b"t0997".upper())
+    second = sync.run("--delete")
+    assert second.code == 0, second.err
+    uploaded, skipped, deleted, extra, failed = counts(second)
+    assert (uploaded, deleted, failed) == (9, 2, 0), second.out
+    assert manifest(sync) == bucket(sync, s3client)
+    assert set(bucket(sync, s3client)) == set(top + nested)
+    for rel in ("t0997", "t0998", "n/1000", "n/0999"):
+        body = s3client.get_object(Bucket=sync.bucket, Key=key % rel)["Body"].read()
+        assert body == rel.encode()
+    noop = sync.run("--delete")
+    assert counts(noop)[:3] == (0, 2410, 0), noop.out
+
+
+def _reversed_contents(body: bytes) -> bytes:
+    """A LIST page with its objects in reverse order."""
+    blocks = re.findall(rb"<Contents>.*?</Contents>", body, re.S)
+    if len(blocks) < 2:
+        return body
+    it = iter(reversed(blocks))
+    return re.sub(rb"<Contents>.*?</Contents>", lambda m: next(it), body, flags=re.S)
+
+
+def test_a_server_that_lists_out_of_order(sync, s3, s3client):
+    """Pages out of key order cannot be compared by range: the LIST is made again with
+    every object staged, and the cached manifest is still the bucket."""
+    names = ["a-b", "a/x", "a/y", "a0", "b", "c/1", "c/2"]
+    for rel in names:
+        sync.write(rel, rel.encode())
+    assert sync.run().code == 0
+    key = f"{sync.prefix}/%s"
+    s3client.delete_object(Bucket=sync.bucket, Key=key % "a/y")  # behind its back
+    s3client.delete_object(Bucket=sync.bucket, Key=key % "b")
+    s3client.put_object(Bucket=sync.bucket, Key=key % "a/z", Body=b"extra")
+    s3client.put_object(Bucket=sync.bucket, Key=key % "c/3", Body=b"extra")
+    hook = lambda req: (Fault(status=0, rewrite=_reversed_contents)  # noqa: E731
+                        if req.operation == "ListObjects" else None)
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run("--delete", "--max-delete-percent", "100", "-v")
+    assert result.code == 0, result.err
+    assert "out of key order" in result.err
+    assert counts(result)[:3] == (2, 5, 2), result.out
+    assert manifest(sync) == bucket(sync, s3client)
+    assert set(bucket(sync, s3client)) == set(names)
