@@ -130,3 +130,43 @@ def test_a_server_that_lists_out_of_order(sync, s3, s3client):
     assert counts(result)[:3] == (2, 5, 2), result.out
     assert manifest(sync) == bucket(sync, s3client)
     assert set(bucket(sync, s3client)) == set(names)
+
+
+def _flat_listing(client, bucket: str, prefix: str) -> bytes:
+    """What a server that ignores the delimiter answers: every key under the prefix."""
+    page = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    contents = "".join(
+        f"<Contents><Key>{o['Key']}</Key><LastModified>"
+        f"{o['LastModified'].strftime('%Y-%m-%dT%H:%M:%S.000Z')}</LastModified>"
+        f"<ETag>{o['ETag']}</ETag><Size>{o['Size']}</Size><StorageClass>STANDARD</StorageClass>"
+        "</Contents>" for o in page.get("Contents", ()))
+    assert not page.get("IsTruncated")
+    return ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/'
+            f'doc/2006-03-01/"><Name>{bucket}</Name><Prefix>{prefix}</Prefix><KeyCount>'
+            f'{len(page.get("Contents", ()))}</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false'
+            f'</IsTruncated>{contents}</ListBucketResult>').encode()
+
+
+def test_a_server_that_ignores_the_delimiter_uploads_nothing_unchanged(sync, s3, s3client):
+    """A delimiter listing that comes back flat: its nested keys are no top-level page's,
+    and no "directory" is listed on its own. The cached manifest must still be the bucket,
+    so an unchanged tree uploads nothing."""
+    names = ["a", "d/b", "d/c/e", "f"]
+    for rel in names:
+        sync.write(rel, rel.encode())
+    assert counts(sync.run())[0] == 4
+
+    def hook(req):
+        if req.operation == "ListObjects" and "delimiter" in req.query:
+            prefix = req.query["prefix"][0]
+            return Fault(status=0, rewrite=lambda _: _flat_listing(s3client, sync.bucket, prefix))
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        for _ in range(2):
+            again = sync.run("--delete", "--max-delete-percent", "100")
+            assert again.code == 0, again.err
+            assert counts(again)[:3] == (0, 4, 0), again.out
+            assert manifest(sync) == bucket(sync, s3client)
+
