@@ -173,3 +173,23 @@ def test_a_kill_after_the_walk_then_resume(sync, s3, s3client):
     assert counts(resumed)[:3] == (2, 2, 1), resumed.out
     assert objects(sync, s3client) == local(sync)
     assert files_rows(sync) == set(local(sync))
+
+def test_two_directories_with_one_key_fall_back_and_delete_nothing(sync, s3client):
+    """Two directories whose names normalise to one key: the walk leaves key order, the
+    scan stages every file instead, and a file in either is neither lost nor re-sent."""
+    nfc, nfd = "\u00e9", unicodedata.normalize("NFD", "\u00e9")
+    for rel in (f"{nfc}/x", f"{nfc}/z", "b"):
+        sync.write(rel, rel.encode())
+    assert counts(sync.run())[0] == 3
+    sync.write(f"{nfd}/y", b"y")
+    second = sync.run("--delete", "--max-delete-percent", "100")
+    assert second.code == 0, second.err
+    assert counts(second) == (1, 3, 0, 0, 0), second.out
+    again = sync.run("--delete", "--max-delete-percent", "100")
+    assert counts(again) == (0, 4, 0, 0, 0), again.out
+    assert objects(sync, s3client) == local(sync)
+    assert files_rows(sync) == set(local(sync))
+    (sync.src / nfc / "z").unlink()  # a file gone from the first directory
+    third = sync.run("--delete", "--max-delete-percent", "100")
+    assert counts(third) == (0, 3, 1, 0, 0), third.out
+    assert objects(sync, s3client) == local(sync)
