@@ -170,3 +170,30 @@ def test_a_server_that_ignores_the_delimiter_uploads_nothing_unchanged(sync, s3,
             assert counts(again)[:3] == (0, 4, 0), again.out
             assert manifest(sync) == bucket(sync, s3client)
 
+
+
+def test_one_directory_listed_out_of_order_among_others(sync, s3, s3client):
+    """Only one "directory"'s listing is out of order, found on a list thread while the
+    others compare their pages: the LIST is made again in full, and the cached manifest
+    is the bucket."""
+    names = [f"d{i}/{n}" for i in range(6) for n in ("a", "b", "c")] + ["top"]
+    for rel in names:
+        sync.write(rel, rel.encode())
+    assert sync.run().code == 0
+    key = f"{sync.prefix}/%s"
+    for rel in ("d0/b", "d3/c", "d5/a"):  # behind its back
+        s3client.delete_object(Bucket=sync.bucket, Key=key % rel)
+    for rel in ("d1/x", "d3/x", "d9/x"):
+        s3client.put_object(Bucket=sync.bucket, Key=key % rel, Body=b"extra")
+    odd = f"{sync.prefix}/d3/"
+    hook = lambda req: (Fault(status=0, rewrite=_reversed_contents)  # noqa: E731
+                        if req.operation == "ListObjects" and req.query.get("prefix") == [odd]
+                        else None)
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run("--delete", "--max-delete-percent", "100", "-v")
+    assert result.code == 0, result.err
+    assert "out of key order" in result.err
+    assert counts(result)[:3] == (3, 16, 3), result.out
+    assert manifest(sync) == bucket(sync, s3client)
+    assert set(bucket(sync, s3client)) == set(names)
