@@ -49,8 +49,9 @@ MAX_SPLIT = 2000  # more top-level "directories" than this: one flat listing ins
 
 
 class Unordered(Exception):
-    """A LIST page out of key order, or with a key outside its prefix: the pages cannot be
-    compared by range, so the LIST is made again with every object staged."""
+    """A LIST page out of key order, with a key outside its prefix, or a delimiter listing
+    answered flat: the pages cannot be compared by range, so the LIST is made again with
+    every object staged."""
 
 
 def _upper(prefix: str) -> str | None:
@@ -99,6 +100,14 @@ def _refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
         seq = ([prev] if prev is not None else []) + names
         return all(n.startswith(prefix) for n in names) and all(a < b for a, b in zip(seq, seq[1:]))
 
+    def one_level(prefix: str, keys: list[str], prefixes: list[str]) -> bool:
+        """A delimiter listing as asked: no key with a "/" below the prefix, each common
+        prefix one name and "/". A server that ignores the delimiter answers flat: its
+        nested keys are no top-level page's, and the gaps between the "directories" it
+        did not name would drop them from the manifest."""
+        return (all("/" not in k[len(prefix):] for k in keys)
+                and all(p.endswith("/") and "/" not in p[len(prefix):-1] for p in prefixes))
+
     def list_all(prefix: str, delimiter: str | None = None) -> list[str]:
         """Every page under `prefix`, staged page by page; the common prefixes seen."""
         token: str | None = None
@@ -116,6 +125,8 @@ def _refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
                 prev = base + lo if lo is not None and not lo_incl else None
                 if not (in_order(prefix, prev, keys) and in_order(prefix, prev, prefixes)):
                     raise Unordered(f"a page under {prefix!r} is out of key order")
+                if delimiter is not None and not one_level(prefix, keys, prefixes):
+                    raise Unordered(f"a page under {prefix!r} ignores the delimiter")
                 end = max(keys[-1:] + prefixes[-1:], default=prev)
                 hi, hi_incl = (end[len(base):], True) if token else (_upper(prefix[len(base):]), False)
                 if token and end is None:
