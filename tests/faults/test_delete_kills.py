@@ -76,7 +76,9 @@ def test_random_kills_in_the_delete_phase_never_delete_a_present_file(sync, s3, 
         sync.endpoint_url = proxy.endpoint_url
         assert sync.run().code == 0
         resumed_with_deletes = 0
-        for trial in range(TRIALS):
+        # On PostgreSQL 8 trials: the kill points are the same code, only the journal's SQL
+        # differs, and 20 more would add a minute to the suite (59 s for 20 at light load).
+        for trial in range(8 if sync.pg_url else TRIALS):
             gone = rng.sample(sorted(files), rng.randint(3, 15))  # within the 10% cap
             for rel in gone:
                 (sync.src / rel).unlink()
