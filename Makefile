@@ -30,7 +30,7 @@ TEST_WORKERS ?= 4
 
 ## test: the whole suite, against moto, rclone serve s3 and SeaweedFS
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=20
 
 ## test-fast: the suite without the crash and fault-injection tests (marked slow)
 test-fast: $(STAMP)
