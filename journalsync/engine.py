@@ -39,7 +39,7 @@ from journalsync.errors import (
 )
 from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
 from journalsync.journal import Journal
-from journalsync.journal.health import journal_errors
+from journalsync.journal.health import is_journal_failure, journal_error, journal_errors
 from journalsync.lock import run_lock
 from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan, plan_new_uploads
@@ -227,7 +227,10 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
         _record_stop(run, "interrupted" if getattr(exc, "resumable", False) else "failed", str(exc))
         raise
     except BaseException as exc:
-        _record_stop(run, "failed", describe(exc))
+        # A journal failure is journaled (if the journal still takes it) as the one line the
+        # user sees, not as the driver's text with its SQL.
+        _record_stop(run, "failed", str(journal_error(exc, run.cfg.journal_path))
+                     if is_journal_failure(exc) else describe(exc))
         raise
     _final_counts(run)
     return "done" if run.counts.failed + run.failed_deletes == 0 and (run.verdict is None or run.verdict.allowed) else "partial"

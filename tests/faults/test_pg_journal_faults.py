@@ -24,6 +24,9 @@ def test_a_journal_missing_a_table_is_one_line_exit_5(sync, s3client):
     assert result.code == 5, result.err
     one_line(result, "files", sync.job if sync.on_pg else str(sync.journal))
     assert "cannot list" not in result.err
+    # The run's row keeps that one line (status prints it), not the driver's text and SQL.
+    (error,) = sync.journal_rows("SELECT error FROM runs ORDER BY id DESC LIMIT 1")[0]
+    assert error and "\n" not in error and "[SQL" not in error and "files" in error, error
 
 
 @ON_PG
