@@ -13,6 +13,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -21,7 +22,9 @@ from journalsync.config import MiB
 from journalsync.objectmeta import metadata_sha256
 from tests.support.proxy import Fault, RecordingProxy
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
+# One journal variant (PostgreSQL: shared parts exist only there), jobs named per test.
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True),
+              pytest.mark.parametrize("journal_kind", ["postgresql"], indirect=True)]
 
 ARGS = ("--multipart-threshold", "5MiB", "--part-size", "5MiB", "--part-unit", "10MiB",
         "--lease", "3s")
@@ -152,7 +155,7 @@ def _part_puts(proxy) -> Counter:
 
 
 def test_two_workers_and_the_run_send_one_files_parts_together(sync, s3, pg_url):
-    job = "shared_parts"
+    job = f"shared_parts_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=9, seed=21)
     procs: list = []
     with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.3)) as proxy:
@@ -190,7 +193,7 @@ def test_a_killed_worker_holding_part_units_costs_only_its_parts_in_flight(sync,
     """A worker that sends units of another process's file (`sender`), or the worker that
     owns the file's upload (`owner`: its chunk is taken over, the next holder continues the
     journaled UploadId, checks ListParts against the journal, and completes)."""
-    job = f"shared_kill_{victim_is}"
+    job = f"shared_kill_{victim_is}_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=13, seed=22)
     procs: list = []
     with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.6)) as proxy:
