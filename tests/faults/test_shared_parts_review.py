@@ -48,7 +48,7 @@ def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url):
             assert left[0][0] > 0, "every unit was done before the kill"
             second = _run(sync, pg_url, job)
             procs.append(second)
-            code, out, err = _finish(second, timeout=90)
+            code, out, err = _finish(second, timeout=60)
         finally:
             _kill_all(procs)
     assert code == 0, (code, out, err[-3000:])
