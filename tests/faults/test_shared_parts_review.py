@@ -54,3 +54,63 @@ def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url):
     assert code == 0, (code, out, err[-3000:])
     _object_is(sync, BIG, data)
     assert proxy.operations()["CreateMultipartUpload"] == 1
+
+
+def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3, pg_url):
+    """`cleanup --abort` aborts a shared upload while its owner waits for the units another
+    process holds (that process paused: SIGSTOP). Its units can never be claimed again (the
+    upload is not active): the owner must fail the file, not wait for them for ever."""
+    from tests.faults.test_shared_parts import _hook, _tree
+
+    job = "shared_abort_wait"
+    _tree(sync, parts=9, seed=23)
+    procs: list = []
+    lease = ("--lease", "8s")
+    with RecordingProxy(s3.port, hook=_hook(pg_url, job, 2, 1.0)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            run = sync.start("run", str(sync.src), sync.dest, "--journal", pg_url, "--job", job,
+                             "--chunk-files", "2", "--chunk-bytes", "5MiB", "--workers", "2",
+                             *ARGS, *lease)
+            procs.append(run)
+            _wait("chunks", lambda: _rows(pg_url, job, "SELECT 1 FROM chunks LIMIT 1"), procs)
+            settings = sync.tmp / "transfer.toml"
+            settings.write_text('multipart_threshold = "5MiB"\npart_size = "5MiB"\n'
+                                'part_unit = "10MiB"\n')
+            worker = sync.start("worker", "--journal", pg_url, "--job", job, "--workers", "2",
+                                "--config", str(settings), *lease)
+            procs.append(worker)
+            by_pid = {run.pid: run, worker.pid: worker}
+            owner_sql = ("SELECT w.pid FROM chunks c JOIN workers w ON w.id = c.owner"
+                         " JOIN plan_items p ON p.chunk_id = c.id WHERE p.key = %s"
+                         " AND c.state = 'claimed'")
+            holders_sql = ("SELECT DISTINCT w.pid FROM part_units u JOIN workers w"
+                           " ON w.id = u.owner WHERE u.state = 'claimed'")
+            pending_sql = "SELECT count(*) FROM part_units WHERE state = 'pending'"
+
+            def other_holds_the_rest():
+                owner = _rows(pg_url, job, owner_sql, "z/big.bin")
+                if not owner or _rows(pg_url, job, pending_sql) != [(0,)]:
+                    return None
+                holders = {pid for (pid,) in _rows(pg_url, job, holders_sql)}
+                return by_pid.get(holders.pop()) if holders and len(holders) == 1 and \
+                    owner[0][0] not in holders else None
+
+            _wait("the owner waiting for the other's units", other_holds_the_rest, procs)
+            paused = other_holds_the_rest()
+            paused.send_signal(signal.SIGSTOP)
+            try:
+                got = sync.cli("cleanup", sync.dest, "--journal", pg_url, "--job", job,
+                               "--older-than", "0", "--abort")
+                assert got.code == 0, got
+                assert _rows(pg_url, job, "SELECT state FROM multipart_uploads") == \
+                    [("aborted",)]
+            finally:
+                paused.send_signal(signal.SIGCONT)
+            results = [_finish(p, timeout=60) for p in procs]
+        finally:
+            _kill_all(procs)
+    # Both end (the file failed: exit 1 or 3 by errors.py; never a hang, never a crash).
+    for code, out, err in results:
+        assert code not in (-1, 70), (code, out, err[-3000:])
+    assert proxy.operations()["CompleteMultipartUpload"] == 0
