@@ -173,6 +173,11 @@ class SharedParts:
                 continue
             if not self.journal.units_left(rec.upload_id):
                 break
+            # Units of an upload no longer active are never claimed (cleanup --abort, another
+            # holder of this file's chunk that aborted it): waiting for them would be for ever.
+            now = self.journal.upload_record(rec.upload_id)
+            if now is None or now.state != "active":
+                raise UploadGone(f"upload {rec.upload_id} was aborted while its parts were sent")
             d.stop.wait(min(1.0, self.lease / 3))  # others hold units: wait, or take over
         counter.count += 1
         return self._complete(item, path, fh, st, rec, pre, counter, sent)
