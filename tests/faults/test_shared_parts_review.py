@@ -3,14 +3,25 @@ process and the run that made them, with real processes, PostgreSQL, moto and SI
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import threading
+import time
 
 import pytest
 
 from journalsync.config import MiB
-from tests.faults.test_shared_parts import ARGS, _finish, _kill_all, _object_is, _rows, _wait
+from tests.faults.test_shared_parts import (
+    ARGS,
+    _bucket_equals,
+    _finish,
+    _kill_all,
+    _object_is,
+    _part_puts as _puts,
+    _rows,
+    _wait,
+)
 from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
@@ -130,3 +141,82 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
     for code, out, err in results:
         assert code not in (-1, 70), [(c, o[-500:], e[-2500:]) for c, o, e in results]
     assert proxy.operations()["CompleteMultipartUpload"] == 0
+
+
+def test_a_sender_paused_past_its_lease_writes_late_and_is_not_counted(sync, s3, pg_url):
+    """A worker sending a unit of the run's large file is paused (SIGSTOP: a partition that
+    comes back) past its lease while its part is on the wire; another process takes the unit
+    over and sends that part again; then the paused one resumes (SIGCONT) and its late
+    UploadPart lands on the store after the new holder's (Complete is held until it has).
+    Its journal write is refused (sent_by stays the new holder), the Complete lists what the
+    store holds (ListParts), the object is the file, and no byte is counted twice."""
+    from tests.faults.test_shared_parts import PartWatch, _hook, _start, _tree
+
+    job = "shared_paused_sender"
+    files = _tree(sync, parts=9, seed=24)
+    procs: list = []
+    resumed = threading.Event()
+    state: dict = {"parts": set()}
+
+    def late_part_landed():
+        return any(count >= 2 for n, count in _puts(proxy).items() if n in state["parts"])
+
+    base = _hook(pg_url, job, 3, 1.5)
+
+    def hook(req):
+        if req.operation != "CompleteMultipartUpload":
+            return base(req)
+        if req.operation == "CompleteMultipartUpload":
+            deadline = time.monotonic() + 60
+            while not (resumed.is_set() and late_part_landed()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            with PartWatch(pg_url, job) as watch:
+                run, workers = _start(sync, pg_url, job, procs)
+                owner_sql = ("SELECT w.pid FROM chunks c JOIN workers w ON w.id = c.owner"
+                             " JOIN plan_items p ON p.chunk_id = c.id WHERE p.key = %s")
+                units_sql = ("SELECT u.id, u.first_part, u.last_part, u.epoch, w.id"
+                             " FROM part_units u JOIN workers w ON w.id = u.owner"
+                             " WHERE w.pid = %s AND u.state = 'claimed'")
+
+                def sender_with_part_in_flight():
+                    owners = {pid for (pid,) in _rows(pg_url, job, owner_sql, "z/big.bin")}
+                    journaled = {n for (n,) in _rows(pg_url, job,
+                                                     "SELECT part_number FROM multipart_parts")}
+                    for p in procs:
+                        if p.pid in owners:
+                            continue
+                        for unit, lo, hi, epoch, wid in _rows(pg_url, job, units_sql, p.pid):
+                            flying = set(range(lo, hi + 1)) - journaled
+                            if flying and any(n in flying for n in _puts(proxy)):
+                                return p, unit, epoch, wid, flying
+                    return None
+
+                _wait("a sender with a part on the wire", sender_with_part_in_flight, procs)
+                victim, unit, epoch, victim_id, flying = sender_with_part_in_flight()
+                victim.send_signal(signal.SIGSTOP)
+                state["parts"] = flying
+                try:
+                    others = [p for p in procs if p is not victim]
+                    _wait("its unit taken over and done", lambda: _rows(
+                        pg_url, job, "SELECT epoch > %s AND state = 'done' FROM part_units"
+                        " WHERE id = %s", epoch, unit) == [(True,)], others)
+                finally:
+                    victim.send_signal(signal.SIGCONT)
+                    resumed.set()
+                results = [_finish(p) for p in procs]
+        finally:
+            _kill_all(procs)
+    for code, out, err in results:
+        assert code == 0, [(c, o[-500:], e[-2500:]) for c, o, e in results]
+    _bucket_equals(sync, files)
+    puts = _puts(proxy)
+    assert any(puts[n] >= 2 for n in flying), (puts, flying)  # the late write did land
+    assert all(watch.seen[n] != victim_id for n in flying), (watch.seen, victim_id)
+    assert proxy.operations()["CompleteMultipartUpload"] == 1
+    status = json.loads(sync.cli("status", "--journal", pg_url, "--job", job, "--json").out)
+    assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
