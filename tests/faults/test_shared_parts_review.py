@@ -220,3 +220,51 @@ def test_a_sender_paused_past_its_lease_writes_late_and_is_not_counted(sync, s3,
     assert proxy.operations()["CompleteMultipartUpload"] == 1
     status = json.loads(sync.cli("status", "--journal", pg_url, "--job", job, "--json").out)
     assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
+
+
+def test_the_file_rewritten_while_others_send_its_units_is_never_completed_mixed(sync, s3,
+                                                                               pg_url):
+    """The large file is rewritten in place (same size, new bytes in its later parts, mtime
+    changed) while the run and two workers send its units: the upload is aborted or its
+    object is all of one version, never a mix; the next run stores the new bytes."""
+    import hashlib
+    import os
+
+    from journalsync.objectmeta import metadata_sha256
+    from tests.faults.test_shared_parts import _hook, _start, _tree
+
+    job = "shared_rewritten"
+    files = _tree(sync, parts=9, seed=25)
+    old = files["z/big.bin"]
+    new = old[:20 * MiB] + random.Random(26).randbytes(len(old) - 20 * MiB)
+    procs: list = []
+    with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.6)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            _start(sync, pg_url, job, procs)
+            _wait("parts sent as units", lambda: _rows(
+                pg_url, job, "SELECT count(*) >= 2 FROM multipart_parts") == [(True,)], procs)
+            path = sync.src / "z/big.bin"
+            with open(path, "r+b") as fh:  # in place: the same inode, size kept
+                fh.seek(20 * MiB)
+                fh.write(new[20 * MiB:])
+            os.utime(path, ns=(time.time_ns(), time.time_ns()))
+            results = [_finish(p) for p in procs]
+        finally:
+            _kill_all(procs)
+        for code, out, err in results:
+            assert code in (0, 1, 3), [(c, o[-500:], e[-2500:]) for c, o, e in results]
+        client = sync.s3.client()
+        key = sync.object_key("z/big.bin")
+        try:
+            got = client.get_object(Bucket=sync.bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            got = None
+        if got is not None:
+            body = got["Body"].read()
+            assert body in (old, new), "an object of mixed bytes was completed"
+            assert metadata_sha256(got["Metadata"]) == hashlib.sha256(body).hexdigest()
+        again = sync.cli("run", str(sync.src), sync.dest, "--journal", pg_url, "--job", job,
+                         "--workers", "2", *ARGS)
+        assert again.code == 0, again
+    _object_is(sync, "z/big.bin", new)
