@@ -1,5 +1,7 @@
-"""Hostile review of shared part units (issue 15): a shared upload's units outliving the
-process and the run that made them, with real processes, PostgreSQL, moto and SIGKILL."""
+"""Hostile review of shared part units (issue 15, sharedparts.py) with real processes,
+PostgreSQL, moto behind the recording proxy, SIGKILL and SIGSTOP/SIGCONT: units outliving
+the run that made them, an upload aborted while its owner waits, a sender paused past its
+lease, the file rewritten while its units are sent, the owner killed at its Complete."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -268,3 +271,41 @@ def test_the_file_rewritten_while_others_send_its_units_is_never_completed_mixed
                          "--workers", "2", *ARGS)
         assert again.code == 0, again
     _object_is(sync, "z/big.bin", new)
+
+
+@pytest.mark.parametrize("again", ["fresh", "resume"])
+def test_the_owner_killed_at_complete_is_completed_by_the_next_run(sync, s3, pg_url, again):
+    """Every unit done, the owner SIGKILLed as its Complete reaches the server (held there,
+    never forwarded): the next run (a new one, or --resume) completes the journaled upload
+    without sending a part again."""
+    job = f"shared_kill_complete_{again}"
+    data = random.Random(32).randbytes(6 * 5 * MiB - 11)
+    sync.write(BIG, data)
+    reached = threading.Event()
+
+    def hook(req):
+        if req.operation == "CompleteMultipartUpload" and not reached.is_set():
+            reached.set()
+            return Fault(status=0, delay=120)  # until the kill
+        return None
+
+    procs: list = []
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            first = _run(sync, pg_url, job)
+            procs.append(first)
+            _wait("the Complete", reached.is_set, procs)
+            assert _rows(pg_url, job, "SELECT DISTINCT state FROM part_units") == [("done",)]
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            sent = Counter(proxy.operations())["UploadPart"]
+            second = _run(sync, pg_url, job, *(("--resume",) if again == "resume" else ()))
+            procs.append(second)
+            code, out, err = _finish(second, timeout=60)
+        finally:
+            _kill_all(procs)
+    assert code == 0, (code, out, err[-3000:])
+    _object_is(sync, BIG, data)
+    assert proxy.operations()["UploadPart"] == sent == 6
+    assert proxy.operations()["CreateMultipartUpload"] == 1
