@@ -309,3 +309,50 @@ def test_the_owner_killed_at_complete_is_completed_by_the_next_run(sync, s3, pg_
     _object_is(sync, BIG, data)
     assert proxy.operations()["UploadPart"] == sent == 6
     assert proxy.operations()["CreateMultipartUpload"] == 1
+
+
+def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_url):
+    """A worker sees the run's source elsewhere (`--source`, another host's mount) where
+    the large file is another file of the same size and mtime: it sends none of its parts
+    (refused: not the file the upload was created for); the run sends them all."""
+    import os
+
+    from tests.faults.test_shared_parts import PartWatch
+
+    job = "shared_other_copy"
+    data = random.Random(27).randbytes(8 * 5 * MiB - 5)
+    sync.write(BIG, data)
+    there = sync.tmp / "elsewhere"
+    there.mkdir()
+    other = there / BIG
+    other.write_bytes(random.Random(28).randbytes(len(data)))
+    st = (sync.src / BIG).stat()
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    procs: list = []
+    with RecordingProxy(s3.port, hook=_slow_parts) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            with PartWatch(pg_url, job) as watch:
+                run = _run(sync, pg_url, job)
+                procs.append(run)
+                _wait("units", lambda: _rows(pg_url, job, "SELECT 1 FROM part_units LIMIT 1"),
+                      procs)
+                settings = sync.tmp / "transfer.toml"
+                settings.write_text('multipart_threshold = "5MiB"\npart_size = "5MiB"\n'
+                                    'part_unit = "10MiB"\n')
+                worker = sync.start("worker", "--journal", pg_url, "--job", job, "--workers",
+                                    "2", "--config", str(settings), "--lease", "3s",
+                                    "--source", str(there))
+                procs.append(worker)
+                results = [_finish(p) for p in procs]
+        finally:
+            _kill_all(procs)
+    for code, out, err in results:
+        assert code == 0, [(c, o[-500:], e[-2500:]) for c, o, e in results]
+    _object_is(sync, BIG, data)
+    ids = dict(_rows(pg_url, job, "SELECT pid, id FROM workers"))
+    assert worker.pid in ids, "the worker never joined the run"
+    assert sorted(watch.seen) == list(range(1, 9))
+    assert set(watch.seen.values()) == {ids[run.pid]}, (watch.seen, ids)
+    assert proxy.operations()["CreateMultipartUpload"] == 1
+    assert "is not the file its upload was created for" in results[1][2], results[1][2]
