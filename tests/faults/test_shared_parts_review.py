@@ -356,3 +356,21 @@ def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_
     assert set(watch.seen.values()) == {ids[run.pid]}, (watch.seen, ids)
     assert proxy.operations()["CreateMultipartUpload"] == 1
     assert "is not the file its upload was created for" in results[1][2], results[1][2]
+
+
+def test_sqlite_never_makes_units(sync, s3):
+    """On SQLite (no other process can help) a large file goes as before: no part unit,
+    no part with a sender, the object whole."""
+    import sqlite3
+
+    data = random.Random(33).randbytes(4 * 5 * MiB + 9)
+    sync.write(BIG, data)
+    got = sync.run("--workers", "2", "--large-files", "prehash", *ARGS)
+    assert got.code == 0, got
+    _object_is(sync, BIG, data)
+    with sqlite3.connect(sync.journal) as db:
+        assert db.execute("SELECT count(*) FROM part_units").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM multipart_parts WHERE sent_by IS NOT NULL"
+                          ).fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM multipart_uploads WHERE state = 'completed'"
+                          ).fetchone() == (1,)
