@@ -374,3 +374,57 @@ def test_sqlite_never_makes_units(sync, s3):
                           ).fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM multipart_uploads WHERE state = 'completed'"
                           ).fetchone() == (1,)
+
+
+def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync, s3, pg_url):
+    """The worker owning the shared file's upload is paused (SIGSTOP) past its lease: its
+    chunk is taken over and the next holder continues the upload; then the first owner
+    resumes (SIGCONT) mid-upload. Two processes now think they own it: every process must
+    still end, the object must be the file, and the journal must not call it aborted."""
+    from tests.faults.test_shared_parts import _hook, _start, _tree
+
+    job = "shared_paused_owner"
+    files = _tree(sync, parts=13, seed=29)
+    done: set[str] = set()
+    base = _hook(pg_url, job, 3, 0.6)
+
+    def hook(req):
+        upload = req.query.get("uploadId", [None])[0]
+        if upload in done:  # moto answers 500 (a KeyError) where S3 answers NoSuchUpload
+            return Fault(status=404, code="NoSuchUpload")
+        if req.operation == "CompleteMultipartUpload":
+            done.add(upload)
+        return base(req)
+
+    procs: list = []
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            run, workers = _start(sync, pg_url, job, procs)
+            chunk_sql = ("SELECT c.id, c.epoch, w.pid FROM chunks c JOIN workers w"
+                         " ON w.id = c.owner JOIN plan_items p ON p.chunk_id = c.id"
+                         " WHERE p.key = 'z/big.bin'")
+            _wait("units being sent", lambda: _rows(
+                pg_url, job, "SELECT 1 FROM part_units WHERE state = 'claimed'"), procs)
+            chunk, epoch, pid = _rows(pg_url, job, chunk_sql)[0]
+            if pid == run.pid:
+                pytest.skip("the run, not a worker, claimed the large file's chunk")
+            owner = next(p for p in workers if p.pid == pid)
+            owner.send_signal(signal.SIGSTOP)
+            try:
+                others = [p for p in procs if p is not owner]
+                _wait("its chunk taken over", lambda: _rows(pg_url, job, chunk_sql)[0][1] >
+                      epoch, others)
+                _wait("a part sent since", lambda: _rows(
+                    pg_url, job, "SELECT count(*) FROM multipart_parts")[0][0] >= 8, others)
+            finally:
+                owner.send_signal(signal.SIGCONT)
+            results = [_finish(p, timeout=90) for p in procs]
+        finally:
+            _kill_all(procs)
+    print("\n", proxy.operations(), [(c, e[-1500:]) for c, o, e in results])
+    for code, out, err in results:
+        assert code == 0, [(c, o[-500:], e[-2500:]) for c, o, e in results]
+    _bucket_equals(sync, files)
+    assert _rows(pg_url, job, "SELECT state FROM multipart_uploads") in (
+        [("completed",)], [])
