@@ -41,11 +41,13 @@ def _run(sync, url: str, job: str, *extra: str):
                       "--workers", "2", "--large-files", "prehash", *ARGS, *extra)
 
 
-def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url):
-    """The run sharing a file is SIGKILLed with units pending; the next run (not --resume:
-    a new run id) continues the journaled upload. Its units belong to the dead run: the new
-    run must still claim them, not wait for them for ever."""
-    job = "shared_new_run"
+@pytest.mark.parametrize("again", ["fresh", "resume"])
+def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url, again):
+    """The run sharing a file is SIGKILLed with units pending (some claimed by it, now
+    dead); the next run continues the journaled upload: a fresh one (a new run id: the
+    units were the dead run's, and it must still claim them, not wait for them for ever),
+    or --resume (the same run: the dead process's units are released at once)."""
+    job = f"shared_new_run_{again}"
     data = random.Random(31).randbytes(6 * 5 * MiB - 77)
     sync.write(BIG, data)
     procs: list = []
@@ -61,7 +63,7 @@ def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url):
             first.wait()
             left = _rows(pg_url, job, "SELECT count(*) FROM part_units WHERE state != 'done'")
             assert left[0][0] > 0, "every unit was done before the kill"
-            second = _run(sync, pg_url, job)
+            second = _run(sync, pg_url, job, *(("--resume",) if again == "resume" else ()))
             procs.append(second)
             code, out, err = _finish(second, timeout=60)
         finally:
@@ -69,6 +71,7 @@ def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url):
     assert code == 0, (code, out, err[-3000:])
     _object_is(sync, BIG, data)
     assert proxy.operations()["CreateMultipartUpload"] == 1
+    assert proxy.operations()["CompleteMultipartUpload"] == 1
 
 
 def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3, pg_url):
