@@ -427,6 +427,10 @@ def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync
                       epoch, others)
                 _wait("a part sent since", lambda: _rows(
                     pg_url, job, "SELECT count(*) FROM multipart_parts")[0][0] >= 8, others)
+                # `status` while units are open and their upload has two would-be owners.
+                shown = sync.cli("status", "--journal", pg_url, "--job", job, "--json")
+                assert shown.code == 0, shown
+                assert len(json.loads(shown.out)["workers"]) == 3, shown.out
             finally:
                 owner.send_signal(signal.SIGCONT)
             results = [_finish(p, timeout=90) for p in procs]
