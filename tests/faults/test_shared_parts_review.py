@@ -442,3 +442,46 @@ def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync
     _bucket_equals(sync, files)
     assert _rows(pg_url, job, "SELECT state FROM multipart_uploads") in (
         [("completed",)], [])
+
+
+def test_the_delete_phase_waits_for_a_shared_uploads_units(sync, s3, pg_url):
+    """`run --delete` and a worker sharing the large file's upload (whichever owns it): the
+    run deletes only once that upload is complete, and only the extra."""
+    from tests.faults.test_shared_parts import _bucket_equals, _hook, _tree
+
+    job = "shared_delete"
+    files = _tree(sync, parts=9, seed=30)
+    extra = sync.object_key("gone.txt")
+    sync.s3.client().put_object(Bucket=sync.bucket, Key=extra, Body=b"old")
+    procs: list = []
+    completed_at: list[float] = []
+    base = _hook(pg_url, job, 2, 0.6)
+
+    def hook(req):
+        if req.operation == "CompleteMultipartUpload":
+            completed_at.append(time.monotonic())
+        return base(req)
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            run = sync.start("run", str(sync.src), sync.dest, "--journal", pg_url, "--job", job,
+                             "--chunk-files", "2", "--chunk-bytes", "5MiB", "--workers", "1",
+                             "--delete", "--force", *ARGS)
+            procs.append(run)
+            _wait("chunks", lambda: _rows(pg_url, job, "SELECT 1 FROM chunks LIMIT 1"), procs)
+            settings = sync.tmp / "transfer.toml"
+            settings.write_text('multipart_threshold = "5MiB"\npart_size = "5MiB"\n'
+                                'part_unit = "10MiB"\n')
+            procs.append(sync.start("worker", "--journal", pg_url, "--job", job, "--workers",
+                                    "2", "--config", str(settings), "--lease", "3s"))
+            results = [_finish(p) for p in procs]
+        finally:
+            _kill_all(procs)
+    for code, out, err in results:
+        assert code == 0, [(c, o[-500:], e[-2500:]) for c, o, e in results]
+    _bucket_equals(sync, files)  # the extra is gone, every file whole
+    deletes = [r.at for r in proxy.requests if r.operation in ("DeleteObjects", "DELETE")
+               or (r.method == "DELETE" and "uploadId" not in r.query)]
+    assert deletes and completed_at and min(deletes) > max(completed_at), (deletes,
+                                                                            completed_at)
