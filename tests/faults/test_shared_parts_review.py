@@ -485,3 +485,43 @@ def test_the_delete_phase_waits_for_a_shared_uploads_units(sync, s3, pg_url):
                or (r.method == "DELETE" and "uploadId" not in r.query)]
     assert deletes and completed_at and min(deletes) > max(completed_at), (deletes,
                                                                             completed_at)
+
+
+def test_the_owner_killed_before_making_units_is_continued(sync, s3, pg_url):
+    """The owner SIGKILLed after its upload is created and journaled but before its units
+    are (held there by a lock on part_units the test takes, seen waiting in
+    pg_stat_activity): the next run continues that upload, units made then."""
+    import psycopg
+
+    job = "shared_kill_before_units"
+    data = random.Random(34).randbytes(6 * 5 * MiB - 3)
+    sync.write(BIG, data)
+    procs: list = []
+    with RecordingProxy(s3.port, hook=_slow_parts) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            first = _run(sync, pg_url, job)
+            procs.append(first)
+            _wait("the chunk claimed", lambda: _rows(
+                pg_url, job, "SELECT 1 FROM chunks WHERE state = 'claimed'"), procs)
+            with psycopg.connect(pg_url, options=f"-c search_path={job}") as lock:
+                lock.execute("LOCK TABLE part_units IN ACCESS EXCLUSIVE MODE")
+                _wait("the owner blocked making units", lambda: _rows(
+                    pg_url, job, "SELECT 1 FROM pg_stat_activity WHERE pid != %s AND"
+                    " wait_event_type = 'Lock' AND query ILIKE '%%part_units%%'"
+                    " AND datname = current_database()", lock.info.backend_pid), procs)
+                assert _rows(pg_url, job, "SELECT state FROM multipart_uploads") == \
+                    [("active",)]
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+                lock.rollback()
+            assert _rows(pg_url, job, "SELECT count(*) FROM part_units") == [(0,)]
+            second = _run(sync, pg_url, job)
+            procs.append(second)
+            code, out, err = _finish(second, timeout=60)
+        finally:
+            _kill_all(procs)
+    assert code == 0, (code, out, err[-3000:])
+    _object_is(sync, BIG, data)
+    assert proxy.operations()["CreateMultipartUpload"] == 1
+    assert proxy.operations()["UploadPart"] == 6
