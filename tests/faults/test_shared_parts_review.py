@@ -83,7 +83,7 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
     job = "shared_abort_wait"
     _tree(sync, parts=9, seed=23)
     procs: list = []
-    lease = ("--lease", "8s")
+    lease = ("--lease", "20s")
     aborted = threading.Event()
     base = _hook(pg_url, job, 2, 1.0)
 
@@ -116,17 +116,26 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
                            " ON w.id = u.owner WHERE u.state = 'claimed'")
             pending_sql = "SELECT count(*) FROM part_units WHERE state = 'pending'"
 
-            def other_holds_the_rest():
+            def other_holding_units():
                 owner = _rows(pg_url, job, owner_sql, "z/big.bin")
-                if not owner or _rows(pg_url, job, pending_sql) != [(0,)]:
-                    return None
                 holders = {pid for (pid,) in _rows(pg_url, job, holders_sql)}
-                return by_pid.get(holders.pop()) if holders and len(holders) == 1 and \
-                    owner[0][0] not in holders else None
+                return next((by_pid[pid] for pid in holders
+                             if owner and pid != owner[0][0] and pid in by_pid), None)
 
-            _wait("the owner waiting for the other's units", other_holds_the_rest, procs)
-            paused = other_holds_the_rest()
+            # Pause the non-owner as soon as it holds a unit; the owner then sends every
+            # other unit and waits for that one (its lease is long).
+            _wait("a non-owner holding a unit", other_holding_units, procs)
+            paused = other_holding_units()
             paused.send_signal(signal.SIGSTOP)
+
+            def owner_waits():
+                owner = _rows(pg_url, job, owner_sql, "z/big.bin")
+                holders = {pid for (pid,) in _rows(pg_url, job, holders_sql)}
+                return bool(owner) and _rows(pg_url, job, pending_sql) == [(0,)] and \
+                    holders == {paused.pid}
+
+            _wait("the owner waiting for the paused one's units", owner_waits,
+                  [p for p in procs if p is not paused])
             try:
                 aborted.set()
                 got = sync.cli("cleanup", sync.dest, "--journal", pg_url, "--job", job,
@@ -137,10 +146,6 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
             finally:
                 paused.send_signal(signal.SIGCONT)
             results = [_finish(p, timeout=60) for p in procs]
-            print(_rows(pg_url, job, "SELECT id, state, owner, epoch FROM part_units"),
-                  _rows(pg_url, job, "SELECT id, state, owner FROM chunks"),
-                  _rows(pg_url, job, "SELECT id, pid, state FROM workers"), owner_sql and
-                  _rows(pg_url, job, owner_sql, "z/big.bin"), paused.pid, run.pid)
         finally:
             _kill_all(procs)
     # Both end (the file failed: exit 1 or 3 by errors.py; never a hang, never a crash).
