@@ -344,7 +344,10 @@ def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_
     st = (sync.src / BIG).stat()
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     procs: list = []
-    with RecordingProxy(s3.port, hook=_slow_parts) as proxy:
+    def slower(req):  # the run's parts outlast the worker's start on a loaded machine
+        return Fault(status=0, delay=2.0) if req.operation == "UploadPart" else None
+
+    with RecordingProxy(s3.port, hook=slower) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         try:
             with PartWatch(pg_url, job) as watch:
