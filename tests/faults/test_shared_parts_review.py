@@ -455,7 +455,7 @@ def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync
 def test_the_delete_phase_waits_for_a_shared_uploads_units(sync, s3, pg_url):
     """`run --delete` and a worker sharing the large file's upload (whichever owns it): the
     run deletes only once that upload is complete, and only the extra."""
-    from tests.faults.test_shared_parts import _bucket_equals, _hook, _tree
+    from tests.faults.test_shared_parts import _hook, _tree
 
     job = "shared_delete"
     files = _tree(sync, parts=9, seed=30)
