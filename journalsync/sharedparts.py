@@ -50,7 +50,7 @@ from journalsync.multipart import (
     _as_scanned,
     part_size_for,
 )
-from journalsync.objectmeta import file_identity, read_identity
+from journalsync.objectmeta import file_identity, metadata_sha256, read_identity
 from journalsync.prehash import BufferStream, PartStream, PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.safeio import open_source
@@ -115,6 +115,9 @@ class SharedParts:
         try:
             return self._own(item, path, fh, st, rec, pre, counter)
         except UploadGone:
+            done = self._completed_elsewhere(item, fh, st, rec, pre, counter, 0)
+            if done is not None:
+                return done
             self.journal.set_upload_state(rec.upload_id, "aborted")
             raise
         except Interrupted:
@@ -173,6 +176,11 @@ class SharedParts:
                 continue
             if not self.journal.units_left(rec.upload_id):
                 break
+            # Units of an upload no longer active are never claimed (cleanup --abort, another
+            # holder of this file's chunk that aborted it): waiting for them would be for ever.
+            now = self.journal.upload_record(rec.upload_id)
+            if now is None or now.state != "active":
+                raise UploadGone(f"upload {rec.upload_id} was aborted while its parts were sent")
             d.stop.wait(min(1.0, self.lease / 3))  # others hold units: wait, or take over
         counter.count += 1
         return self._complete(item, path, fh, st, rec, pre, counter, sent)
@@ -188,6 +196,9 @@ class SharedParts:
             held = d.list_parts(rec.key, rec.upload_id)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
+                done = self._completed_elsewhere(item, fh, st, rec, pre, counter, sent)
+                if done is not None:
+                    return done
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
         count = max(1, math.ceil(rec.size / rec.part_size))
@@ -203,6 +214,33 @@ class SharedParts:
             parts.append({"PartNumber": number, "ETag": mine[0], **check.completed_part})
         etag = d._complete(item, rec, parts, rec.sha256)
         self.journal.set_upload_state(rec.upload_id, "completed")
+        return self._result(item, fh, st, pre, counter, sent, etag)
+
+    def _completed_elsewhere(self, item, fh, st, rec, pre: PreHash, counter: Attempts,
+                             sent: int) -> TransferResult | None:
+        """The upload is gone: completed by another holder of this file's upload (a former
+        owner paused past its lease, its chunk taken over here, that came back and went on)
+        when the object now is this file (its size and sha256 metadata, the file unchanged
+        since it was hashed); then this file is done, not failed. None otherwise."""
+        d = self.driver
+        if file_identity(os.fstat(fh.fileno())) != file_identity(st):
+            return None
+        client = d.clients.get()
+        try:
+            head = d._call(lambda: client.head_object(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(item.key)))
+        except ClientError:
+            return None
+        if head["ContentLength"] != st.st_size or rec.sha256 != pre.sha256 or \
+                metadata_sha256(head.get("Metadata")) != pre.sha256:
+            return None
+        log.info("upload %s of %s was completed by another holder; the object is this file",
+                 rec.upload_id, item.key)
+        self.journal.set_upload_state(rec.upload_id, "completed")
+        return self._result(item, fh, st, pre, counter, sent, head["ETag"].strip('"'))
+
+    def _result(self, item, fh, st, pre: PreHash, counter: Attempts, sent: int,
+                etag: str) -> TransferResult:
         # This call's parts count for its process's tally; the rest were counted by the
         # processes (or this one's other threads: chunkwork) that sent them as units.
         others = max(0, st.st_size - sent)

@@ -43,10 +43,12 @@ class PartUnitStore:
     def make_part_units(self, run_id: int, upload_id: str,
                         groups: Sequence[tuple[int, int, Sequence[int]]]) -> int:
         """The units of a shared upload, (first, last, crcs) each, unless it has some
-        already (a resumed owner): then those stay. Returns how many it has."""
+        already (a resumed owner): then those stay, and become this run's (a new run that
+        continues a killed run's upload claims them by run: left to the dead run, nobody
+        would, and the owner would wait for them for ever). Returns how many it has."""
         with self._write() as conn:
-            have = conn.execute(select(func.count()).select_from(part_units).where(
-                part_units.c.upload_id == upload_id)).scalar_one()
+            have = conn.execute(update(part_units).where(
+                part_units.c.upload_id == upload_id).values(run_id=run_id)).rowcount
             if have:
                 return int(have)
             conn.execute(insert(part_units), [
