@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -28,6 +29,10 @@ from tests.faults.test_shared_parts import (
 from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("s3", ["moto"], indirect=True)]
+# One journal variant per test: PostgreSQL (shared parts exist only there; jobs named per
+# test), or SQLite for the test that none are made there.
+ON_PG = pytest.mark.parametrize("journal_kind", ["postgresql"], indirect=True)
+ON_SQLITE = pytest.mark.parametrize("journal_kind", ["sqlite"], indirect=True)
 
 BIG = "big.bin"
 
@@ -41,13 +46,14 @@ def _run(sync, url: str, job: str, *extra: str):
                       "--workers", "2", "--large-files", "prehash", *ARGS, *extra)
 
 
+@ON_PG
 @pytest.mark.parametrize("again", ["fresh", "resume"])
 def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url, again):
     """The run sharing a file is SIGKILLed with units pending (some claimed by it, now
     dead); the next run continues the journaled upload: a fresh one (a new run id: the
     units were the dead run's, and it must still claim them, not wait for them for ever),
     or --resume (the same run: the dead process's units are released at once)."""
-    job = f"shared_new_run_{again}"
+    job = f"shared_new_run_{again}_{uuid.uuid4().hex[:8]}"
     data = random.Random(31).randbytes(6 * 5 * MiB - 77)
     sync.write(BIG, data)
     procs: list = []
@@ -74,13 +80,14 @@ def test_a_new_run_continues_the_units_a_killed_run_left(sync, s3, pg_url, again
     assert proxy.operations()["CompleteMultipartUpload"] == 1
 
 
+@ON_PG
 def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3, pg_url):
     """`cleanup --abort` aborts a shared upload while its owner waits for the units another
     process holds (that process paused: SIGSTOP). Its units can never be claimed again (the
     upload is not active): the owner must fail the file, not wait for them for ever."""
     from tests.faults.test_shared_parts import _hook, _tree
 
-    job = "shared_abort_wait"
+    job = f"shared_abort_wait_{uuid.uuid4().hex[:8]}"
     _tree(sync, parts=9, seed=23)
     procs: list = []
     lease = ("--lease", "20s")
@@ -154,6 +161,7 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
     assert proxy.operations()["CompleteMultipartUpload"] == 0
 
 
+@ON_PG
 def test_a_sender_paused_past_its_lease_writes_late_and_is_not_counted(sync, s3, pg_url):
     """A worker sending a unit of the run's large file is paused (SIGSTOP: a partition that
     comes back) past its lease while its part is on the wire; another process takes the unit
@@ -163,7 +171,7 @@ def test_a_sender_paused_past_its_lease_writes_late_and_is_not_counted(sync, s3,
     store holds (ListParts), the object is the file, and no byte is counted twice."""
     from tests.faults.test_shared_parts import PartWatch, _hook, _start, _tree
 
-    job = "shared_paused_sender"
+    job = f"shared_paused_sender_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=9, seed=24)
     procs: list = []
     resumed = threading.Event()
@@ -240,6 +248,7 @@ def test_a_sender_paused_past_its_lease_writes_late_and_is_not_counted(sync, s3,
     assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
 
 
+@ON_PG
 def test_the_file_rewritten_while_others_send_its_units_is_never_completed_mixed(sync, s3,
                                                                                pg_url):
     """The large file is rewritten in place (same size, new bytes in its later parts, mtime
@@ -251,7 +260,7 @@ def test_the_file_rewritten_while_others_send_its_units_is_never_completed_mixed
     from journalsync.objectmeta import metadata_sha256
     from tests.faults.test_shared_parts import _hook, _start, _tree
 
-    job = "shared_rewritten"
+    job = f"shared_rewritten_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=9, seed=25)
     old = files["z/big.bin"]
     new = old[:20 * MiB] + random.Random(26).randbytes(len(old) - 20 * MiB)
@@ -288,12 +297,13 @@ def test_the_file_rewritten_while_others_send_its_units_is_never_completed_mixed
     _object_is(sync, "z/big.bin", new)
 
 
+@ON_PG
 @pytest.mark.parametrize("again", ["fresh", "resume"])
 def test_the_owner_killed_at_complete_is_completed_by_the_next_run(sync, s3, pg_url, again):
     """Every unit done, the owner SIGKILLed as its Complete reaches the server (held there,
     never forwarded): the next run (a new one, or --resume) completes the journaled upload
     without sending a part again."""
-    job = f"shared_kill_complete_{again}"
+    job = f"shared_kill_complete_{again}_{uuid.uuid4().hex[:8]}"
     data = random.Random(32).randbytes(6 * 5 * MiB - 11)
     sync.write(BIG, data)
     reached = threading.Event()
@@ -326,6 +336,7 @@ def test_the_owner_killed_at_complete_is_completed_by_the_next_run(sync, s3, pg_
     assert proxy.operations()["CreateMultipartUpload"] == 1
 
 
+@ON_PG
 def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_url):
     """A worker sees the run's source elsewhere (`--source`, another host's mount) where
     the large file is another file of the same size and mtime: it sends none of its parts
@@ -334,7 +345,7 @@ def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_
 
     from tests.faults.test_shared_parts import PartWatch
 
-    job = "shared_other_copy"
+    job = f"shared_other_copy_{uuid.uuid4().hex[:8]}"
     data = random.Random(27).randbytes(8 * 5 * MiB - 5)
     sync.write(BIG, data)
     there = sync.tmp / "elsewhere"
@@ -376,24 +387,23 @@ def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_
     assert "is not the file its upload was created for" in results[1][2], results[1][2]
 
 
+@ON_SQLITE
 def test_sqlite_never_makes_units(sync, s3):
     """On SQLite (no other process can help) a large file goes as before: no part unit,
     no part with a sender, the object whole."""
-    import sqlite3
-
     data = random.Random(33).randbytes(4 * 5 * MiB + 9)
     sync.write(BIG, data)
     got = sync.run("--workers", "2", "--large-files", "prehash", *ARGS)
     assert got.code == 0, got
     _object_is(sync, BIG, data)
-    with sqlite3.connect(sync.journal) as db:
-        assert db.execute("SELECT count(*) FROM part_units").fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM multipart_parts WHERE sent_by IS NOT NULL"
-                          ).fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM multipart_uploads WHERE state = 'completed'"
-                          ).fetchone() == (1,)
+    assert sync.journal_rows("SELECT count(*) FROM part_units") == [(0,)]
+    assert sync.journal_rows("SELECT count(*) FROM multipart_parts WHERE sent_by IS NOT NULL"
+                             ) == [(0,)]
+    assert sync.journal_rows("SELECT count(*) FROM multipart_uploads WHERE state = 'completed'"
+                             ) == [(1,)]
 
 
+@ON_PG
 def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync, s3, pg_url):
     """The worker owning the shared file's upload is paused (SIGSTOP) past its lease: its
     chunk is taken over and the next holder continues the upload; then the first owner
@@ -401,7 +411,7 @@ def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync
     still end, the object must be the file, and the journal must not call it aborted."""
     from tests.faults.test_shared_parts import _hook, _start, _tree
 
-    job = "shared_paused_owner"
+    job = f"shared_paused_owner_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=13, seed=29)
     done: set[str] = set()
     base = _hook(pg_url, job, 3, 0.6)
@@ -452,12 +462,13 @@ def test_an_owner_paused_past_its_lease_and_resumed_leaves_one_whole_object(sync
         [("completed",)], [])
 
 
+@ON_PG
 def test_the_delete_phase_waits_for_a_shared_uploads_units(sync, s3, pg_url):
     """`run --delete` and a worker sharing the large file's upload (whichever owns it): the
     run deletes only once that upload is complete, and only the extra."""
     from tests.faults.test_shared_parts import _hook, _tree
 
-    job = "shared_delete"
+    job = f"shared_delete_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=9, seed=30)
     extra = sync.object_key("gone.txt")
     sync.s3.client().put_object(Bucket=sync.bucket, Key=extra, Body=b"old")
@@ -495,13 +506,14 @@ def test_the_delete_phase_waits_for_a_shared_uploads_units(sync, s3, pg_url):
                                                                             completed_at)
 
 
+@ON_PG
 def test_the_owner_killed_before_making_units_is_continued(sync, s3, pg_url):
     """The owner SIGKILLed after its upload is created and journaled but before its units
     are (held there by a lock on part_units the test takes, seen waiting in
     pg_stat_activity): the next run continues that upload, units made then."""
     import psycopg
 
-    job = "shared_kill_before_units"
+    job = f"shared_kill_before_units_{uuid.uuid4().hex[:8]}"
     data = random.Random(34).randbytes(6 * 5 * MiB - 3)
     sync.write(BIG, data)
     procs: list = []
