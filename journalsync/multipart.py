@@ -37,6 +37,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from botocore.exceptions import ClientError
@@ -464,10 +465,20 @@ class MultipartDriver:
                      pre: PreHash, counter: Attempts) -> tuple[int, str, int, BodyCheck]:
         """Send one part read by the CRT from `fd` (every try reads the file again), then
         check that what it read is the part pre-hashed."""
-        key = self.cfg.dest.object_key(rec.key)
-        check = self._pre_check(pre, number, fd, rec.part_size, length)
         changed = FileChanged("changed during upload; the upload was aborted and the next run "
                               "retries it")
+        send, check = self.file_part_sender(crt, rec, number, fd, length, pre, changed)
+        return self._sent(rec, number, length, send, counter, check)
+
+    def file_part_sender(self, crt, rec: UploadRecord, number: int, fd: int, length: int,
+                         pre: PreHash, changed: Exception) -> tuple[Callable[[], str], BodyCheck]:
+        """(send, check) for part `number` read by the CRT straight from `fd`
+        (prehash.PartStream, every try reading the file again), with its Content-MD5
+        (part_md5: read now and checked to be of the part pre-hashed by its CRC) or its
+        CRC64-NVME; `send` raises `changed` unless the bytes the CRT read are the part
+        pre-hashed. Also sharedparts.py's, for a unit's parts."""
+        key = self.cfg.dest.object_key(rec.key)
+        check = self._pre_check(pre, number, fd, rec.part_size, length)
 
         def send() -> str:
             stream = PartStream(fd, (number - 1) * rec.part_size, length)
@@ -481,16 +492,23 @@ class MultipartDriver:
                 raise changed
             return etag
 
-        return self._sent(rec, number, length, send, counter, check)
+        return send, check
 
     def _send_part(self, rec: UploadRecord, number: int, data: memoryview,
                    counter: Attempts) -> tuple[int, str, int, BodyCheck]:
-        check = check_for(self.clients.body_check, data)
-        key = self.cfg.dest.object_key(rec.key)
         # A streamed part goes the way a pre-hashed one does (through the CRT: no payload
         # SHA-256 by botocore's signer over plain HTTP, far less Python per request).
         crt = self.clients.crt() if rec.streamed and self.clients.bandwidth is None \
             else self.clients.parts_crt()
+        send, check = self.buffer_part_sender(crt, rec, number, data)
+        return self._sent(rec, number, len(data), send, counter, check)
+
+    def buffer_part_sender(self, crt, rec: UploadRecord, number: int,
+                           data: memoryview) -> tuple[Callable[[], str], BodyCheck]:
+        """(send, check) for part `number` held in `data`, with its MD5 or CRC: through the
+        CRT if given, else botocore. Also sharedparts.py's."""
+        check = check_for(self.clients.body_check, data)
+        key = self.cfg.dest.object_key(rec.key)
         if crt is not None:
             send = lambda: crt.upload_part(key, rec.upload_id, number,  # noqa: E731
                                            BufferStream(data), check, len(data))
@@ -499,18 +517,22 @@ class MultipartDriver:
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
                 Body=self.clients.body(bytes(data)), **check.boto_args)["ETag"]
-        return self._sent(rec, number, len(data), send, counter, check)
+        return send, check
+
+    def call_part(self, rec: UploadRecord, send: Callable[[], str], counter: Attempts) -> str:
+        """Run a part's `send` (retried); an upload the store no longer has is UploadGone."""
+        try:
+            return self._call(send, counter)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
+            raise
 
     def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,
               check: BodyCheck) -> tuple[int, str, int, BodyCheck]:
         """Run `send` (retried), journal the part, and return (number, ETag, bytes sent,
         the part's check for the Complete)."""
-        try:
-            etag = self._call(send, counter)
-        except ClientError as exc:
-            if error_code(exc) == "NoSuchUpload":
-                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
-            raise
+        etag = self.call_part(rec, send, counter)
         self.journal.record_part(rec.upload_id, number, etag, size)
         return number, etag, size * counter.count, check
 

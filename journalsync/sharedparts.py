@@ -40,7 +40,7 @@ from awscrt.checksums import crc64nvme
 from botocore.exceptions import ClientError
 
 from journalsync.errors import Interrupted
-from journalsync.integrity import MD5, BodyCheck, check_for, of_crc
+from journalsync.integrity import MD5, BodyCheck, of_crc
 from journalsync.journal.partunits import PartUnit
 from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import (
@@ -51,7 +51,7 @@ from journalsync.multipart import (
     part_size_for,
 )
 from journalsync.objectmeta import file_identity, metadata_sha256, read_identity
-from journalsync.prehash import BufferStream, PartStream, PreHash, prehash
+from journalsync.prehash import PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.safeio import open_source
 
@@ -375,55 +375,19 @@ class SharedParts:
                 d.buffers.give(buf)
 
     def _stream(self, crt, unit: PartUnit, rec, fd: int, number: int, length: int) -> str:
-        """Send part `number` read by the CRT straight from `fd` (prehash.PartStream, every
-        try reading the file again), with its Content-MD5 (part_md5: read now and checked
-        to be of the part pre-hashed by its CRC) or its CRC64-NVME; then check that the
-        bytes the CRT read are the part pre-hashed (the unit's journaled CRC)."""
-        d = self.driver
+        """Send part `number` as multipart sends a pre-hashed part (read by the CRT from
+        `fd`), checked against the unit's journaled CRC of that part."""
         crcs = [0] * number
         crcs[number - 1] = unit.crc(number)
         pre = PreHash(rec.sha256, rec.part_size, tuple(crcs), (), 0)  # this part's CRC
-        check = d._pre_check(pre, number, fd, rec.part_size, length)
-        key = self.cfg.dest.object_key(rec.key)
-
-        def send() -> str:
-            stream = PartStream(fd, (number - 1) * rec.part_size, length)
-            try:
-                etag = crt.upload_part(key, rec.upload_id, number, stream, check, length)
-            except Exception:
-                if stream.count == length and not stream.sent_as_hashed(pre, number):
-                    raise FileChanged(CHANGED) from None  # a BadDigest: not the bytes hashed
-                raise
-            if not stream.sent_as_hashed(pre, number):
-                raise FileChanged(CHANGED)
-            return etag
-
-        try:
-            return d._call(send, Attempts())
-        except ClientError as exc:
-            if error_code(exc) == "NoSuchUpload":
-                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
-            raise
+        d = self.driver
+        send, _ = d.file_part_sender(crt, rec, number, fd, length, pre, FileChanged(CHANGED))
+        return d.call_part(rec, send, Attempts())
 
     def _put(self, rec, number: int, data: memoryview) -> str:
         d = self.driver
-        check = check_for(d.clients.body_check, data)
-        key = self.cfg.dest.object_key(rec.key)
-        crt = d.clients.parts_crt()
-        if crt is not None:
-            send = lambda: crt.upload_part(key, rec.upload_id, number,  # noqa: E731
-                                           BufferStream(data), check, len(data))
-        else:
-            client = d.clients.get()
-            send = lambda: client.upload_part(  # noqa: E731
-                Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id,
-                PartNumber=number, Body=d.clients.body(bytes(data)), **check.boto_args)["ETag"]
-        try:
-            return d._call(send, Attempts())
-        except ClientError as exc:
-            if error_code(exc) == "NoSuchUpload":
-                raise UploadGone(f"upload {rec.upload_id} is gone") from exc
-            raise
+        send, _ = d.buffer_part_sender(d.clients.parts_crt(), rec, number, data)
+        return d.call_part(rec, send, Attempts())
 
     def renew(self) -> None:
         """Called by chunkwork's heartbeat: extend the leases of the units being sent."""
