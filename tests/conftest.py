@@ -56,11 +56,21 @@ def _pg_journal_server(group: list) -> str | None:
     return ONE_SERVER if ONE_SERVER in servers else servers[0]
 
 
+# Fault tests whose subject is the transport (a proxy or a link that refuses, stalls,
+# corrupts or drops requests): what they test happens between the client and the store,
+# the journal writes they make are the plain ones every other test makes on both journals,
+# and their PostgreSQL copies cost the suite 3 minutes of its 15 on 2 cores. They run on
+# SQLite only; every crash test (SIGKILL, signals, resume, locks, hosts) runs on both.
+TRANSPORT_FAULTS = {"test_flaky", "test_part_stall", "test_unreachable", "test_link_drop",
+                    "test_body_checks", "test_damaged_body", "test_multipart_failures",
+                    "test_manifest_faults"}
+
+
 def _keep_journal(item, pg_server: str | None) -> bool:
     if _param_of(item, "journal_kind") != "postgresql":
         return True
     item.add_marker("pg_journal")
-    if item.get_closest_marker("sqlite_only"):
+    if item.get_closest_marker("sqlite_only") or item.module.__name__.rsplit(".", 1)[-1] in TRANSPORT_FAULTS:
         return False
     return pg_server is None or _server_of(item) == pg_server
 

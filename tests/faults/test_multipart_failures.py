@@ -35,7 +35,9 @@ def test_failed_part_waits_for_parts_in_flight_before_aborting(sync, s3, s3clien
     after_abort = ops[ops.index("AbortMultipartUpload"):]
     # Aborted once, after every part had its answer, and no part was sent after it.
     assert parts_at_abort == [0] and "UploadPart" not in after_abort, ops
-    assert ops.count("UploadPart") == 3
+    # Part 2 at least was in flight when part 1 was refused; part 3 too unless the refusal
+    # came back before it started (then it is rightly never sent: CI saw both).
+    assert ops.count("UploadPart") in (2, 3), ops
     assert incomplete(s3client, sync.bucket) == []
 
 

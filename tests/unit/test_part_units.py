@@ -37,9 +37,11 @@ def test_units_are_claimed_once_each_with_their_parts_crcs(journal_at):
 def test_a_stale_holders_part_is_not_recorded_and_the_unit_closes_only_when_whole(journal_at):
     with Journal(journal_at) as a, Journal(journal_at) as b:
         run_id = _shared(a, parts=2)
-        stale = a.claim_part_unit(run_id, 1, 0.3)
-        assert a.record_unit_part(stale, 1, '"e1"', 5, worker_id=1, lease=0.3)
-        time.sleep(0.4)
+        # A lease of 2 s: a chunk write's transaction may sit idle for at most its lease
+        # (limit_silence), and 0.3 s was less than a loaded machine's pause inside one.
+        stale = a.claim_part_unit(run_id, 1, 2.0)
+        assert a.record_unit_part(stale, 1, '"e1"', 5, worker_id=1, lease=2.0)
+        time.sleep(2.2)
         fresh = b.claim_part_unit(run_id, 2, 30)
         assert (fresh.id, fresh.epoch) == (stale.id, 2)
         # The old holder comes back: its part is refused, nothing of it written.
