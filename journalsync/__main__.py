@@ -1,4 +1,4 @@
-from journalsync.process import main
+from journalsync.entry import main
 
 if __name__ == "__main__":
     main()

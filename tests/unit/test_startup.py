@@ -178,7 +178,7 @@ def test_large_buffers_are_mapped_and_given_back_after_the_first(tmp_path):
 
 EXIT_PROBE = """\
 import atexit, sys, threading, time
-from journalsync.process import end_process
+from journalsync.entry import end_process
 
 class Teardown:
     def __del__(self):
@@ -196,7 +196,7 @@ end_process(int(sys.argv[2]))
 
 @pytest.mark.parametrize("code", [0, 3])
 def test_end_process_flushes_runs_atexit_and_skips_the_teardown(tmp_path, code):
-    """process.main ends every command by end_process: its output and exit code are the
+    """entry.main ends every command by end_process: its output and exit code are the
     interpreter's own, its atexit handlers (logging's flush of --log-file) run, and the
     teardown that frees every object one by one does not."""
     proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, "alone", str(code)], cwd=tmp_path,
