@@ -355,8 +355,20 @@ def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_
     st = (sync.src / BIG).stat()
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     procs: list = []
-    def slower(req):  # the run's parts outlast the worker's start on a loaded machine
-        return Fault(status=0, delay=2.0) if req.operation == "UploadPart" else None
+    joined = threading.Event()
+
+    def slower(req):
+        """Each of the run's parts waits until the worker has joined the run (a fixed delay
+        was outlasted by the worker's start on a loaded machine), then 2 s more, so the
+        worker finds units left to claim."""
+        if req.operation != "UploadPart":
+            return None
+        deadline = time.monotonic() + 60
+        while not joined.is_set() and time.monotonic() < deadline:
+            if _rows(pg_url, job, "SELECT count(*) FROM workers") == [(2,)]:
+                joined.set()
+            time.sleep(0.05)
+        return Fault(status=0, delay=2.0)
 
     with RecordingProxy(s3.port, hook=slower) as proxy:
         sync.endpoint_url = proxy.endpoint_url
