@@ -532,18 +532,23 @@ def test_the_owner_killed_before_making_units_is_continued(sync, s3, pg_url):
     with RecordingProxy(s3.port, hook=_slow_parts) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         try:
-            first = _run(sync, pg_url, job)
+            # One transfer slot, the owner's: with a slot free the run would claim units
+            # too, and a claim waiting on the lock holds the process's journal connection,
+            # so the owner could not journal its upload first.
+            first = _run(sync, pg_url, job, "--workers", "1")
             procs.append(first)
             _wait("the chunk claimed", lambda: _rows(
                 pg_url, job, "SELECT 1 FROM chunks WHERE state = 'claimed'"), procs)
             with psycopg.connect(pg_url, options=f"-c search_path={job}") as lock:
                 lock.execute("LOCK TABLE part_units IN ACCESS EXCLUSIVE MODE")
+                # Its upload journaled, and a statement on part_units waiting (another of
+                # its threads may wait there first, e.g. renewing units: both are asked).
                 _wait("the owner blocked making units", lambda: _rows(
+                    pg_url, job, "SELECT state FROM multipart_uploads") == [("active",)]
+                    and _rows(
                     pg_url, job, "SELECT 1 FROM pg_stat_activity WHERE pid != %s AND"
                     " wait_event_type = 'Lock' AND query ILIKE '%%part_units%%'"
                     " AND datname = current_database()", lock.info.backend_pid), procs)
-                assert _rows(pg_url, job, "SELECT state FROM multipart_uploads") == \
-                    [("active",)]
                 first.send_signal(signal.SIGKILL)
                 first.wait()
                 lock.rollback()
