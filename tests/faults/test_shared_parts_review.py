@@ -529,7 +529,14 @@ def test_the_owner_killed_before_making_units_is_continued(sync, s3, pg_url):
     data = random.Random(34).randbytes(6 * 5 * MiB - 3)
     sync.write(BIG, data)
     procs: list = []
-    with RecordingProxy(s3.port, hook=_slow_parts) as proxy:
+    locked = threading.Event()
+
+    def hook(req):  # the upload is created only once the test holds part_units
+        if req.operation == "CreateMultipartUpload":
+            locked.wait(60)
+        return _slow_parts(req)
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         try:
             # One transfer slot, the owner's: with a slot free the run would claim units
@@ -541,6 +548,7 @@ def test_the_owner_killed_before_making_units_is_continued(sync, s3, pg_url):
                 pg_url, job, "SELECT 1 FROM chunks WHERE state = 'claimed'"), procs)
             with psycopg.connect(pg_url, options=f"-c search_path={job}") as lock:
                 lock.execute("LOCK TABLE part_units IN ACCESS EXCLUSIVE MODE")
+                locked.set()
                 # Its upload journaled, and a statement on part_units waiting (another of
                 # its threads may wait there first, e.g. renewing units: both are asked).
                 _wait("the owner blocked making units", lambda: _rows(
