@@ -60,6 +60,16 @@ log = logging.getLogger(__name__)
 CHANGED = "changed during upload; the upload was aborted and the next run retries it"
 
 
+def unit_bytes_among(size: int, part: int, most: int, others: int) -> int:
+    """Bytes per unit of a file of `size` in parts of `part` while `others` other processes
+    work the run: about one unit per process, at most `most` (--part-unit), so
+    the hosts left idle at the end of a run help with the last large files instead of
+    waiting for one host to send them (a 64 MiB file at 50 Mbit/s is 11 s of one link),
+    but never less than two parts, or the units' rows would cost more than they spread."""
+    even = -(-size // (others + 1))
+    return max(2 * part, min(most, -(-even // part) * part))
+
+
 class UnitLost(Exception):
     """The unit's lease expired and another worker claimed it: its parts are not ours."""
 
@@ -82,25 +92,33 @@ class SharedParts:
 
     # -- the owner -------------------------------------------------------------------------
 
-    def takes(self, item: PlanItem, st: os.stat_result) -> bool:
-        """Whether this file's upload is shared: a shared journal, more than one unit, and
-        either a shared upload of it to continue, or a file multipart.py would pre-hash
-        anyway (sharing then costs no extra read: over 5 GiB, a versioned bucket,
-        --large-files prehash...; workers that join later still help), or others working
-        the run now. Alone, a file the scan hashed or one that would be streamed (stamp.py)
-        is sent as before: a pre-hash would be one more read of it."""
-        if self.worker_id is None or not self.journal.shared or st.st_size <= self.unit_bytes:
-            return False
+    def unit_for(self, item: PlanItem, st: os.stat_result) -> int:
+        """The bytes per unit this file's upload is shared in, or 0: not shared. Shared on a
+        shared journal, in more than one unit, when there is a shared upload of it to
+        continue, or a file multipart.py would pre-hash anyway (sharing then costs no extra
+        read: over 5 GiB, a versioned bucket, --large-files prehash...; workers that join
+        later still help), or others working the run now. Alone, a file the scan hashed or
+        one that would be streamed (stamp.py) is sent as before: a pre-hash would be one
+        more read of it."""
+        if self.worker_id is None or not self.journal.shared:
+            return 0
+        part = part_size_for(st.st_size, self.cfg.part_size)
+        if st.st_size <= 2 * part:
+            return 0
         rec = self.journal.active_upload_for(item.key)
         if rec is not None and self.journal.unit_crcs(rec.upload_id):
-            return True
+            return self.unit_bytes  # its units exist: make_part_units keeps them
         hashed = item.sha256 is not None and _as_scanned(st, item)
-        if not hashed and not self.driver.large.streams(st.st_size):
-            return True
-        return self.journal.other_workers(self.driver.run_id) > 0
+        if not hashed and not self.driver.large.streams(st.st_size) and st.st_size > self.unit_bytes:
+            return self.unit_bytes
+        others = self.journal.other_workers(self.driver.run_id)
+        if others <= 0:
+            return 0
+        unit = unit_bytes_among(st.st_size, part, self.unit_bytes, others)
+        return unit if st.st_size > unit else 0
 
     def upload(self, item: PlanItem, path: str, counter: Attempts, fh,
-               st: os.stat_result) -> TransferResult:
+               st: os.stat_result, unit: int) -> TransferResult:
         d = self.driver
         part_size = part_size_for(st.st_size, self.cfg.part_size)
         with d.hash_slots:
@@ -113,7 +131,7 @@ class SharedParts:
         if rec is None:
             rec = d._create(item, st, pre.sha256)
         try:
-            return self._own(item, path, fh, st, rec, pre, counter)
+            return self._own(item, path, fh, st, rec, pre, counter, unit)
         except UploadGone:
             done = self._completed_elsewhere(item, fh, st, rec, pre, counter, 0)
             if done is not None:
@@ -154,10 +172,11 @@ class SharedParts:
                  len(held))
         return rec
 
-    def _own(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts) -> TransferResult:
+    def _own(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts,
+             unit: int) -> TransferResult:
         d = self.driver
         count = max(1, math.ceil(rec.size / rec.part_size))
-        per = max(1, self.unit_bytes // rec.part_size)
+        per = max(1, unit // rec.part_size)
         groups = [(lo, min(count, lo + per - 1), pre.part_crcs[lo - 1:min(count, lo + per - 1)])
                   for lo in range(1, count + 1, per)]
         made = self.journal.make_part_units(d.run_id, rec.upload_id, groups)

@@ -98,8 +98,9 @@ class Uploader:
             log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
         path = os.path.join(self.cfg.source, item.path or item.key)
         if st.st_size >= self.cfg.multipart_threshold:
-            if self.shared.takes(item, st):
-                return self.shared.upload(item, path, counter, fh, st)
+            unit = self.shared.unit_for(item, st)
+            if unit:
+                return self.shared.upload(item, path, counter, fh, st, unit)
             return self.multipart.upload(item, path, counter, fh)
         return self._single(item, fh, st, counter)
 

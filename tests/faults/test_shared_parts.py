@@ -70,15 +70,16 @@ def _hook(url: str, job: str, processes: int, part_delay: float):
     return hook
 
 
-def _start(sync, url: str, job: str, procs: list):
+def _start(sync, url: str, job: str, procs: list, unit: str = "10MiB"):
+    args = [a if a != "10MiB" else unit for a in ARGS]
     run = sync.start("run", str(sync.src), sync.dest, "--journal", url, "--job", job,
-                     "--chunk-files", "2", "--chunk-bytes", "5MiB", "--workers", "2", *ARGS)
+                     "--chunk-files", "2", "--chunk-bytes", "5MiB", "--workers", "2", *args)
     procs.append(run)
     _wait("chunks", lambda: _rows(url, job, "SELECT 1 FROM chunks LIMIT 1"), procs)
     # A worker takes its transfer settings from a job file: the same as the run's.
     settings = sync.tmp / "transfer.toml"
     settings.write_text('multipart_threshold = "5MiB"\npart_size = "5MiB"\n'
-                        'part_unit = "10MiB"\n')
+                        f'part_unit = "{unit}"\n')
     workers = [sync.start("worker", "--journal", url, "--job", job, "--workers", "2", "-v",
                           "--config", str(settings), "--lease", "3s") for _ in range(2)]
     procs += workers
@@ -185,6 +186,29 @@ def test_two_workers_and_the_run_send_one_files_parts_together(sync, s3, pg_url)
     # Each process's tally counts the bytes it sent, a shared file's parts included once.
     status = json.loads(sync.cli("status", "--journal", pg_url, "--job", job, "--json").out)
     assert sum(w["bytes_done"] for w in status["workers"]) == sum(map(len, files.values()))
+
+
+def test_a_file_smaller_than_a_part_unit_is_shared_while_others_work(sync, s3, pg_url):
+    """--part-unit (default 128 MiB) is the most a unit holds; while others work the run, a
+    file is cut into about one unit per process, so at the end of a run the idle hosts help
+    with the last large file instead of one host sending it alone (unit_bytes_among)."""
+    job = f"shared_small_{uuid.uuid4().hex[:8]}"
+    files = _tree(sync, parts=6, seed=23)  # 25 MiB + 123 bytes: 6 parts of 5 MiB
+    procs: list = []
+    with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.3)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        try:
+            _start(sync, pg_url, job, procs, unit="128MiB")
+            results = [_finish(p) for p in procs]
+        finally:
+            _kill_all(procs)
+    for code, out, err in results:
+        assert code == 0, results
+    _bucket_equals(sync, files)
+    assert _part_puts(proxy) == Counter({n: 1 for n in range(1, 7)})
+    # A third of 25 MiB, in whole parts: units of 10 MiB (two parts), so three units.
+    units = _rows(pg_url, job, "SELECT first_part, last_part, state FROM part_units ORDER BY 1")
+    assert units == [(1, 2, "done"), (3, 4, "done"), (5, 6, "done")], units
 
 
 @pytest.mark.parametrize("victim_is", ["sender", "owner"])

@@ -355,8 +355,20 @@ def test_a_worker_whose_copy_of_the_file_differs_refuses_its_units(sync, s3, pg_
     st = (sync.src / BIG).stat()
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     procs: list = []
-    def slower(req):  # the run's parts outlast the worker's start on a loaded machine
-        return Fault(status=0, delay=2.0) if req.operation == "UploadPart" else None
+    joined = threading.Event()
+
+    def slower(req):
+        """Each of the run's parts waits until the worker has joined the run (a fixed delay
+        was outlasted by the worker's start on a loaded machine), then 2 s more, so the
+        worker finds units left to claim."""
+        if req.operation != "UploadPart":
+            return None
+        deadline = time.monotonic() + 60
+        while not joined.is_set() and time.monotonic() < deadline:
+            if _rows(pg_url, job, "SELECT count(*) FROM workers") == [(2,)]:
+                joined.set()
+            time.sleep(0.05)
+        return Fault(status=0, delay=2.0)
 
     with RecordingProxy(s3.port, hook=slower) as proxy:
         sync.endpoint_url = proxy.endpoint_url
@@ -517,21 +529,34 @@ def test_the_owner_killed_before_making_units_is_continued(sync, s3, pg_url):
     data = random.Random(34).randbytes(6 * 5 * MiB - 3)
     sync.write(BIG, data)
     procs: list = []
-    with RecordingProxy(s3.port, hook=_slow_parts) as proxy:
+    locked = threading.Event()
+
+    def hook(req):  # the upload is created only once the test holds part_units
+        if req.operation == "CreateMultipartUpload":
+            locked.wait(60)
+        return _slow_parts(req)
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         try:
-            first = _run(sync, pg_url, job)
+            # One transfer slot, the owner's: with a slot free the run would claim units
+            # too, and a claim waiting on the lock holds the process's journal connection,
+            # so the owner could not journal its upload first.
+            first = _run(sync, pg_url, job, "--workers", "1")
             procs.append(first)
             _wait("the chunk claimed", lambda: _rows(
                 pg_url, job, "SELECT 1 FROM chunks WHERE state = 'claimed'"), procs)
             with psycopg.connect(pg_url, options=f"-c search_path={job}") as lock:
                 lock.execute("LOCK TABLE part_units IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                # Its upload journaled, and a statement on part_units waiting (another of
+                # its threads may wait there first, e.g. renewing units: both are asked).
                 _wait("the owner blocked making units", lambda: _rows(
+                    pg_url, job, "SELECT state FROM multipart_uploads") == [("active",)]
+                    and _rows(
                     pg_url, job, "SELECT 1 FROM pg_stat_activity WHERE pid != %s AND"
                     " wait_event_type = 'Lock' AND query ILIKE '%%part_units%%'"
                     " AND datname = current_database()", lock.info.backend_pid), procs)
-                assert _rows(pg_url, job, "SELECT state FROM multipart_uploads") == \
-                    [("active",)]
                 first.send_signal(signal.SIGKILL)
                 first.wait()
                 lock.rollback()

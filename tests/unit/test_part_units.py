@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from journalsync.config import GiB, MiB
 from journalsync.journal import Journal, UploadRecord
+from journalsync.sharedparts import unit_bytes_among
 
 
 def _shared(journal: Journal, upload_id: str = "up-1", parts: int = 6, per: int = 2) -> int:
@@ -83,3 +87,14 @@ def test_parts_the_store_does_not_hold_are_forgotten_and_their_unit_reopened(jou
         assert set(journal.part_rows("up-1")) == {1}
         again = journal.claim_part_unit(run_id, 2, 30)
         assert (again.id, again.epoch, again.first) == (unit.id, 2, 1)
+
+
+@pytest.mark.parametrize(("size", "others", "unit"), [
+    (64 * MiB, 3, 16 * MiB),        # four processes: a quarter each
+    (64 * MiB, 1, 32 * MiB),
+    (25 * MiB, 2, 16 * MiB),        # a third is 8.3 MiB: two parts of 8 MiB at least
+    (20 * GiB, 3, 128 * MiB),       # never more than --part-unit
+    (100 * MiB, 7, 16 * MiB),       # 12.5 MiB rounds up to whole parts: two
+])
+def test_a_unit_is_about_one_processs_share_of_the_file_in_whole_parts(size, others, unit):
+    assert unit_bytes_among(size, 8 * MiB, 128 * MiB, others) == unit
