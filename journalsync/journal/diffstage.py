@@ -71,6 +71,18 @@ class DiffStage:
             finally:
                 cur.close()
 
+    def staged_rows(self, side: str) -> int:
+        """Rows sent to the stages since the scan ("scan") or the LIST ("list") began:
+        files or objects new and changed (all of them, on a full stage), gone keys, and
+        adoption candidates. What diff staging saves shows here: an unchanged tree and
+        bucket stage none."""
+        with self._lock:
+            return self._staged[side]
+
+    def _count_staged(self, side: str, n: int) -> None:
+        with self._lock:  # the LIST's threads stage pages at once
+            self._staged[side] += n
+
     def stage_scan_gone(self, keys: Sequence[str]) -> None:
         self._stage_gone("scan_gone", keys)
 
@@ -79,6 +91,7 @@ class DiffStage:
         statement over an array, as stage_files."""
         if not keys:
             return
+        self._count_staged("scan" if table == "scan_gone" else "list", len(keys))
         if self._pg:
             self._pg_execute(f"INSERT INTO {table} (key) SELECT * FROM unnest(%b::text[])"
                              " ON CONFLICT (key) DO NOTHING", (list(keys),))
@@ -92,8 +105,9 @@ class DiffStage:
         self._analyze_stage("scan_stage")
         self._analyze_stage("scan_gone")
         with self._write() as conn:
-            conn.execute(text(_CANDIDATES_PG if self._pg else _CANDIDATES),
-                         {"ranges": json.dumps(ranges)})
+            staged = conn.execute(text(_CANDIDATES_PG if self._pg else _CANDIDATES),
+                                  {"ranges": json.dumps(ranges)}).rowcount
+        self._count_staged("scan", max(0, staged))
 
     def _begin_gone(self, table) -> None:
         with self._write() as conn:

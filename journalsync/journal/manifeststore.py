@@ -23,11 +23,13 @@ class ManifestStore:
             remote_stage.create(conn, checkfirst=True)  # TEMP, as scan_stage
         self._clear_stage("remote_stage")
         self._list_diff = diff
+        self._staged["list"] = 0
         if diff:
             self._begin_gone(remote_gone)
 
     def stage_remote(self, rows: Sequence[tuple]) -> None:
         """Rows of (key, size, etag, last_modified) from one or more LIST pages."""
+        self._count_staged("list", len(rows))
         if rows and self._pg:  # one statement over arrays, as in stage_files
             self._pg_execute(
                 "INSERT INTO remote_stage (key, size, etag, last_modified) SELECT * FROM"
