@@ -102,8 +102,8 @@ class DiffStage:
 
     def stage_hash_candidates(self, unreadable_dirs: Sequence[tuple[str, str]] = ()) -> None:
         ranges = [[d + "/", d + "0"] for d, _ in unreadable_dirs]
-        self._analyze_stage("scan_stage")
-        self._analyze_stage("scan_gone")
+        self._analyze_stage("scan_stage")  # and for commit_scan's delete of the gone:
+        self._analyze_stage("scan_gone")  # see ManifestStore.commit_listing
         with self._write() as conn:
             staged = conn.execute(text(_CANDIDATES_PG if self._pg else _CANDIDATES),
                                   {"ranges": json.dumps(ranges)}).rowcount
