@@ -279,8 +279,8 @@ def _scan_and_plan(run: Run, on_plan_item: Callable[[PlanItem], None] | None) ->
             lambda: manifest.fill_hashes(run.clients, cfg, journal, listed))
     run.head_refused = listed.refused
     counts.adopted += sum(listed.adopted.values())
-    log.info("manifest: %d objects in %d pages, %d HEADs, %.2fs since the scan began",
-             listed.listed, listed.pages, listed.heads, time.monotonic() - t)
+    log.info("manifest: %d objects in %d pages, %d staged, %d HEADs, %.2fs since the scan began",
+             listed.listed, listed.pages, listed.staged, listed.heads, time.monotonic() - t)
 
     plan = build_plan(journal, run.run_id, cfg)
     if run.stop.is_set():
@@ -312,9 +312,9 @@ def _scan_and_list(run: Run, must_list: bool) -> manifest.ManifestStats:
         except BaseException:
             run.stop.set()  # let the LIST stop at its next page
             raise
-        log.info("scan: %d files, %d hashed (%d bytes), %d failed, %d symlinks not followed, "
-                 "%.2fs", scanned.scanned, scanned.hashed, scanned.hashed_bytes, scanned.failed,
-                 scanned.symlinks, time.monotonic() - t)
+        log.info("scan: %d files, %d staged, %d hashed (%d bytes), %d failed, %d symlinks not "
+                 "followed, %.2fs", scanned.scanned, scanned.staged, scanned.hashed,
+                 scanned.hashed_bytes, scanned.failed, scanned.symlinks, time.monotonic() - t)
         listed = listing.result() if listing else manifest.ManifestStats()
     # An unreadable directory is one entry of the source the run could not back up: it is
     # scanned, and failed (so `failed` is what `status --failed` lists and the guard counts).

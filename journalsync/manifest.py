@@ -33,6 +33,7 @@ class ManifestStats:
     listed: int = 0
     pages: int = 0
     heads: int = 0
+    staged: int = 0  # rows the LIST staged (journal.staged_rows): none on an unchanged bucket
     refused: set[str] = field(default_factory=set)  # keys whose HEAD was refused (400/403)
     adopted: Counter = field(default_factory=Counter)  # proof -> objects proven by a peer's metadata
 
@@ -154,6 +155,7 @@ def _refresh(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int,
         # Nested keys outside every listed "directory" are gone (the directory went).
         edges = [None] + [e for d in sorted(subdirs) for e in (d[len(base):], _upper(d[len(base):]))] + [None]
         gaps = list(zip(edges[0::2], edges[1::2]))
+    stats.staged = journal.staged_rows("list")
     journal.commit_listing(run_id, gaps)
     return stats
 

@@ -62,6 +62,7 @@ class ScanStats:
     excluded: int = 0  # files the filters leave out
     hashed: int = 0
     hashed_bytes: int = 0
+    staged: int = 0  # rows the scan staged (journal.staged_rows): none on an unchanged tree
     adopted: Counter = field(default_factory=Counter)  # proof -> objects proven by their ETag
     unreadable_dirs: list[tuple[str, str]] = field(default_factory=list)
 
@@ -193,6 +194,7 @@ def scan(root: Path, dest: Destination, journal: Journal, run_id: int,
         before_hash()
     if diff:  # unchanged files whose object's hash is unknown are hashed as before
         journal.stage_hash_candidates(stats.unreadable_dirs)
+    stats.staged = journal.staged_rows("scan")
     _hash_changed(str(root), journal, stats, errors, hash_threads, stop, racy_window_ns,
                   hash_all)
     journal.commit_scan(run_id, stats.unreadable_dirs)

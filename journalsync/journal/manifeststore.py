@@ -23,11 +23,13 @@ class ManifestStore:
             remote_stage.create(conn, checkfirst=True)  # TEMP, as scan_stage
         self._clear_stage("remote_stage")
         self._list_diff = diff
+        self._staged["list"] = 0
         if diff:
             self._begin_gone(remote_gone)
 
     def stage_remote(self, rows: Sequence[tuple]) -> None:
         """Rows of (key, size, etag, last_modified) from one or more LIST pages."""
+        self._count_staged("list", len(rows))
         if rows and self._pg:  # one statement over arrays, as in stage_files
             self._pg_execute(
                 "INSERT INTO remote_stage (key, size, etag, last_modified) SELECT * FROM"
@@ -46,6 +48,8 @@ class ManifestStore:
         the cached row are written: an unchanged bucket writes nothing to `remote_objects`.
         `gaps`: after a diff LIST, the key ranges no listing covered (_commit_remote_gone)."""
         self._analyze_stage("remote_stage")
+        if self._list_diff:  # unanalyzed, it is planned as 1,360 keys: a hash join that
+            self._analyze_stage("remote_gone")  # reads every cached row (EXPLAIN, PG 15)
         with self._write() as conn:
             # New objects, and objects whose size or ETag changed (their hash is dropped).
             # last_modified alone is no reason to write: nothing decides on it, and the row

@@ -40,6 +40,7 @@ class ScanStore:
             scan_stage.create(conn, checkfirst=True)
         self._clear_stage("scan_stage")
         self._scan_diff = diff
+        self._staged["scan"] = 0
         if diff:
             self._begin_gone(scan_gone)
 
@@ -47,6 +48,7 @@ class ScanStore:
         """Stage what the walk saw. Two names that normalise to one key both fail."""
         if not rows:
             return
+        self._count_staged("scan", len(rows))
         if self._pg:
             self._stage_files_pg(rows)
             return

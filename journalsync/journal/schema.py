@@ -77,7 +77,8 @@ files = Table(
 )
 
 # Staging tables live in the write connection's TEMP schema, not in the journal file: a
-# nightly no-op stages every file and every object, and none of that needs to reach the WAL.
+# first run stages every file and every object (a no-op only what differs: diffstage.py),
+# and none of that needs to reach the WAL.
 # Only the differences between a stage and its table are written to the journal.
 staging = MetaData()
 

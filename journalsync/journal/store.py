@@ -93,6 +93,7 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
         statements."""
         self._pg = isinstance(path, PgLocation)
         self._scan_diff = self._list_diff = False  # diffstage.py: set by begin_scan/_listing
+        self._staged = {"scan": 0, "list": 0}  # diffstage.staged_rows
         self.read_only = read_only
         if self._pg:
             from journalsync.journal import pg

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import unicodedata
 
 import pytest
 
+from tests.conftest import Result
 from tests.support.proxy import Fault, RecordingProxy
 
 TRICKY = ["a-b", "a.b", "a0", "A", "a/bc", "a/b-c", "a/b/c", "a/b.c", "a\\b", "b",
@@ -55,6 +58,7 @@ def counts(result) -> tuple:
     return int(s["uploaded"]), int(s["skipped"]), int(s["deleted"]), int(s["extra"]), int(s["failed"])
 
 
+@pytest.mark.pg_server("moto")  # the one server that holds every TRICKY name
 def test_every_local_change_uploads_exactly_what_changed(sync, s3, s3client):
     if s3.name != "moto":  # rclone's files cannot hold "A" and "A/inner" at once, and
         pytest.skip(f"{s3.name} stores keys as files")  # SeaweedFS rewrites "\\"
@@ -193,3 +197,46 @@ def test_two_directories_with_one_key_fall_back_and_delete_nothing(sync, s3clien
     third = sync.run("--delete", "--max-delete-percent", "100")
     assert counts(third) == (0, 3, 1, 0, 0), third.out
     assert objects(sync, s3client) == local(sync)
+
+
+def run_unprivileged(sync, *extra: str) -> Result:
+    """A run without root's right to read any directory (CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH, dropped from the bounding set), so a directory of mode 000 cannot
+    be listed, as for any other user."""
+    drop = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+            if os.geteuid() == 0 else [])
+    proc = subprocess.run([*drop, sys.executable, "-m", "journalsync", *sync.run_args(*extra)],
+                          env=sync.env(), capture_output=True, text=True, timeout=180)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_an_unlistable_directory_loses_nothing_and_deletes_nothing(sync, s3client):
+    """Files under a directory the scan cannot list are not gone: the merge passes their
+    keys without seeing them, and must keep their rows (as must the neighbours that sort
+    around "locked/" in bytes: "locked-x" below, "locked0" above), so --delete (even
+    --force) deletes nothing, and once the directory is readable again nothing is re-sent
+    and only the file truly gone is deleted."""
+    names = ["keep", "locked-x", "locked/a", "locked/sub/b", "locked0", "gone",
+             "été/1"]
+    for rel in names:
+        sync.write(rel, rel.encode())
+    first = sync.run("--delete")
+    assert first.code == 0 and counts(first)[0] == len(names), first.err
+    (sync.src / "gone").unlink()
+    locked = sync.src / "locked"
+    locked.chmod(0)
+    try:
+        for extra in ((), ("--force",)):
+            blocked = run_unprivileged(sync, "--delete", "--max-delete-percent", "100", *extra)
+            assert blocked.code == 1, blocked.err + blocked.out
+            assert "so nothing is deleted" in blocked.err, blocked.err
+            assert counts(blocked) == (0, 4, 0, 1, 1), blocked.out  # failed: the directory
+            assert set(objects(sync, s3client)) == set(names)
+            assert files_rows(sync) == set(names) - {"gone"}
+    finally:
+        locked.chmod(0o755)
+    back = sync.run("--delete", "--max-delete-percent", "100")
+    assert back.code == 0, back.err
+    assert counts(back) == (0, len(names) - 1, 1, 0, 0), back.out
+    assert objects(sync, s3client) == local(sync)
+    assert files_rows(sync) == set(local(sync))

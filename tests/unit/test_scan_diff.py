@@ -1,6 +1,7 @@
-"""The diff scan on real files and a real journal: the walk comes in key order, and a scan
-stages only the files that differ from `files` and records the gone ones (scandiff.py),
-so a rescan of an unchanged tree stages nothing and writes next to nothing."""
+"""The diff scan on real files and a real journal (a SQLite file, and a job in PostgreSQL:
+`journal_at`): the walk comes in key order, and a scan stages only the files that differ
+from `files` and records the gone ones (scandiff.py), so a rescan of an unchanged tree
+stages nothing and writes next to nothing."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ NAMES = ["a-b", "a/x", "a/y/z", "a0", "b", "caf\u00e9/k", "d/e/f/g", "d.e", "d/e
 
 
 @pytest.fixture
-def journal(tmp_path):
-    with Journal(tmp_path / "j.sqlite") as journal:
+def journal(journal_at):
+    with Journal(journal_at) as journal:
         yield journal
+
+
+def new_run(journal) -> int:
+    """A run's row (PostgreSQL holds file_errors to their run)."""
+    return journal.start_run("src", str(DEST), None, False)
 
 
 def tree(root, names):
@@ -52,9 +58,11 @@ def test_the_walk_comes_in_key_order(tmp_path):
 def test_a_rescan_stages_nothing_and_then_only_what_changed(tmp_path, journal):
     src = tmp_path / "src"
     tree(src, NAMES)
-    scan(src, DEST, journal, 1, racy_window_ns=0, hash_all=True)
+    assert journal.diff_staging
+    scan(src, DEST, journal, new_run(journal), racy_window_ns=0, hash_all=True)
     before = files_of(journal)
-    assert scan(src, DEST, journal, 2, racy_window_ns=0, hash_all=True).scanned == len(NAMES)
+    stats = scan(src, DEST, journal, new_run(journal), racy_window_ns=0, hash_all=True)
+    assert stats.scanned == len(NAMES)
     assert stage_of(journal) == ([], [])
     assert files_of(journal) == before
 
@@ -63,7 +71,7 @@ def test_a_rescan_stages_nothing_and_then_only_what_changed(tmp_path, journal):
     for name in ("d/e/f/g", "d/e0"):
         (src / name).unlink()
     tree(src, ["a/new", "zz"])
-    stats = scan(src, DEST, journal, 3, racy_window_ns=0, hash_all=True)
+    stats = scan(src, DEST, journal, new_run(journal), racy_window_ns=0, hash_all=True)
     assert (stats.scanned, stats.hashed) == (len(NAMES) - 1, 3)
     assert stage_of(journal) == (["a/new", "a/x", "zz"], ["b", "d/e/f/g", "d/e0"])
     assert [row[0] for row in files_of(journal)] == sorted(
@@ -77,7 +85,7 @@ def test_two_directories_with_one_key_fall_back_to_the_full_stage(tmp_path, jour
     src = tmp_path / "src"
     tree(src, ["caf\u00e9/b", "cafe\u0301/a", "cafe\u0301/b", "z"])
     for run in (1, 2):
-        stats = scan(src, DEST, journal, run, racy_window_ns=0, hash_all=True)
+        stats = scan(src, DEST, journal, new_run(journal), racy_window_ns=0, hash_all=True)
         assert (stats.scanned, stats.failed) == (4, 1)
         assert [(row[0], row[7] is not None) for row in files_of(journal)] == [
             ("caf\u00e9/a", False), ("caf\u00e9/b", True), ("z", False)]
@@ -92,10 +100,10 @@ def test_a_no_op_scan_of_many_files_writes_almost_nothing(tmp_path):
         for i in range(1000):
             (src / f"d{d:02}" / f"file-with-a-longish-name-{i:05}.dat").write_bytes(b"x")
     with Journal(tmp_path / "j.sqlite") as journal:
-        scan(src, DEST, journal, 1, racy_window_ns=0, hash_all=True)
+        scan(src, DEST, journal, new_run(journal), racy_window_ns=0, hash_all=True)
     with Journal(tmp_path / "j.sqlite") as journal:  # a new run: a new process, its own TEMP
         written = _written()
-        assert scan(src, DEST, journal, 2, racy_window_ns=0).scanned == 40_000
+        assert scan(src, DEST, journal, new_run(journal), racy_window_ns=0).scanned == 40_000
         written = _written() - written
     size = (tmp_path / "j.sqlite").stat().st_size
     assert written <= 0.02 * size, (written, size)
