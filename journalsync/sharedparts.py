@@ -18,7 +18,7 @@ The owner (the process holding the file's chunk):
 
 Any process with no chunk to claim claims a unit (chunkwork.py), opens the file at its own
 source path, checks that it is the file the upload was created for (size, mtime, ctime,
-inode), and sends each part of the unit not yet journaled as multipart.py sends a
+inode), and sends each part of the unit not yet journaled as partsend.py sends a
 pre-hashed part: the CRT reads it from the file as it sends it, with its Content-MD5 (read
 just before, and checked to be of the part pre-hashed by its CRC) or its CRC64-NVME, and
 the CRC of what it read must equal the owner's; without the CRT (--bwlimit), the part is
@@ -43,14 +43,9 @@ from journalsync.errors import Interrupted
 from journalsync.integrity import MD5, BodyCheck, of_crc
 from journalsync.journal.partunits import PartUnit
 from journalsync.models import PlanItem, TransferResult
-from journalsync.multipart import (
-    FileChanged,
-    MultipartDriver,
-    UploadGone,
-    _as_scanned,
-    part_size_for,
-)
+from journalsync.multipart import MultipartDriver, _as_scanned, part_size_for
 from journalsync.objectmeta import file_identity, metadata_sha256, read_identity
+from journalsync.partsend import FileChanged, UploadGone
 from journalsync.prehash import PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.safeio import open_source
@@ -304,17 +299,18 @@ class SharedParts:
                     if lost.is_set() or self.driver.stop.is_set() or \
                             any(f.done() and f.exception() for f in futures):
                         break
-                    # Slots taken here, before the part is queued (as multipart._read_part
+                    # Slots taken here, before the part is queued (as partsend.py's _read_part
                     # does: buffer slot, then part slot), never on a pool thread: queued parts
                     # of other files must not wait behind pool threads that wait for slots.
-                    self.driver.buffer_slots.acquire()
-                    self.driver.part_slots.acquire()
+                    parts = self.driver.parts
+                    parts.buffer_slots.acquire()
+                    parts.part_slots.acquire()
                     try:
-                        futures.append(self.driver.part_pool.submit(
+                        futures.append(parts.part_pool.submit(
                             self._send_part, unit, rec, fd, number, lost))
                     except BaseException:
-                        self.driver.part_slots.release()
-                        self.driver.buffer_slots.release()
+                        parts.part_slots.release()
+                        parts.buffer_slots.release()
                         raise
             finally:
                 wait(futures)
@@ -339,20 +335,20 @@ class SharedParts:
 
     def _send_part(self, unit: PartUnit, rec, fd: int, number: int,
                    lost: threading.Event) -> int:
-        d = self.driver
+        d, parts = self.driver, self.driver.parts
         buf, ok = None, False
         try:
             if lost.is_set():
                 return 0
             length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
             crt = d.clients.crt() if d.clients.bandwidth is None else None
-            if crt is not None:  # as multipart's pre-hashed parts: no buffer of ours
+            if crt is not None:  # as partsend's pre-hashed parts: no buffer of ours
                 etag = self._stream(crt, unit, rec, fd, number, length)
                 if not self.journal.record_unit_part(unit, number, etag, length,
                                                      self.worker_id, self.lease):
                     lost.set()
                 return length
-            buf = d.buffers.take(rec.part_size)
+            buf = parts.buffers.take(rec.part_size)
             view = memoryview(buf)[:length]
             got, offset = 0, (number - 1) * rec.part_size
             while got < length:
@@ -369,25 +365,26 @@ class SharedParts:
             ok = True
             return length
         finally:  # the slots _send_unit took for this part
-            d.part_slots.release()
-            d.buffer_slots.release()
+            parts.part_slots.release()
+            parts.buffer_slots.release()
             if ok:
-                d.buffers.give(buf)
+                parts.buffers.give(buf)
 
     def _stream(self, crt, unit: PartUnit, rec, fd: int, number: int, length: int) -> str:
-        """Send part `number` as multipart sends a pre-hashed part (read by the CRT from
+        """Send part `number` as partsend.py sends a pre-hashed part (read by the CRT from
         `fd`), checked against the unit's journaled CRC of that part."""
         crcs = [0] * number
         crcs[number - 1] = unit.crc(number)
         pre = PreHash(rec.sha256, rec.part_size, tuple(crcs), (), 0)  # this part's CRC
-        d = self.driver
-        send, _ = d.file_part_sender(crt, rec, number, fd, length, pre, FileChanged(CHANGED))
-        return d.call_part(rec, send, Attempts())
+        parts = self.driver.parts
+        send, _ = parts.file_part_sender(crt, rec, number, fd, length, pre,
+                                         FileChanged(CHANGED))
+        return parts.call_part(rec, send, Attempts())
 
     def _put(self, rec, number: int, data: memoryview) -> str:
-        d = self.driver
-        send, _ = d.buffer_part_sender(d.clients.parts_crt(), rec, number, data)
-        return d.call_part(rec, send, Attempts())
+        parts = self.driver.parts
+        send, _ = parts.buffer_part_sender(parts.clients.parts_crt(), rec, number, data)
+        return parts.call_part(rec, send, Attempts())
 
     def renew(self) -> None:
         """Called by chunkwork's heartbeat: extend the leases of the units being sent."""
