@@ -217,6 +217,35 @@ class PartUnitStore:
                       AND first_part <= :n AND last_part >= :n"""),
                     {"u": upload_id, "n": number})
 
+    def shared_upload_progress(self) -> dict[str, dict]:
+        """The part units of each shared upload in flight (an active upload that has units),
+        by UploadId, for `status`: units_done, units_total, bytes_journaled (the sizes of
+        its parts journaled), and holders: each process holding units of it now (host,
+        pid, units, and lease_expired: how many of those its lease no longer covers,
+        anyone's to take)."""
+        units = text("""
+            SELECT u.upload_id, count(*), sum(CASE WHEN u.state = 'done' THEN 1 ELSE 0 END),
+                   (SELECT coalesce(sum(p.size), 0) FROM multipart_parts p
+                    WHERE p.upload_id = u.upload_id)
+            FROM part_units u JOIN multipart_uploads m ON m.upload_id = u.upload_id
+            WHERE m.state = 'active' GROUP BY u.upload_id""")
+        holders = text("""
+            SELECT u.upload_id, w.host, w.pid, count(*),
+                   sum(CASE WHEN u.lease_until < :now THEN 1 ELSE 0 END)
+            FROM part_units u JOIN multipart_uploads m ON m.upload_id = u.upload_id
+                 JOIN workers w ON w.id = u.owner
+            WHERE m.state = 'active' AND u.state = 'claimed'
+            GROUP BY u.upload_id, w.host, w.pid ORDER BY w.host, w.pid""")
+        now = self.clock()  # the clock leases are kept by
+        with self._read() as conn:
+            found = {up: {"units_done": int(done or 0), "units_total": int(total),
+                          "bytes_journaled": int(journaled), "holders": []}
+                     for up, total, done, journaled in conn.execute(units).all()}
+            for up, host, pid, held, expired in conn.execute(holders, {"now": now}).all():
+                found[up]["holders"].append({"host": host, "pid": int(pid), "units": int(held),
+                                             "lease_expired": int(expired or 0)})
+        return found
+
     def other_workers(self, run_id: int) -> int:
         """Processes other than this one working the run now."""
         stmt = select(func.count()).select_from(workers).where(
