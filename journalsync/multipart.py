@@ -193,15 +193,21 @@ class MultipartDriver:
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         """{part number: (ETag, size)} the server holds, all pages of 1000."""
+        return {n: (etag, size) for n, (etag, size, _) in self.held_parts(key, upload_id).items()}
+
+    def held_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int, str | None]]:
+        """{part number: (ETag, size, its CRC64-NVME in base64 where the server gives one)}
+        the server holds, all pages of 1000."""
         client = self.clients.get()
-        held: dict[int, tuple[str, int]] = {}
+        held: dict[int, tuple[str, int, str | None]] = {}
         marker = 0
         while True:
             page = self._call(lambda: client.list_parts(
                 Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(key),
                 UploadId=upload_id, MaxParts=1000, PartNumberMarker=marker))
             for part in page.get("Parts", ()):
-                held[part["PartNumber"]] = (part["ETag"], part["Size"])
+                held[part["PartNumber"]] = (part["ETag"], part["Size"],
+                                            part.get("ChecksumCRC64NVME"))
             marker = page.get("NextPartNumberMarker") or 0
             if not page.get("IsTruncated") or not marker:
                 return held

@@ -12,9 +12,12 @@ The owner (the process holding the file's chunk):
    about --part-unit bytes of whole parts, each with its parts' CRCs (journal/partunits.py);
 3. claims and sends units of its own upload like anyone, then waits until every unit is
    done, taking over any whose lease expires;
-4. re-checks the file's identity, checks ListParts against the journal (every part held,
-   with the journaled ETag and size), Completes with the journaled parts, and HEADs
-   (size and sha256 metadata) as every multipart upload does.
+4. re-checks the file's identity, checks ListParts against the journal (every part held
+   and journaled at its size, with the pre-hash's CRC where the store lists one; not by
+   ETag: not_held), Completes with the journaled parts, and HEADs (size and sha256
+   metadata) as every multipart upload does. A part the store does not hold as journaled
+   is unjournaled and its unit reopened, sent again, checked again (REOPENS times at most,
+   then the upload is aborted).
 
 Any process with no chunk to claim claims a unit (chunkwork.py), opens the file at its own
 source path, checks that it is the file the upload was created for (size, mtime, ctime,
@@ -40,7 +43,7 @@ from awscrt.checksums import crc64nvme
 from botocore.exceptions import ClientError
 
 from journalsync.errors import Interrupted
-from journalsync.integrity import MD5, BodyCheck, of_crc
+from journalsync.integrity import MD5, BodyCheck, crc64_b64, of_crc
 from journalsync.journal.partunits import PartUnit
 from journalsync.models import PlanItem, TransferResult
 from journalsync.multipart import MultipartDriver, _as_scanned, part_size_for
@@ -53,6 +56,28 @@ from journalsync.safeio import open_source
 log = logging.getLogger(__name__)
 
 CHANGED = "changed during upload; the upload was aborted and the next run retries it"
+
+
+# How many times the owner's check before Complete may reopen units whose parts the store
+# does not hold as journaled, before it aborts the upload (a store that keeps losing parts).
+REOPENS = 2
+
+
+def not_held(rec, pre: PreHash, numbers, journaled: dict, held: dict) -> list[int]:
+    """Of `numbers`, the parts the store does not hold as journaled: not journaled, not
+    held, or held or journaled at another size than the part's, or held with a CRC64-NVME
+    (where the store gives one) other than the pre-hash's. ETags are not compared: a
+    store's ListParts may give a part's ETag in another form than its UploadPart did, or
+    an opaque one; every sender checked its bytes against the pre-hash's CRC and the store
+    checked each part's Content-MD5 or CRC on arrival."""
+    bad = []
+    for number in numbers:
+        size = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
+        mine, there = journaled.get(number), held.get(number)
+        if mine is None or there is None or mine[1] != size or there[1] != size or \
+                (there[2] is not None and there[2] != crc64_b64(pre.part_crcs[number - 1])):
+            bad.append(number)
+    return bad
 
 
 class UnitLost(Exception):
@@ -135,7 +160,7 @@ class SharedParts:
             return None
         # The journal's parts are what some process was told; the store says what it holds.
         try:
-            held = self.driver.list_parts(rec.key, rec.upload_id)
+            held = self.driver.held_parts(rec.key, rec.upload_id)
         except ClientError as exc:
             if error_code(exc) != "NoSuchUpload":
                 raise
@@ -143,8 +168,8 @@ class SharedParts:
             log.warning("upload of %s is gone from the server; starting a new one", item.key)
             return None
         journaled = self.journal.part_rows(rec.upload_id)
-        self.journal.forget_parts(rec.upload_id, sorted(
-            n for n, (etag, size, _) in journaled.items() if held.get(n) != (etag, size)))
+        self.journal.forget_parts(rec.upload_id, not_held(rec, pre, sorted(journaled),
+                                                          journaled, held))
         log.info("continuing the shared upload of %s: the server holds %d part(s)", item.key,
                  len(held))
         return rec
@@ -157,6 +182,20 @@ class SharedParts:
                   for lo in range(1, count + 1, per)]
         made = self.journal.make_part_units(d.run_id, rec.upload_id, groups)
         log.info("sharing %s: %d part(s) in %d unit(s)", item.key, count, made)
+        sent = self._work_units(rec, fh)
+        counter.count += 1
+        for check in range(1 + REOPENS):
+            done = self._complete(item, path, fh, st, rec, pre, counter, sent,
+                                  reopen=check < REOPENS)
+            if done is not None:
+                return done
+            sent += self._work_units(rec, fh)  # the units reopened
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _work_units(self, rec, fh) -> int:
+        """Claim and send units of the owner's own upload until none is left, waiting for
+        (or taking over) those others hold. Returns the bytes this thread sent."""
+        d = self.driver
         sent = 0
         while True:
             if d.stop.is_set():
@@ -170,25 +209,26 @@ class SharedParts:
                     pass  # its new holder sends the rest
                 continue
             if not self.journal.units_left(rec.upload_id):
-                break
+                return sent
             # Units of an upload no longer active are never claimed (cleanup --abort, another
             # holder of this file's chunk that aborted it): waiting for them would be for ever.
             now = self.journal.upload_record(rec.upload_id)
             if now is None or now.state != "active":
                 raise UploadGone(f"upload {rec.upload_id} was aborted while its parts were sent")
             d.stop.wait(min(1.0, self.lease / 3))  # others hold units: wait, or take over
-        counter.count += 1
-        return self._complete(item, path, fh, st, rec, pre, counter, sent)
 
     def _complete(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts,
-                  sent: int) -> TransferResult:
+                  sent: int, reopen: bool) -> TransferResult | None:
+        """Check every part against the store (not_held) and Complete. A part the store
+        does not hold as journaled: with `reopen`, unjournal it and reopen its unit (None:
+        the caller sends those units again and checks again); else abort (FileChanged)."""
         d = self.driver
         if file_identity(os.fstat(fh.fileno())) != file_identity(st) or \
                 file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged(CHANGED)
         journaled = self.journal.part_rows(rec.upload_id)
         try:
-            held = d.list_parts(rec.key, rec.upload_id)
+            held = d.held_parts(rec.key, rec.upload_id)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 done = self._completed_elsewhere(item, fh, st, rec, pre, counter, sent)
@@ -197,16 +237,23 @@ class SharedParts:
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
         count = max(1, math.ceil(rec.size / rec.part_size))
+        bad = not_held(rec, pre, range(1, count + 1), journaled, held)
+        if bad and not reopen:
+            raise FileChanged(f"part {bad[0]} on the store is not the part journaled; "
+                              "the upload was aborted and the next run sends it again")
+        if bad:
+            log.warning("%s: the store does not hold part(s) %s as journaled; sending their "
+                        "unit(s) again", item.key, ", ".join(map(str, bad)))
+            self.journal.forget_parts(rec.upload_id, bad)
+            return None
         parts = []
         for number in range(1, count + 1):
-            size = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
-            mine = journaled.get(number)
-            if mine is None or held.get(number) != (mine[0], size) or mine[1] != size:
-                raise FileChanged(f"part {number} on the store is not the part journaled; "
-                                  "the upload was aborted and the next run sends it again")
             check = of_crc(pre.part_crcs[number - 1]) if d.clients.body_check != MD5 \
                 else BodyCheck(MD5, "")
-            parts.append({"PartNumber": number, "ETag": mine[0], **check.completed_part})
+            # The ETag the store answered the part's UploadPart with, as S3 asks of a
+            # Complete (its ListParts may give the same part's ETag in another form).
+            parts.append({"PartNumber": number, "ETag": journaled[number][0],
+                          **check.completed_part})
         etag = d._complete(item, rec, parts, rec.sha256)
         self.journal.set_upload_state(rec.upload_id, "completed")
         return self._result(item, fh, st, pre, counter, sent, etag)
