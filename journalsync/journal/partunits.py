@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 
 from journalsync.journal.chunks import _alive, clock_sql, limit_silence
 from journalsync.journal.schema import multipart_parts, multipart_uploads, part_units, workers
@@ -45,17 +45,25 @@ class PartUnitStore:
         """The units of a shared upload, (first, last, crcs) each, unless it has some
         already (a resumed owner): then those stay, and become this run's (a new run that
         continues a killed run's upload claims them by run: left to the dead run, nobody
-        would, and the owner would wait for them for ever). Returns how many it has."""
+        would, and the owner would wait for them for ever). Returns how many it has.
+
+        The units are inserted in one statement, ON CONFLICT DO NOTHING on the unique
+        (upload_id, first_part): another owner of the same upload that made them meanwhile
+        (its insert committed after this one looked) keeps its units, and this one adds
+        none of the same parts; on PostgreSQL the later insert waits for the earlier one's
+        commit at the unique index, then skips."""
         with self._write() as conn:
             have = conn.execute(update(part_units).where(
                 part_units.c.upload_id == upload_id).values(run_id=run_id)).rowcount
             if have:
                 return int(have)
-            conn.execute(insert(part_units), [
+            conn.execute(self._upsert(part_units).values([
                 {"run_id": run_id, "upload_id": upload_id, "first_part": first,
                  "last_part": last, "crcs": json.dumps(list(crcs)), "state": "pending",
-                 "epoch": 0} for first, last, crcs in groups])
-        return len(groups)
+                 "epoch": 0} for first, last, crcs in groups]).on_conflict_do_nothing(
+                index_elements=["upload_id", "first_part"]))
+            return int(conn.execute(select(func.count()).select_from(part_units).where(
+                part_units.c.upload_id == upload_id)).scalar_one())
 
     def unit_crcs(self, upload_id: str) -> dict[int, int]:
         """{part number: CRC64-NVME} as the units of `upload_id` hold them."""
