@@ -296,7 +296,8 @@ def status(
     upgraded. Its --json: journal, lease, jobs (job, journal, source, destination,
     endpoint, schema, note, problem, last_run, failures, failure_lines, chunks, workers
     (id, host, pid, state, chunks_done, bytes_done, started_at, heartbeat_at, bytes_per_s,
-    heartbeat_age, stale)).
+    heartbeat_age, stale), shared_uploads (key, upload_id, size, units_done, units_total,
+    bytes_journaled, holders (host, pid, units, lease_expired))).
 
     The journal is found by what is given: --journal, else the journals in the state
     directory matching SOURCE and DEST (either may be left out) and the endpoint if one is
@@ -307,7 +308,9 @@ def status(
     skipped, deleted, extra, failed, bytes, skip_reasons (reason: count), error, ...),
     failed (key, action, error, attempts: tries of the file's data, 1 = no retry),
     file_errors (path, reason), in_flight (key,
-    upload_id, part_size, size, parts_done, bytes_done, created_at, ...), adopted (proof:
+    upload_id, part_size, size, parts_done, bytes_done, created_at, ..., units: a shared
+    upload's part units (units_done, units_total, bytes_journaled, holders (host, pid,
+    units, lease_expired)), else null), adopted (proof:
     count of the objects another tool wrote that the journal adopted, e.g. etag-md5),
     chunks (pending, claimed, done) and workers of the last run (id, host, pid, state,
     chunks_done, bytes_done, started_at, heartbeat_at, bytes_per_s, heartbeat_age, stale)."""

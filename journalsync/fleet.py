@@ -35,14 +35,16 @@ def job_view(info: JournalInfo, failures: int, lease: float, now: float) -> dict
     """One job: job (its name in PostgreSQL, else null), journal, source, destination,
     endpoint, schema, note, problem, last_run (id, state, started_at, finished_at, elapsed,
     counts, error) or null, failures (count in the last run), failure_lines (the first
-    `failures` of them), chunks (by state) and workers (see worker_view)."""
+    `failures` of them), chunks (by state), workers (see worker_view) and shared_uploads
+    (the part units of each shared upload in flight: key, upload_id, size, units_done,
+    units_total, bytes_journaled, holders (host, pid, units, lease_expired))."""
     pg = isinstance(info.path, PgLocation)
     view = {"job": info.path.job if pg else None,
             "journal": info.path.redacted if pg else str(info.path),
             "source": info.source, "destination": info.dest, "endpoint": info.endpoint,
             "schema": info.revision, "note": info.note, "problem": info.problem,
             "last_run": info.last_run, "failures": None, "failure_lines": [], "chunks": {},
-            "workers": []}
+            "workers": [], "shared_uploads": []}
     if info.problem or info.revision != HEAD_REVISION or info.last_run is None:
         return view  # older or newer: only what every revision has, read by the catalog
     problem = _read_live(view, info, failures, lease, now)
@@ -93,7 +95,10 @@ def _live(journal, failures: int, lease: float, now: float) -> dict:
             "failures": journal.failure_count(last["id"]), "failure_lines": lines[:failures],
             "chunks": journal.chunk_counts(last["id"]),
             "workers": [report.worker_view(w, lease, now)
-                        for w in journal.run_workers_rows(last["id"])]}
+                        for w in journal.run_workers_rows(last["id"])],
+            "shared_uploads": [{"key": u["key"], "upload_id": u["upload_id"],
+                                "size": u["size"], **u["units"]}
+                               for u in report.in_flight(journal) if u["units"]]}
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -133,6 +138,10 @@ def _job_lines(job: dict, lease: float) -> list[str]:
         stale = sum(w["stale"] for w in workers)
         lines.append(f"    workers: {len(workers)}" + (f" ({stale} stale)" if stale else ""))
         lines += [_worker_text(w, lease) for w in workers]
+    for up in job.get("shared_uploads", ()):
+        lines.append(f"    shared upload {report.shown(up['key'])}: "
+                     f"{up['bytes_journaled']} of {up['size']} bytes journaled, "
+                     + report.units_text(up))
     return lines
 
 

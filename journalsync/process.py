@@ -42,7 +42,7 @@ def release_large_buffers() -> None:
 # bodies of the default 8 MiB, and up to 32 MiB, stay in the heap.
 PART_MMAP_THRESHOLD = 32 << 20
 # Free memory at the top of a heap kept for the next part rather than given back: the part
-# memory of a run (multipart.PART_MEMORY, 48 MiB) and some.
+# memory of a run (partsend.PART_MEMORY, 48 MiB) and some.
 PART_TRIM_THRESHOLD = 64 << 20
 
 

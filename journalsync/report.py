@@ -132,8 +132,7 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50,
     show_dead_runs(journal, recent)
     last = recent[0] if recent else None
     data = {"journal": str(journal.path), "runs": recent, "failed": [], "file_errors": [],
-            "in_flight": [{**asdict(u), "kind": u.kind} for u in journal.active_uploads()],
-            "adopted": journal.adopted_by_proof()}
+            "in_flight": in_flight(journal), "adopted": journal.adopted_by_proof()}
     if last:
         data["failed"] = journal.failed_items(last["id"], failures)
         data["file_errors"] = journal.file_errors(last["id"], failures)
@@ -144,6 +143,25 @@ def status_data(journal: Journal, runs: int = 5, failures: int | None = 50,
                            for w in journal.run_workers_rows(last["id"])]
         data["chunks"] = journal.chunk_counts(last["id"])
     return data
+
+
+def in_flight(journal: Journal) -> list[dict]:
+    """The uploads in flight, each with `units`: a shared upload's part units
+    (sharedparts.py: units_done, units_total, bytes_journaled, holders (host, pid, units,
+    lease_expired)), null for an upload one process sends."""
+    units = journal.shared_upload_progress()
+    return [{**asdict(u), "kind": u.kind, "units": units.get(u.upload_id)}
+            for u in journal.active_uploads()]
+
+
+def units_text(units: dict) -> str:
+    """`3/8 units done, held by host1 pid 12 (2 units), host2 pid 40 (1 unit, 1 past its
+    lease)`: a unit past its lease is anyone's to take."""
+    text = f"{units['units_done']}/{units['units_total']} units done"
+    held = [f"{h['host']} pid {h['pid']} ({h['units']} unit{'' if h['units'] == 1 else 's'}"
+            + (f", {h['lease_expired']} past its lease" if h["lease_expired"] else "") + ")"
+            for h in units["holders"]]
+    return text + (", held by " + ", ".join(held) if held else "")
 
 
 def run_view(row: dict) -> dict:
@@ -246,14 +264,17 @@ def render_failures(data: dict, console: Console) -> None:
 def _render_in_flight(data: dict, console: Console) -> None:
     if not data["in_flight"]:
         return
+    shared = any(u.get("units") for u in data["in_flight"])
     table = _table("multipart uploads in flight")
-    for col in ("key", "run", "parts done", "bytes done", "size", "started"):
+    for col in ("key", "run", "parts done", "bytes done", "size", "started",
+                *(("part units (shared upload)",) if shared else ())):
         table.add_column(col, overflow="fold")
     for u in data["in_flight"]:
         total = max(1, -(-u["size"] // u["part_size"]))
         key = shown(u["key"]) + (" (--adopt-metadata copy)" if u["kind"] == "adopt-copy" else "")
+        units = (units_text(u["units"]) if u.get("units") else "-",) if shared else ()
         table.add_row(key, str(u["run_id"]), f"{u['parts_done']}/{total}",
-                      str(u["bytes_done"]), str(u["size"]), when(u["created_at"]))
+                      str(u["bytes_done"]), str(u["size"]), when(u["created_at"]), *units)
     console.print(table)
 
 

@@ -12,13 +12,16 @@ The owner (the process holding the file's chunk):
    about --part-unit bytes of whole parts, each with its parts' CRCs (journal/partunits.py);
 3. claims and sends units of its own upload like anyone, then waits until every unit is
    done, taking over any whose lease expires;
-4. re-checks the file's identity, checks ListParts against the journal (every part held,
-   with the journaled ETag and size), Completes with the journaled parts, and HEADs
-   (size and sha256 metadata) as every multipart upload does.
+4. re-checks the file's identity, checks ListParts against the journal (every part held
+   and journaled at its size, with the pre-hash's CRC where the store lists one; not by
+   ETag: not_held), Completes with the journaled parts, and HEADs (size and sha256
+   metadata) as every multipart upload does. A part the store does not hold as journaled
+   is unjournaled and its unit reopened, sent again, checked again (REOPENS times at most,
+   then the upload is aborted).
 
 Any process with no chunk to claim claims a unit (chunkwork.py), opens the file at its own
 source path, checks that it is the file the upload was created for (size, mtime, ctime,
-inode), and sends each part of the unit not yet journaled as multipart.py sends a
+inode), and sends each part of the unit not yet journaled as partsend.py sends a
 pre-hashed part: the CRT reads it from the file as it sends it, with its Content-MD5 (read
 just before, and checked to be of the part pre-hashed by its CRC) or its CRC64-NVME, and
 the CRC of what it read must equal the owner's; without the CRT (--bwlimit), the part is
@@ -43,31 +46,17 @@ from journalsync.errors import Interrupted
 from journalsync.integrity import MD5, BodyCheck, of_crc
 from journalsync.journal.partunits import PartUnit
 from journalsync.models import PlanItem, TransferResult
-from journalsync.multipart import (
-    FileChanged,
-    MultipartDriver,
-    UploadGone,
-    _as_scanned,
-    part_size_for,
-)
+from journalsync.multipart import MultipartDriver, _as_scanned, part_size_for
 from journalsync.objectmeta import file_identity, metadata_sha256, read_identity
+from journalsync.partsend import FileChanged, UploadGone
 from journalsync.prehash import PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.safeio import open_source
+from journalsync.sharedrules import REOPENS, not_held, unit_bytes_among
 
 log = logging.getLogger(__name__)
 
 CHANGED = "changed during upload; the upload was aborted and the next run retries it"
-
-
-def unit_bytes_among(size: int, part: int, most: int, others: int) -> int:
-    """Bytes per unit of a file of `size` in parts of `part` while `others` other processes
-    work the run: about one unit per process, at most `most` (--part-unit), so
-    the hosts left idle at the end of a run help with the last large files instead of
-    waiting for one host to send them (a 64 MiB file at 50 Mbit/s is 11 s of one link),
-    but never less than two parts, or the units' rows would cost more than they spread."""
-    even = -(-size // (others + 1))
-    return max(2 * part, min(most, -(-even // part) * part))
 
 
 class UnitLost(Exception):
@@ -158,7 +147,7 @@ class SharedParts:
             return None
         # The journal's parts are what some process was told; the store says what it holds.
         try:
-            held = self.driver.list_parts(rec.key, rec.upload_id)
+            held = self.driver.held_parts(rec.key, rec.upload_id)
         except ClientError as exc:
             if error_code(exc) != "NoSuchUpload":
                 raise
@@ -166,8 +155,8 @@ class SharedParts:
             log.warning("upload of %s is gone from the server; starting a new one", item.key)
             return None
         journaled = self.journal.part_rows(rec.upload_id)
-        self.journal.forget_parts(rec.upload_id, sorted(
-            n for n, (etag, size, _) in journaled.items() if held.get(n) != (etag, size)))
+        self.journal.forget_parts(rec.upload_id, not_held(rec, pre, sorted(journaled),
+                                                          journaled, held))
         log.info("continuing the shared upload of %s: the server holds %d part(s)", item.key,
                  len(held))
         return rec
@@ -181,6 +170,20 @@ class SharedParts:
                   for lo in range(1, count + 1, per)]
         made = self.journal.make_part_units(d.run_id, rec.upload_id, groups)
         log.info("sharing %s: %d part(s) in %d unit(s)", item.key, count, made)
+        sent = self._work_units(rec, fh)
+        counter.count += 1
+        for check in range(1 + REOPENS):
+            done = self._complete(item, path, fh, st, rec, pre, counter, sent,
+                                  reopen=check < REOPENS)
+            if done is not None:
+                return done
+            sent += self._work_units(rec, fh)  # the units reopened
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _work_units(self, rec, fh) -> int:
+        """Claim and send units of the owner's own upload until none is left, waiting for
+        (or taking over) those others hold. Returns the bytes this thread sent."""
+        d = self.driver
         sent = 0
         while True:
             if d.stop.is_set():
@@ -194,25 +197,26 @@ class SharedParts:
                     pass  # its new holder sends the rest
                 continue
             if not self.journal.units_left(rec.upload_id):
-                break
+                return sent
             # Units of an upload no longer active are never claimed (cleanup --abort, another
             # holder of this file's chunk that aborted it): waiting for them would be for ever.
             now = self.journal.upload_record(rec.upload_id)
             if now is None or now.state != "active":
                 raise UploadGone(f"upload {rec.upload_id} was aborted while its parts were sent")
             d.stop.wait(min(1.0, self.lease / 3))  # others hold units: wait, or take over
-        counter.count += 1
-        return self._complete(item, path, fh, st, rec, pre, counter, sent)
 
     def _complete(self, item, path, fh, st, rec, pre: PreHash, counter: Attempts,
-                  sent: int) -> TransferResult:
+                  sent: int, reopen: bool) -> TransferResult | None:
+        """Check every part against the store (not_held) and Complete. A part the store
+        does not hold as journaled: with `reopen`, unjournal it and reopen its unit (None:
+        the caller sends those units again and checks again); else abort (FileChanged)."""
         d = self.driver
         if file_identity(os.fstat(fh.fileno())) != file_identity(st) or \
                 file_identity(os.stat(path, follow_symlinks=False)) != file_identity(st):
             raise FileChanged(CHANGED)
         journaled = self.journal.part_rows(rec.upload_id)
         try:
-            held = d.list_parts(rec.key, rec.upload_id)
+            held = d.held_parts(rec.key, rec.upload_id)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 done = self._completed_elsewhere(item, fh, st, rec, pre, counter, sent)
@@ -221,16 +225,23 @@ class SharedParts:
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
         count = max(1, math.ceil(rec.size / rec.part_size))
+        bad = not_held(rec, pre, range(1, count + 1), journaled, held)
+        if bad and not reopen:
+            raise FileChanged(f"part {bad[0]} on the store is not the part journaled; "
+                              "the upload was aborted and the next run sends it again")
+        if bad:
+            log.warning("%s: the store does not hold part(s) %s as journaled; sending their "
+                        "unit(s) again", item.key, ", ".join(map(str, bad)))
+            self.journal.forget_parts(rec.upload_id, bad)
+            return None
         parts = []
         for number in range(1, count + 1):
-            size = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
-            mine = journaled.get(number)
-            if mine is None or held.get(number) != (mine[0], size) or mine[1] != size:
-                raise FileChanged(f"part {number} on the store is not the part journaled; "
-                                  "the upload was aborted and the next run sends it again")
             check = of_crc(pre.part_crcs[number - 1]) if d.clients.body_check != MD5 \
                 else BodyCheck(MD5, "")
-            parts.append({"PartNumber": number, "ETag": mine[0], **check.completed_part})
+            # The ETag the store answered the part's UploadPart with, as S3 asks of a
+            # Complete (its ListParts may give the same part's ETag in another form).
+            parts.append({"PartNumber": number, "ETag": journaled[number][0],
+                          **check.completed_part})
         etag = d._complete(item, rec, parts, rec.sha256)
         self.journal.set_upload_state(rec.upload_id, "completed")
         return self._result(item, fh, st, pre, counter, sent, etag)
@@ -323,17 +334,18 @@ class SharedParts:
                     if lost.is_set() or self.driver.stop.is_set() or \
                             any(f.done() and f.exception() for f in futures):
                         break
-                    # Slots taken here, before the part is queued (as multipart._read_part
+                    # Slots taken here, before the part is queued (as partsend.py's _read_part
                     # does: buffer slot, then part slot), never on a pool thread: queued parts
                     # of other files must not wait behind pool threads that wait for slots.
-                    self.driver.buffer_slots.acquire()
-                    self.driver.part_slots.acquire()
+                    parts = self.driver.parts
+                    parts.buffer_slots.acquire()
+                    parts.part_slots.acquire()
                     try:
-                        futures.append(self.driver.part_pool.submit(
+                        futures.append(parts.part_pool.submit(
                             self._send_part, unit, rec, fd, number, lost))
                     except BaseException:
-                        self.driver.part_slots.release()
-                        self.driver.buffer_slots.release()
+                        parts.part_slots.release()
+                        parts.buffer_slots.release()
                         raise
             finally:
                 wait(futures)
@@ -358,20 +370,20 @@ class SharedParts:
 
     def _send_part(self, unit: PartUnit, rec, fd: int, number: int,
                    lost: threading.Event) -> int:
-        d = self.driver
+        d, parts = self.driver, self.driver.parts
         buf, ok = None, False
         try:
             if lost.is_set():
                 return 0
             length = min(rec.part_size, rec.size - (number - 1) * rec.part_size)
             crt = d.clients.crt() if d.clients.bandwidth is None else None
-            if crt is not None:  # as multipart's pre-hashed parts: no buffer of ours
+            if crt is not None:  # as partsend's pre-hashed parts: no buffer of ours
                 etag = self._stream(crt, unit, rec, fd, number, length)
                 if not self.journal.record_unit_part(unit, number, etag, length,
                                                      self.worker_id, self.lease):
                     lost.set()
                 return length
-            buf = d.buffers.take(rec.part_size)
+            buf = parts.buffers.take(rec.part_size)
             view = memoryview(buf)[:length]
             got, offset = 0, (number - 1) * rec.part_size
             while got < length:
@@ -388,25 +400,26 @@ class SharedParts:
             ok = True
             return length
         finally:  # the slots _send_unit took for this part
-            d.part_slots.release()
-            d.buffer_slots.release()
+            parts.part_slots.release()
+            parts.buffer_slots.release()
             if ok:
-                d.buffers.give(buf)
+                parts.buffers.give(buf)
 
     def _stream(self, crt, unit: PartUnit, rec, fd: int, number: int, length: int) -> str:
-        """Send part `number` as multipart sends a pre-hashed part (read by the CRT from
+        """Send part `number` as partsend.py sends a pre-hashed part (read by the CRT from
         `fd`), checked against the unit's journaled CRC of that part."""
         crcs = [0] * number
         crcs[number - 1] = unit.crc(number)
         pre = PreHash(rec.sha256, rec.part_size, tuple(crcs), (), 0)  # this part's CRC
-        d = self.driver
-        send, _ = d.file_part_sender(crt, rec, number, fd, length, pre, FileChanged(CHANGED))
-        return d.call_part(rec, send, Attempts())
+        parts = self.driver.parts
+        send, _ = parts.file_part_sender(crt, rec, number, fd, length, pre,
+                                         FileChanged(CHANGED))
+        return parts.call_part(rec, send, Attempts())
 
     def _put(self, rec, number: int, data: memoryview) -> str:
-        d = self.driver
-        send, _ = d.buffer_part_sender(d.clients.parts_crt(), rec, number, data)
-        return d.call_part(rec, send, Attempts())
+        parts = self.driver.parts
+        send, _ = parts.buffer_part_sender(parts.clients.parts_crt(), rec, number, data)
+        return parts.call_part(rec, send, Attempts())
 
     def renew(self) -> None:
         """Called by chunkwork's heartbeat: extend the leases of the units being sent."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # catalog.py reads HEAD_REVISION without SQLAlchemy
     from sqlalchemy import Engine
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 
 
 def migrations_dir() -> Path:

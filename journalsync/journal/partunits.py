@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 
 from journalsync.journal.chunks import _alive, clock_sql, limit_silence
 from journalsync.journal.schema import multipart_parts, multipart_uploads, part_units, workers
@@ -45,17 +45,25 @@ class PartUnitStore:
         """The units of a shared upload, (first, last, crcs) each, unless it has some
         already (a resumed owner): then those stay, and become this run's (a new run that
         continues a killed run's upload claims them by run: left to the dead run, nobody
-        would, and the owner would wait for them for ever). Returns how many it has."""
+        would, and the owner would wait for them for ever). Returns how many it has.
+
+        The units are inserted in one statement, ON CONFLICT DO NOTHING on the unique
+        (upload_id, first_part): another owner of the same upload that made them meanwhile
+        (its insert committed after this one looked) keeps its units, and this one adds
+        none of the same parts; on PostgreSQL the later insert waits for the earlier one's
+        commit at the unique index, then skips."""
         with self._write() as conn:
             have = conn.execute(update(part_units).where(
                 part_units.c.upload_id == upload_id).values(run_id=run_id)).rowcount
             if have:
                 return int(have)
-            conn.execute(insert(part_units), [
+            conn.execute(self._upsert(part_units).values([
                 {"run_id": run_id, "upload_id": upload_id, "first_part": first,
                  "last_part": last, "crcs": json.dumps(list(crcs)), "state": "pending",
-                 "epoch": 0} for first, last, crcs in groups])
-        return len(groups)
+                 "epoch": 0} for first, last, crcs in groups]).on_conflict_do_nothing(
+                index_elements=["upload_id", "first_part"]))
+            return int(conn.execute(select(func.count()).select_from(part_units).where(
+                part_units.c.upload_id == upload_id)).scalar_one())
 
     def unit_crcs(self, upload_id: str) -> dict[int, int]:
         """{part number: CRC64-NVME} as the units of `upload_id` hold them."""
@@ -216,6 +224,35 @@ class PartUnitStore:
                     WHERE upload_id = :u AND state = 'done'
                       AND first_part <= :n AND last_part >= :n"""),
                     {"u": upload_id, "n": number})
+
+    def shared_upload_progress(self) -> dict[str, dict]:
+        """The part units of each shared upload in flight (an active upload that has units),
+        by UploadId, for `status`: units_done, units_total, bytes_journaled (the sizes of
+        its parts journaled), and holders: each process holding units of it now (host,
+        pid, units, and lease_expired: how many of those its lease no longer covers,
+        anyone's to take)."""
+        units = text("""
+            SELECT u.upload_id, count(*), sum(CASE WHEN u.state = 'done' THEN 1 ELSE 0 END),
+                   (SELECT coalesce(sum(p.size), 0) FROM multipart_parts p
+                    WHERE p.upload_id = u.upload_id)
+            FROM part_units u JOIN multipart_uploads m ON m.upload_id = u.upload_id
+            WHERE m.state = 'active' GROUP BY u.upload_id""")
+        holders = text("""
+            SELECT u.upload_id, w.host, w.pid, count(*),
+                   sum(CASE WHEN u.lease_until < :now THEN 1 ELSE 0 END)
+            FROM part_units u JOIN multipart_uploads m ON m.upload_id = u.upload_id
+                 JOIN workers w ON w.id = u.owner
+            WHERE m.state = 'active' AND u.state = 'claimed'
+            GROUP BY u.upload_id, w.host, w.pid ORDER BY w.host, w.pid""")
+        now = self.clock()  # the clock leases are kept by
+        with self._read() as conn:
+            found = {up: {"units_done": int(done or 0), "units_total": int(total),
+                          "bytes_journaled": int(journaled), "holders": []}
+                     for up, total, done, journaled in conn.execute(units).all()}
+            for up, host, pid, held, expired in conn.execute(holders, {"now": now}).all():
+                found[up]["holders"].append({"host": host, "pid": int(pid), "units": int(held),
+                                             "lease_expired": int(expired or 0)})
+        return found
 
     def other_workers(self, run_id: int) -> int:
         """Processes other than this one working the run now."""

@@ -245,7 +245,8 @@ part_units = Table(
     Column("claimed_at", Float),
     Column("done_at", Float),
     Index("ix_part_units_run_state", "run_id", "state", "id"),
-    Index("ix_part_units_upload", "upload_id", "first_part"),
+    # Unique: two owners making one upload's units at once make them once (migration 0013).
+    Index("ix_part_units_upload", "upload_id", "first_part", unique=True),
 )
 
 # Every process that works a run's chunks: the run itself and each `journalsync worker`.

@@ -133,7 +133,10 @@ class UploadStore:
             SELECT u.*, count(p.part_number) AS parts_done, coalesce(sum(p.size), 0) AS bytes_done
             FROM multipart_uploads u LEFT JOIN multipart_parts p ON p.upload_id = u.upload_id
             WHERE u.state = 'active' GROUP BY u.upload_id ORDER BY u.created_at""")
-        return [_upload_record(r._mapping) for r in self._stream(stmt)]
+        # PostgreSQL's sum() of integers is a numeric (Decimal): status --json printed it
+        # as a string.
+        return [_upload_record({**r._mapping, "parts_done": int(r.parts_done),
+                                "bytes_done": int(r.bytes_done)}) for r in self._stream(stmt)]
 
 
 

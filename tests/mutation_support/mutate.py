@@ -34,7 +34,7 @@ GROUPS: dict[str, list[str]] = {
     "guard": ["journalsync.guard.*"],
     "plan": ["journalsync.plan.*"],
     "deleter": ["journalsync.deleter.*"],
-    "multipart": ["journalsync.multipart.*"],
+    "multipart": ["journalsync.multipart.*", "journalsync.partsend.*"],
     "retry": ["journalsync.retry.*"],
     "scan": [f"journalsync.scan.x_{name}__mutmut_*" for name in
                                 ("_identity", "hash_file", "_stat_fields", "_stage_row",

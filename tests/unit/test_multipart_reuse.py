@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from journalsync.multipart import MultipartDriver
+from journalsync.partsend import PartSender
 
 
 @pytest.mark.parametrize("held, journaled, data, reusable", [
@@ -19,8 +19,8 @@ from journalsync.multipart import MultipartDriver
 def test_reusable(held, journaled, data, reusable):
     md5 = hashlib.md5(data).hexdigest()
     # Our bytes' MD5 as a function (read parts) or as the pre-hash's hex (streamed parts).
-    assert MultipartDriver._reusable(held, journaled, len(data), lambda: md5) is reusable
-    assert MultipartDriver._reusable(held, journaled, len(data), md5) is reusable
+    assert PartSender._reusable(held, journaled, len(data), lambda: md5) is reusable
+    assert PartSender._reusable(held, journaled, len(data), md5) is reusable
 
 
 @pytest.mark.parametrize("held, journaled, reusable", [
@@ -31,4 +31,4 @@ def test_reusable(held, journaled, data, reusable):
 def test_without_our_md5_only_the_journaled_etag_proves_a_held_part(held, journaled, reusable):
     """A pre-hash for a store that checks CRCs has no MD5 (integrity.py): an ETag that
     merely looks like an MD5 proves nothing, only the one journaled for our send does."""
-    assert MultipartDriver._reusable(held, journaled, 1, None) is reusable
+    assert PartSender._reusable(held, journaled, 1, None) is reusable

@@ -42,8 +42,8 @@ def test_read_error_gives_the_part_slot_back(tmp_path: Path):
         slots = 2
         for _ in range(slots):  # as many failures as slots: leaked, they would all be gone
             with pytest.raises(OSError):
-                driver._send_parts(FailingFile(), rec, {}, Attempts())
-        taken = [driver.part_slots.acquire(blocking=False) for _ in range(slots)]
+                driver.parts.send_parts(FailingFile(), rec, {}, Attempts())
+        taken = [driver.parts.part_slots.acquire(blocking=False) for _ in range(slots)]
     assert taken == [True] * slots
 
 
@@ -59,5 +59,5 @@ def test_parts_in_flight_are_bounded_by_memory_and_workers(tmp_path: Path, worke
                  workers=workers, part_size=part_size)
     with Journal(cfg.journal_path) as journal, ThreadPoolExecutor(2) as pool:
         driver = MultipartDriver(cfg, journal, 1, None, pool, threading.Event())
-        taken = [driver.part_slots.acquire(blocking=False) for _ in range(slots + 1)]
+        taken = [driver.parts.part_slots.acquire(blocking=False) for _ in range(slots + 1)]
     assert taken == [True] * slots + [False]
