@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 from sqlalchemy import bindparam, insert, select, text, update
 
+from journalsync.journal import pgbatch
 from journalsync.journal.schema import files, plan_items, remote_objects
 from journalsync.models import Action, ItemStatus, LocalFile, PlanItem, RemoteObject, TransferResult
 
@@ -81,7 +82,11 @@ class PlanStore:
 
     def add_plan_items(self, run_id: int, rows: Sequence[dict]) -> None:
         """rows: key, action, reason, size, sha256."""
-        if rows:
+        if rows and self._pg:  # one statement over arrays (pgbatch.py)
+            self._pg_execute(pgbatch.PLAN_ROWS, pgbatch.columns(
+                rows, ("key", "action", "reason", "size", "sha256", "etag"),
+                run=run_id, now=time.time()))
+        elif rows:
             now = time.time()
             with self._write() as conn:
                 conn.execute(insert(plan_items), [
@@ -137,6 +142,9 @@ class PlanStore:
         with self._write() as conn:
             if fence is not None and not fence.hold(conn):
                 return
+            if self._pg:  # the same writes, one statement each over arrays (pgbatch.py)
+                self._record_pg(conn, now, item_rows, uploaded, hashed)
+                item_rows = uploaded = hashed = []
             if item_rows:
                 conn.execute(update(plan_items).where(plan_items.c.id == bindparam("i")).values(
                     status=bindparam("status"), attempts=bindparam("attempts"),
@@ -161,6 +169,19 @@ class PlanStore:
                              deleted)
             if fence is not None:
                 fence.close(conn)
+
+    def _record_pg(self, conn, now: float, item_rows: list[dict], uploaded: list[dict],
+                   hashed: list[dict]) -> None:
+        if item_rows:
+            self._pg_run(conn, pgbatch.ITEMS, pgbatch.columns(
+                [{**r, "id": r["i"]} for r in item_rows],
+                ("id", "status", "attempts", "bytes_sent", "error"), fold="id", now=now))
+        if uploaded:
+            self._pg_run(conn, pgbatch.UPLOADED, pgbatch.columns(
+                uploaded, ("key", "size", "etag", "sha256"), fold="key", now=now))
+        if hashed:
+            self._pg_run(conn, pgbatch.HASHED, pgbatch.columns(
+                hashed, ("k", "sha256", "size", "mtime_ns", "ctime_ns", "inode"), fold="k"))
 
     def failed_items(self, run_id: int, limit: int | None = None) -> list[dict]:
         stmt = (select(plan_items.c.key, plan_items.c.action, plan_items.c.error,

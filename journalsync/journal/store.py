@@ -184,9 +184,14 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
         psycopg's binary parameters (`%b`: arrays of hundreds of values dump faster than
         in text, which quotes each element)."""
         with self._write() as conn:
-            raw = conn.connection.driver_connection
-            with raw.cursor(binary=True) as cur:
-                cur.execute(sql, params)
+            self._pg_run(conn, sql, params)
+
+    @staticmethod
+    def _pg_run(conn: Connection, sql: str, params) -> None:
+        """PostgreSQL: `sql` with binary parameters (as _pg_execute) on `conn`, in the
+        transaction it is in."""
+        with conn.connection.driver_connection.cursor(binary=True) as cur:
+            cur.execute(sql, params)
 
     def _analyze_stage(self, table: str) -> None:
         """PostgreSQL: statistics for a filled staging table before it is joined. Autovacuum
