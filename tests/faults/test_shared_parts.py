@@ -206,9 +206,12 @@ def test_a_file_smaller_than_a_part_unit_is_shared_while_others_work(sync, s3, p
         assert code == 0, results
     _bucket_equals(sync, files)
     assert _part_puts(proxy) == Counter({n: 1 for n in range(1, 7)})
-    # A third of 25 MiB, in whole parts: units of 10 MiB (two parts), so three units.
+    # With both workers still working as it starts: a third of 25 MiB in whole parts, units
+    # of 10 MiB (two parts), three units; with one (the other done and gone on a loaded
+    # machine), half: 15 MiB, two units. Never one unit of 128 MiB.
     units = _rows(pg_url, job, "SELECT first_part, last_part, state FROM part_units ORDER BY 1")
-    assert units == [(1, 2, "done"), (3, 4, "done"), (5, 6, "done")], units
+    assert units in ([(1, 2, "done"), (3, 4, "done"), (5, 6, "done")],
+                     [(1, 3, "done"), (4, 6, "done")]), units
 
 
 @pytest.mark.parametrize("victim_is", ["sender", "owner"])
