@@ -100,7 +100,7 @@ class SharedParts:
         hashed = item.sha256 is not None and _as_scanned(st, item)
         if not hashed and not self.driver.large.streams(st.st_size) and st.st_size > self.unit_bytes:
             return self.unit_bytes
-        others = self.journal.other_workers(self.driver.run_id)
+        others = self.journal.other_workers(self.driver.run_id, self.lease)
         if others <= 0:
             return 0
         unit = unit_bytes_among(st.st_size, part, self.unit_bytes, others)

@@ -254,10 +254,15 @@ class PartUnitStore:
                                              "lease_expired": int(expired or 0)})
         return found
 
-    def other_workers(self, run_id: int) -> int:
-        """Processes other than this one working the run now."""
-        stmt = select(func.count()).select_from(workers).where(
+    def other_workers(self, run_id: int, lease: float) -> int:
+        """Processes other than this one working the run now: marked working, heard from
+        within a lease (each beats every lease/3), and, on this host, alive. A killed
+        process's row stays marked working for ever: counted, a run resumed alone would
+        share its large files with no one."""
+        stmt = select(workers.c.host, workers.c.pid).where(
             workers.c.run_id == run_id, workers.c.state == "working",
-            or_(workers.c.host != socket.gethostname(), workers.c.pid != os.getpid()))
+            workers.c.heartbeat_at >= clock_sql(self._pg) - lease)
+        host, pid = socket.gethostname(), os.getpid()
         with self._read() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            rows = conn.execute(stmt).all()
+        return sum(1 for h, p in rows if h != host or (p != pid and _alive(p)))
