@@ -250,6 +250,8 @@ class PartUnitStore:
                           "bytes_journaled": int(journaled), "holders": []}
                      for up, total, done, journaled in conn.execute(units).all()}
             for up, host, pid, held, expired in conn.execute(holders, {"now": now}).all():
+                if up not in found:  # shared after the units' read (its own snapshot)
+                    continue
                 found[up]["holders"].append({"host": host, "pid": int(pid), "units": int(held),
                                              "lease_expired": int(expired or 0)})
         return found
