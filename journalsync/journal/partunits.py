@@ -57,11 +57,18 @@ class PartUnitStore:
                 part_units.c.upload_id == upload_id).values(run_id=run_id)).rowcount
             if have:
                 return int(have)
-            conn.execute(self._upsert(part_units).values([
+            made = conn.execute(self._upsert(part_units).values([
                 {"run_id": run_id, "upload_id": upload_id, "first_part": first,
                  "last_part": last, "crcs": json.dumps(list(crcs)), "state": "pending",
                  "epoch": 0} for first, last, crcs in groups]).on_conflict_do_nothing(
-                index_elements=["upload_id", "first_part"]))
+                index_elements=["upload_id", "first_part"]).returning(
+                part_units.c.id)).scalars().all()
+            if len(made) < len(groups):
+                # Another owner's units came first (every grouping starts at part 1). Its
+                # unit size may differ from this one's (unit_for counts the processes
+                # working the run when each owner asks): this one's units that did not
+                # collide would overlap its, and their parts be sent twice. Only its stay.
+                conn.execute(part_units.delete().where(part_units.c.id.in_(made)))
             return int(conn.execute(select(func.count()).select_from(part_units).where(
                 part_units.c.upload_id == upload_id)).scalar_one())
 
