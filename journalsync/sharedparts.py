@@ -100,7 +100,7 @@ class SharedParts:
         hashed = item.sha256 is not None and _as_scanned(st, item)
         if not hashed and not self.driver.large.streams(st.st_size) and st.st_size > self.unit_bytes:
             return self.unit_bytes
-        others = self.journal.other_workers(self.driver.run_id)
+        others = self.journal.other_workers(self.driver.run_id, self.lease)
         if others <= 0:
             return 0
         unit = unit_bytes_among(st.st_size, part, self.unit_bytes, others)
@@ -290,7 +290,11 @@ class SharedParts:
         return self.journal.claim_part_unit(run_id, self.worker_id, self.lease, skip=skip)
 
     def work_may_come(self, run_id: int) -> bool:
-        return self.journal.part_work_may_come(run_id, self.unit_bytes)
+        """Units to claim now, or a claimed chunk with a file its owner may share: over
+        two parts and a multipart (unit_for shares such a file in units of about one per
+        process while others work, far under --part-unit)."""
+        return self.journal.part_work_may_come(
+            run_id, max(2 * self.cfg.part_size, self.cfg.multipart_threshold - 1))
 
     def send_unit(self, unit: PartUnit) -> int:
         """Send a unit claimed by chunkwork (another process's file, as a rule). Never

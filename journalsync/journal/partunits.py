@@ -57,11 +57,18 @@ class PartUnitStore:
                 part_units.c.upload_id == upload_id).values(run_id=run_id)).rowcount
             if have:
                 return int(have)
-            conn.execute(self._upsert(part_units).values([
+            made = conn.execute(self._upsert(part_units).values([
                 {"run_id": run_id, "upload_id": upload_id, "first_part": first,
                  "last_part": last, "crcs": json.dumps(list(crcs)), "state": "pending",
                  "epoch": 0} for first, last, crcs in groups]).on_conflict_do_nothing(
-                index_elements=["upload_id", "first_part"]))
+                index_elements=["upload_id", "first_part"]).returning(
+                part_units.c.id)).scalars().all()
+            if len(made) < len(groups):
+                # Another owner's units came first (every grouping starts at part 1). Its
+                # unit size may differ from this one's (unit_for counts the processes
+                # working the run when each owner asks): this one's units that did not
+                # collide would overlap its, and their parts be sent twice. Only its stay.
+                conn.execute(part_units.delete().where(part_units.c.id.in_(made)))
             return int(conn.execute(select(func.count()).select_from(part_units).where(
                 part_units.c.upload_id == upload_id)).scalar_one())
 
@@ -250,14 +257,21 @@ class PartUnitStore:
                           "bytes_journaled": int(journaled), "holders": []}
                      for up, total, done, journaled in conn.execute(units).all()}
             for up, host, pid, held, expired in conn.execute(holders, {"now": now}).all():
+                if up not in found:  # shared after the units' read (its own snapshot)
+                    continue
                 found[up]["holders"].append({"host": host, "pid": int(pid), "units": int(held),
                                              "lease_expired": int(expired or 0)})
         return found
 
-    def other_workers(self, run_id: int) -> int:
-        """Processes other than this one working the run now."""
-        stmt = select(func.count()).select_from(workers).where(
+    def other_workers(self, run_id: int, lease: float) -> int:
+        """Processes other than this one working the run now: marked working, heard from
+        within a lease (each beats every lease/3), and, on this host, alive. A killed
+        process's row stays marked working for ever: counted, a run resumed alone would
+        share its large files with no one."""
+        stmt = select(workers.c.host, workers.c.pid).where(
             workers.c.run_id == run_id, workers.c.state == "working",
-            or_(workers.c.host != socket.gethostname(), workers.c.pid != os.getpid()))
+            workers.c.heartbeat_at >= clock_sql(self._pg) - lease)
+        host, pid = socket.gethostname(), os.getpid()
         with self._read() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            rows = conn.execute(stmt).all()
+        return sum(1 for h, p in rows if h != host or (p != pid and _alive(p)))
