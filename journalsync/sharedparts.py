@@ -95,8 +95,11 @@ class SharedParts:
         if st.st_size <= 2 * part:
             return 0
         rec = self.journal.active_upload_for(item.key)
-        if rec is not None and self.journal.unit_crcs(rec.upload_id):
-            return self.unit_bytes  # its units exist: make_part_units keeps them
+        if rec is not None:
+            # An upload begun goes on as it began: through its units (make_part_units keeps
+            # them), else by multipart.py, which continues its journaled parts (a streamed
+            # one's hash included); made shared now, its first pre-hash would not match it.
+            return self.unit_bytes if self.journal.unit_crcs(rec.upload_id) else 0
         hashed = item.sha256 is not None and _as_scanned(st, item)
         if not hashed and not self.driver.large.streams(st.st_size) and st.st_size > self.unit_bytes:
             return self.unit_bytes
