@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import text
 
 from journalsync.config import GiB, MiB
 from journalsync.journal import Journal, UploadRecord
 from journalsync.sharedrules import unit_bytes_among
+from tests.support.unitrace import make_units_interleaved
 
 
 def _shared(journal: Journal, upload_id: str = "up-1", parts: int = 6, per: int = 2) -> int:
@@ -99,46 +99,15 @@ def test_parts_the_store_does_not_hold_are_forgotten_and_their_unit_reopened(jou
 ])
 def test_a_unit_is_about_one_processs_share_of_the_file_in_whole_parts(size, others, unit):
     assert unit_bytes_among(size, 8 * MiB, 128 * MiB, others) == unit
+
+
 def test_two_owners_making_one_upload_s_units_at_once_make_them_once(pg_url):
     """Two connections interleaved, as two owners of one file's upload (a chunk taken over
     while its first owner was still making units): A has looked for units and found none,
     then B makes them all and commits, then A inserts. The units exist once; A is told how
     many there are. PostgreSQL: SQLite's writers take turns (one write transaction at a
     time), so no second writer can come between a look and an insert there."""
-    import threading
-    import uuid
-
-    from sqlalchemy import event
-
-    from journalsync.journal.location import PgLocation
-
-    where = PgLocation(pg_url, f"t_{uuid.uuid4().hex[:12]}")
     groups = [(1, 2, [101, 102]), (3, 4, [103, 104]), (5, 5, [105])]
-    with Journal(where) as a, Journal(where) as b:
-        run_id = a.start_run("/src", "s3://b/p", None, False)
-        a.record_upload(UploadRecord("up-1", "big.bin", run_id, 5, 25, 1, 1, 1, "ab" * 32,
-                                     time.time(), "active"), None)
-        b_made: list[int] = []
-        interleaved = threading.Event()
-
-        def b_first(conn, cursor, statement, *args):
-            if statement.lstrip().upper().startswith("INSERT INTO PART_UNITS") \
-                    and not interleaved.is_set():
-                interleaved.set()
-                other = threading.Thread(target=lambda: b_made.append(
-                    b.make_part_units(run_id, "up-1", groups)))
-                other.start()
-                other.join(30)
-
-        event.listen(a._engine, "before_cursor_execute", b_first)
-        try:
-            a_made = a.make_part_units(run_id, "up-1", groups)
-        finally:
-            event.remove(a._engine, "before_cursor_execute", b_first)
-        assert interleaved.is_set() and b_made == [3]
-        assert a_made == 3
-        with a._engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT first_part, last_part FROM part_units WHERE upload_id = 'up-1'"
-                " ORDER BY first_part")).all()
-        assert [tuple(r) for r in rows] == [(1, 2), (3, 4), (5, 5)]
+    a_made, b_made, rows = make_units_interleaved(pg_url, groups, groups)
+    assert b_made == [3] and a_made == 3
+    assert rows == [(1, 2), (3, 4), (5, 5)]

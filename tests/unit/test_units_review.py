@@ -10,19 +10,19 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert
 
 from journalsync.config import Config, Destination, MiB
-from journalsync.journal import Journal, UploadRecord
+from journalsync.journal import Journal
 from journalsync.journal.schema import workers
 from journalsync.models import Action, PlanItem
 from journalsync.multipart import MultipartDriver
 from journalsync.sharedparts import SharedParts
+from tests.support.unitrace import make_units_interleaved
 
 
 def _dead_pid() -> int:
@@ -107,37 +107,10 @@ def test_two_owners_with_different_unit_sizes_leave_one_set_of_units(pg_url):
     (upload_id, first_part) kept only A's units that start where B's do: parts 3 and 5
     were in two units each, sent twice (and with ETags that differ per upload, SSE-KMS,
     the journal could keep the ETag of the copy the store does not hold)."""
-    from journalsync.journal.location import PgLocation
-
-    where = PgLocation(pg_url, f"t_{uuid.uuid4().hex[:12]}")
     a_groups = [(1, 2, [101, 102]), (3, 4, [103, 104]), (5, 5, [105])]
     b_groups = [(1, 3, [101, 102, 103]), (4, 5, [104, 105])]
-    with Journal(where) as a, Journal(where) as b:
-        run_id = a.start_run("/src", "s3://b/p", None, False)
-        a.record_upload(UploadRecord("up-1", "big.bin", run_id, 5, 25, 1, 1, 1, "ab" * 32,
-                                     time.time(), "active"), None)
-        b_made: list[int] = []
-        interleaved = threading.Event()
-
-        def b_first(conn, cursor, statement, *args):
-            if statement.lstrip().upper().startswith("INSERT INTO PART_UNITS") \
-                    and not interleaved.is_set():
-                interleaved.set()
-                other = threading.Thread(target=lambda: b_made.append(
-                    b.make_part_units(run_id, "up-1", b_groups)))
-                other.start()
-                other.join(30)
-
-        event.listen(a._engine, "before_cursor_execute", b_first)
-        try:
-            a_made = a.make_part_units(run_id, "up-1", a_groups)
-        finally:
-            event.remove(a._engine, "before_cursor_execute", b_first)
-        assert interleaved.is_set() and b_made == [2]
-        with a._engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(text(
-                "SELECT first_part, last_part FROM part_units WHERE upload_id = 'up-1'"
-                " ORDER BY first_part")).all()]
-        parts = [n for lo, hi in rows for n in range(lo, hi + 1)]
-        assert sorted(parts) == [1, 2, 3, 4, 5], rows  # each part in one unit
-        assert rows == [(1, 3), (4, 5)] and a_made == 2
+    a_made, b_made, rows = make_units_interleaved(pg_url, a_groups, b_groups)
+    assert b_made == [2]
+    parts = [n for lo, hi in rows for n in range(lo, hi + 1)]
+    assert sorted(parts) == [1, 2, 3, 4, 5], rows  # each part in one unit
+    assert rows == [(1, 3), (4, 5)] and a_made == 2
