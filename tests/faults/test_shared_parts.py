@@ -155,21 +155,29 @@ def _part_puts(proxy) -> Counter:
                    if r.operation == "UploadPart")
 
 
-def test_two_workers_and_the_run_send_one_files_parts_together(sync, s3, pg_url):
-    job = f"shared_parts_{uuid.uuid4().hex[:8]}"
-    files = _tree(sync, parts=9, seed=21)
+def _run_three(sync, s3, pg_url: str, job: str, files: dict[str, bytes],
+               unit: str = "10MiB") -> RecordingProxy:
+    """A run and two workers through the recording proxy, all exiting 0, the bucket equal
+    to `files`; returns the proxy (its requests)."""
     procs: list = []
     with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.3)) as proxy:
         sync.endpoint_url = proxy.endpoint_url
         try:
-            with PartWatch(pg_url, job) as watch:
-                _start(sync, pg_url, job, procs)
-                results = [_finish(p) for p in procs]
+            _start(sync, pg_url, job, procs, unit=unit)
+            results = [_finish(p) for p in procs]
         finally:
             _kill_all(procs)
     for code, out, err in results:
         assert code == 0, results
     _bucket_equals(sync, files)
+    return proxy
+
+
+def test_two_workers_and_the_run_send_one_files_parts_together(sync, s3, pg_url):
+    job = f"shared_parts_{uuid.uuid4().hex[:8]}"
+    files = _tree(sync, parts=9, seed=21)
+    with PartWatch(pg_url, job) as watch:
+        proxy = _run_three(sync, s3, pg_url, job, files)
 
     ops = proxy.operations()
     assert ops["CreateMultipartUpload"] == 1 and ops["CompleteMultipartUpload"] == 1, ops
@@ -194,17 +202,7 @@ def test_a_file_smaller_than_a_part_unit_is_shared_while_others_work(sync, s3, p
     with the last large file instead of one host sending it alone (unit_bytes_among)."""
     job = f"shared_small_{uuid.uuid4().hex[:8]}"
     files = _tree(sync, parts=6, seed=23)  # 25 MiB + 123 bytes: 6 parts of 5 MiB
-    procs: list = []
-    with RecordingProxy(s3.port, hook=_hook(pg_url, job, 3, 0.3)) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        try:
-            _start(sync, pg_url, job, procs, unit="128MiB")
-            results = [_finish(p) for p in procs]
-        finally:
-            _kill_all(procs)
-    for code, out, err in results:
-        assert code == 0, results
-    _bucket_equals(sync, files)
+    proxy = _run_three(sync, s3, pg_url, job, files, unit="128MiB")
     assert _part_puts(proxy) == Counter({n: 1 for n in range(1, 7)})
     # With both workers still working as it starts: a third of 25 MiB in whole parts, units
     # of 10 MiB (two parts), three units; with one (the other done and gone on a loaded
