@@ -38,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -185,6 +186,8 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
                XDG_STATE_HOME=str(WORK / "state"))
     used = made[:n]
     common = ("--job", job, "--workers", str(args.workers))
+    if args.log_dir:
+        common += ("-v",)
     if args.one_file:
         common += ("--part-unit", args.part_unit)
     extra = ("--large-files", "prehash") if args.one_file else ()
@@ -192,11 +195,17 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
     def start(host: Host, *cmd: str) -> subprocess.Popen:
         log.write(f"\n### {n} hosts rep {rep} {host.ns}: {' '.join(cmd)}\n".encode())
         log.flush()
-        return subprocess.Popen([*host.exec_args(), JOURNALSYNC, *cmd], env=env, stdout=log,
-                                stderr=log, stdin=subprocess.DEVNULL)
+        out = open(f"{args.log_dir}/{n}-{rep}-{host.ns}.log", "ab") if args.log_dir else log
+        return subprocess.Popen([*host.exec_args(), JOURNALSYNC, *cmd], env=env, stdout=out,
+                                stderr=out, stdin=subprocess.DEVNULL)
 
     tx = [h.tx_bytes() for h in used]
     started = time.monotonic()
+    stop_timeline = threading.Event()
+    sampler = threading.Thread(target=timeline, args=(used, stop_timeline, args.timeline),
+                               daemon=True) if args.timeline else None
+    if sampler:
+        sampler.start()
     procs = [start(used[0], "run", str(src), f"s3://{bucket}", "--journal",
                    journal_url(pg_url, used[0], pg_port), "--endpoint-url",
                    f"http://{used[0].root_ip}:{s3_port}", "--chunk-bytes", args.chunk_bytes,
@@ -220,6 +229,9 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
                 codes.append(proc.wait())
         seconds = time.monotonic() - started
     finally:
+        stop_timeline.set()
+        if sampler:
+            sampler.join()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
@@ -233,6 +245,23 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
     shutil.rmtree(WORK / "s3" / bucket, ignore_errors=True)  # the disk holds a few, not 9
     return Result(n, rep, seconds, wire, check, codes, {k: int(v) for k, v in by_host.items()},
                   {k: int(v) for k, v in units.items()})
+
+
+def timeline(used: list[Host], stop: threading.Event, step: float) -> None:
+    """Print, per host, the bytes it sent over its link (the root side's rx), one digit per
+    `step` seconds: 0 idle to 9 the link's full rate (estimated as the best step seen), so
+    a host idle at the start or the end of a run shows as a run of zeros."""
+    rx = [Path(f"/sys/class/net/{h.root_if}/statistics/rx_bytes") for h in used]
+    samples = []
+    while not stop.wait(step):
+        samples.append([int(p.read_text()) for p in rx])
+    if len(samples) < 2:
+        return
+    deltas = [[b - a for a, b in zip(s0, s1)] for s0, s1 in zip(samples, samples[1:])]
+    best = max(max(d) for d in deltas) or 1
+    for i, host in enumerate(used):
+        line = "".join(str(min(9, round(9 * d[i] / best))) for d in deltas)
+        print(f"  {host.ns:8} {line}", flush=True)
 
 
 def table(results: list[Result], payload: int) -> str:
@@ -265,6 +294,9 @@ def main() -> None:
     parser.add_argument("--one-file", default=None, help="the tree is one file of this size "
                         "(e.g. 1GiB), its parts shared by the hosts")
     parser.add_argument("--part-unit", default="64MiB", help="with --one-file: bytes per unit")
+    parser.add_argument("--log-dir", default=None, help="each process's -v log under here")
+    parser.add_argument("--timeline", type=float, default=0, help="print each host's link use, "
+                        "one digit per this many seconds (0: off)")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
