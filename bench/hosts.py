@@ -199,6 +199,14 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
         return subprocess.Popen([*host.exec_args(), JOURNALSYNC, *cmd], env=env, stdout=out,
                                 stderr=out, stdin=subprocess.DEVNULL)
 
+    standing: list[subprocess.Popen] = []
+    if args.standing and n > 1:
+        # Workers already up on their hosts (`worker --follow`, as a deployment keeps them):
+        # started before the clock, so the run's wall holds no worker's start-up.
+        standing = [start(h, "worker", "--follow", "--journal", journal_url(pg_url, h, pg_port),
+                          "--endpoint-url", f"http://{h.root_ip}:{s3_port}", *common)
+                    for h in used[1:]]
+        time.sleep(args.standing)
     tx = [h.tx_bytes() for h in used]
     started = time.monotonic()
     stop_timeline = threading.Event()
@@ -211,7 +219,7 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
                    f"http://{used[0].root_ip}:{s3_port}", "--chunk-bytes", args.chunk_bytes,
                    *common, *extra)]
     try:
-        if n > 1:
+        if n > 1 and not standing:
             while not pg_rows(pg_url, job, "SELECT 1 FROM chunks LIMIT 1"):
                 if procs[0].poll() is not None:
                     break
@@ -228,7 +236,15 @@ def one_run(n: int, rep: int, made: list[Host], src: Path, pg_url: str, pg_port:
                 proc.kill()
                 codes.append(proc.wait())
         seconds = time.monotonic() - started
+        for proc in standing:  # the run is done: nothing of it is left to them
+            proc.terminate()
+            stopped = proc.wait(30)
+            codes.append(0 if stopped == 143 else stopped)  # 143: stopped by our SIGTERM
     finally:
+        for proc in standing:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         stop_timeline.set()
         if sampler:
             sampler.join()
@@ -294,6 +310,10 @@ def main() -> None:
     parser.add_argument("--one-file", default=None, help="the tree is one file of this size "
                         "(e.g. 1GiB), its parts shared by the hosts")
     parser.add_argument("--part-unit", default="64MiB", help="with --one-file: bytes per unit")
+    parser.add_argument("--standing", type=float, default=0, help="start the workers with "
+                        "--follow this many seconds before the run (and the clock), as standing "
+                        "workers; 0: start them once the run's chunks exist (their start-up "
+                        "inside the wall)")
     parser.add_argument("--log-dir", default=None, help="each process's -v log under here")
     parser.add_argument("--timeline", type=float, default=0, help="print each host's link use, "
                         "one digit per this many seconds (0: off)")
