@@ -28,7 +28,7 @@ from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.sharedparts import SharedParts
 from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
-from journalsync.objectmeta import object_args, read_identity
+from journalsync.objectmeta import inode_number, object_args, read_identity
 from journalsync.process import reuse_part_buffers
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
@@ -94,7 +94,7 @@ class Uploader:
 
     def _send(self, item: PlanItem, fh, counter: Attempts) -> TransferResult:
         st = os.fstat(fh.fileno())
-        if item.inode is not None and st.st_ino != item.inode:
+        if item.inode is not None and inode_number(st.st_ino) != item.inode:
             log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
         path = os.path.join(self.cfg.source, item.path or item.key)
         if st.st_size >= self.cfg.multipart_threshold:
