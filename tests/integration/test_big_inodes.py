@@ -7,6 +7,7 @@ outside it; it needs root and overlayfs, and skips with a reason elsewhere."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -67,5 +68,7 @@ def test_files_with_inodes_of_2_63_and_above_sync_and_stay_unchanged(sync, s3cli
     assert (second.summary["uploaded"], second.summary["skipped"]) == ("0", "2")
     # Kept as the signed 64-bit form of the same number, not hashed again on the second run.
     assert sync.journal_rows("SELECT inode FROM files WHERE key = 'd/b.txt'") == [(inode_number(ino),)]
-    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("d/b.txt"))["Body"].read()
-    assert body == b"beta" * 1000
+    head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("d/b.txt"))
+    assert head["ContentLength"] == 4000
+    assert {k.lower(): v for k, v in head["Metadata"].items()}["sha256"] == \
+        hashlib.sha256(b"beta" * 1000).hexdigest()
