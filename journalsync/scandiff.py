@@ -70,7 +70,8 @@ def stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) 
         return {"key": key, "path": rel, "size": None, "mtime_ns": None, "ctime_ns": None,
                 "inode": None, "sha256": None, "error": error}
     return {"key": key, "path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns, "inode": inode_number(st.st_ino), "sha256": None, "error": error}
+            "ctime_ns": st.st_ctime_ns, "inode": inode_number(st.st_ino), "sha256": None,
+            "error": error}
 
 
 class ScanDiff:

@@ -20,7 +20,8 @@ INODES = [0, 2**63 - 1, 2**63, 2**64 - 1]
 def _stat(ino: int) -> os.stat_result:
     """A regular file's stat as the kernel reports it (st_ino unsigned, up to 2^64 - 1)."""
     return os.stat_result((0o100644, ino, 1, 1, 0, 0, 5, 0, 0, 0),
-                          {"st_mtime_ns": 1_700_000_000_123456789, "st_ctime_ns": 1_700_000_000_987654321})
+                          {"st_mtime_ns": 1_700_000_000_123456789,
+                           "st_ctime_ns": 1_700_000_000_987654321})
 
 
 def test_inode_number_is_the_identity_below_2_63_and_a_signed_64_bit_int_above():
