@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from journalsync.journal import Journal
 from journalsync.models import PlanItem, TransferResult
@@ -173,6 +173,11 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 held[chunk.id] = chunk
             log.info("claimed chunk %d (epoch %d)", chunk.id, chunk.epoch)
             rows = journal.chunk_items(chunk.id)
+            if chunk.epoch > 1:
+                # Held before (epochs count claims): its holder may have sent rows whose
+                # results it never recorded (killed between the PUT and the journal's
+                # batch); each is looked for in the store before it is sent.
+                rows = [replace(item, maybe_sent=True) for item in rows]
             if not rows:  # a former holder finished it all but its close: close it
                 settle(chunk, [])
             unsubmitted[0] = len(rows)

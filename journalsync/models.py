@@ -66,6 +66,9 @@ class PlanItem:
     mtime_ns: int | None = None
     ctime_ns: int | None = None
     inode: int | None = None
+    # A former holder of its chunk may have sent it (a killed run, a worker gone): the
+    # store may hold it though the journal never heard. Checked before sending (transfer.py).
+    maybe_sent: bool = False
 
     @property
     def identity(self) -> tuple:

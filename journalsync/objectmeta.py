@@ -36,7 +36,18 @@ def md5_b64(data: bytes) -> str:
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """(size, mtime_ns, ctime_ns, inode): what says a file is still the one we hashed."""
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, inode_number(st.st_ino)
+
+
+def inode_number(st_ino: int) -> int:
+    """A file's inode as the journal keeps it and every check compares it: st_ino as a
+    signed 64-bit integer (two's complement). st_ino is unsigned and NFS, CephFS, Lustre,
+    FUSE and overlayfs (xino) hand out numbers of 2^63 and above, which neither SQLite's
+    INTEGER nor PostgreSQL's BIGINT can hold. One number still names one inode, and every
+    inode below 2^63 is itself, so journals written before keep their rows as they are.
+    Every read of st_ino goes through here (or file_identity): a raw one would never
+    equal what the journal holds for such a file."""
+    return st_ino - (1 << 64) if st_ino >= 1 << 63 else st_ino
 
 
 # Two seconds: FAT stores mtime in 2 s steps, and HFS+, ext3, SMB and NFS servers in 1 s or

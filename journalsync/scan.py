@@ -43,6 +43,7 @@ from journalsync.filters import KeyFilter
 from journalsync.journal import Journal
 from journalsync.journal import BATCH
 from journalsync.objectmeta import RACY_WINDOW_NS, is_racy  # noqa: F401 - part of scan's API
+from journalsync.objectmeta import file_identity
 from journalsync.safeio import SourceRefused, open_source
 from journalsync.scandiff import OutOfOrder, ScanDiff
 from journalsync.scandiff import stage_row as _stage_row  # noqa: F401 - tests use it
@@ -89,7 +90,7 @@ def key_for(rel: str, dest: Destination) -> tuple[str | None, str | None]:
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    return file_identity(st)
 
 
 READ_CHUNK = 1024 * 1024

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from journalsync.errors import UsageError
+from journalsync.objectmeta import inode_number
 
 
 class OutOfOrder(Exception):
@@ -69,7 +70,8 @@ def stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) 
         return {"key": key, "path": rel, "size": None, "mtime_ns": None, "ctime_ns": None,
                 "inode": None, "sha256": None, "error": error}
     return {"key": key, "path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "sha256": None, "error": error}
+            "ctime_ns": st.st_ctime_ns, "inode": inode_number(st.st_ino), "sha256": None,
+            "error": error}
 
 
 class ScanDiff:
@@ -111,7 +113,7 @@ class ScanDiff:
             unchanged = (st is not None and error is None and known[6] and known[7] is None
                          and known[1] == rel and known[2] == st.st_size
                          and known[3] == st.st_mtime_ns and known[4] == st.st_ctime_ns
-                         and known[5] == st.st_ino)
+                         and known[5] == inode_number(st.st_ino))
         else:
             unchanged = False
         self.last = (key, rel, st, error)

@@ -19,6 +19,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from botocore.exceptions import ClientError
+
+from journalsync.adopt import etag_disproves
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
 from journalsync.errors import Interrupted
@@ -28,7 +31,7 @@ from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.sharedparts import SharedParts
 from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
-from journalsync.objectmeta import object_args, read_identity
+from journalsync.objectmeta import inode_number, metadata_sha256, object_args, read_identity
 from journalsync.process import reuse_part_buffers
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
@@ -94,7 +97,7 @@ class Uploader:
 
     def _send(self, item: PlanItem, fh, counter: Attempts) -> TransferResult:
         st = os.fstat(fh.fileno())
-        if item.inode is not None and st.st_ino != item.inode:
+        if item.inode is not None and inode_number(st.st_ino) != item.inode:
             log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
         path = os.path.join(self.cfg.source, item.path or item.key)
         if st.st_size >= self.cfg.multipart_threshold:
@@ -112,6 +115,13 @@ class Uploader:
         sha = hashlib.sha256(data).hexdigest()
         identity = read_identity(st, os.fstat(fh.fileno()), started)
         args = object_args(self.cfg, item.key, sha, st.st_mtime_ns)
+        if item.maybe_sent:
+            etag = self._stored_already(item, data, sha)
+            if etag is not None:
+                log.info("%s: the store holds it already (a former try's PUT); not sent again",
+                         shown(item.key))
+                return TransferResult(item.id, item.key, True, 0, size=len(data), etag=etag,
+                                      sha256=sha, file_identity=identity)
         check = check_for(self.clients.body_check, data)  # Content-MD5 or CRC64-NVME
         crt = self.clients.crt()
         # --bwlimit paces the body as it is read; the CRT reads on its own threads, unpaced.
@@ -124,6 +134,27 @@ class Uploader:
         return TransferResult(item.id, item.key, True, counter.count,
                               bytes_sent=len(data) * counter.count, size=len(data),
                               etag=etag, sha256=sha, file_identity=identity)
+
+    def _stored_already(self, item: PlanItem, data: bytes, sha: str) -> str | None:
+        """The ETag of the object under the item's key if it holds these very bytes: their
+        size, our sha256 metadata equal to their hash (the file as it is now, not as the
+        journal knew it), and no single-part ETag that says otherwise. Else None (no
+        such object, other bytes, or a HEAD that failed): the file is sent."""
+        client = self.clients.get()
+        try:
+            head = self.clients.call(lambda: client.head_object(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(item.key)))
+        except ClientError as exc:
+            if http_status(exc) not in (404, 400, 403):
+                raise
+            return None
+        etag = head["ETag"].strip('"')
+        if head.get("ContentLength") != len(data) or metadata_sha256(head.get("Metadata")) != sha:
+            return None
+        if etag_disproves(etag, hashlib.md5(data).hexdigest(), head.get("ServerSideEncryption"),
+                          bool(head.get("SSECustomerAlgorithm"))):
+            return None
+        return etag
 
     def abort(self, key: str, upload_id: str) -> None:
         self.multipart.abort(key, upload_id)

@@ -80,6 +80,9 @@ class Fault:
     # and answer nothing for `stall` s (or until the proxy closes), then drop it.
     stall: float = 0.0
     stall_at: float = 0.5
+    # The store takes the request, its answer never comes: forward it, then hold the answer
+    # for `hold` s (or until the proxy closes) and drop the connection unanswered; status=0.
+    hold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class RecordingProxy:
                 status, reason, headers, data = proxy._upstream(self.command, self.path, self.headers, body)
                 if fault and fault.reset and fault.after_forward:
                     return self._reset(0)  # the server did the work; the answer is lost
+                if fault and fault.hold:
+                    proxy._closing.wait(fault.hold)
+                    return self._reset(0)
                 if fault and fault.status and fault.after_forward:
                     return self._error(req, fault)
                 if fault and fault.rewrite:
