@@ -124,6 +124,12 @@ class MultipartDriver:
         pre = self._current_sha256(item, fh, st)
         sha = STREAM_MARK if pre is None else pre if isinstance(pre, str) else pre.sha256
         rec, held = self._resumable(item, file_identity(st), sha)
+        if held is None:  # the journaled upload is gone from the store
+            done = self._stored_already(item, fh, st, pre, counter)
+            self.journal.set_upload_state(rec.upload_id, "aborted" if done is None else "completed")
+            if done is not None:
+                return done
+            rec, held = None, {}
         for attempt in (1, 2):  # a second upload only if the first vanished server-side
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
@@ -170,8 +176,10 @@ class MultipartDriver:
         fh.seek(0)
         return pre
 
-    def _resumable(self, item: PlanItem, ident: tuple, sha: str) -> tuple[UploadRecord | None, dict]:
-        """The journaled upload to continue for this key, with the parts the server holds."""
+    def _resumable(self, item: PlanItem, ident: tuple,
+                   sha: str) -> tuple[UploadRecord | None, dict | None]:
+        """The journaled upload to continue for this key, with the parts the server holds
+        (None: the server no longer knows the upload)."""
         rec = self.journal.active_upload_for(item.key)
         if rec is None:
             return None, {}
@@ -185,11 +193,42 @@ class MultipartDriver:
         except ClientError as exc:
             if error_code(exc) != "NoSuchUpload":
                 raise
-            self.journal.set_upload_state(rec.upload_id, "aborted")
-            log.warning("upload of %s is gone from the server; starting a new one", item.key)
-            return None, {}
+            return rec, None  # gone: _stored_already tells whether it was completed
         log.info("resuming upload of %s: the server holds %d part(s)", item.key, len(held))
         return rec, held
+
+    def _stored_already(self, item: PlanItem, fh, st: os.stat_result,
+                        pre: str | PreHash | None, counter: Attempts) -> TransferResult | None:
+        """The journaled upload is gone from the store: completed by a run killed before
+        its journal said so, or aborted. It was completed when the object is this file: its
+        size, and its sha256 metadata equal to the hash of the file read now (a pre-hash
+        made for this upload, or made here: the scan's hash may be a cached one). Then the
+        file is done without a byte sent; else None, and a new upload begins."""
+        if pre is None:  # streamed: no sha256 known before the object is stamped
+            log.warning("upload of %s is gone from the server; starting a new one", item.key)
+            return None
+        client = self.clients.get()
+        try:
+            head = self._call(lambda: client.head_object(
+                Bucket=self.cfg.dest.bucket, Key=self.cfg.dest.object_key(item.key)))
+        except ClientError:
+            head = None
+        if head is not None and head["ContentLength"] == st.st_size and \
+                metadata_sha256(head.get("Metadata")) is not None:
+            if isinstance(pre, str):
+                with self.hash_slots:
+                    pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size), md5s=False)
+                fh.seek(0)
+            if metadata_sha256(head.get("Metadata")) == pre.sha256 and \
+                    file_identity(os.fstat(fh.fileno())) == file_identity(st):
+                log.info("upload of %s was completed before the journal recorded it; the "
+                         "object is this file, not sent again", item.key)
+                return TransferResult(item.id, item.key, True, counter.count, bytes_sent=0,
+                                      size=st.st_size, etag=head["ETag"].strip('"'),
+                                      sha256=pre.sha256, file_identity=read_identity(
+                                          st, os.fstat(fh.fileno()), pre.started_ns))
+        log.warning("upload of %s is gone from the server; starting a new one", item.key)
+        return None
 
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         """{part number: (ETag, size)} the server holds, all pages of 1000."""
