@@ -13,6 +13,10 @@ A stored plan is a list of intentions, not of facts. Every upload opens and chec
 it sends; every delete looks for the file again just before it (presence.py); and a resumed
 run with deletes pending scans and LISTs again first, cancels the deletes whose file is
 back or whose object changed, and asks the guard again on the fresh counts.
+
+The phases most runs never reach (--adopt-metadata's copies, the deletes) are imported where
+they start, not here: every run, a no-op above all, pays for what this module imports
+(tests/integration/test_startup_noop.py).
 """
 
 from __future__ import annotations
@@ -23,12 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from journalsync import adoptcopy, manifest, rewrites
+from journalsync import manifest, rewrites
 from journalsync.chunkwork import work_chunks
 from journalsync.cleanup import reconcile
 from journalsync.clients import ClientFactory
 from journalsync.config import Config
-from journalsync.deleter import Deleter, run_deletes
 from journalsync.errors import (
     ConfigError,
     ExitCode,
@@ -399,6 +402,8 @@ def _transfer(run: Run) -> None:
 def _adopt_metadata(run: Run) -> None:
     """--adopt-metadata: our metadata onto adopted objects (adoptcopy.py). A failed copy is
     a warning for its object (logged there) and a note here, never a failed run."""
+    from journalsync import adoptcopy  # only with --adopt-metadata
+
     stats = _remote("cannot write metadata in", run.cfg, lambda: adoptcopy.write_metadata(
         run.clients, run.cfg, run.journal, run.run_id, run.stop))
     if stats.copied or stats.already:
@@ -443,6 +448,8 @@ def _delete_phase(run: Run) -> None:
     if not run.verdict.allowed:
         run.notes.append(f"deletes refused, nothing deleted: {run.verdict.reason}")
         return
+    from journalsync.deleter import Deleter, run_deletes  # only when deletes are allowed
+
     log.info("deleting %d extra object(s): %s", pending, run.verdict.reason)
     back = run_deletes(run.journal, run.run_id, Deleter(run.cfg, run.clients), run.stop,
                        LocalPresence(run.cfg.source), run.failures)

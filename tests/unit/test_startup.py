@@ -4,6 +4,7 @@ opening a journal already at the newest schema does not load Alembic."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -227,3 +228,37 @@ def test_the_commands_annotations_are_objects_not_strings():
     annotations = [a for command in commands for a in command.__annotations__.values()]
     assert len(annotations) > 60
     assert not [a for a in annotations if isinstance(a, str)]
+
+
+CLIENT_PROBE = """\
+import os, sys
+from pathlib import Path
+import botocore
+from journalsync.clients import ClientFactory
+from journalsync.config import Config, Destination
+
+data = os.path.join(os.path.dirname(botocore.__file__), "data")
+listed = []
+sys.addaudithook(lambda event, args: listed.append(str(args[0])) if event == "os.listdir" else None)
+cfg = Config(source=Path("."), dest=Destination.parse("s3://bkt/p"), journal_path=Path("j"),
+             endpoint_url="http://127.0.0.1:9")
+factory = ClientFactory(cfg)
+client = factory.get()
+assert client.meta.service_model.service_name == "s3"
+assert client.meta.endpoint_url == "http://127.0.0.1:9"
+print(sorted({os.path.relpath(p, data) for p in listed if p.startswith(data)}))
+"""
+
+
+def test_the_s3_client_is_made_without_listing_every_service_botocore_knows(tmp_path):
+    """botocore checks a service's name against a listing of its data directory (400-odd
+    services, two listings of each: 10-20 ms of CPU, most of it system time, in every run);
+    the run's clients are S3's alone, so only S3's directory is read."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    proc = subprocess.run([sys.executable, "-c", CLIENT_PROBE], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    listed = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our probe's own list
+    assert listed and set(listed) <= {"s3", os.path.join("s3", "2006-03-01")}, listed
