@@ -1,0 +1,50 @@
+"""The part loop's own cost grows with the parts, not with their square: before each part it
+asked every earlier part's future whether it had failed, which for a file of 10,000 parts
+(every file from 78 GiB up, at 8 MiB parts) was 50 million questions, about 50 CPU-s
+holding the GIL. A failed part is noted once, by its future's callback."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from journalsync.config import MiB
+from tests.support.proxy import Fault
+from tests.unit.test_multipart import on, on_moto, world  # noqa: F401 - world is a fixture
+
+PARTS = 30  # of 1 MiB: part_size_for makes no part smaller
+
+
+def counting_done(monkeypatch) -> list[int]:
+    """Count Future.done() calls from here on (a real Future's answer, counted)."""
+    calls = [0]
+    done = concurrent.futures.Future.done
+
+    def counted(self):
+        calls[0] += 1
+        return done(self)
+
+    monkeypatch.setattr(concurrent.futures.Future, "done", counted)
+    return calls
+
+
+@on_moto
+def test_the_part_loop_asks_each_part_once(world, monkeypatch):  # noqa: F811
+    w = world()
+    w.write(b"p", PARTS * MiB)
+    calls = counting_done(monkeypatch)
+    result, _ = w.upload()
+    assert result.ok and w.part_numbers() == list(range(1, PARTS + 1))
+    assert calls[0] <= 2 * PARTS  # was PARTS * (PARTS - 1) / 2: 435
+
+
+@on_moto
+def test_a_failed_part_still_stops_the_loop(world):  # noqa: F811
+    w = world()
+    w.proxy.hook = on("UploadPart", Fault(status=400, code="InvalidArgument"), number=2)
+    w.write(b"q", PARTS * MiB)
+    with pytest.raises(Exception):
+        w.upload()
+    # the loop saw part 2's failure and sent no more than the parts already in flight
+    assert max(w.part_numbers()) < PARTS
