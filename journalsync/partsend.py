@@ -302,8 +302,18 @@ class PartSender:
             client = self.clients.get()
             send = lambda: client.upload_part(  # noqa: E731
                 Bucket=self.cfg.dest.bucket, Key=key, UploadId=rec.upload_id, PartNumber=number,
-                Body=self.clients.body(bytes(data)), **check.boto_args)["ETag"]
+                Body=self._body(data), **check.boto_args)["ETag"]
         return send, check
+
+    def _body(self, data: memoryview):
+        """Part `data` as botocore's request body, with no copy of it where it can be: the
+        part's whole buffer (botocore takes a bytearray, not a view: the buffer is ours
+        until the part's future is done, every try included), or read through the view,
+        paced by --bwlimit. Only a short last part is copied."""
+        if self.clients.bandwidth is not None:
+            return self.clients.bandwidth.wrap(data)
+        whole = data.obj
+        return whole if isinstance(whole, bytearray) and data.nbytes == len(whole) else bytes(data)
 
     def call_part(self, rec: UploadRecord, send: Callable[[], str], counter: Attempts) -> str:
         """Run a part's `send` (retried); an upload the store no longer has is UploadGone."""

@@ -1,7 +1,8 @@
 """The part loop's own cost grows with the parts, not with their square: before each part it
 asked every earlier part's future whether it had failed, which for a file of 10,000 parts
 (every file from 78 GiB up, at 8 MiB parts) was 50 million questions, about 50 CPU-s
-holding the GIL. A failed part is noted once, by its future's callback."""
+holding the GIL. A failed part is noted once, by its future's callback. And a part
+read into a buffer of ours goes to botocore without a copy of it."""
 
 from __future__ import annotations
 
@@ -48,3 +49,17 @@ def test_a_failed_part_still_stops_the_loop(world):  # noqa: F811
         w.upload()
     # the loop saw part 2's failure and sent no more than the parts already in flight
     assert max(w.part_numbers()) < PARTS
+
+
+def test_a_full_part_is_sent_from_its_buffer_without_a_copy():
+    """botocore's body for a part read into a buffer of ours: the buffer itself when the
+    part fills it (no 8 MiB copy per part), a copy of the bytes for a short last part."""
+    from types import SimpleNamespace
+
+    from journalsync.partsend import PartSender
+
+    sender = SimpleNamespace(clients=SimpleNamespace(bandwidth=None))
+    buf = bytearray(b"abcdef")
+    assert PartSender._body(sender, memoryview(buf)[:6]) is buf
+    short = PartSender._body(sender, memoryview(buf)[:4])
+    assert short == b"abcd" and short is not buf
