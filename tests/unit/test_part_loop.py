@@ -63,3 +63,34 @@ def test_a_full_part_is_sent_from_its_buffer_without_a_copy():
     assert PartSender._body(sender, memoryview(buf)[:6]) is buf
     short = PartSender._body(sender, memoryview(buf)[:4])
     assert short == b"abcd" and short is not buf
+
+
+def test_threads_share_the_runs_client_for_the_connect_timeout_of_their_start(tmp_path):
+    """One botocore client for every thread that starts before the endpoint has answered,
+    one (with the long connect timeout) for every thread after: not one per thread, each
+    5-15 ms of CPU to make."""
+    import threading
+
+    from journalsync.clients import CONNECT_TIMEOUT, CONNECT_TIMEOUT_ANSWERED
+    from tests.mutation_support.s3env import ClientFactory, make_config
+
+    clients = ClientFactory(make_config("http://127.0.0.1:9", "bkt", tmp_path, workers=4))
+    got: list = []
+
+    def take():
+        got.append(clients.get())
+
+    def on_threads(n: int) -> None:
+        threads = [threading.Thread(target=take) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    on_threads(4)
+    clients.reach.answered = True
+    on_threads(4)
+    early, late = got[:4], got[4:]
+    assert len({id(c) for c in early}) == 1 and len({id(c) for c in late}) == 1
+    assert early[0].meta.config.connect_timeout == CONNECT_TIMEOUT
+    assert late[0].meta.config.connect_timeout == CONNECT_TIMEOUT_ANSWERED
