@@ -1,8 +1,11 @@
-"""The part loop's own cost grows with the parts, not with their square: before each part it
+"""What large files' uploads cost the client, shown by counts, not times (issue 14).
+
+The part loop's own cost grows with the parts, not with their square: before each part it
 asked every earlier part's future whether it had failed, which for a file of 10,000 parts
 (every file from 78 GiB up, at 8 MiB parts) was 50 million questions, about 50 CPU-s
-holding the GIL. A failed part is noted once, by its future's callback. And a part
-read into a buffer of ours goes to botocore without a copy of it."""
+holding the GIL; a failed part is now noted once, by its future's callback. A part read
+into a buffer of ours goes to botocore without a copy of it. And threads share the run's
+botocore client rather than making one each."""
 
 from __future__ import annotations
 
