@@ -192,7 +192,10 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JOURNALSYNC_"))}
     env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
                AWS_EC2_METADATA_DISABLED="true", XDG_STATE_HOME=str(tmp_path / "state"),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1",
+               # A CLI that hangs can be made to print every thread's stack (SIGABRT):
+               # tests/faults/test_shared_parts.py's _finish does so before it kills one.
+               PYTHONFAULTHANDLER="1")
     return env
 
 

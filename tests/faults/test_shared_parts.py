@@ -11,6 +11,8 @@ import hashlib
 import json
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -99,8 +101,16 @@ def _finish(proc, timeout: float = 120) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
     except Exception:  # noqa: BLE001 - the others' logs say why
-        proc.kill()
-        out, err = proc.communicate()
+        # Hung: SIGABRT makes its faulthandler (PYTHONFAULTHANDLER, tests/conftest.py) print
+        # every thread's stack, shown below the failure; then it is killed.
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        sys.stderr.write(f"--- pid {proc.pid} did not end within {timeout:.0f} s; its "
+                         f"stderr's end, its threads' stacks included:\n{err[-12000:]}\n")
         return -1, out, err
     return proc.returncode, out, err
 
