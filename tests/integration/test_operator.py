@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.test_delete import keys
 from tests.support.proxy import RecordingProxy
 
@@ -63,6 +65,7 @@ def test_verify_sample_checks_about_that_share(sync, s3):
     assert proxy.operations()["HeadObject"] == report["checked"]
 
 
+@pytest.mark.one_server  # the client's own output
 def test_debug_log_holds_no_secret_key_token_or_signature(sync, s3, tmp_path):
     token = "FwoGZXIvYXdzEJr-journalsync-test-session-token-0123456789"
     sync.env_overrides = {"AWS_SESSION_TOKEN": token}
@@ -87,6 +90,7 @@ def test_debug_log_holds_no_secret_key_token_or_signature(sync, s3, tmp_path):
     assert {"time", "level", "logger", "message"} <= set(first)
 
 
+@pytest.mark.one_server  # the client's own output
 def test_quiet_prints_only_the_summary(sync, tmp_path):
     import os
 
@@ -178,6 +182,7 @@ def test_help_works_for_every_command(offline_sync):
         assert result.code == 0 and "Usage: journalsync" in result.out, result.err
 
 
+@pytest.mark.one_server  # the client's own output
 def test_progress_draws_on_a_terminal_only(sync):
     import os
     import subprocess
@@ -206,6 +211,7 @@ def test_progress_draws_on_a_terminal_only(sync):
     assert piped.err == "" and len(piped.out.splitlines()) == 1
 
 
+@pytest.mark.one_server  # the client's own output
 def test_status_failed_lists_only_failures(sync, s3):
     from tests.support.proxy import Fault, RecordingProxy
 
@@ -223,6 +229,7 @@ def test_status_failed_lists_only_failures(sync, s3):
     assert "bad.txt" in text and "recent runs" not in text
 
 
+@pytest.mark.one_server  # the client's own output
 def test_verbose_prints_one_line_per_action_with_its_reason(sync, s3client):
     sync.write("a.txt", b"a")
     sync.write("b.txt", b"b")
