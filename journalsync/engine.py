@@ -115,7 +115,7 @@ def run_sync(cfg: Config, on_plan_item: Callable[[PlanItem], None] | None = None
     started = time.monotonic()
     stop = threading.Event()
     with journal_errors(cfg.journal_path), run_lock(cfg.journal_path), \
-            Journal(cfg.journal_path, lease=cfg.lease) as journal, stop_on_signals(stop) as signals:
+            Journal(cfg.journal_path) as journal, stop_on_signals(stop) as signals:
         run = _open_run(cfg, journal, stop)
         run.view = view
         try:

@@ -51,7 +51,7 @@ def run_worker(journal_path: Path, base: Config, follow: bool, source: Path | No
 
     release_large_buffers()
     stop = threading.Event()
-    with journal_errors(journal_path), Journal(journal_path, lease=base.lease) as journal, \
+    with journal_errors(journal_path), Journal(journal_path) as journal, \
             stop_on_signals(stop) as signals:
         code, done_run = ExitCode.OK, None
         while not stop.is_set():

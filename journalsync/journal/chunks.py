@@ -33,17 +33,16 @@ _PENDING_IN_CHUNK = ("EXISTS (SELECT 1 FROM plan_items p WHERE p.chunk_id = chun
                      " AND p.status = 'pending')")
 
 
-def limit_silence(conn: Connection, lease: float, local: bool = True) -> None:
+def limit_silence(conn: Connection, lease: float) -> None:
     """PostgreSQL: within this transaction, which locks a chunk's row, the server ends the
     session once it has idled in it for `lease` (the same limit the lease sets on a silent
     holder). A process whose host is partitioned or gone between its UPDATE and its COMMIT
     would otherwise hold the lock until the server notices the dead connection (TCP
     keepalive: two hours by default), and claims skip locked rows: its chunk would wait
-    that long past its lease. SQLite: nothing (a dead process's lock dies with it).
-    `local` False: for the whole session (the caller commits it), not this transaction."""
+    that long past its lease. SQLite: nothing (a dead process's lock dies with it)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, :local)"),
-                     {"ms": str(max(1, round(lease * 1000))), "local": local})
+        conn.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                     {"ms": str(max(1, round(lease * 1000)))})
 
 
 def _alive(pid: int) -> bool:

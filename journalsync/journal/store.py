@@ -85,13 +85,12 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
     """All reads and writes of one journal (a file, or a job in PostgreSQL). Thread-safe
     for writes."""
 
-    def __init__(self, path: Path | PgLocation, read_only: bool = False, lease: float = 30.0):
+    def __init__(self, path: Path | PgLocation, read_only: bool = False):
         """`read_only`: for the views that only look (`status --all`): nothing is created,
         migrated or written, and the database refuses any write (PostgreSQL:
         default_transaction_read_only; SQLite: a `mode=ro` connection). The caller checks
         first that the journal is at HEAD_REVISION: an older one is not read with today's
-        statements. `lease`: how long a PostgreSQL write may sit idle in its transaction
-        (_limit_silence)."""
+        statements."""
         self._pg = isinstance(path, PgLocation)
         self._scan_diff = self._list_diff = False  # diffstage.py: set by begin_scan/_listing
         self._staged = {"scan": 0, "list": 0}  # diffstage.staged_rows
@@ -123,21 +122,7 @@ class Journal(ScanStore, ManifestStore, PlanStore, UploadStore, Housekeeping, Ad
             self.revision = migrate.HEAD_REVISION
         self._lock = threading.RLock()
         self._writer: Connection = self._engine.connect()
-        if self._pg and not read_only:
-            self._limit_silence(lease)
         self._reader: Connection = self._engine.connect()
-
-    def _limit_silence(self, lease: float) -> None:
-        """PostgreSQL: the server ends this process's writing session once it has sat idle
-        inside a transaction for `lease` (--lease), as chunks.limit_silence does for the
-        claims. A host partitioned or frozen between a statement and its COMMIT would
-        otherwise keep the rows it wrote locked until the server notices the dead
-        connection (TCP keepalive: two hours by default), and the process that takes its
-        work over (marking its upload aborted, unjournaling its parts) would wait as long."""
-        from journalsync.journal.chunks import limit_silence
-
-        limit_silence(self._writer, lease, local=False)
-        self._writer.commit()
 
     @classmethod
     def for_view(cls, path: Path | PgLocation) -> Journal:
