@@ -18,16 +18,20 @@ this host's (time.time()) for SQLite, whose writers all run on one host.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, and_, func, insert, literal, or_, select, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from journalsync.journal.schema import chunks, plan_items, runs, workers
 from journalsync.models import Action, ItemStatus, PlanItem
+
+log = logging.getLogger("journalsync")
 
 _PENDING_IN_CHUNK = ("EXISTS (SELECT 1 FROM plan_items p WHERE p.chunk_id = chunks.id"
                      " AND p.status = 'pending')")
@@ -43,6 +47,32 @@ def limit_silence(conn: Connection, lease: float) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
                      {"ms": str(max(1, round(lease * 1000)))})
+
+
+def rerun_if_session_lost(method: Callable) -> Callable:
+    """For a fenced write (one that calls limit_silence): when its session was ended under
+    it, run it once more on a new connection. The server ends the session of a process
+    that went silent inside such a transaction (SIGSTOP, a partition that comes back); its
+    transaction is rolled back whole, and the write is fenced by epoch, so running it again
+    is safe: on a chunk or unit claimed meanwhile it writes nothing and says so (lost).
+    Without this, a holder that came back after its lease exited 5 ("is PostgreSQL
+    running there?") instead of dropping what it had lost and going on. Any other error,
+    and a second lost session in a row, is raised."""
+    from sqlalchemy.exc import DBAPIError
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            log.warning("journal session lost (%s); %s again on a new connection", reason,
+                        method.__name__)
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _alive(pid: int) -> bool:
@@ -76,6 +106,7 @@ class ChunkFence:
         self.state = "open"
 
     def hold(self, conn: Connection) -> bool:
+        self.state = "open"  # a run again after a lost session (rerun_if_session_lost)
         limit_silence(conn, self.lease)
         held = conn.execute(update(chunks).where(
             chunks.c.id == self.chunk_id, chunks.c.epoch == self.epoch,
@@ -145,6 +176,7 @@ class ChunkStore:
 
     # -- claims, leases, fenced results ---------------------------------------------------
 
+    @rerun_if_session_lost
     def claim_chunk(self, run_id: int, owner: int, lease: float,
                     largest_first: bool = False) -> tuple[int, int] | None:
         """Take a chunk that is pending, or claimed under an expired lease: owner, lease
@@ -191,6 +223,7 @@ class ChunkStore:
                 released += self.release_chunk(chunk_id, epoch)
         return released
 
+    @rerun_if_session_lost
     def renew_lease(self, chunk_id: int, epoch: int, lease: float) -> bool:
         """Extend a held chunk's lease. False: the chunk is no longer ours (its epoch moved
         on, or it is done)."""
@@ -200,6 +233,7 @@ class ChunkStore:
                 chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
             ).values(lease_until=clock_sql(self._pg) + lease)).rowcount)
 
+    @rerun_if_session_lost
     def release_chunk(self, chunk_id: int, epoch: int, lease: float = 30.0) -> bool:
         """Give back a chunk we hold but stop working (a signal, a fatal error): anyone may
         claim it at once instead of after its lease. Fenced like every write of a chunk."""
@@ -209,6 +243,7 @@ class ChunkStore:
                 chunks.c.id == chunk_id, chunks.c.epoch == epoch, chunks.c.state == "claimed"
             ).values(state="pending", owner=None, lease_until=None)).rowcount)
 
+    @rerun_if_session_lost
     def record_chunk_results(self, chunk_id: int, epoch: int, results: Sequence,
                              lease: float) -> str:
         """Record results of a chunk's items only while the chunk is still ours, in one

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select, text, update
 
-from journalsync.journal.chunks import _alive, clock_sql, limit_silence
+from journalsync.journal.chunks import _alive, clock_sql, limit_silence, rerun_if_session_lost
 from journalsync.journal.schema import multipart_parts, multipart_uploads, part_units, workers
 
 
@@ -80,6 +80,7 @@ class PartUnitStore:
             rows = conn.execute(stmt).all()
         return {first + i: crc for first, crcs in rows for i, crc in enumerate(json.loads(crcs))}
 
+    @rerun_if_session_lost
     def claim_part_unit(self, run_id: int, owner: int, lease: float,
                         upload_id: str | None = None,
                         skip: Sequence[str] = ()) -> PartUnit | None:
@@ -119,10 +120,12 @@ class PartUnitStore:
             part_units.c.state == "claimed").values(
             lease_until=clock_sql(self._pg) + lease)).rowcount)
 
+    @rerun_if_session_lost
     def renew_unit_lease(self, unit_id: int, epoch: int, lease: float) -> bool:
         with self._write() as conn:
             return self._unit_held(conn, unit_id, epoch, lease)
 
+    @rerun_if_session_lost
     def record_unit_part(self, unit: PartUnit, number: int, etag: str, size: int,
                          worker_id: int, lease: float) -> bool:
         """Journal a part the store took, in one transaction with the check that `unit` is
@@ -139,6 +142,7 @@ class PartUnitStore:
                       "sent_by": stmt.excluded.sent_by}))
         return True
 
+    @rerun_if_session_lost
     def close_unit(self, unit: PartUnit, lease: float) -> bool:
         """The unit is done once every part of it is journaled; fenced by epoch."""
         with self._write() as conn:
@@ -151,6 +155,7 @@ class PartUnitStore:
                 {"now": time.time(), "u": unit.id, "e": unit.epoch, "up": unit.upload_id,
                  "lo": unit.first, "hi": unit.last}).rowcount)
 
+    @rerun_if_session_lost
     def release_unit(self, unit_id: int, epoch: int, lease: float = 30.0) -> bool:
         with self._write() as conn:
             limit_silence(conn, lease)

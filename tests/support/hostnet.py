@@ -80,11 +80,15 @@ class Relay:
     Closing it stops accepting and shuts every connection it carries. `silence_at(marker)`:
     the next client message holding `marker` and all that follows it on that connection
     are swallowed (a one-way partition at a chosen moment, e.g. a COMMIT that never
-    reaches the server)."""
+    reaches the server); with `once`, only on the first connection that sends it; with
+    `both`, the server's answers to it too (a partition both ways), until `heal()` ends the
+    silenced connections as a healed link would (the server has long forgotten them: the
+    client's next segment meets a reset)."""
 
     def __init__(self, address: str, upstream_port: int):
         self.upstream_port = upstream_port
         self._marker: bytes | None = None
+        self._once = self._both = False
         self._silenced: set[socket.socket] = set()
         self._listener = socket.create_server((address, 0))
         self.address, self.port = self._listener.getsockname()[:2]
@@ -111,22 +115,37 @@ class Relay:
                 threading.Thread(target=self._pipe, args=(src, dst, src is client),
                                  daemon=True).start()
 
-    def silence_at(self, marker: bytes | None) -> None:
+    def silence_at(self, marker: bytes | None, once: bool = False, both: bool = False) -> None:
         """Swallow from the next client message holding `marker` on (None: no more
-        connections silenced; those already silent stay so)."""
-        self._marker = marker
+        connections silenced; those already silent stay so). `once`: on one connection
+        only; later ones (a reconnect) pass. `both`: its answers too."""
+        self._marker, self._once, self._both = marker, once, both
+
+    def heal(self) -> None:
+        """End the silenced connections (each side sees its socket closed)."""
+        for sock in list(self._silenced):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool = False) -> None:
         try:
             while data := src.recv(1 << 16):
-                if upstream and self._marker and (src in self._silenced or self._marker in data):
+                if not upstream and self._both and dst in self._silenced:
+                    continue
+                if upstream and (src in self._silenced or self._marker and self._marker in data):
                     self._silenced.add(src)
+                    if self._once:
+                        self._marker = None
                     continue
                 dst.sendall(data)
         except OSError:
             pass
         finally:
-            for sock in (src, dst):
+            # A partition both ways hides the server's end of it too, until heal().
+            hidden = not upstream and self._both and dst in self._silenced
+            for sock in (src,) if hidden else (src, dst):
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:

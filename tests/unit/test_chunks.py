@@ -345,6 +345,59 @@ def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its
             _quietly(a.close)
 
 
+def test_a_holder_back_after_its_session_was_ended_learns_it_lost_the_chunk_and_goes_on(pg_url):
+    """PostgreSQL: a holder paused inside a fenced write past its lease (SIGSTOP, a
+    partition that comes back) finds its session ended by the server. The write runs
+    again on a new connection, is fenced out (the chunk has a new owner) and says "lost";
+    the holder goes on with a working journal. It used to exit 5 ("is PostgreSQL running
+    there?") in the middle of a run other workers were finishing."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    from journalsync.journal.location import PgLocation
+    from tests.support.hostnet import Relay
+
+    job = f"t_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(pg_url)
+    relay = Relay("127.0.0.1", parts.port or 5432)
+    relayed = pg_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{relay.port}")
+    outcome: list = []
+    with Journal(PgLocation(pg_url, job)) as b:
+        a = Journal(PgLocation(relayed, job))
+        try:
+            run_id = _planned(b, [1, 1])
+            b.make_chunks(run_id, 10, 100)
+            chunk, epoch = a.claim_chunk(run_id, owner=1, lease=1.0)
+            first, second = (i for i, _ in _chunk_rows(b)[chunk])
+            relay.silence_at(b"COMMIT", once=True, both=True)
+
+            def record() -> None:
+                try:
+                    outcome.append(a.record_chunk_results(chunk, epoch, [_ok(first, "f0000")], 1.0))
+                except Exception as exc:  # noqa: BLE001 - the defect this test is about
+                    outcome.append(exc)
+
+            paused = threading.Thread(target=record, daemon=True)
+            paused.start()
+            deadline = time.monotonic() + 15
+            claim = None
+            while claim is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+                claim = b.claim_chunk(run_id, owner=2, lease=30)
+            assert claim == (chunk, epoch + 1)
+            relay.heal()  # back on the link: its session is gone
+            paused.join(15)
+            assert outcome == ["lost"], outcome
+            assert a.renew_lease(chunk, epoch, 30) is False  # the same journal, working
+            assert _sql(b, "SELECT status FROM plan_items WHERE id IN (:a, :b)",
+                        a=first, b=second) == [("pending",), ("pending",)]
+            assert b.record_chunk_results(chunk, epoch + 1, [_ok(first, "f0000"),
+                                                             _ok(second, "f0001")], 30) == "done"
+        finally:
+            relay.close()
+            _quietly(a.close)
+
+
 def _quietly(fn, *args) -> None:
     try:
         fn(*args)
