@@ -78,8 +78,14 @@ class Heartbeat:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No beat after this returns (a beat in progress is waited for): the worker row's
+        last write must be the final tally, not a beat's older one written after it."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.lease / 3):
@@ -247,7 +253,7 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 time.monotonic() - last_flush[0] > FLUSH_SECONDS:
             flush()
 
-    with Heartbeat(journal, worker_id, lease, held, lock, tally, shared), \
+    with Heartbeat(journal, worker_id, lease, held, lock, tally, shared) as heartbeat, \
             thread_pool(workers, "worker") as pool:
         try:
             while True:
@@ -270,6 +276,7 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
                 journal.release_chunk(chunk.id, chunk.epoch, lease)
             if shared is not None:
                 shared.release_all()
+            heartbeat.stop()
             journal.worker_beat(worker_id, tally.chunks, tally.bytes,
                                 "stopped" if stop.is_set() else "done")
     return state["stopped"]

@@ -299,6 +299,40 @@ def test_a_busy_process_claims_no_more_than_it_is_sending(journal_at):
         assert a.chunk_counts(run_id) == {"pending": 0, "claimed": 6 - AHEAD, "done": AHEAD}
 
 
+def test_a_workers_row_ends_with_its_final_tally_not_an_older_heartbeat(journal_at):
+    """The heartbeat reads the tally, then waits for the journal; the final beat (after the
+    last results are recorded) must not be overwritten by that older tally. Seen in CI: a
+    paused-past-its-lease test found one 120-byte file missing from the workers' bytes."""
+    from journalsync.chunkwork import work_chunks
+
+    final = threading.Event()
+    slowed: list[int] = []
+    with Journal(journal_at) as journal:
+        run_id = _planned(journal, [1] * 4)
+        journal.make_chunks(run_id, 2, 100)
+        worker_id = journal.register_worker(run_id)
+        beat = journal.worker_beat
+
+        def worker_beat(worker, chunks_done, bytes_done, state=None):
+            if threading.current_thread().name == "heartbeat" and not slowed:
+                slowed.append(bytes_done)
+                final.wait(3)  # it read the tally already: slow on its way to the journal
+            beat(worker, chunks_done, bytes_done, state)
+            if state is not None:
+                final.set()
+
+        def transfer(item):
+            time.sleep(0.6)  # 2.4 s in all: the first beat (at 1 s) reads a partial tally
+            return TransferResult(item.id, item.key, True, size=10, etag="e",
+                                  sha256="s" * 64)
+
+        journal.worker_beat = worker_beat
+        work_chunks(journal, run_id, transfer, 1, worker_id, lease=3.0)
+        rows = journal.run_workers_rows(run_id)
+    assert slowed and slowed[0] < 40, slowed  # the race this test is about did happen
+    assert [(r["chunks_done"], r["bytes_done"], r["state"]) for r in rows] == [(2, 40, "done")]
+
+
 def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its_lease(pg_url):
     """PostgreSQL: a holder whose host vanishes between a chunk's UPDATE and its COMMIT
     (a partition, a power cut) leaves its session idle in a transaction that holds the
