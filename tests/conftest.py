@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from journalsync.devtools.localserver import LocalS3Server, MotoS3Server, RcloneS3Server
+from tests.support import zygote
 
 SERVERS = ["moto", "rclone", "seaweed"] + (["external"] if os.environ.get("S3_TEST_ENDPOINT_URL") else [])
 # Where the `sync` fixture's journal lives: a SQLite file, or a job (a schema of its own) in
@@ -310,14 +311,21 @@ class Sync:
         return env
 
     def cli(self, *args: str, timeout: float = 180) -> Result:
+        """`python -m journalsync ARGS`, run to its end: a process forked by the test
+        zygote (tests/support/zygote.py), or exec'd with JOURNALSYNC_TEST_EXEC=1."""
         env = self.env()
+        if zygote.enabled(env):
+            return Result(*zygote.run(list(args), env, timeout))
         proc = subprocess.run([sys.executable, "-m", "journalsync", *args], env=env,
                               capture_output=True, text=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def start(self, *args: str) -> subprocess.Popen:
-        """The CLI as a background process (for SIGKILL and SIGTERM tests)."""
+        """The CLI as a background process (for SIGKILL and SIGTERM tests): a Popen, or
+        what the tests use of one (zygote.Child)."""
         env = self.env()
+        if zygote.enabled(env):
+            return zygote.Child(list(args), env)  # type: ignore[return-value]
         return subprocess.Popen([sys.executable, "-m", "journalsync", *args], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
