@@ -57,7 +57,13 @@ def rerun_if_session_lost(method: Callable) -> Callable:
     is safe: on a chunk or unit claimed meanwhile it writes nothing and says so (lost).
     Without this, a holder that came back after its lease exited 5 ("is PostgreSQL
     running there?") instead of dropping what it had lost and going on. Any other error,
-    and a second lost session in a row, is raised."""
+    and a second lost session in a row, is raised.
+
+    The first run's COMMIT may have landed with only its answer lost (a link cut after it
+    reached the server). A write that closes a chunk or unit then finds it done at its own
+    epoch (done_at_epoch) and says so; renewals, upserts and releases are the same again.
+    A claim is not: its chunk or unit stays claimed by this process unknown to it until
+    its lease expires, and the run again claims another."""
     from sqlalchemy.exc import DBAPIError
 
     @functools.wraps(method)
@@ -73,6 +79,16 @@ def rerun_if_session_lost(method: Callable) -> Callable:
         return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def done_at_epoch(conn: Connection, table, row_id: int, epoch: int) -> bool:
+    """Whether a chunk or unit is done at `epoch`: then its holder at that epoch closed it
+    (a claim moves the epoch on, and every write of one is fenced by it), and what that
+    holder wrote with the close is in. A fenced write run again after a lost session
+    (rerun_if_session_lost) whose first COMMIT did land finds this, and is not lost."""
+    return conn.execute(select(table.c.id).where(
+        table.c.id == row_id, table.c.epoch == epoch, table.c.state == "done")).first() \
+        is not None
 
 
 def _alive(pid: int) -> bool:
@@ -113,7 +129,8 @@ class ChunkFence:
             chunks.c.state == "claimed").values(
             lease_until=clock_sql(self.pg) + self.lease)).rowcount
         if not held:
-            self.state = "lost"
+            self.state = "done" if done_at_epoch(conn, chunks, self.chunk_id, self.epoch) \
+                else "lost"
         return bool(held)
 
     def close(self, conn: Connection) -> None:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select, text, update
 
-from journalsync.journal.chunks import _alive, clock_sql, limit_silence, rerun_if_session_lost
+from journalsync.journal.chunks import (
+    _alive,
+    clock_sql,
+    done_at_epoch,
+    limit_silence,
+    rerun_if_session_lost,
+)
 from journalsync.journal.schema import multipart_parts, multipart_uploads, part_units, workers
 
 
@@ -153,7 +159,8 @@ class PartUnitStore:
                       (SELECT count(*) FROM multipart_parts p WHERE p.upload_id = :up
                        AND p.part_number BETWEEN :lo AND :hi) = :hi - :lo + 1"""),
                 {"now": time.time(), "u": unit.id, "e": unit.epoch, "up": unit.upload_id,
-                 "lo": unit.first, "hi": unit.last}).rowcount)
+                 "lo": unit.first, "hi": unit.last}).rowcount) or \
+                done_at_epoch(conn, part_units, unit.id, unit.epoch)
 
     @rerun_if_session_lost
     def release_unit(self, unit_id: int, epoch: int, lease: float = 30.0) -> bool:

@@ -88,7 +88,7 @@ class Relay:
     def __init__(self, address: str, upstream_port: int):
         self.upstream_port = upstream_port
         self._marker: bytes | None = None
-        self._once = self._both = False
+        self._once = self._both = self._deliver = False
         self._silenced: set[socket.socket] = set()
         self._listener = socket.create_server((address, 0))
         self.address, self.port = self._listener.getsockname()[:2]
@@ -115,11 +115,14 @@ class Relay:
                 threading.Thread(target=self._pipe, args=(src, dst, src is client),
                                  daemon=True).start()
 
-    def silence_at(self, marker: bytes | None, once: bool = False, both: bool = False) -> None:
+    def silence_at(self, marker: bytes | None, once: bool = False, both: bool = False,
+                   deliver: bool = False) -> None:
         """Swallow from the next client message holding `marker` on (None: no more
         connections silenced; those already silent stay so). `once`: on one connection
-        only; later ones (a reconnect) pass. `both`: its answers too."""
-        self._marker, self._once, self._both = marker, once, both
+        only; later ones (a reconnect) pass. `both`: its answers too. `deliver`: that
+        message itself still reaches the server (with `both`: a COMMIT that commits, and
+        whose answer is lost)."""
+        self._marker, self._once, self._both, self._deliver = marker, once, both, deliver
 
     def heal(self) -> None:
         """End the silenced connections (each side sees its socket closed)."""
@@ -135,9 +138,12 @@ class Relay:
                 if not upstream and self._both and dst in self._silenced:
                     continue
                 if upstream and (src in self._silenced or self._marker and self._marker in data):
+                    first = src not in self._silenced
                     self._silenced.add(src)
                     if self._once:
                         self._marker = None
+                    if first and self._deliver:
+                        dst.sendall(data)
                     continue
                 dst.sendall(data)
         except OSError:

@@ -432,6 +432,96 @@ def test_a_holder_back_after_its_session_was_ended_learns_it_lost_the_chunk_and_
             _quietly(a.close)
 
 
+def _relayed(pg_url: str):
+    """A PostgreSQL job's location straight, and through a Relay (tests/support/hostnet.py)."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    from journalsync.journal.location import PgLocation
+    from tests.support.hostnet import Relay
+
+    job = f"t_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(pg_url)
+    relay = Relay("127.0.0.1", parts.port or 5432)
+    relayed = pg_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{relay.port}")
+    return PgLocation(pg_url, job), PgLocation(relayed, job), relay
+
+
+def test_a_chunk_write_whose_commit_landed_but_whose_answer_was_lost_says_done(pg_url):
+    """PostgreSQL: the COMMIT of a chunk's last results reaches the server and commits,
+    and the link goes before its answer comes back. The write runs once more on a new
+    connection (rerun_if_session_lost): the chunk is done, at this holder's epoch (no one
+    else can close it at that epoch), so what it says is done, not lost. Said lost, the
+    worker dropped the bytes it had sent from its tally and logged its results as dropped
+    though they were recorded."""
+    straight, relayed, relay = _relayed(pg_url)
+    outcome: list = []
+    with Journal(straight) as b:
+        a = Journal(relayed)
+        try:
+            run_id = _planned(b, [1, 1])
+            b.make_chunks(run_id, 10, 100)
+            chunk, epoch = a.claim_chunk(run_id, owner=1, lease=30)
+            first, second = (i for i, _ in _chunk_rows(b)[chunk])
+            relay.silence_at(b"COMMIT", once=True, both=True, deliver=True)
+
+            def record() -> None:
+                try:
+                    outcome.append(a.record_chunk_results(
+                        chunk, epoch, [_ok(first, "f0000"), _ok(second, "f0001")], 30))
+                except Exception as exc:  # noqa: BLE001 - shown by the assert below
+                    outcome.append(exc)
+
+            cut = threading.Thread(target=record, daemon=True)
+            cut.start()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _sql(
+                    b, "SELECT state FROM chunks WHERE id = :c", c=chunk) != [("done",)]:
+                time.sleep(0.1)
+            assert _sql(b, "SELECT state, epoch FROM chunks WHERE id = :c",
+                        c=chunk) == [("done", epoch)]  # committed; its answer is lost
+            relay.heal()
+            cut.join(15)
+            assert outcome == ["done"], outcome
+        finally:
+            relay.close()
+            _quietly(a.close)
+
+
+def test_a_chunk_write_whose_session_ends_between_its_statements_runs_again(pg_url):
+    """PostgreSQL: the session of a fenced write is ended after the chunk's fence and
+    before the results' statements (the holder paused there past its lease: the server's
+    idle-in-transaction limit; here its backend is terminated at that point). Those
+    statements go to psycopg's own cursor (Journal._pg_run), not through SQLAlchemy's
+    execute: the write must still run again on a new connection and record them."""
+    from sqlalchemy import event
+
+    straight, _, relay = _relayed(pg_url)
+    relay.close()
+    with Journal(straight) as b, Journal(straight) as a:
+        run_id = _planned(b, [1, 1])
+        b.make_chunks(run_id, 10, 100)
+        chunk, epoch = a.claim_chunk(run_id, owner=1, lease=30)
+        first, second = (i for i, _ in _chunk_rows(b)[chunk])
+        cut: list[int] = []
+
+        @event.listens_for(a._engine, "after_cursor_execute")
+        def _end_session(conn, cursor, statement, *_):
+            if not cut and statement.lstrip().startswith("UPDATE chunks SET lease_until"):
+                cut.append(conn.connection.driver_connection.info.backend_pid)
+                _sql(b, "SELECT pg_terminate_backend(:p)", p=cut[0])
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and _sql(
+                        b, "SELECT 1 FROM pg_stat_activity WHERE pid = :p", p=cut[0]):
+                    time.sleep(0.05)
+
+        got = a.record_chunk_results(chunk, epoch, [_ok(first, "f0000"),
+                                                    _ok(second, "f0001")], 30)
+        assert cut and got == "done"
+        assert _sql(b, "SELECT status FROM plan_items WHERE id IN (:a, :b)",
+                    a=first, b=second) == [("done",), ("done",)]
+
+
 def _quietly(fn, *args) -> None:
     try:
         fn(*args)
