@@ -25,9 +25,11 @@ import json
 import os
 import signal
 import socket
+import selectors
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 _WARM = ("journalsync.entry", "journalsync.cli", "journalsync.cliops", "journalsync.engine",
@@ -57,6 +59,12 @@ def _serve(sock: socket.socket) -> None:
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
+    # Children that have not ended, as far as the tests were told. One that ends is reported
+    # but left a zombie (waitid WNOWAIT) until the tests have its status and say "reap", as
+    # a Popen's child is until its wait(): till then its pid is not given to another
+    # process, so a signal the tests send it cannot reach a stranger, and a later child
+    # cannot get its pid (pid_max is 32768 on many machines: a suite wraps it).
+    live: set[int] = set()
     while True:
         for key, _ in sel.select():
             if key.fileobj is sock:
@@ -67,33 +75,43 @@ def _serve(sock: socket.socket) -> None:
                 if not msg:
                     return  # the tests' process is gone
                 request = json.loads(msg)
+                if "reap" in request:
+                    try:
+                        os.waitpid(request["reap"], 0)
+                    except ChildProcessError:
+                        pass
+                    continue
                 pid = os.fork()
                 if pid == 0:
-                    _child(request, fds, sock, wake_r, wake_w)
+                    _child(request, fds, sock, wake_r, wake_w, sel)
+                live.add(pid)
                 for fd in fds:
                     os.close(fd)
                 sock.send(json.dumps({"id": request["id"], "pid": pid}).encode())
             else:
                 os.read(wake_r, 4096)
-                while True:
+                for pid in sorted(live):
                     try:
-                        pid, status = os.waitpid(-1, os.WNOHANG)
+                        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
                     except ChildProcessError:
-                        break
-                    if pid == 0:
-                        break
-                    sock.send(json.dumps({"exit": pid, "status": status}).encode())
+                        info = None
+                        live.discard(pid)
+                    if info is None:
+                        continue
+                    live.discard(pid)
+                    code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+                    sock.send(json.dumps({"exit": pid, "code": code}).encode())
 
 
-def _child(request: dict, fds: list[int], *inherited: socket.socket | int) -> None:
+def _child(request: dict, fds: list[int], *inherited) -> None:
     """In the forked child: become `python -m journalsync ARGS` with the request's stdio,
     environment and directory, run it, and end as the interpreter would."""
     code = 70
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for thing in inherited:
-            thing.close() if isinstance(thing, socket.socket) else os.close(thing)
+        for thing in inherited:  # the zygote's socket, wake-up pipe and selector
+            thing.close() if hasattr(thing, "close") else os.close(thing)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         for fd in fds:
@@ -148,12 +166,12 @@ class _Zygote:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.env = _start_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import socket, sys; from tests.support.zygote import _serve;"
              f" _serve(socket.socket(fileno={theirs.fileno()}))"],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-            cwd=str(Path(__file__).resolve().parents[2]),
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
+            cwd=str(Path(__file__).resolve().parents[2]), env=self.env)
         theirs.close()
         self.sock = ours
         self.lock = threading.Lock()
@@ -170,7 +188,7 @@ class _Zygote:
                 if "pid" in data:
                     self.replies[data["id"]] = [data["pid"]]
                 else:
-                    self.exits[data["exit"]] = os.waitstatus_to_exitcode(data["status"])
+                    self.exits[data["exit"]] = data["code"]
                 self.cond.notify_all()
         with self.cond:
             self.dead = True
@@ -178,12 +196,15 @@ class _Zygote:
 
     dead = False
 
+    def _send(self, request: dict, fds: list[int] = ()) -> None:
+        with self.lock:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], list(fds))
+
     def spawn(self, args: list[str], env: dict, fds: list[int]) -> int:
         with self.lock:
             self.next_id += 1
             ident = self.next_id
-            socket.send_fds(self.sock, [json.dumps(
-                {"id": ident, "args": args, "env": env, "cwd": os.getcwd()}).encode()], fds)
+        self._send({"id": ident, "args": args, "env": env, "cwd": os.getcwd()}, fds)
         with self.cond:
             if not self.cond.wait_for(lambda: ident in self.replies or self.dead, 60):
                 raise RuntimeError("the test zygote did not answer")
@@ -192,17 +213,27 @@ class _Zygote:
             return self.replies.pop(ident)[0]
 
     def wait(self, pid: int, timeout: float | None) -> int | None:
+        """The exit code of child `pid` once it has ended (None: not within `timeout`).
+        Once returned, the child is reaped: its pid may be anyone's after that."""
         with self.cond:
             self.cond.wait_for(lambda: pid in self.exits or self.dead, timeout)
-            if pid in self.exits:
-                return self.exits[pid]
-            if self.dead:
+            code = self.exits.pop(pid, None)
+            if code is None and self.dead:
                 raise RuntimeError(f"the test zygote ended ({self.proc.poll()})")
-            return None
+        if code is not None:
+            try:
+                self._send({"reap": pid})
+            except OSError:
+                pass  # the zygote is gone: init reaps its children
+        return code
 
 
 _zygote: _Zygote | None = None
 _zygote_lock = threading.Lock()
+
+
+def _start_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def _get() -> _Zygote:
@@ -248,6 +279,7 @@ class Child:
                 os.close(fd)
         self.stdout = open(out_r, encoding="utf-8", errors="strict")  # noqa: SIM115
         self.stderr = open(err_r, encoding="utf-8", errors="strict")  # noqa: SIM115
+        self._got: tuple[list[bytes], list[bytes]] = ([], [])  # communicate's so far
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -263,27 +295,31 @@ class Child:
         return self.returncode
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        got: dict[str, str] = {}
-
-        def drain(name: str, stream) -> None:
-            try:
-                got[name] = stream.read()
-            except (OSError, ValueError):
-                got[name] = ""
-
-        readers = [threading.Thread(target=drain, args=(n, s), daemon=True)
-                   for n, s in (("out", self.stdout), ("err", self.stderr))]
-        for reader in readers:
-            reader.start()
-        self.wait(timeout)
-        for reader in readers:
-            reader.join(timeout if timeout is None else max(timeout, 10))
-        for stream in (self.stdout, self.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        return got.get("out", ""), got.get("err", "")
+        """As Popen.communicate: both pipes read to their end and the child waited for,
+        within `timeout` in all, else TimeoutExpired (what was read is kept for the next
+        call); the pipes are closed at their end; text decoded as Popen's (universal
+        newlines)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            for stream, got in ((self.stdout, self._got[0]), (self.stderr, self._got[1])):
+                if not stream.closed:
+                    sel.register(stream, selectors.EVENT_READ, got)
+            while sel.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                for key, _ in sel.select(left):
+                    data = os.read(key.fd, 1 << 15)
+                    if data:
+                        key.data.append(data)
+                    else:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+        # Both pipes ended: the child has as a rule, and its status is a message away (a
+        # second at most, not `timeout`'s rest, which may be nothing by now).
+        self.wait(None if deadline is None else max(1.0, deadline - time.monotonic()))
+        return tuple(b"".join(got).decode("utf-8", "strict").replace("\r\n", "\n")
+                     .replace("\r", "\n") for got in self._got)
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
@@ -308,12 +344,14 @@ class Child:
 
 
 def run(args: list[str], env: dict, timeout: float) -> tuple[int, str, str]:
-    """As subprocess.run(capture_output=True, text=True, timeout=...): (code, out, err)."""
-    child = Child(args, env)
-    try:
-        out, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
-        raise
-    return child.returncode, out, err
+    """As subprocess.run(capture_output=True, text=True, timeout=...): (code, out, err).
+    On a timeout the child is killed and waited for (not its pipes: a process it started
+    may hold them), and TimeoutExpired raised."""
+    with Child(args, env) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise
+        return child.returncode, out, err

@@ -71,3 +71,75 @@ def test_an_interpreter_start_setting_is_not_forked():
     assert not zygote.enabled({**os.environ, "PYTHONPATH": "/tmp/hooks"})
     assert not zygote.enabled({**os.environ, "LC_ALL": "C" if os.environ.get("LC_ALL") != "C"
                                else "C.UTF-8"})
+
+
+def _hanging(tmp_path) -> tuple[list[str], dict, object]:
+    """A `run` that waits for a store that never answers: a child that stays until killed."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src" / "a").write_bytes(b"a")
+    return ["run", str(tmp_path / "src"), "s3://bucket/p"], env, silent
+
+
+def test_a_child_given_an_earlier_childs_pid_has_a_status_of_its_own(tmp_path):
+    """pid_max is 32768 on many machines (this one), and a suite's processes and threads
+    wrap it: a new child can be given the pid of one that ended before it. The zygote
+    reaped its children at once and the tests kept every exit by pid, so such a child
+    read as ended, with the other's status, while it ran (a kill then skipped it)."""
+    from pathlib import Path
+
+    last_pid = Path("/proc/sys/kernel/ns_last_pid")
+    if not os.access(last_pid, os.W_OK):
+        pytest.skip("cannot choose the next pid here (/proc/sys/kernel/ns_last_pid)")
+    args, env, silent = _hanging(tmp_path)
+    first = zygote.Child(["--version"], env)
+    first.communicate(60)
+    assert first.returncode == 0
+    for _ in range(50):
+        last_pid.write_text(str(first.pid - 1))
+        child = zygote.Child(args, env)
+        if child.pid == first.pid:
+            break
+        child.kill()
+        child.communicate(60)
+    else:
+        pytest.skip("another process took the pid each time")
+    try:
+        assert child.poll() is None  # running, not the earlier child's exit 0
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.communicate(60)
+        silent.close()
+
+
+def test_communicate_while_another_process_holds_the_pipes_times_out_as_popens(tmp_path):
+    """A process the CLI left behind holding its stdout and stderr (a helper it started)
+    keeps the pipes open after the CLI ends: Popen.communicate(timeout) raises
+    TimeoutExpired. The zygote's Child returned empty output after 10 s more, or hung
+    while closing a pipe a reader thread was still blocked on."""
+    args, env, silent = _hanging(tmp_path)
+    child = zygote.Child(args, env)
+    holder = None
+    try:
+        # A stand-in for the CLI's own helper: a process with the child's very pipes.
+        holder = subprocess.Popen(["sleep", "60"], stdout=open(f"/proc/{child.pid}/fd/1", "wb"),
+                                  stderr=open(f"/proc/{child.pid}/fd/2", "wb"))
+        child.kill()
+        assert child.wait(30) == -signal.SIGKILL
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.communicate(timeout=2)
+        assert time.monotonic() - started < 30  # not the holder's 60 s
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        child.communicate(60)
+        silent.close()
