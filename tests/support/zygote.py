@@ -120,11 +120,16 @@ def _child(request: dict, fds: list[int], *inherited) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [_MAIN, *request["args"]]
-        if os.environ.get("PYTHONFAULTHANDLER"):
-            import faulthandler
+        import time
 
+        time.tzset()  # TZ: the interpreter reads it as it starts; this child starts now
+        sys.argv = [_MAIN, *request["args"]]
+        import faulthandler  # the zygote's own is on (PYTHONFAULTHANDLER): the request's
+
+        if os.environ.get("PYTHONFAULTHANDLER"):
             faulthandler.enable()
+        else:
+            faulthandler.disable()
         from journalsync.entry import main
 
         try:
@@ -246,18 +251,23 @@ def _get() -> _Zygote:
 
 # What the interpreter reads as it starts, which a fork cannot take from a request: where
 # one differs from the zygote's (a test's sitecustomize on PYTHONPATH, a locale), the CLI
-# is exec'd as usual. PYTHONFAULTHANDLER is applied in the child; PYTHONUNBUFFERED is the
-# zygote's own.
+# is exec'd as usual. PYTHONFAULTHANDLER and TZ are applied in the child.
 _AT_START = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONIOENCODING",
              "PYTHONUTF8", "PYTHONWARNINGS", "PYTHONMALLOC", "PYTHONSAFEPATH", "PYTHONNODEBUGRANGES",
-             "PYTHONDEVMODE", "PYTHONOPTIMIZE", "LANG", "LC_ALL", "LC_CTYPE")
+             "PYTHONDEVMODE", "PYTHONOPTIMIZE", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+             "LANG", "LC_ALL", "LC_CTYPE",
+             # read by modules as the zygote imports them (botocore.compat, typer, psycopg)
+             "BOTO_DISABLE_CRT", "TYPER_USE_RICH", "TERMINAL_WIDTH", "FORCE_COLOR", "PY_COLORS",
+             "GITHUB_ACTIONS", "_TYPER_FORCE_DISABLE_TERMINAL", "PSYCOPG_IMPL")
 
 
 def enabled(env: dict[str, str]) -> bool:
     """Whether a CLI process with environment `env` may be forked by the zygote."""
     if os.environ.get("JOURNALSYNC_TEST_EXEC"):
         return False
-    return all(env.get(name) == os.environ.get(name) for name in _AT_START)
+    with _zygote_lock:  # the zygote's own start, else what one started now would have
+        start = _zygote.env if _zygote is not None and not _zygote.dead else _start_env()
+    return all(env.get(name) == start.get(name) for name in _AT_START)
 
 
 class Child:

@@ -143,3 +143,55 @@ def test_communicate_while_another_process_holds_the_pipes_times_out_as_popens(t
             holder.wait()
         child.communicate(60)
         silent.close()
+
+
+def test_the_requests_time_zone_is_the_childs(tmp_path):
+    """TZ is read as the interpreter starts (time.tzset): a child takes the request's, as
+    an exec'd CLI would, not the zygote's (`journals` shows a run's start in local time)."""
+    from journalsync.journal import Journal
+
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "TZ": "Asia/Kathmandu"}
+    if os.environ.get("TZ") == env["TZ"]:
+        env["TZ"] = "America/St_Johns"
+    (tmp_path / "state" / "journalsync").mkdir(parents=True)
+    with Journal(tmp_path / "state" / "journalsync" / "j.sqlite") as journal:
+        journal.start_run("/src", "s3://b/p", None, False)
+    assert zygote.enabled(env)
+    forked = zygote.run(["journals"], env, 60)
+    assert "run 1, " in forked[1], forked
+    assert forked == _exec(["journals"], env)
+
+
+def test_no_fault_handler_unless_the_request_sets_one(tmp_path):
+    """The zygote runs with PYTHONFAULTHANDLER=1; a child whose environment has none must
+    not print Python's fatal-error traceback on SIGABRT, as an exec'd one would not."""
+    args, env, silent = _hanging(tmp_path)
+    env.pop("PYTHONFAULTHANDLER", None)
+    child = zygote.Child(args, env)
+    try:
+        time.sleep(1)
+        child.send_signal(signal.SIGABRT)
+        err = child.communicate(60)[1]
+        assert child.returncode == -signal.SIGABRT
+        assert "Fatal Python error" not in err, err
+    finally:
+        child.kill()
+        silent.close()
+
+
+def test_a_setting_read_at_import_is_compared_with_the_zygotes_own(monkeypatch):
+    """The zygote takes the environment of the test that first needs it, and its imports
+    read some of it once (botocore: BOTO_DISABLE_CRT; typer: TYPER_USE_RICH...): a later
+    request without that setting must be exec'd, not forked with it."""
+    monkeypatch.setattr(zygote, "_zygote", None)
+    monkeypatch.setenv("BOTO_DISABLE_CRT", "true")
+    own = zygote._get()
+    try:
+        monkeypatch.delenv("BOTO_DISABLE_CRT")
+        assert not zygote.enabled(dict(os.environ))
+        assert zygote.enabled({**os.environ, "BOTO_DISABLE_CRT": "true"})
+    finally:
+        import socket
+
+        own.sock.shutdown(socket.SHUT_RDWR)
+        own.proc.wait(30)
