@@ -488,6 +488,48 @@ def test_a_chunk_write_whose_commit_landed_but_whose_answer_was_lost_says_done(p
             _quietly(a.close)
 
 
+def test_a_unit_close_whose_commit_landed_but_whose_answer_was_lost_says_closed(pg_url):
+    """As the chunk's: close_unit runs again after its COMMIT landed and its answer was
+    lost; the unit is done at this holder's epoch, so it is closed (True). Said not
+    closed, the sender raised UnitLost and its unit's bytes left its tally."""
+    from journalsync.journal import UploadRecord
+
+    straight, relayed, relay = _relayed(pg_url)
+    outcome: list = []
+    with Journal(straight) as b:
+        a = Journal(relayed)
+        try:
+            run_id = b.start_run("/src", "s3://b/p", None, False)
+            b.record_upload(UploadRecord("up-1", "big.bin", run_id, 5, 10, 1, 1, 1, "ab" * 32,
+                                         time.time(), "active"), None)
+            assert b.make_part_units(run_id, "up-1", [(1, 2, [101, 102])]) == 1
+            unit = a.claim_part_unit(run_id, 1, 30)
+            for number in (1, 2):
+                assert a.record_unit_part(unit, number, f'"e{number}"', 5, worker_id=1, lease=30)
+            relay.silence_at(b"COMMIT", once=True, both=True, deliver=True)
+
+            def close() -> None:
+                try:
+                    outcome.append(a.close_unit(unit, 30))
+                except Exception as exc:  # noqa: BLE001 - shown by the assert below
+                    outcome.append(exc)
+
+            cut = threading.Thread(target=close, daemon=True)
+            cut.start()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _sql(
+                    b, "SELECT state FROM part_units WHERE id = :u", u=unit.id) != [("done",)]:
+                time.sleep(0.1)
+            assert _sql(b, "SELECT state, epoch FROM part_units WHERE id = :u",
+                        u=unit.id) == [("done", unit.epoch)]  # committed; its answer is lost
+            relay.heal()
+            cut.join(15)
+            assert outcome == [True], outcome
+        finally:
+            relay.close()
+            _quietly(a.close)
+
+
 def test_a_chunk_write_whose_session_ends_between_its_statements_runs_again(pg_url):
     """PostgreSQL: the session of a fenced write is ended after the chunk's fence and
     before the results' statements (the holder paused there past its lease: the server's
