@@ -128,7 +128,13 @@ def test_communicate_while_another_process_holds_the_pipes_times_out_as_popens(t
     child = zygote.Child(args, env)
     holder = None
     try:
-        # A stand-in for the CLI's own helper: a process with the child's very pipes.
+        # A stand-in for the CLI's own helper: a process with the child's very pipes (once
+        # the child has them: it takes them as it starts).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+                os.stat(f"/proc/{child.pid}/fd/{fd}").st_ino != os.fstat(ours.fileno()).st_ino
+                for fd, ours in ((1, child.stdout), (2, child.stderr))):
+            time.sleep(0.05)
         holder = subprocess.Popen(["sleep", "60"], stdout=open(f"/proc/{child.pid}/fd/1", "wb"),
                                   stderr=open(f"/proc/{child.pid}/fd/2", "wb"))
         child.kill()
@@ -169,7 +175,8 @@ def test_no_fault_handler_unless_the_request_sets_one(tmp_path):
     env.pop("PYTHONFAULTHANDLER", None)
     child = zygote.Child(args, env)
     try:
-        time.sleep(1)
+        silent.settimeout(60)
+        silent.accept()[0].close()  # well into its run: it asks the store
         child.send_signal(signal.SIGABRT)
         err = child.communicate(60)[1]
         assert child.returncode == -signal.SIGABRT
