@@ -191,6 +191,8 @@ class _Zygote:
             data = json.loads(msg)
             with self.cond:
                 if "pid" in data:
+                    # A pid given again (its former child reaped): not that one's exit.
+                    self.exits.pop(data["pid"], None)
                     self.replies[data["id"]] = [data["pid"]]
                 else:
                     self.exits[data["exit"]] = data["code"]
@@ -218,19 +220,21 @@ class _Zygote:
             return self.replies.pop(ident)[0]
 
     def wait(self, pid: int, timeout: float | None) -> int | None:
-        """The exit code of child `pid` once it has ended (None: not within `timeout`).
-        Once returned, the child is reaped: its pid may be anyone's after that."""
+        """The exit code of child `pid` once it has ended (None: not within `timeout`)."""
         with self.cond:
             self.cond.wait_for(lambda: pid in self.exits or self.dead, timeout)
-            code = self.exits.pop(pid, None)
+            code = self.exits.get(pid)
             if code is None and self.dead:
                 raise RuntimeError(f"the test zygote ended ({self.proc.poll()})")
-        if code is not None:
-            try:
-                self._send({"reap": pid})
-            except OSError:
-                pass  # the zygote is gone: init reaps its children
-        return code
+            return code
+
+    def reap(self, pid: int) -> None:
+        """The tests have child `pid`'s status: the zygote reaps it (its pid may then be
+        anyone's). Once per child."""
+        try:
+            self._send({"reap": pid})
+        except OSError:
+            pass  # the zygote is gone: init reaps its children
 
 
 _zygote: _Zygote | None = None
@@ -278,6 +282,7 @@ class Child:
     def __init__(self, args: list[str], env: dict, capture: bool = True) -> None:
         self.args = [sys.executable, "-m", "journalsync", *args]
         self.returncode: int | None = None
+        self._lock = threading.Lock()
         self._zygote = _get()
         stdin = os.open(os.devnull, os.O_RDONLY)
         out_r, out_w = os.pipe()
@@ -291,9 +296,18 @@ class Child:
         self.stderr = open(err_r, encoding="utf-8", errors="strict")  # noqa: SIM115
         self._got: tuple[list[bytes], list[bytes]] = ([], [])  # communicate's so far
 
+    def _ended(self, code: int) -> int:
+        with self._lock:
+            if self.returncode is None:
+                self.returncode = code
+                self._zygote.reap(self.pid)
+        return self.returncode
+
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self._zygote.wait(self.pid, 0)
+            code = self._zygote.wait(self.pid, 0)
+            if code is not None:
+                self._ended(code)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -301,7 +315,7 @@ class Child:
             code = self._zygote.wait(self.pid, timeout)
             if code is None:
                 raise subprocess.TimeoutExpired(self.args, timeout)
-            self.returncode = code
+            self._ended(code)
         return self.returncode
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
