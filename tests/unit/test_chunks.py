@@ -299,6 +299,29 @@ def test_a_busy_process_claims_no_more_than_it_is_sending(journal_at):
         assert a.chunk_counts(run_id) == {"pending": 0, "claimed": 6 - AHEAD, "done": AHEAD}
 
 
+def test_only_live_peers_count_as_working(journal_at):
+    """The run claims largest first only while other processes work beside it: a killed
+    worker's row (marked working for ever) on this host, or one silent for a lease on
+    another, is not one."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with Journal(journal_at) as journal:
+        run_id = _planned(journal, [1])
+        me = journal.register_worker(run_id)
+        peer = journal.register_worker(run_id)
+        assert journal.working_peers(run_id, me, 30) == 1  # alive (this very process)
+        _sql(journal, "UPDATE workers SET pid = :p WHERE id = :w", p=gone.pid, w=peer)
+        assert journal.working_peers(run_id, me, 30) == 0  # killed: its row says working
+        _sql(journal, "UPDATE workers SET host = 'elsewhere' WHERE id = :w", w=peer)
+        assert journal.working_peers(run_id, me, 30) == 1  # another host: its beats decide
+        _sql(journal, "UPDATE workers SET heartbeat_at = heartbeat_at - 31 WHERE id = :w",
+             w=peer)
+        assert journal.working_peers(run_id, me, 30) == 0  # silent for a lease
+
+
 def test_a_workers_row_ends_with_its_final_tally_not_an_older_heartbeat(journal_at):
     """The heartbeat reads the tally, then waits for the journal; the final beat (after the
     last results are recorded) must not be overwritten by that older tally. Seen in CI: a
