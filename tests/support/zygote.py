@@ -168,6 +168,9 @@ class _Zygote:
             data = json.loads(msg)
             with self.cond:
                 if "pid" in data:
+                    # A pid comes round again in a long session: an earlier child's exit
+                    # under it is not this one's.
+                    self.exits.pop(data["pid"], None)
                     self.replies[data["id"]] = [data["pid"]]
                 else:
                     self.exits[data["exit"]] = os.waitstatus_to_exitcode(data["status"])
@@ -195,7 +198,7 @@ class _Zygote:
         with self.cond:
             self.cond.wait_for(lambda: pid in self.exits or self.dead, timeout)
             if pid in self.exits:
-                return self.exits[pid]
+                return self.exits.pop(pid)
             if self.dead:
                 raise RuntimeError(f"the test zygote ended ({self.proc.poll()})")
             return None
