@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from journalsync.objectmeta import metadata_sha256
 from tests.faults.test_multipart_crash import ARGS, PART, incomplete, journal_rows, object_sha
 from tests.support.proxy import Fault, RecordingProxy
 
@@ -88,6 +89,94 @@ def test_an_upload_completed_but_not_journaled_then_changed_is_sent(sync, s3, s3
     sync.write("big.bin", changed)
 
     result = sync.run(*PREHASH, "--resume")
+    assert result.code == 0, result.err
+    assert result.summary["uploaded"] == "1", result.out
+    key = sync.object_key("big.bin")
+    assert object_sha(s3client, sync.bucket, key) == hashlib.sha256(changed).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
+
+
+STREAM = (*ARGS, "--large-files", "stream")
+
+
+def _exists(client, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except Exception:  # noqa: BLE001 - not there (yet)
+        return False
+    return True
+
+
+def kill_with_complete_unanswered(sync, s3, s3client) -> None:
+    """A streamed upload: the store takes the Complete, its answer never comes, and the run
+    is SIGKILLed: the object exists, without its sha256 (stamped only after Complete); the
+    journal's upload is still active."""
+    seen = {"complete": False}
+
+    def hook(req):
+        if req.operation == "CompleteMultipartUpload":
+            seen["complete"] = True
+            return Fault(status=0, hold=60)
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*STREAM))
+        deadline = time.monotonic() + 60
+        while not (seen["complete"] and _exists(s3client, sync.bucket,
+                                                sync.object_key("big.bin"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no Complete reached the store"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
+def test_a_streamed_upload_completed_but_not_journaled_is_stamped_not_sent(sync, s3, s3client,
+                                                                          again):
+    big = random.Random(43).randbytes(3 * PART + 7)
+    sync.write("big.bin", big)
+    sha = hashlib.sha256(big).hexdigest()
+    kill_with_complete_unanswered(sync, s3, s3client)
+    assert states(sync) == ["active"]
+    key = sync.object_key("big.bin")
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    assert head["ContentLength"] == len(big)
+    assert metadata_sha256(head.get("Metadata")) is None  # completed, never stamped
+
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*STREAM, *again)
+        last = sync.run(*STREAM)
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    bodies = [r for r in proxy.requests
+              if r.operation == "PutObject" and not r.header("x-amz-copy-source")]
+    assert ops["UploadPart"] == 0 and ops["CreateMultipartUpload"] == 0 and not bodies, ops
+    assert " sent=0 " in result.out, result.out
+    assert object_sha(s3client, sync.bucket, key) == sha
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    # --resume finds the journaled upload gone, proves the object is the file and stamps it
+    # (a copy onto itself); a plain run's fresh look adopts it by its ETag (adopt.py), and
+    # the object keeps its sha256-pending mark, as an adopted peer's object has no sha256.
+    assert metadata_sha256(head.get("Metadata")) == (sha if again else None)
+    assert incomplete(s3client, sync.bucket) == []
+    assert last.code == 0 and last.summary["uploaded"] == "0", last.out
+
+
+def test_a_streamed_upload_completed_but_not_journaled_then_changed_is_sent(sync, s3, s3client):
+    big = random.Random(44).randbytes(3 * PART + 7)
+    sync.write("big.bin", big)
+    kill_with_complete_unanswered(sync, s3, s3client)
+    sync.endpoint_url = s3.endpoint_url
+    changed = big[:PART] + bytes([big[PART] ^ 1]) + big[PART + 1:]  # same size, part 2
+    path = sync.write("big.bin", changed)
+    import os
+
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the identity a same-tick edit keeps
+    result = sync.run(*STREAM, "--resume")
     assert result.code == 0, result.err
     assert result.summary["uploaded"] == "1", result.out
     key = sync.object_key("big.bin")
