@@ -383,11 +383,7 @@ def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its
             renewal = threading.Thread(target=_quietly, args=(a.renew_lease, chunk, epoch, 1.0),
                                        daemon=True)
             renewal.start()
-            deadline = time.monotonic() + 15
-            claim = None
-            while claim is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-                claim = b.claim_chunk(run_id, owner=2, lease=30)
+            claim = _taken_over(b, run_id)
             assert claim == (chunk, 2), "the silent holder's lock kept the chunk"
             assert b.renew_lease(chunk, 2, 30)
             # The server ended the silent session; back on a link, the holder's next beat
@@ -436,12 +432,7 @@ def test_a_holder_back_after_its_session_was_ended_learns_it_lost_the_chunk_and_
 
             paused = threading.Thread(target=record, daemon=True)
             paused.start()
-            deadline = time.monotonic() + 15
-            claim = None
-            while claim is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-                claim = b.claim_chunk(run_id, owner=2, lease=30)
-            assert claim == (chunk, epoch + 1)
+            assert _taken_over(b, run_id) == (chunk, epoch + 1)
             relay.heal()  # back on the link: its session is gone
             paused.join(15)
             assert outcome == ["lost"], outcome
@@ -453,6 +444,17 @@ def test_a_holder_back_after_its_session_was_ended_learns_it_lost_the_chunk_and_
         finally:
             relay.close()
             _quietly(a.close)
+
+
+def _taken_over(journal: Journal, run_id: int) -> tuple[int, int] | None:
+    """Another holder's claim, asked every 0.2 s for up to 15 s: the chunk once the silent
+    holder's lease is over and its lock gone."""
+    deadline = time.monotonic() + 15
+    claim = None
+    while claim is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        claim = journal.claim_chunk(run_id, owner=2, lease=30)
+    return claim
 
 
 def _quietly(fn, *args) -> None:
