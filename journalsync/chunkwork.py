@@ -161,7 +161,7 @@ def work_chunks(journal: Journal, run_id: int, transfer: Callable[[PlanItem], Tr
             # Workers claim largest first, so the hosts finish together; the run too once
             # workers have joined it, and in plan order while alone (its first byte comes
             # sooner): chunks.claim_chunk.
-            largest = not wait_for_all or journal.working_peers(run_id, worker_id) > 0
+            largest = not wait_for_all or journal.working_peers(run_id, worker_id, lease) > 0
             claim = journal.claim_chunk(run_id, worker_id, lease, largest_first=largest)
             if claim is None:
                 unit = shared.claim(run_id) if shared is not None else None

@@ -125,7 +125,7 @@ class MultipartDriver:
         sha = STREAM_MARK if pre is None else pre if isinstance(pre, str) else pre.sha256
         rec, held = self._resumable(item, file_identity(st), sha)
         if held is None:  # the journaled upload is gone from the store
-            done = self._stored_already(item, fh, st, pre, counter)
+            done = self._stored_already(item, rec, fh, st, pre, counter)
             self.journal.set_upload_state(rec.upload_id, "aborted" if done is None else "completed")
             if done is not None:
                 return done
@@ -197,16 +197,20 @@ class MultipartDriver:
         log.info("resuming upload of %s: the server holds %d part(s)", item.key, len(held))
         return rec, held
 
-    def _stored_already(self, item: PlanItem, fh, st: os.stat_result,
+    def _stored_already(self, item: PlanItem, rec: UploadRecord, fh, st: os.stat_result,
                         pre: str | PreHash | None, counter: Attempts) -> TransferResult | None:
         """The journaled upload is gone from the store: completed by a run killed before
         its journal said so, or aborted. It was completed when the object is this file: its
         size, and its sha256 metadata equal to the hash of the file read now (a pre-hash
         made for this upload, or made here: the scan's hash may be a cached one). Then the
         file is done without a byte sent; else None, and a new upload begins."""
-        if pre is None:  # streamed: no sha256 known before the object is stamped
-            log.warning("upload of %s is gone from the server; starting a new one", item.key)
-            return None
+        if pre is None:  # streamed: no sha256 on the object before it is stamped
+            with self.hash_slots:
+                done = self.large.finish_completed(item, rec, fh, st, counter)
+            if done is None:
+                log.warning("upload of %s is gone from the server; starting a new one",
+                            item.key)
+            return done
         client = self.clients.get()
         try:
             head = self._call(lambda: client.head_object(

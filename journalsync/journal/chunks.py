@@ -347,13 +347,19 @@ class ChunkStore:
         with self._write() as conn:
             conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
 
-    def working_peers(self, run_id: int, worker_id: int) -> int:
-        """How many other processes are working the run's chunks now."""
-        stmt = select(func.count()).select_from(workers).where(
+    def working_peers(self, run_id: int, worker_id: int, lease: float) -> int:
+        """How many other processes are working the run's chunks now: marked working,
+        heard from within a lease (each beats every lease/3), and, on this host, alive. A
+        killed process's row stays marked working for ever: counted, a run resumed alone
+        after a killed worker would claim largest first, its first byte later, for good."""
+        stmt = select(workers.c.host, workers.c.pid).where(
             workers.c.run_id == run_id, workers.c.id != worker_id,
-            workers.c.state == "working")
+            workers.c.state == "working",
+            workers.c.heartbeat_at >= clock_sql(self._pg) - lease)
+        host = socket.gethostname()
         with self._read() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            rows = conn.execute(stmt).all()
+        return sum(1 for h, p in rows if h != host or _alive(p))
 
     def run_workers_rows(self, run_id: int) -> list[dict]:
         """The run's workers. chunks_done is counted from the chunks each one closed, not

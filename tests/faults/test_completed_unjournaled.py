@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from journalsync.objectmeta import metadata_sha256
 from tests.faults.test_multipart_crash import ARGS, PART, incomplete, journal_rows, object_sha
 from tests.support.proxy import Fault, RecordingProxy
 
@@ -52,6 +53,23 @@ def states(sync) -> list[str]:
                                              "ORDER BY created_at")]
 
 
+def run_sending_nothing(sync, s3, args: tuple, again: tuple):
+    """The run after the kill (with `again`), then one more, through a recording proxy:
+    the first must exit 0 having sent no byte of the file (no part, no PUT with a body; a
+    stamp's copy sends none). Returns both results."""
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*args, *again)
+        last = sync.run(*args)
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    bodies = [r for r in proxy.requests
+              if r.operation == "PutObject" and not r.header("x-amz-copy-source")]
+    assert ops["UploadPart"] == 0 and ops["CreateMultipartUpload"] == 0 and not bodies, ops
+    assert " sent=0 " in result.out, result.out
+    return result, last
+
+
 @pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
 def test_an_upload_completed_but_not_journaled_is_not_sent_again(sync, s3, s3client, again):
     big = random.Random(41).randbytes(3 * PART + 7)
@@ -62,15 +80,7 @@ def test_an_upload_completed_but_not_journaled_is_not_sent_again(sync, s3, s3cli
     key = sync.object_key("big.bin")
     assert object_sha(s3client, sync.bucket, key) == sha  # completed on the store
 
-    with RecordingProxy(s3.port) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        result = sync.run(*PREHASH, *again)
-        last = sync.run(*PREHASH)
-    assert result.code == 0, result.err
-    ops = proxy.operations()
-    assert ops["UploadPart"] == 0 and ops["CreateMultipartUpload"] == 0 \
-        and ops["PutObject"] == 0, ops
-    assert " sent=0 " in result.out, result.out
+    result, last = run_sending_nothing(sync, s3, PREHASH, again)
     assert object_sha(s3client, sync.bucket, key) == sha
     # --resume proves the upload completed; a plain run's fresh look adopts the object and
     # its reconcile closes the journal's upload (aborted: the store no longer knows it)
@@ -85,11 +95,84 @@ def test_an_upload_completed_but_not_journaled_then_changed_is_sent(sync, s3, s3
     kill_after_complete(sync, s3)
     sync.endpoint_url = s3.endpoint_url
     changed = bytes([big[0] ^ 1]) + big[1:]  # same size
-    sync.write("big.bin", changed)
+    resume_sends_changed(sync, s3client, PREHASH, changed)
 
-    result = sync.run(*PREHASH, "--resume")
+
+def resume_sends_changed(sync, s3client, args: tuple, changed: bytes) -> None:
+    """The file, changed after the kill, is written and `run --resume` uploads it."""
+    sync.write("big.bin", changed)
+    result = sync.run(*args, "--resume")
     assert result.code == 0, result.err
     assert result.summary["uploaded"] == "1", result.out
     key = sync.object_key("big.bin")
     assert object_sha(s3client, sync.bucket, key) == hashlib.sha256(changed).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
+
+
+STREAM = (*ARGS, "--large-files", "stream")
+
+
+def _exists(client, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except Exception:  # noqa: BLE001 - not there (yet)
+        return False
+    return True
+
+
+def kill_with_complete_unanswered(sync, s3, s3client) -> None:
+    """A streamed upload: the store takes the Complete, its answer never comes, and the run
+    is SIGKILLed: the object exists, without its sha256 (stamped only after Complete); the
+    journal's upload is still active."""
+    seen = {"complete": False}
+
+    def hook(req):
+        if req.operation == "CompleteMultipartUpload":
+            seen["complete"] = True
+            return Fault(status=0, hold=60)
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*STREAM))
+        deadline = time.monotonic() + 60
+        while not (seen["complete"] and _exists(s3client, sync.bucket,
+                                                sync.object_key("big.bin"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no Complete reached the store"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
+def test_a_streamed_upload_completed_but_not_journaled_is_stamped_not_sent(sync, s3, s3client,
+                                                                          again):
+    big = random.Random(43).randbytes(3 * PART + 7)
+    sync.write("big.bin", big)
+    sha = hashlib.sha256(big).hexdigest()
+    kill_with_complete_unanswered(sync, s3, s3client)
+    assert states(sync) == ["active"]
+    key = sync.object_key("big.bin")
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    assert head["ContentLength"] == len(big)
+    assert metadata_sha256(head.get("Metadata")) is None  # completed, never stamped
+
+    result, last = run_sending_nothing(sync, s3, STREAM, again)
+    assert object_sha(s3client, sync.bucket, key) == sha
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    # --resume finds the journaled upload gone, proves the object is the file and stamps it
+    # (a copy onto itself); a plain run's fresh look adopts it by its ETag (adopt.py), and
+    # the object keeps its sha256-pending mark, as an adopted peer's object has no sha256.
+    assert metadata_sha256(head.get("Metadata")) == (sha if again else None)
+    assert incomplete(s3client, sync.bucket) == []
+    assert last.code == 0 and last.summary["uploaded"] == "0", last.out
+
+
+def test_a_streamed_upload_completed_but_not_journaled_then_changed_is_sent(sync, s3, s3client):
+    big = random.Random(44).randbytes(3 * PART + 7)
+    sync.write("big.bin", big)
+    kill_with_complete_unanswered(sync, s3, s3client)
+    sync.endpoint_url = s3.endpoint_url
+    changed = big[:PART] + bytes([big[PART] ^ 1]) + big[PART + 1:]  # same size, part 2
+    resume_sends_changed(sync, s3client, STREAM, changed)

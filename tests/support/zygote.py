@@ -99,8 +99,10 @@ def _serve(sock: socket.socket) -> None:
                     if info is None:
                         continue
                     live.discard(pid)
-                    code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-                    sock.send(json.dumps({"exit": pid, "code": code}).encode())
+                    # as a wait status (waitpid's), which the tests' side decodes
+                    status = info.si_status << 8 if info.si_code == os.CLD_EXITED else \
+                        info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
+                    sock.send(json.dumps({"exit": pid, "status": status}).encode())
 
 
 def _child(request: dict, fds: list[int], *inherited) -> None:
@@ -195,7 +197,7 @@ class _Zygote:
                     self.exits.pop(data["pid"], None)
                     self.replies[data["id"]] = [data["pid"]]
                 else:
-                    self.exits[data["exit"]] = data["code"]
+                    self.exits[data["exit"]] = os.waitstatus_to_exitcode(data["status"])
                 self.cond.notify_all()
         with self.cond:
             self.dead = True

@@ -299,6 +299,29 @@ def test_a_busy_process_claims_no_more_than_it_is_sending(journal_at):
         assert a.chunk_counts(run_id) == {"pending": 0, "claimed": 6 - AHEAD, "done": AHEAD}
 
 
+def test_only_live_peers_count_as_working(journal_at):
+    """The run claims largest first only while other processes work beside it: a killed
+    worker's row (marked working for ever) on this host, or one silent for a lease on
+    another, is not one."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with Journal(journal_at) as journal:
+        run_id = _planned(journal, [1])
+        me = journal.register_worker(run_id)
+        peer = journal.register_worker(run_id)
+        assert journal.working_peers(run_id, me, 30) == 1  # alive (this very process)
+        _sql(journal, "UPDATE workers SET pid = :p WHERE id = :w", p=gone.pid, w=peer)
+        assert journal.working_peers(run_id, me, 30) == 0  # killed: its row says working
+        _sql(journal, "UPDATE workers SET host = 'elsewhere' WHERE id = :w", w=peer)
+        assert journal.working_peers(run_id, me, 30) == 1  # another host: its beats decide
+        _sql(journal, "UPDATE workers SET heartbeat_at = heartbeat_at - 31 WHERE id = :w",
+             w=peer)
+        assert journal.working_peers(run_id, me, 30) == 0  # silent for a lease
+
+
 def test_a_workers_row_ends_with_its_final_tally_not_an_older_heartbeat(journal_at):
     """The heartbeat reads the tally, then waits for the journal; the final beat (after the
     last results are recorded) must not be overwritten by that older tally. Seen in CI: a
@@ -360,11 +383,7 @@ def test_a_holder_gone_silent_mid_transaction_keeps_its_chunk_no_longer_than_its
             renewal = threading.Thread(target=_quietly, args=(a.renew_lease, chunk, epoch, 1.0),
                                        daemon=True)
             renewal.start()
-            deadline = time.monotonic() + 15
-            claim = None
-            while claim is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-                claim = b.claim_chunk(run_id, owner=2, lease=30)
+            claim = _taken_over(b, run_id)
             assert claim == (chunk, 2), "the silent holder's lock kept the chunk"
             assert b.renew_lease(chunk, 2, 30)
             # The server ended the silent session; back on a link, the holder's next beat
@@ -413,12 +432,7 @@ def test_a_holder_back_after_its_session_was_ended_learns_it_lost_the_chunk_and_
 
             paused = threading.Thread(target=record, daemon=True)
             paused.start()
-            deadline = time.monotonic() + 15
-            claim = None
-            while claim is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-                claim = b.claim_chunk(run_id, owner=2, lease=30)
-            assert claim == (chunk, epoch + 1)
+            assert _taken_over(b, run_id) == (chunk, epoch + 1)
             relay.heal()  # back on the link: its session is gone
             paused.join(15)
             assert outcome == ["lost"], outcome
@@ -562,6 +576,17 @@ def test_a_chunk_write_whose_session_ends_between_its_statements_runs_again(pg_u
         assert cut and got == "done"
         assert _sql(b, "SELECT status FROM plan_items WHERE id IN (:a, :b)",
                     a=first, b=second) == [("done",), ("done",)]
+
+
+def _taken_over(journal: Journal, run_id: int) -> tuple[int, int] | None:
+    """Another holder's claim, asked every 0.2 s for up to 15 s: the chunk once the silent
+    holder's lease is over and its lock gone."""
+    deadline = time.monotonic() + 15
+    claim = None
+    while claim is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        claim = journal.claim_chunk(run_id, owner=2, lease=30)
+    return claim
 
 
 def _quietly(fn, *args) -> None:

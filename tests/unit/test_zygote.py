@@ -202,3 +202,25 @@ def test_a_setting_read_at_import_is_compared_with_the_zygotes_own(monkeypatch):
 
         own.sock.shutdown(socket.SHUT_RDWR)
         own.proc.wait(30)
+
+
+def test_an_earlier_childs_exit_under_a_reused_pid_is_not_the_new_ones():
+    """pids come round again (pid_max is 32,768 here, and threads take pids too): a child
+    must not be reported gone because an earlier one under its pid exited. Seen in CI: a
+    test's run "exited 0" before it began."""
+    import json
+    import socket
+    import threading
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fake = zygote._Zygote.__new__(zygote._Zygote)  # its reader, fed by this test as zygote
+    fake.sock, fake.cond, fake.replies, fake.exits = ours, threading.Condition(), {}, {}
+    threading.Thread(target=fake._read, daemon=True).start()
+    theirs.send(json.dumps({"exit": 4321, "status": 0}).encode())  # an earlier child
+    theirs.send(json.dumps({"id": 1, "pid": 4321}).encode())  # a new one, same pid
+    with fake.cond:
+        assert fake.cond.wait_for(lambda: 1 in fake.replies, 10)
+    assert fake.wait(4321, 0) is None  # still running
+    theirs.send(json.dumps({"exit": 4321, "status": 9}).encode())  # SIGKILL
+    assert fake.wait(4321, 10) == -9
+    theirs.close()
