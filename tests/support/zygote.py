@@ -65,6 +65,7 @@ def _serve(sock: socket.socket) -> None:
     # process, so a signal the tests send it cannot reach a stranger, and a later child
     # cannot get its pid (pid_max is 32768 on many machines: a suite wraps it).
     live: set[int] = set()
+    detached: set[int] = set()  # children no test will wait for: reaped as they end
     while True:
         for key, _ in sel.select():
             if key.fileobj is sock:
@@ -75,9 +76,13 @@ def _serve(sock: socket.socket) -> None:
                 if not msg:
                     return  # the tests' process is gone
                 request = json.loads(msg)
-                if "reap" in request:
+                if "reap" in request or "detach" in request:
+                    pid = request.get("reap", request.get("detach"))
+                    if pid in live:  # detached, not ended yet
+                        detached.add(pid)
+                        continue
                     try:
-                        os.waitpid(request["reap"], 0)
+                        os.waitpid(pid, 0)  # ended and reported: a zombie till now
                     except ChildProcessError:
                         pass
                     continue
@@ -99,6 +104,10 @@ def _serve(sock: socket.socket) -> None:
                     if info is None:
                         continue
                     live.discard(pid)
+                    if pid in detached:
+                        detached.discard(pid)
+                        os.waitpid(pid, 0)
+                        continue
                     # as a wait status (waitpid's), which the tests' side decodes
                     status = info.si_status << 8 if info.si_code == os.CLD_EXITED else \
                         info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
@@ -210,6 +219,8 @@ class _Zygote:
             socket.send_fds(self.sock, [json.dumps(request).encode()], list(fds))
 
     def spawn(self, args: list[str], env: dict, fds: list[int]) -> int:
+        while _unwaited:  # Children dropped without a wait (a test that failed): as Popen's
+            self._send({"detach": _unwaited.pop()})
         with self.lock:
             self.next_id += 1
             ident = self.next_id
@@ -241,6 +252,7 @@ class _Zygote:
 
 _zygote: _Zygote | None = None
 _zygote_lock = threading.Lock()
+_unwaited: list[int] = []  # pids of Children collected before their status was read
 
 
 def _start_env() -> dict[str, str]:
@@ -359,6 +371,12 @@ class Child:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+    def __del__(self) -> None:
+        # Not reaped (no status read): the zygote reaps it once it ends. Told at the next
+        # spawn, not from here: a collection may run while this thread sends to the zygote.
+        if getattr(self, "returncode", 0) is None and getattr(self, "_zygote", None) is _zygote:
+            _unwaited.append(self.pid)
 
     def __enter__(self) -> Child:
         return self

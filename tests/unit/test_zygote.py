@@ -224,3 +224,25 @@ def test_an_earlier_childs_exit_under_a_reused_pid_is_not_the_new_ones():
     theirs.send(json.dumps({"exit": 4321, "status": 9}).encode())  # SIGKILL
     assert fake.wait(4321, 10) == -9
     theirs.close()
+
+
+def test_a_child_dropped_without_a_wait_does_not_stay_a_zombie(tmp_path):
+    """A Child the test never waited for (it failed first) is reaped by the zygote once it
+    ends, as a dropped Popen's is: the zygote keeps the others as zombies till their
+    status is read, and a session must not pile them up."""
+    import gc
+
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    child = zygote.Child(["--version"], env)
+    pid = child.pid
+    child.stdout.close()
+    child.stderr.close()
+    del child
+    gc.collect()
+    zygote.run(["--version"], env, 60)  # the next spawn tells the zygote
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and \
+            "Z" in open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" not in \
+        open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]
