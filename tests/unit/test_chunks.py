@@ -328,7 +328,7 @@ def test_a_workers_row_ends_with_its_final_tally_not_an_older_heartbeat(journal_
     paused-past-its-lease test found one 120-byte file missing from the workers' bytes."""
     from journalsync.chunkwork import work_chunks
 
-    final = threading.Event()
+    final, read = threading.Event(), threading.Event()
     slowed: list[int] = []
     with Journal(journal_at) as journal:
         run_id = _planned(journal, [1] * 4)
@@ -339,13 +339,15 @@ def test_a_workers_row_ends_with_its_final_tally_not_an_older_heartbeat(journal_
         def worker_beat(worker, chunks_done, bytes_done, state=None):
             if threading.current_thread().name == "heartbeat" and not slowed:
                 slowed.append(bytes_done)
+                read.set()
                 final.wait(3)  # it read the tally already: slow on its way to the journal
             beat(worker, chunks_done, bytes_done, state)
             if state is not None:
                 final.set()
 
         def transfer(item):
-            time.sleep(0.6)  # 2.4 s in all: the first beat (at 1 s) reads a partial tally
+            if item.key == "f0003":
+                read.wait(30)  # the last file ends after the first beat read the tally
             return TransferResult(item.id, item.key, True, size=10, etag="e",
                                   sha256="s" * 64)
 
