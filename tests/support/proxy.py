@@ -146,9 +146,15 @@ class RecordingProxy:
                 req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True),
                               length, tuple(self.headers.items()), time.monotonic())
                 proxy._record(req)  # as soon as the headers are in: a started request counts
+                self._unfinished = True
                 try:
                     self._answer(req, length)
                 finally:
+                    self._finish(req)
+
+            def _finish(self, req: Request):
+                if self._unfinished:
+                    self._unfinished = False
                     proxy._finished(req)
 
             def _answer(self, req: Request, length: int):
@@ -178,6 +184,9 @@ class RecordingProxy:
                 if fault and fault.rewrite:
                     data = fault.rewrite(data)
                 proxy._answered(req, status, _error_code(data) if status >= 300 else None)
+                # No longer in flight once its answer starts out: the client may act on it
+                # (and send its next request) before this thread runs again.
+                self._finish(req)
                 self.send_response_only(status, reason)
                 for name, value in headers:
                     low = name.lower()
@@ -209,6 +218,7 @@ class RecordingProxy:
                 extra = "".join(f"<{k}>{v}</{k}>" for k, v in fault.fields)
                 body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault.code}</Code>'
                         f"<Message>injected by the test proxy</Message>{extra}</Error>").encode()
+                self._finish(req)
                 self.send_response_only(fault.status)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body) if self.command != "HEAD" else 0))
