@@ -471,7 +471,6 @@ def test_a_chunk_write_whose_commit_landed_but_whose_answer_was_lost_says_done(p
     worker dropped the bytes it had sent from its tally and logged its results as dropped
     though they were recorded."""
     straight, relayed, relay = _relayed(pg_url)
-    outcome: list = []
     with Journal(straight) as b:
         a = Journal(relayed)
         try:
@@ -479,29 +478,39 @@ def test_a_chunk_write_whose_commit_landed_but_whose_answer_was_lost_says_done(p
             b.make_chunks(run_id, 10, 100)
             chunk, epoch = a.claim_chunk(run_id, owner=1, lease=30)
             first, second = (i for i, _ in _chunk_rows(b)[chunk])
-            relay.silence_at(b"COMMIT", once=True, both=True, deliver=True)
-
-            def record() -> None:
-                try:
-                    outcome.append(a.record_chunk_results(
-                        chunk, epoch, [_ok(first, "f0000"), _ok(second, "f0001")], 30))
-                except Exception as exc:  # noqa: BLE001 - shown by the assert below
-                    outcome.append(exc)
-
-            cut = threading.Thread(target=record, daemon=True)
-            cut.start()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _sql(
-                    b, "SELECT state FROM chunks WHERE id = :c", c=chunk) != [("done",)]:
-                time.sleep(0.1)
-            assert _sql(b, "SELECT state, epoch FROM chunks WHERE id = :c",
-                        c=chunk) == [("done", epoch)]  # committed; its answer is lost
-            relay.heal()
-            cut.join(15)
+            outcome = _answer_lost_after_commit(
+                relay, b, "chunks", chunk, epoch, lambda: a.record_chunk_results(
+                    chunk, epoch, [_ok(first, "f0000"), _ok(second, "f0001")], 30))
             assert outcome == ["done"], outcome
         finally:
             relay.close()
             _quietly(a.close)
+
+
+def _answer_lost_after_commit(relay, journal: Journal, table: str, row_id: int, epoch: int,
+                              write) -> list:
+    """Run `write` with its COMMIT delivered and everything after it cut both ways, wait
+    until the server has the row done at `epoch`, heal the link, and return what `write`
+    gave (or raised)."""
+    outcome: list = []
+
+    def cut_off() -> None:
+        try:
+            outcome.append(write())
+        except Exception as exc:  # noqa: BLE001 - shown by the caller's assert
+            outcome.append(exc)
+
+    relay.silence_at(b"COMMIT", once=True, both=True, deliver=True)
+    cut = threading.Thread(target=cut_off, daemon=True)
+    cut.start()
+    deadline = time.monotonic() + 15
+    query = f"SELECT state, epoch FROM {table} WHERE id = :r"
+    while time.monotonic() < deadline and _sql(journal, query, r=row_id) != [("done", epoch)]:
+        time.sleep(0.1)
+    assert _sql(journal, query, r=row_id) == [("done", epoch)]  # committed; its answer lost
+    relay.heal()
+    cut.join(15)
+    return outcome
 
 
 def test_a_unit_close_whose_commit_landed_but_whose_answer_was_lost_says_closed(pg_url):
@@ -511,7 +520,6 @@ def test_a_unit_close_whose_commit_landed_but_whose_answer_was_lost_says_closed(
     from journalsync.journal import UploadRecord
 
     straight, relayed, relay = _relayed(pg_url)
-    outcome: list = []
     with Journal(straight) as b:
         a = Journal(relayed)
         try:
@@ -522,24 +530,8 @@ def test_a_unit_close_whose_commit_landed_but_whose_answer_was_lost_says_closed(
             unit = a.claim_part_unit(run_id, 1, 30)
             for number in (1, 2):
                 assert a.record_unit_part(unit, number, f'"e{number}"', 5, worker_id=1, lease=30)
-            relay.silence_at(b"COMMIT", once=True, both=True, deliver=True)
-
-            def close() -> None:
-                try:
-                    outcome.append(a.close_unit(unit, 30))
-                except Exception as exc:  # noqa: BLE001 - shown by the assert below
-                    outcome.append(exc)
-
-            cut = threading.Thread(target=close, daemon=True)
-            cut.start()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and _sql(
-                    b, "SELECT state FROM part_units WHERE id = :u", u=unit.id) != [("done",)]:
-                time.sleep(0.1)
-            assert _sql(b, "SELECT state, epoch FROM part_units WHERE id = :u",
-                        u=unit.id) == [("done", unit.epoch)]  # committed; its answer is lost
-            relay.heal()
-            cut.join(15)
+            outcome = _answer_lost_after_commit(relay, b, "part_units", unit.id, unit.epoch,
+                                                lambda: a.close_unit(unit, 30))
             assert outcome == [True], outcome
         finally:
             relay.close()
