@@ -202,8 +202,10 @@ class MultipartDriver:
         """The journaled upload is gone from the store: completed by a run killed before
         its journal said so, or aborted. It was completed when the object is this file: its
         size, and its sha256 metadata equal to the hash of the file read now (a pre-hash
-        made for this upload, or made here: the scan's hash may be a cached one). Then the
-        file is done without a byte sent; else None, and a new upload begins."""
+        made for this upload, or made here: the scan's hash may be a cached one); a streamed
+        one, whose object has no sha256 yet, when a read of the file proves its ETag
+        (LargeFiles.finish_completed, which stamps it). Then the file is done without a byte
+        sent; else None, and a new upload begins."""
         if pre is None:  # streamed: no sha256 on the object before it is stamped
             with self.hash_slots:
                 done = self.large.finish_completed(item, rec, fh, st, counter)

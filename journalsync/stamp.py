@@ -28,7 +28,6 @@ Used only where that is safe and cheap (`LargeFiles.streams`, --large-files auto
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -36,6 +35,7 @@ import time
 
 from botocore.exceptions import ClientError
 
+from journalsync.adopt import ContentHasher, prove_by_etag
 from journalsync.clients import ClientFactory
 from journalsync.config import GiB, Config
 from journalsync.journal import Journal, UploadRecord
@@ -181,47 +181,31 @@ class LargeFiles:
         """A streamed upload gone from the store (NoSuchUpload): completed by a run killed
         before its journal heard of the Complete, so the object has no sha256 yet, or
         aborted. It was completed, and the object holds this file, when the object's size
-        is the file's and its ETag is one a read of the file now gives: the multipart ETag
-        its parts make (MD5 of their MD5s, "-N"), each part's MD5 also the ETag journaled
-        for it; or, where a store shows a multipart object's whole MD5 (rclone serve s3),
-        that. Then the object is stamped with the SHA-256 of that read and nothing is sent
-        again (the file is read once here instead of sent whole). Else None."""
-        parts = self.journal.part_rows(rec.upload_id)
-        count = len(parts)
-        head = self._head(item.key) if count and sorted(parts) == list(range(1, count + 1)) \
-            and sum(p[1] for p in parts.values()) == st.st_size else None
+        is the file's and a read of the file now proves its ETag as adoption does
+        (adopt.prove_by_etag: the multipart ETag at the upload's part size, or the whole
+        MD5 where a store shows that, as rclone serve s3 does). Then the object is stamped
+        with the SHA-256 of that read and nothing is sent again (the file is read once here
+        instead of sent whole). Else None."""
+        head = self._head(item.key)
         if head is None or head["ContentLength"] != st.st_size:
             return None
-        started = time.time_ns()
-        whole, sha, part_md5s = hashlib.md5(), hashlib.sha256(), []
-        fh.seek(0)
-        for number in range(1, count + 1):
-            md5, left = hashlib.md5(), parts[number][1]
-            while left:
-                block = fh.read(min(left, 8 << 20))
-                if not block:
-                    fh.seek(0)
-                    return None  # shorter than when it was sent
-                for digest in (md5, whole, sha):
-                    digest.update(block)
-                left -= len(block)
-            part_md5s.append(md5.hexdigest())
-        fh.seek(0)
-        if file_identity(os.fstat(fh.fileno())) != file_identity(st):
-            return None
         etag = head["ETag"].strip('"')
-        journaled = [parts[n][0].strip('"') for n in range(1, count + 1)]
-        multipart = hashlib.md5(b"".join(bytes.fromhex(m) for m in part_md5s)).hexdigest()
-        if not (etag == f"{multipart}-{count}" and part_md5s == journaled
-                or etag == whole.hexdigest()):
+        hasher = ContentHasher(st.st_size, etag, sizes=[rec.part_size])
+        started = time.time_ns()
+        fh.seek(0)
+        while block := fh.read(8 << 20):
+            hasher.update(block)
+        fh.seek(0)
+        digests = hasher.digests()
+        if file_identity(os.fstat(fh.fileno())) != file_identity(st) or \
+                prove_by_etag(etag, digests) is None:
             return None
-        digest = sha.hexdigest()
-        etag = self.stamp_upload(rec, digest, etag)
+        etag = self.stamp_upload(rec, digests.sha256, etag)
         log.info("upload of %s was completed before the journal recorded it; the object is "
                  "this file: stamped, nothing sent again", item.key)
         counter.count += 1
         return TransferResult(item.id, item.key, True, counter.count, bytes_sent=0,
-                              size=st.st_size, etag=etag, sha256=digest,
+                              size=st.st_size, etag=etag, sha256=digests.sha256,
                               file_identity=read_identity(st, os.fstat(fh.fileno()), started))
 
     def _head(self, key: str) -> dict | None:

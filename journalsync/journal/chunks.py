@@ -122,7 +122,6 @@ class ChunkFence:
         self.state = "open"
 
     def hold(self, conn: Connection) -> bool:
-        self.state = "open"  # a run again after a lost session (rerun_if_session_lost)
         limit_silence(conn, self.lease)
         held = conn.execute(update(chunks).where(
             chunks.c.id == self.chunk_id, chunks.c.epoch == self.epoch,

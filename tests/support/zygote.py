@@ -293,7 +293,7 @@ class Child:
     args, stdout and stderr (text pipes), poll, wait, communicate, send_signal, terminate,
     kill and returncode (negative: the signal that ended it)."""
 
-    def __init__(self, args: list[str], env: dict, capture: bool = True) -> None:
+    def __init__(self, args: list[str], env: dict) -> None:
         self.args = [sys.executable, "-m", "journalsync", *args]
         self.returncode: int | None = None
         self._lock = threading.Lock()
