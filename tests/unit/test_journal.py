@@ -28,6 +28,74 @@ def test_new_journal_is_at_head_and_matches_schema(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_new_journal_schema_is_the_one_the_migrations_build(tmp_path):
+    """A new SQLite journal is given headddl.py's schema in one transaction, not migrated
+    step by step: it must be exactly what the migrations build (regenerate headddl.py with
+    `python -m journalsync.devtools.headddl` after adding a migration)."""
+    from journalsync.devtools import headddl as gen
+    from journalsync.journal import headddl
+
+    assert headddl.REVISION == migrate.HEAD_REVISION, "regenerate journalsync/journal/headddl.py"
+    assert list(headddl.STATEMENTS) == gen.statements_from_migrations(), \
+        "regenerate journalsync/journal/headddl.py"
+    by_alembic, new = tmp_path / "alembic.sqlite", tmp_path / "new.sqlite"
+    engine = create_engine(f"sqlite:///{by_alembic}")
+    migrate.upgrade_to_head(engine, target=migrate.HEAD_REVISION)  # an explicit target: Alembic
+    engine.dispose()
+    Journal(new).close()
+    assert gen.schema_rows(new) == gen.schema_rows(by_alembic)
+    for path in (by_alembic, new):
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
+                (migrate.HEAD_REVISION,)]
+            tables = [r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            assert all(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] == 0
+                       for t in tables if t != "alembic_version")
+        db.close()
+    assert sqlite3.connect(new).execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+
+
+def test_a_file_with_tables_of_its_own_is_not_given_the_new_schema(tmp_path):
+    """Only a file holding none of the journal's tables is created at head in one go; any
+    other is left as it was for Alembic to judge."""
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (x)")
+        db.execute("INSERT INTO runs VALUES (7)")
+    db.close()
+    engine = create_engine(f"sqlite:///{path}")
+    assert migrate.create_at_head(engine) is False
+    engine.dispose()
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["runs"]
+        assert db.execute("SELECT x FROM runs").fetchall() == [(7,)]
+    db.close()
+
+
+def test_two_processes_creating_one_new_journal_both_open_it_at_head(tmp_path):
+    import threading
+
+    path, errors = tmp_path / "race.sqlite", []
+
+    def open_it():
+        try:
+            Journal(path).close()
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (migrate.HEAD_REVISION,)]
+    db.close()
+
+
 def test_old_revision_journal_upgrades_keeping_its_rows(tmp_path):
     path = tmp_path / "old.sqlite"
     engine = create_engine(f"sqlite:///{path}")

@@ -77,6 +77,9 @@ def test_old_journal_migrates_and_a_journal_at_head_opens_without_alembic(tmp_pa
     assert _revision(path) == migrate.HEAD_REVISION
     assert open_journal() == "False"  # at head: one SELECT, and Alembic is never imported
     assert _revision(path) == migrate.HEAD_REVISION
+    path = tmp_path / "new.sqlite"
+    assert open_journal() == "False"  # a new one is created at head in one go (headddl.py)
+    assert _revision(path) == migrate.HEAD_REVISION
 
 
 SQLITE_RUN = """\
