@@ -45,7 +45,7 @@ def open_source(root: str, rel: str) -> BinaryIO:
         fd = _open_regular(dir_fd, parts[-1])
     finally:
         os.close(dir_fd)
-    return os.fdopen(fd, "rb")
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def _enter(dir_fd: int, name: str, shown: str) -> int:
