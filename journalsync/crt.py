@@ -177,7 +177,12 @@ class CrtS3:
 
     def __init__(self, base_url: str, region: str, credentials, connections: int,
                  timeout: float, connect_timeout: float, ca_file: str | None = None):
+        global _ensure
+        import ctypes
+
         from awscrt import auth, s3
+
+        _ensure = ctypes.pythonapi.PyGILState_Ensure  # not imported on a CRT thread at exit
 
         parts = urlsplit(base_url)
         self._host = parts.netloc
@@ -401,6 +406,7 @@ class CrtS3:
 
 
 _pinned = threading.local()
+_ensure = None  # ctypes.pythonapi.PyGILState_Ensure, looked up by CrtS3 on a Python thread
 
 
 def _keep_thread_state() -> None:
@@ -414,9 +420,7 @@ def _keep_thread_state() -> None:
     one reading bodies (_Body), the one giving headers, the one finishing requests."""
     if getattr(_pinned, "held", False):
         return
-    import ctypes
-
-    ctypes.pythonapi.PyGILState_Ensure()
+    _ensure()
     _pinned.held = True
 
 

@@ -82,9 +82,11 @@ def upgrade_to_head(engine: Engine, target: str = "head") -> None:
 def create_at_head(engine: Engine) -> bool:
     """Give a new SQLite journal the newest schema and revision in one transaction, without
     Alembic: 0.2 CPU-s less for a first run (importing Alembic and running every migration
-    in turn). False, with nothing changed, if the file already holds any of its tables (a
-    second process that got there first, or a file that is not a new journal): the caller
-    then goes the usual way, through Alembic, which says what it finds."""
+    in turn). False, with nothing changed, if the file already holds a table of the same
+    name as one of the journal's (a second process that got there first), or the script
+    fails for any other reason (a damaged or full file): the caller then goes the usual
+    way, through Alembic, which says what it finds. A file with unrelated tables only is
+    given the journal's beside them, as Alembic would."""
     import sqlite3
 
     from journalsync.journal import headddl

@@ -4,7 +4,7 @@ thread that calls back into Python. Against a real server, through CrtS3 itself.
 from __future__ import annotations
 
 import hashlib
-import io
+import sys
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -70,33 +70,31 @@ def test_refreshable_credentials_are_refreshed_as_they_near_expiry(s3):
     assert len(s3.client().list_objects_v2(Bucket=bucket)["Contents"]) == 3
 
 
-class Body(io.BytesIO):
-    """A request body that records, on the CRT thread that reads it, whether that thread
-    still holds the Python state an earlier callback pinned there."""
-
-    def __init__(self, data: bytes, seen: list):
-        super().__init__(data)
-        self.seen = seen
-
-    def readinto1(self, buffer):
-        self.seen.append((threading.get_ident(), getattr(crt_module._pinned, "held", False)))
-        return super().readinto1(buffer)
-
-
 @pytest.mark.one_server
-def test_a_crt_thread_keeps_its_python_state_between_callbacks(s3):
+def test_a_crt_thread_keeps_its_python_state_between_callbacks(s3, monkeypatch):
     """A thread Python did not start loses its thread state, and every thread-local with it,
     at each return from a callback unless it is kept: an mmap and an munmap (with a TLB
-    flush on the other core) several times per request. After the first answer's headers
-    the reading thread's state survives: its thread-local is still set when it reads the
-    next bodies."""
+    flush on the other core) several times per request. Every way the CRT calls in (the
+    body read, the headers, the finish) keeps it, on the CRT's threads only; and once a
+    thread has kept it, its thread-local is still set at its next callback."""
+    calls: list = []
+    keep = crt_module._keep_thread_state
+
+    def recording():
+        calls.append((sys._getframe(1).f_code.co_name, threading.get_ident(),
+                      getattr(crt_module._pinned, "held", False)))
+        keep()
+
+    monkeypatch.setattr(crt_module, "_keep_thread_state", recording)
     crt, bucket = _client(s3, Credentials(s3.access_key, s3.secret_key))
-    _put(crt, "first", b"first")
-    seen: list = []
-    for i in range(4):
-        data = f"body {i}".encode()
-        headers = [("Content-Length", str(len(data))), of_md5(hashlib.md5(data).digest()).header]
-        crt._send("PUT", crt._path_prefix + f"k{i}", headers, Body(data, seen), "PutObject", 30)
-    assert seen and all(ident != threading.get_ident() for ident, _ in seen)
-    assert all(held for _, held in seen), seen
-    assert len(s3.client().list_objects_v2(Bucket=bucket)["Contents"]) == 5
+    for i in range(6):
+        _put(crt, f"k{i}", f"body {i}".encode())
+    assert {name for name, _, _ in calls} == {"readinto1", "on_headers", "_on_done"}
+    assert threading.get_ident() not in {ident for _, ident, _ in calls}
+    first_seen: set = set()
+    for _, ident, held in calls:
+        # kept from its first callback on (or from an earlier client's: the CRT's threads
+        # are shared by every client in a process)
+        assert held or ident not in first_seen, calls
+        first_seen.add(ident)
+    assert len(s3.client().list_objects_v2(Bucket=bucket)["Contents"]) == 6

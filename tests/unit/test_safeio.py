@@ -31,6 +31,27 @@ def test_regular_files_open_at_any_depth(tree):
         assert fh.read() == b"top"
 
 
+def test_a_source_file_is_read_unbuffered(tree, tmp_path):
+    """A raw descriptor file: no lseek and no isatty ioctl per file opened (each syscall a
+    GIL release, a thread handover under 8 workers). Its readers loop on short reads, so the
+    whole of a file larger than one read comes through the ones that send and hash."""
+    import hashlib
+    import io
+
+    from journalsync.prehash import read_into
+
+    root, _ = tree
+    with open_source(str(root), "top") as fh:
+        assert isinstance(fh, io.FileIO)
+    big = os.urandom(3 * 1024 * 1024 + 7)
+    (root / "big").write_bytes(big)
+    with open_source(str(root), "big") as fh:
+        assert fh.read() == big  # transfer._single: to the end, however many reads it takes
+    with open_source(str(root), "big") as fh:
+        part = read_into(fh, bytearray(len(big) + 1))  # multipart.py's part reads
+        assert bytes(part) == big and hashlib.sha256(part).digest() == hashlib.sha256(big).digest()
+
+
 def test_the_root_itself_may_be_a_symlink(tree, tmp_path):
     root, _ = tree
     (tmp_path / "root-link").symlink_to(root)
