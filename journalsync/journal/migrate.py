@@ -1,7 +1,9 @@
 """Bring a journal to the newest schema with Alembic when it is opened.
 
 Alembic records the revision in `alembic_version` inside the same transaction as the
-migration (on PostgreSQL, in the job's schema, and DDL is transactional there too), so a crash mid-upgrade leaves the journal at the old revision, not half-way.
+migration (on PostgreSQL, in the job's schema; on SQLite in a transaction begun
+explicitly, as its driver would leave DDL in autocommit), so a crash mid-upgrade leaves the
+journal at the old revision, not half-way.
 Opening an up-to-date journal reads one row and does not import Alembic at all (it costs
 about a quarter of a second); HEAD_REVISION is checked against the scripts by a test.
 A brand-new SQLite journal is not migrated step by step either: it is given the newest
@@ -75,6 +77,13 @@ def upgrade_to_head(engine: Engine, target: str = "head") -> None:
             from journalsync.journal.pg import BOOTSTRAP_KEY
 
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BOOTSTRAP_KEY})
+        else:
+            # SQLite's Python driver begins a transaction only before DML, so DDL ran in
+            # autocommit: an upgrade that failed or was killed half-way kept some of its
+            # DDL but not the version, and every later open failed again on it. Begun here,
+            # the whole upgrade and its version bump commit or vanish together, and a second
+            # process opening the journal waits for the first one's upgrade to end.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)
 

@@ -96,6 +96,29 @@ def test_two_processes_creating_one_new_journal_both_open_it_at_head(tmp_path):
     db.close()
 
 
+def test_an_upgrade_that_fails_half_way_leaves_the_journal_as_it_was(tmp_path):
+    """SQLite does DDL inside a transaction only if one was begun, and its Python driver
+    begins one only before DML: an upgrade that failed (or was killed) after some of its
+    DDL kept that DDL but not the version, so every later open failed again on it
+    ("table ... already exists") until the journal was deleted. Here 0010 fails on a table
+    in its way; everything 0002..0009 did is undone with it."""
+    import pytest
+    from sqlalchemy.exc import OperationalError
+
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    migrate.upgrade_to_head(engine, target="0001")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE chunks (x)")  # 0010 creates a table of this name
+    db.close()
+    before = sorted(sqlite3.connect(path).execute("SELECT type, name, sql FROM sqlite_master"))
+    with pytest.raises(OperationalError, match="chunks"):
+        migrate.upgrade_to_head(engine)
+    engine.dispose()
+    assert migrate.current_revision(create_engine(f"sqlite:///{path}")) == "0001"
+    assert sorted(sqlite3.connect(path).execute("SELECT type, name, sql FROM sqlite_master")) == before
+
+
 def test_old_revision_journal_upgrades_keeping_its_rows(tmp_path):
     path = tmp_path / "old.sqlite"
     engine = create_engine(f"sqlite:///{path}")
