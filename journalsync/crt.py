@@ -66,7 +66,6 @@ measured with awscrt 0.38.1.
 from __future__ import annotations
 
 import html
-import io
 import logging
 import re
 import threading
@@ -78,6 +77,7 @@ from urllib.parse import quote, unquote_plus, urlsplit
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from journalsync import crtthreads
 from journalsync.config import MiB
 from journalsync.integrity import BodyCheck
 
@@ -177,12 +177,9 @@ class CrtS3:
 
     def __init__(self, base_url: str, region: str, credentials, connections: int,
                  timeout: float, connect_timeout: float, ca_file: str | None = None):
-        global _ensure
-        import ctypes
-
         from awscrt import auth, s3
 
-        _ensure = ctypes.pythonapi.PyGILState_Ensure  # not imported on a CRT thread at exit
+        crtthreads.prepare()
 
         parts = urlsplit(base_url)
         self._host = parts.netloc
@@ -197,7 +194,7 @@ class CrtS3:
         self._s3 = s3
         tls = s3.S3RequestTlsMode.ENABLED if parts.scheme == "https" else s3.S3RequestTlsMode.DISABLED
 
-        provider = _credentials_provider(auth, credentials)
+        provider = crtthreads.credentials_provider(auth, credentials)
         self._client = s3.S3Client(
             region=region, tls_mode=tls, credential_provider=provider,
             tls_connection_options=_trusting(ca_file) if parts.scheme == "https" else None,
@@ -341,12 +338,12 @@ class CrtS3:
         from awscrt.http import HttpHeaders, HttpRequest
 
         request = HttpRequest(method, path, HttpHeaders([("Host", self._host)] + headers),
-                              (_Body(data) if data else None)
+                              (crtthreads.Body(data) if data else None)
                               if isinstance(data, (bytes, bytearray)) else data)
         got: dict = {"headers": [], "body": []}
 
         def on_headers(status_code, headers, **_kwargs):
-            _keep_thread_state()
+            crtthreads.keep_thread_state()
             got["headers"] = headers
 
         def on_body(chunk, **_kwargs):
@@ -356,7 +353,7 @@ class CrtS3:
         meta = self._client.make_request(type=s3.S3RequestType.DEFAULT, operation_name=operation,
                                          request=request, on_headers=on_headers,
                                          on_body=on_body if method == "GET" else None,
-                                         on_done=_on_done)
+                                         on_done=crtthreads.on_done)
         try:
             self._wait(meta.finished_future, timeout, stuck)
         except s3.S3ResponseError as exc:
@@ -403,57 +400,6 @@ class CrtS3:
                 if stuck():
                     raise StuckError(f"got no answer in {time.monotonic() - started:.1f}s "
                                      "while the link answered other requests") from None
-
-
-_pinned = threading.local()
-_ensure = None  # ctypes.pythonapi.PyGILState_Ensure, looked up by CrtS3 on a Python thread
-
-
-def _keep_thread_state() -> None:
-    """Called on a CRT thread (from a callback): keep its Python thread state for the
-    thread's life. A thread that Python did not start gets a new thread state at each entry
-    into Python and loses it at each exit, unless it holds one more reference: on 5,000
-    small PUTs that was about 5 creations per request (body read, headers, done), each an
-    mmap of 16 KiB for its frame stack and an munmap that interrupts the other core to
-    flush its TLB. One PyGILState_Ensure never released is that reference; the GIL itself
-    is still taken and released by each callback as before. Three CRT threads call in: the
-    one reading bodies (_Body), the one giving headers, the one finishing requests."""
-    if getattr(_pinned, "held", False):
-        return
-    _ensure()
-    _pinned.held = True
-
-
-def _on_done(**_kwargs) -> None:
-    _keep_thread_state()  # the thread that finishes requests (and sets their futures)
-
-
-class _Body(io.BytesIO):
-    """A request body in memory, read by a CRT thread that keeps its Python state."""
-
-    def readinto1(self, buffer) -> int:
-        _keep_thread_state()
-        return super().readinto1(buffer)
-
-
-def _credentials_provider(auth, credentials):
-    """The CRT's source of credentials for signing. Keys that never change (environment,
-    config file, static profile) are handed over once; refreshable ones (assumed roles, SSO,
-    instance metadata) are asked of botocore at every signing, which refreshes them as they
-    near expiry. That ask runs Python on the CRT's event-loop thread, which must first take
-    the GIL from the workers: on 5,000 small PUTs it was a thread switch per request."""
-    from botocore.credentials import RefreshableCredentials
-
-    if not isinstance(credentials, RefreshableCredentials):
-        frozen = credentials.get_frozen_credentials()
-        return auth.AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key,
-                                                      frozen.token)
-
-    def current():
-        frozen = credentials.get_frozen_credentials()
-        return auth.AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
-
-    return auth.AwsCredentialsProvider.new_delegate(current)
 
 
 def _trusting(ca_file: str | None):

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from journalsync import crt as crt_module
+from journalsync import crtthreads
 from journalsync.crt import CrtS3
 from journalsync.integrity import of_md5
 
@@ -78,18 +78,18 @@ def test_a_crt_thread_keeps_its_python_state_between_callbacks(s3, monkeypatch):
     body read, the headers, the finish) keeps it, on the CRT's threads only; and once a
     thread has kept it, its thread-local is still set at its next callback."""
     calls: list = []
-    keep = crt_module._keep_thread_state
+    keep = crtthreads.keep_thread_state
 
     def recording():
         calls.append((sys._getframe(1).f_code.co_name, threading.get_ident(),
-                      getattr(crt_module._pinned, "held", False)))
+                      getattr(crtthreads._pinned, "held", False)))
         keep()
 
-    monkeypatch.setattr(crt_module, "_keep_thread_state", recording)
+    monkeypatch.setattr(crtthreads, "keep_thread_state", recording)
     crt, bucket = _client(s3, Credentials(s3.access_key, s3.secret_key))
     for i in range(6):
         _put(crt, f"k{i}", f"body {i}".encode())
-    assert {name for name, _, _ in calls} == {"readinto1", "on_headers", "_on_done"}
+    assert {name for name, _, _ in calls} == {"readinto1", "on_headers", "on_done"}
     assert threading.get_ident() not in {ident for _, ident, _ in calls}
     first_seen: set = set()
     for _, ident, held in calls:
