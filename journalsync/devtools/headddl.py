@@ -4,36 +4,11 @@ tests/unit/test_journal.py fails while the file is out of date with the migratio
 
 from __future__ import annotations
 
-import sqlite3
-import tempfile
 from pathlib import Path
-
-from sqlalchemy import create_engine
 
 from journalsync.journal import migrate
 
 TARGET = Path(__file__).resolve().parent.parent / "journal" / "headddl.py"
-
-
-def schema_rows(path: Path) -> list[tuple[str, str, str, str]]:
-    """(type, name, table, sql) of every object SQLite keeps for the schema, in the order
-    they can be created again: tables first, then indexes, triggers and views."""
-    order = {"table": 0, "index": 1, "trigger": 2, "view": 3}
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                          "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                          "ORDER BY rowid").fetchall()
-    db.close()
-    return sorted(rows, key=lambda r: order[r[0]])
-
-
-def statements_from_migrations() -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "head.sqlite"
-        engine = create_engine(f"sqlite:///{path}")
-        migrate.upgrade_to_head(engine, target=migrate.HEAD_REVISION)  # through Alembic, never the snapshot
-        engine.dispose()
-        return [row[3] for row in schema_rows(path)]
 
 
 def module_text(statements: list[str]) -> str:
@@ -47,7 +22,7 @@ def module_text(statements: list[str]) -> str:
 
 
 def main() -> None:
-    TARGET.write_text(module_text(statements_from_migrations()))
+    TARGET.write_text(module_text(migrate.statements_from_migrations()))
     print(f"wrote {TARGET}")
 
 

@@ -117,3 +117,31 @@ def create_at_head(engine: Engine) -> bool:
         return True
     finally:
         raw.close()
+
+
+def schema_rows(path: Path) -> list[tuple[str, str, str, str]]:
+    """(type, name, table, sql) of every object SQLite keeps for the schema, in the order
+    they can be created again: tables first, then indexes, triggers and views."""
+    import sqlite3
+
+    order = {"table": 0, "index": 1, "trigger": 2, "view": 3}
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                          "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                          "ORDER BY rowid").fetchall()
+    db.close()
+    return sorted(rows, key=lambda r: order[r[0]])
+
+
+def statements_from_migrations() -> list[str]:
+    """The schema the migrations build, as statements (headddl.py's, when it is current)."""
+    import tempfile
+
+    from sqlalchemy import create_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "head.sqlite"
+        engine = create_engine(f"sqlite:///{path}")
+        upgrade_to_head(engine, target=HEAD_REVISION)  # through Alembic, never the snapshot
+        engine.dispose()
+        return [row[3] for row in schema_rows(path)]

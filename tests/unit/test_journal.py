@@ -32,18 +32,17 @@ def test_new_journal_schema_is_the_one_the_migrations_build(tmp_path):
     """A new SQLite journal is given headddl.py's schema in one transaction, not migrated
     step by step: it must be exactly what the migrations build (regenerate headddl.py with
     `python -m journalsync.devtools.headddl` after adding a migration)."""
-    from journalsync.devtools import headddl as gen
     from journalsync.journal import headddl
 
     assert headddl.REVISION == migrate.HEAD_REVISION, "regenerate journalsync/journal/headddl.py"
-    assert list(headddl.STATEMENTS) == gen.statements_from_migrations(), \
+    assert list(headddl.STATEMENTS) == migrate.statements_from_migrations(), \
         "regenerate journalsync/journal/headddl.py"
     by_alembic, new = tmp_path / "alembic.sqlite", tmp_path / "new.sqlite"
     engine = create_engine(f"sqlite:///{by_alembic}")
     migrate.upgrade_to_head(engine, target=migrate.HEAD_REVISION)  # an explicit target: Alembic
     engine.dispose()
     Journal(new).close()
-    assert gen.schema_rows(new) == gen.schema_rows(by_alembic)
+    assert migrate.schema_rows(new) == migrate.schema_rows(by_alembic)
     for path in (by_alembic, new):
         with sqlite3.connect(path) as db:
             assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
