@@ -92,6 +92,11 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
     procs: list = []
     lease = ("--lease", "20s")
     aborted = threading.Event()
+    # Every part waits here until the non-owner is paused: the units claimed meanwhile stay
+    # claimed, so the window the test needs (a unit held by the non-owner) is held open by
+    # the test, not caught by polling (under load a worker could claim, send and finish its
+    # units between two polls).
+    gate = threading.Event()
     base = _hook(pg_url, job, 2, 1.0)
 
     def hook(req):
@@ -99,6 +104,8 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
         # S3 answers 404 NoSuchUpload: answer as S3 does.
         if aborted.is_set() and req.operation == "UploadPart":
             return Fault(status=404, code="NoSuchUpload")
+        if req.operation == "UploadPart":
+            gate.wait(60)
         return base(req)
 
     with RecordingProxy(s3.port, hook=hook) as proxy:
@@ -129,11 +136,14 @@ def test_an_upload_aborted_while_its_owner_waits_for_units_ends_the_run(sync, s3
                 return next((by_pid[pid] for pid in holders
                              if owner and pid != owner[0][0] and pid in by_pid), None)
 
-            # Pause the non-owner as soon as it holds a unit; the owner then sends every
-            # other unit and waits for that one (its lease is long).
-            _wait("a non-owner holding a unit", other_holding_units, procs)
-            paused = other_holding_units()
+            # Pause the non-owner once it holds a unit (parts are held at the gate until
+            # then); the owner then sends every other unit and waits for that one.
+            found: list = []
+            _wait("a non-owner holding a unit",
+                  lambda: found.append(other_holding_units()) or found[-1], procs)
+            paused = found[-1]
             paused.send_signal(signal.SIGSTOP)
+            gate.set()
 
             def owner_waits():
                 owner = _rows(pg_url, job, owner_sql, "z/big.bin")
