@@ -130,17 +130,28 @@ class MultipartDriver:
             if done is not None:
                 return done
             rec, held = None, {}
-        for attempt in (1, 2):  # a second upload only if the first vanished server-side
+        # A new upload when the one before vanished server-side: once for no reason we know
+        # (a lifecycle rule, someone's abort: it may happen again), and as often as
+        # --retry-attempts allows after a part of ours arrived damaged (BadDigest), which is
+        # what made the store drop it (rclone serve s3 drops an upload whose part fails
+        # its check): on a link that damages bodies for a while, each new upload may be
+        # dropped in turn, and the file is still sent whole once the link is clean.
+        vanished = 0
+        while True:
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
             try:
                 return self._send_and_complete(item, path, fh, st, rec, held, counter,
                                                pre if isinstance(pre, PreHash) else None)
             except UploadGone:
+                # every part has ended here (send_parts waits for them all)
+                damaged = self.parts.refused_as_damaged(rec.upload_id)
                 self.journal.set_upload_state(rec.upload_id, "aborted")
-                if attempt == 2:
+                vanished += 1
+                if vanished >= (self.cfg.retry_attempts if damaged else 2):
                     raise
-                log.warning("upload of %s vanished on the server; starting a new one", item.key)
+                log.warning("upload of %s vanished on the server%s; starting a new one", item.key,
+                            " after a part of it arrived damaged (BadDigest)" if damaged else "")
                 rec = None
                 fh.seek(0)
             except (Interrupted, StampRefused, StampPrecondition):
@@ -152,7 +163,6 @@ class MultipartDriver:
                 if not (is_retryable(exc) or fatal_reason(exc)):
                     self._abort_quietly(rec)
                 raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _current_sha256(self, item: PlanItem, fh, st: os.stat_result) -> str | PreHash | None:
         """The scan's SHA-256 while the file is as scanned; else None where the file is

@@ -68,6 +68,7 @@ class PartSender:
         self.clients = clients
         self.part_pool = part_pool
         self.stop = stop
+        self._damaged: set[str] = set()  # uploads a part of which was refused as damaged
         # Parts in flight across all files hold a part-size buffer each (ours on the
         # botocore path; the CRT's own on its path: it reads a whole request body into its
         # buffer before sending, measured as 8 MiB of peak RSS per 8 MiB part in flight):
@@ -317,12 +318,26 @@ class PartSender:
 
     def call_part(self, rec: UploadRecord, send: Callable[[], str], counter: Attempts) -> str:
         """Run a part's `send` (retried); an upload the store no longer has is UploadGone."""
+        def watched() -> str:
+            try:
+                return send()
+            except ClientError as exc:
+                if error_code(exc) == "BadDigest":
+                    self._damaged.add(rec.upload_id)
+                raise
+
         try:
-            return self._call(send, counter)
+            return self._call(watched, counter)
         except ClientError as exc:
             if error_code(exc) == "NoSuchUpload":
                 raise UploadGone(f"upload {rec.upload_id} is gone") from exc
             raise
+
+    def refused_as_damaged(self, upload_id: str) -> bool:
+        """Whether a part of this upload was refused as damaged (BadDigest): that explains
+        the upload vanishing. `rclone serve s3` drops a whole upload when one part fails
+        its check, where S3, MinIO and SeaweedFS keep it and take the part sent again."""
+        return upload_id in self._damaged
 
     def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,
               check: BodyCheck) -> tuple[int, str, int, BodyCheck]:

@@ -97,3 +97,37 @@ def test_damaged_parts_are_refused_and_sent_again(sync, s3, s3client, path):
     assert proxy.operations()["CreateMultipartUpload"] == (2 if s3.name == "rclone" else 1)
     assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
+
+
+@pytest.mark.parametrize("path", ["--crt", "--no-crt"])
+def test_an_upload_the_store_drops_after_each_damaged_part_is_started_again(sync, s3, s3client,
+                                                                              path):
+    """A link that damages a part of every upload for a while. rclone serve s3 drops the
+    whole upload when one of its parts fails Content-MD5, so each new upload is dropped in
+    turn: the file must still be stored whole once the link is clean, not failed after the
+    second upload (an upload that vanished for no reason of ours is started once more
+    only: see test_multipart.py)."""
+    skip_unless_store_checks_md5(s3)
+    big = random.Random(33).randbytes(11 * MiB)  # parts of 5, 5 and 1 MiB
+    sync.write("big.bin", big)
+    damaged_uploads: set[str] = set()
+    lock = threading.Lock()
+
+    def hook(req):
+        # part 1 of each of the first three uploads arrives damaged, its first send only
+        if req.operation != "UploadPart" or req.query["partNumber"] != ["1"]:
+            return None
+        upload = req.query["uploadId"][0]
+        with lock:
+            if upload in damaged_uploads or len(damaged_uploads) >= 3:
+                return None
+            damaged_uploads.add(upload)
+        return Fault(status=0, flip=True)
+
+    result, proxy = sent_through(s3, hook, sync, path)
+    assert result.summary["uploaded"] == "1", result.out
+    assert len(damaged_uploads) == (3 if s3.name == "rclone" else 1), (damaged_uploads, result.err)
+    creates = proxy.operations()["CreateMultipartUpload"]
+    assert creates == (4 if s3.name == "rclone" else 1), creates
+    assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
