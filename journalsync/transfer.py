@@ -34,7 +34,7 @@ from journalsync.integrity import check_for
 from journalsync.objectmeta import inode_number, metadata_sha256, object_args, read_identity
 from journalsync.process import reuse_part_buffers
 from journalsync.report import shown
-from journalsync.retry import Attempts, describe, fatal_reason, fatal_scope, http_status
+from journalsync.retry import Attempts, describe, error_code, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
 
 log = logging.getLogger(__name__)
@@ -163,22 +163,32 @@ class Uploader:
 def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientFactory,
                     stop: threading.Event) -> int:
     """Before the scan: stamp the streamed uploads a killed run completed but did not stamp
-    (multipart.py, stamp.py), where the object is still the one completed and the file the
-    one read. Nothing is sent again; the object's new ETag and sha256, and the file's hash,
-    go into the journal as an upload's would, so the plan finds the pair unchanged. One
-    that cannot be stamped is left to the plan (uploaded again as usual). Returns how
-    many were stamped."""
+    (multipart.py, stamp.py), sending nothing again:
+    - `unstamped` ones (killed between Complete and the stamp), where the object is still
+      the one completed and the file the one read;
+    - `active` ones the store no longer knows (killed after the store took the Complete,
+      before its answer came), where a read of the file now proves the object's ETag, as
+      `run --resume` does. Left to the plan, such an object would be adopted by its ETag
+      and keep its sha256-pending mark, so `verify` would skip it for good.
+    The object's new ETag and sha256, and the file's hash, go into the journal as an
+    upload's would, so the plan finds the pair unchanged. One that cannot be stamped is
+    left to the plan (uploaded again as usual). Returns how many were stamped."""
     leftovers = journal.unstamped_uploads()
-    if not leftovers:
+    streamed = journal.streamed_active_uploads()
+    if not leftovers and not streamed:
         return 0
     driver = MultipartDriver(cfg, journal, run_id, clients, None, stop)  # type: ignore[arg-type]
     results = []
-    for rec, path in leftovers:
+    for rec, path, active in [*((r, p, False) for r, p in leftovers),
+                              *((r, p, True) for r, p in streamed)]:
+        if active and (path is None or not _upload_gone(driver, rec)):
+            continue  # the store holds it still: the plan continues it, or reconcile aborts it
         item = PlanItem(0, rec.key, Action.UPLOAD, "stamp", rec.size, path=path)
         try:
             with open_source(str(cfg.source), path or rec.key) as fh:
-                result = driver.large.finish_unstamped(item, fh, os.fstat(fh.fileno()),
-                                                       Attempts())
+                st = os.fstat(fh.fileno())
+                result = driver.large.finish_completed(item, rec, fh, st, Attempts()) \
+                    if active else driver.large.finish_unstamped(item, fh, st, Attempts())
         except (StampRefused, StampPrecondition, SourceRefused, OSError) as exc:
             if isinstance(exc, StampRefused):
                 driver.large.refuse(exc)
@@ -186,6 +196,21 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
             log.info("%s was not stamped (%s); the plan decides", shown(rec.key), exc)
             continue
         if result is not None:
+            if active:
+                journal.set_upload_state(rec.upload_id, "completed")
             results.append(result)
     journal.record_results(results)
     return len(results)
+
+
+def _upload_gone(driver: MultipartDriver, rec) -> bool:
+    """Whether the store says it no longer knows this upload (completed or aborted). Any
+    other answer (ListParts refused to these credentials, say) leaves it to the plan."""
+    try:
+        driver.held_parts(rec.key, rec.upload_id)
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchUpload":
+            return True
+        log.info("cannot tell whether the upload of %s was completed (%s); the plan decides",
+                 shown(rec.key), describe(exc))
+    return False

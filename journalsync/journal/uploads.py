@@ -113,6 +113,15 @@ class UploadStore:
                        WHERE u.state = 'unstamped' ORDER BY u.created_at""")
         return [(_upload_record(r._mapping), r.file_path) for r in self._stream(stmt)]
 
+    def streamed_active_uploads(self) -> list[tuple[UploadRecord, str | None]]:
+        """Streamed uploads still active in the journal (a run killed before Complete, or
+        before its answer came), each with its file's path as last scanned (or None)."""
+        stmt = text(f"""SELECT u.*, f.path AS file_path FROM multipart_uploads u
+                        LEFT JOIN files f ON f.key = u.key
+                        WHERE u.state = 'active' AND u.sha256 LIKE '{STREAM_MARK}%'
+                        ORDER BY u.created_at""")
+        return [(_upload_record(r._mapping), r.file_path) for r in self._stream(stmt)]
+
     def part_etags(self, upload_id: str) -> dict[int, str]:
         stmt = select(multipart_parts.c.part_number, multipart_parts.c.etag).where(
             multipart_parts.c.upload_id == upload_id)

@@ -161,10 +161,11 @@ def test_a_streamed_upload_completed_but_not_journaled_is_stamped_not_sent(sync,
     result, last = run_sending_nothing(sync, s3, STREAM, again)
     assert object_sha(s3client, sync.bucket, key) == sha
     head = s3client.head_object(Bucket=sync.bucket, Key=key)
-    # --resume finds the journaled upload gone, proves the object is the file and stamps it
-    # (a copy onto itself); a plain run's fresh look adopts it by its ETag (adopt.py), and
-    # the object keeps its sha256-pending mark, as an adopted peer's object has no sha256.
-    assert metadata_sha256(head.get("Metadata")) == (sha if again else None)
+    # Both find the journaled upload gone, prove the object is the file (a read of it gives
+    # the object's ETag) and stamp it (a copy onto itself): --resume as it continues its
+    # plan, a plain run before its scan. Unstamped, `verify` would skip it for good.
+    assert metadata_sha256(head.get("Metadata")) == sha
+    assert states(sync) == ["completed"], result.err
     assert incomplete(s3client, sync.bucket) == []
     assert last.code == 0 and last.summary["uploaded"] == "0", last.out
 
@@ -176,3 +177,27 @@ def test_a_streamed_upload_completed_but_not_journaled_then_changed_is_sent(sync
     sync.endpoint_url = s3.endpoint_url
     changed = big[:PART] + bytes([big[PART] ^ 1]) + big[PART + 1:]  # same size, part 2
     resume_sends_changed(sync, s3client, STREAM, changed)
+
+
+def test_a_store_refusing_list_parts_leaves_the_streamed_upload_to_the_plan(sync, s3, s3client):
+    """Credentials without s3:ListMultipartUploadParts: the run cannot tell whether the
+    journaled upload was completed, so it does not stamp; it says so with -v, the plan adopts
+    the object by its ETag, and the run still ends 0 with nothing sent."""
+    if s3.name != "rclone":
+        pytest.skip("plumbing: one server is enough")
+    big = random.Random(45).randbytes(3 * PART + 7)
+    sync.write("big.bin", big)
+    kill_with_complete_unanswered(sync, s3, s3client)
+
+    def hook(req):
+        return Fault(status=403, code="AccessDenied") if req.operation == "ListParts" else None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*STREAM, "-v")
+    assert result.code == 0, result.err
+    assert " sent=0 " in result.out, result.out
+    assert "cannot tell whether the upload of big.bin was completed" in result.err, result.err
+    head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))
+    assert metadata_sha256(head.get("Metadata")) is None
+    assert proxy.operations()["ListParts"] >= 1
