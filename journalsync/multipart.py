@@ -143,12 +143,17 @@ class MultipartDriver:
             try:
                 return self._send_and_complete(item, path, fh, st, rec, held, counter,
                                                pre if isinstance(pre, PreHash) else None)
-            except UploadGone:
+            except UploadGone as exc:
                 # every part has ended here (send_parts waits for them all)
                 damaged = self.parts.refused_as_damaged(rec.upload_id)
                 self.journal.set_upload_state(rec.upload_id, "aborted")
                 vanished += 1
-                if vanished >= (self.cfg.retry_attempts if damaged else 2):
+                if vanished >= (max(2, self.cfg.retry_attempts) if damaged else 2):
+                    if damaged:  # say why, not only that some UploadId is gone
+                        raise UploadGone(
+                            f"the store dropped its upload {vanished} times, the last after a "
+                            "part of it arrived damaged (BadDigest): something on the way "
+                            "damages bodies; the next run sends it again") from exc
                     raise
                 log.warning("upload of %s vanished on the server%s; starting a new one", item.key,
                             " after a part of it arrived damaged (BadDigest)" if damaged else "")
