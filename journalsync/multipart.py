@@ -146,7 +146,7 @@ class MultipartDriver:
             except UploadGone as exc:
                 # every part has ended here (send_parts waits for them all)
                 damaged = self.parts.refused_as_damaged(rec.upload_id)
-                self.journal.set_upload_state(rec.upload_id, "aborted")
+                self._abort_vanished(rec)
                 vanished += 1
                 if vanished >= (max(2, self.cfg.retry_attempts) if damaged else 2):
                     if damaged:  # say why, not only that some UploadId is gone
@@ -371,6 +371,18 @@ class MultipartDriver:
             if error_code(exc) != "NoSuchUpload":
                 raise
         self.journal.set_upload_state(upload_id, "aborted")
+
+    def _abort_vanished(self, rec: UploadRecord) -> None:
+        """An upload some request heard NoSuchUpload for, given up: abort it all the same
+        (NoSuchUpload: gone indeed), so no new upload is started beside one the store still
+        holds (a NoSuchUpload from something on the way, a store whose uploads are listed a
+        while after they are said gone). Journaled "aborted" either way: a failed abort is
+        left to `cleanup`, which lists the incomplete uploads the journal does not know."""
+        try:
+            self.abort(rec.key, rec.upload_id)
+        except Exception as exc:  # noqa: BLE001 - as said above
+            log.warning("could not abort the vanished upload of %s: %s", rec.key, exc)
+            self.journal.set_upload_state(rec.upload_id, "aborted")
 
     def _abort_quietly(self, rec: UploadRecord) -> None:
         if self.stop.is_set():
