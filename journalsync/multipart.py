@@ -131,11 +131,12 @@ class MultipartDriver:
                 return done
             rec, held = None, {}
         # A new upload when the one before vanished server-side: once for no reason we know
-        # (a lifecycle rule, someone's abort: it may happen again), and as often as
-        # --retry-attempts allows after a part of ours arrived damaged (BadDigest), which is
-        # what made the store drop it (rclone serve s3 drops an upload whose part fails
-        # its check): on a link that damages bodies for a while, each new upload may be
-        # dropped in turn, and the file is still sent whole once the link is clean.
+        # (a lifecycle rule, someone's abort: it may happen again), and until
+        # cfg.retry_attempts uploads in all (10; no option sets it) after a part of ours
+        # was refused as damaged (BadDigest), the likely reason the store dropped it
+        # (rclone serve s3 drops an upload whose part fails its check): on a link that
+        # damages bodies for a while, each new upload may be dropped in turn, and the file
+        # is still sent whole once the link is clean.
         vanished = 0
         while True:
             if rec is None:
