@@ -131,11 +131,12 @@ class MultipartDriver:
                 return done
             rec, held = None, {}
         # A new upload when the one before vanished server-side: once for no reason we know
-        # (a lifecycle rule, someone's abort: it may happen again), and as often as
-        # --retry-attempts allows after a part of ours arrived damaged (BadDigest), which is
-        # what made the store drop it (rclone serve s3 drops an upload whose part fails
-        # its check): on a link that damages bodies for a while, each new upload may be
-        # dropped in turn, and the file is still sent whole once the link is clean.
+        # (a lifecycle rule, someone's abort: it may happen again), and until
+        # cfg.retry_attempts uploads in all (10; no option sets it) after a part of ours
+        # was refused as damaged (BadDigest), the likely reason the store dropped it
+        # (rclone serve s3 drops an upload whose part fails its check): on a link that
+        # damages bodies for a while, each new upload may be dropped in turn, and the file
+        # is still sent whole once the link is clean.
         vanished = 0
         while True:
             if rec is None:
@@ -143,12 +144,17 @@ class MultipartDriver:
             try:
                 return self._send_and_complete(item, path, fh, st, rec, held, counter,
                                                pre if isinstance(pre, PreHash) else None)
-            except UploadGone:
+            except UploadGone as exc:
                 # every part has ended here (send_parts waits for them all)
                 damaged = self.parts.refused_as_damaged(rec.upload_id)
-                self.journal.set_upload_state(rec.upload_id, "aborted")
+                self._abort_vanished(rec)
                 vanished += 1
-                if vanished >= (self.cfg.retry_attempts if damaged else 2):
+                if vanished >= (max(2, self.cfg.retry_attempts) if damaged else 2):
+                    if damaged:  # say why, not only that some UploadId is gone
+                        raise UploadGone(
+                            f"the store dropped its upload {vanished} times, the last after a "
+                            "part of it arrived damaged (BadDigest): something on the way "
+                            "damages bodies; the next run sends it again") from exc
                     raise
                 log.warning("upload of %s vanished on the server%s; starting a new one", item.key,
                             " after a part of it arrived damaged (BadDigest)" if damaged else "")
@@ -366,6 +372,18 @@ class MultipartDriver:
             if error_code(exc) != "NoSuchUpload":
                 raise
         self.journal.set_upload_state(upload_id, "aborted")
+
+    def _abort_vanished(self, rec: UploadRecord) -> None:
+        """An upload some request heard NoSuchUpload for, given up: abort it all the same
+        (NoSuchUpload: gone indeed), so no new upload is started beside one the store still
+        holds (a NoSuchUpload from something on the way, a store whose uploads are listed a
+        while after they are said gone). Journaled "aborted" either way: a failed abort is
+        left to `cleanup`, which lists the incomplete uploads the journal does not know."""
+        try:
+            self.abort(rec.key, rec.upload_id)
+        except Exception as exc:  # noqa: BLE001 - as said above
+            log.warning("could not abort the vanished upload of %s: %s", rec.key, exc)
+            self.journal.set_upload_state(rec.upload_id, "aborted")
 
     def _abort_quietly(self, rec: UploadRecord) -> None:
         if self.stop.is_set():

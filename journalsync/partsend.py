@@ -334,9 +334,10 @@ class PartSender:
             raise
 
     def refused_as_damaged(self, upload_id: str) -> bool:
-        """Whether a part of this upload was refused as damaged (BadDigest): that explains
-        the upload vanishing. `rclone serve s3` drops a whole upload when one part fails
-        its check, where S3, MinIO and SeaweedFS keep it and take the part sent again."""
+        """Whether a part of this upload was refused as damaged (BadDigest) in this run.
+        On `rclone serve s3` that explains the upload vanishing (it drops a whole upload
+        when one part fails its check); S3, MinIO and SeaweedFS keep the upload and take
+        the part sent again, so there it explains nothing, only allows more new uploads."""
         return upload_id in self._damaged
 
     def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,

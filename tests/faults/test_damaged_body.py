@@ -131,3 +131,66 @@ def test_an_upload_the_store_drops_after_each_damaged_part_is_started_again(sync
     assert creates == (4 if s3.name == "rclone" else 1), creates
     assert object_sha(s3client, sync.bucket, sync.object_key("big.bin")) == hashlib.sha256(big).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
+
+
+
+@pytest.mark.parametrize("mode", ["stream", "prehash"])
+@pytest.mark.parametrize("path", ["--crt", "--no-crt"])
+def test_a_file_whose_every_upload_is_dropped_for_damage_fails_in_bounds_and_says_why(
+        sync, s3, s3client, path, mode):
+    """A link that damages every part body for ever (or a reason of ours the store keeps
+    refusing): rclone serve s3 drops each upload, and the file must fail after a bounded
+    number of uploads (the attempts a request gets: 10), exit 1, every dropped upload
+    journaled "aborted", none left on the store, and the reason must say what happened,
+    not only that some UploadId "is gone"."""
+    if s3.name != "rclone":
+        pytest.skip("only rclone serve s3 drops an upload whose part fails Content-MD5")
+    sync.write("big.bin", random.Random(34).randbytes(11 * MiB))  # parts of 5, 5 and 1 MiB
+    hook = lambda req: (Fault(status=0, flip=True)  # noqa: E731
+                        if req.operation == "UploadPart" and req.size else None)
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, path, "--large-files", mode)
+    assert result.code == 1, result.err
+    assert result.summary["failed"] == "1" and result.summary["uploaded"] == "0", result.out
+    assert proxy.operations()["CreateMultipartUpload"] == 10
+    failed = [line for line in result.err.splitlines() if "failed: big.bin" in line]
+    assert len(failed) == 1 and "damaged" in failed[0] and "BadDigest" in failed[0], result.err
+    assert sync.journal_rows("SELECT state, count(*) FROM multipart_uploads GROUP BY state") \
+        == [("aborted", 10)]
+    assert incomplete(s3client, sync.bucket) == []
+
+
+def test_an_upload_said_gone_after_a_damaged_part_is_aborted_not_left_on_the_store(
+        sync, s3, s3client):
+    """A part refused as damaged, and another of the same upload answered NoSuchUpload by
+    something on the way while the store still holds the upload (SeaweedFS, S3 and MinIO
+    keep an upload whose part failed its check): each upload given up must be aborted,
+    not only journaled "aborted", or up to 10 of them are left on the store accruing."""
+    skip_unless_store_checks_md5(s3)
+    sync.write("big.bin", random.Random(35).randbytes(11 * MiB))  # parts of 5, 5 and 1 MiB
+    seen: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    def hook(req):
+        if req.operation != "UploadPart":
+            return None
+        upload, number = req.query["uploadId"][0], req.query["partNumber"][0]
+        with lock:
+            if len(seen) > 3 or (upload not in seen and len(seen) == 3):
+                return None  # the fourth upload goes through untouched
+            parts = seen.setdefault(upload, set())
+            first = number not in parts
+            parts.add(number)
+        if number == "1" and first:
+            return Fault(status=0, flip=True)
+        if number == "2":
+            return Fault(status=404, code="NoSuchUpload")
+        return None
+
+    result, proxy = sent_through(s3, hook, sync, "--no-crt")
+    assert result.summary["uploaded"] == "1", result.out
+    assert proxy.operations()["CreateMultipartUpload"] == 4
+    assert incomplete(s3client, sync.bucket) == []
+    states = sorted(s for (s,) in sync.journal_rows("SELECT state FROM multipart_uploads"))
+    assert states == ["aborted"] * 3 + ["completed"], states

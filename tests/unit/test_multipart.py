@@ -589,3 +589,33 @@ def test_list_parts_reads_every_page(world):
     assert sorted(held) == list(range(1, 1003))
     assert held[1002] == (f'"{hashlib.md5(b"1002").hexdigest()}"', 4)
     assert w.ops() == ["ListParts", "ListParts"]
+
+
+@on_moto
+def test_a_damaged_part_never_earns_fewer_new_uploads_than_no_reason(world):
+    """With one attempt per request, an upload that vanished after a part of it was refused
+    as damaged is still started once more, as one that vanished for no reason is."""
+    w = world(retry_attempts=1)
+    uploads: list[str] = []
+    part_2_refused = threading.Event()
+
+    def hook(req):
+        if req.operation != "UploadPart":
+            return None
+        upload = req.query["uploadId"][0]
+        if upload not in uploads:
+            uploads.append(upload)
+        if upload != uploads[0]:
+            return None
+        if req.query["partNumber"] == ["2"]:
+            part_2_refused.set()
+            return Fault(status=400, code="BadDigest")
+        # part 1 is answered once part 2 is on its way (two parts in flight), so the
+        # driver has heard both before it decides
+        part_2_refused.wait(30)
+        return Fault(status=404, code="NoSuchUpload")
+
+    w.proxy.hook = hook
+    result, _ = w.upload()
+    assert result.ok and w.stored()[0] == w.data
+    assert w.ops().count("CreateMultipartUpload") == 2
