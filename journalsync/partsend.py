@@ -337,8 +337,13 @@ class PartSender:
         """Whether a part of this upload was refused as damaged (BadDigest) in this run.
         On `rclone serve s3` that explains the upload vanishing (it drops a whole upload
         when one part fails its check); S3, MinIO and SeaweedFS keep the upload and take
-        the part sent again, so there it explains nothing, only allows more new uploads."""
-        return upload_id in self._damaged
+        the part sent again, so there it explains nothing, only allows more new uploads.
+        Asked once, when the upload has vanished: the answer is forgotten then."""
+        try:
+            self._damaged.remove(upload_id)
+        except KeyError:
+            return False
+        return True
 
     def _sent(self, rec: UploadRecord, number: int, size: int, send, counter: Attempts,
               check: BodyCheck) -> tuple[int, str, int, BodyCheck]:
