@@ -10,7 +10,7 @@ then lets it grow back by one per round of successes (AIMD, as TCP does).
 
 A dropped link is not throttling. Once the endpoint has answered in this run, a connection
 failure (refused, reset, unreachable, timed out) is retried every LINK_RETRY_CAP seconds at
-most, and without counting against --retry-attempts (only --retry-timeout bounds it): the
+most, and without counting against the attempts (10, config.retry_attempts; no option sets it): only --retry-timeout bounds it: the
 link is probed about once a second, so when it comes back it is used within a second, not
 after an exponential backoff grown to 20 s during the outage. It never touches the shared
 backoff either: in-flight requests stay at full strength after an outage.
@@ -391,7 +391,7 @@ class RetryPolicy:
         return exc is not None and is_unreachable(exc) and self.reach.answered
 
     def _out_of_attempts(self, state: RetryCallState) -> bool:
-        """--retry-attempts bounds the answers we get; an outage is bounded by time only
+        """The attempts (10) bound the answers we get; an outage is bounded by time only
         (it is probed about once a second, so it would use up any count in seconds)."""
         return state.attempt_number >= self.attempts and not self._link_down(state)
 
