@@ -10,9 +10,10 @@ then lets it grow back by one per round of successes (AIMD, as TCP does).
 
 A dropped link is not throttling. Once the endpoint has answered in this run, a connection
 failure (refused, reset, unreachable, timed out) is retried every LINK_RETRY_CAP seconds at
-most, and without counting against the attempts (10, config.retry_attempts; no option sets it): only --retry-timeout bounds it: the
-link is probed about once a second, so when it comes back it is used within a second, not
-after an exponential backoff grown to 20 s during the outage. It never touches the shared
+most, and without counting against the attempts (10, config.retry_attempts; no option sets
+it), only --retry-timeout bounding it. The link is probed about once a second, so when it
+comes back it is used within a second, not after an exponential backoff grown to 20 s
+during the outage. It never touches the shared
 backoff either: in-flight requests stay at full strength after an outage.
 """
 
