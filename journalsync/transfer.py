@@ -189,11 +189,14 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
                 st = os.fstat(fh.fileno())
                 result = driver.large.finish_completed(item, rec, fh, st, Attempts()) \
                     if active else driver.large.finish_unstamped(item, fh, st, Attempts())
-        except (StampRefused, StampPrecondition, SourceRefused, OSError) as exc:
+        except (StampRefused, StampPrecondition, SourceRefused, OSError, ClientError) as exc:
+            if isinstance(exc, ClientError) and not _refused_for_this_object(exc):
+                raise  # the store's trouble or the run's (5xx, credentials): exit 4, as before
             if isinstance(exc, StampRefused):
                 driver.large.refuse(exc)
             journal.set_upload_state(rec.upload_id, "completed")  # the plan decides
-            log.info("%s was not stamped (%s); the plan decides", shown(rec.key), exc)
+            log.info("%s was not stamped (%s); the plan decides", shown(rec.key),
+                     describe(exc) if isinstance(exc, ClientError) else exc)
             continue
         if result is not None:
             if active:
@@ -201,6 +204,18 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
             results.append(result)
     journal.record_results(results)
     return len(results)
+
+
+def _refused_for_this_object(exc: ClientError) -> bool:
+    """A 4xx about this one object: its HEAD or copy refused (a bucket policy on its key,
+    another writer's SSE-C object read without its key: 400), or the object deleted since
+    the HEAD. It is left to the plan, which meets such an object as any other; ending the
+    run here would leave the record as it is, and every plain run would end the same way
+    before its scan. A 5xx, a throttle, or credentials and clock refused for the whole run
+    (fatal_scope "run" or "resumable") still end the run."""
+    status = http_status(exc)
+    return status is not None and 400 <= status < 500 and status != 429 and \
+        fatal_scope(exc) in (None, "object")
 
 
 def _upload_gone(driver: MultipartDriver, rec) -> bool:
