@@ -231,3 +231,38 @@ def test_a_leftover_whose_object_the_store_refuses_does_not_stop_every_run(sync,
         assert proxy.operations()["UploadPart"] == 0
     assert states(sync) != ["active"]
     assert incomplete(s3client, sync.bucket) == []
+
+
+@pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
+def test_the_same_bytes_put_by_another_writer_after_the_kill_are_not_stamped(sync, s3, s3client,
+                                                                             again):
+    """After the kill, another writer PUTs the very same bytes with its own metadata. A read
+    of the file proves that object's ETag too (its MD5), but the object is not the one our
+    upload completed (it lacks our sha256-pending mark): it is never stamped, as a copy onto
+    it would replace the other writer's Content-Type and metadata. A plain run's fresh look
+    adopts it and sends nothing; --resume, whose plan says upload, sends the file anew (as
+    it does when the pre-hashed upload's object is not ours) and stamps only its own."""
+    big = random.Random(47).randbytes(3 * PART + 7)
+    sync.write("big.bin", big)
+    kill_with_complete_unanswered(sync, s3, s3client)
+    key = sync.object_key("big.bin")
+    s3client.put_object(Bucket=sync.bucket, Key=key, Body=big, Metadata={"owner": "them"},
+                        ContentType="text/x-theirs")
+
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*STREAM, *again)
+    assert result.code == 0, result.err
+    ops = [r.operation + (" copy" if r.header("x-amz-copy-source") else "")
+           for r in proxy.requests]
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    meta = {k.lower(): v for k, v in head["Metadata"].items()}
+    if not again:
+        assert "PutObject copy" not in ops and "UploadPart" not in ops, ops
+        assert meta == {"owner": "them"} and head["ContentType"] == "text/x-theirs"
+    else:  # a copy only after a Complete of its own
+        assert "PutObject copy" not in ops[:ops.index("CompleteMultipartUpload")
+                                           if "CompleteMultipartUpload" in ops else None], ops
+        assert "owner" not in meta or metadata_sha256(meta) is None, meta
+    assert object_sha(s3client, sync.bucket, key) == hashlib.sha256(big).hexdigest()
+    assert incomplete(s3client, sync.bucket) == []
