@@ -167,12 +167,15 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
     - `unstamped` ones (killed between Complete and the stamp), where the object is still
       the one completed and the file the one read;
     - `active` ones the store no longer knows (killed after the store took the Complete,
-      before its answer came), where a read of the file now proves the object's ETag, as
-      `run --resume` does. Left to the plan, such an object would be adopted by its ETag
-      and keep its sha256-pending mark, so `verify` would skip it for good.
+      before its answer came), where the object still carries the upload's sha256-pending
+      mark and a read of the file now proves its ETag, as `run --resume` does
+      (LargeFiles.finish_completed). Left to the plan, such an object would be adopted by
+      its ETag and keep its sha256-pending mark, so `verify` would skip it for good. One
+      the store still holds, or whose file the journal no longer knows, is not touched.
     The object's new ETag and sha256, and the file's hash, go into the journal as an
-    upload's would, so the plan finds the pair unchanged. One that cannot be stamped is
-    left to the plan (uploaded again as usual). Returns how many were stamped."""
+    upload's would, so the plan finds the pair unchanged. One that cannot be stamped
+    (the file or the object changed, a 4xx about that object) is left to the plan, which
+    adopts it or uploads the file as usual. Returns how many were stamped."""
     leftovers = journal.unstamped_uploads()
     streamed = journal.streamed_active_uploads()
     if not leftovers and not streamed:
@@ -182,7 +185,8 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
     for rec, path, active in [*((r, p, False) for r, p in leftovers),
                               *((r, p, True) for r, p in streamed)]:
         if active and (path is None or not _upload_gone(driver, rec)):
-            continue  # the store holds it still: the plan continues it, or reconcile aborts it
+            continue  # the store holds it still (the plan continues it, or reconcile aborts
+            # it), or the file is no longer known: the plan decides
         item = PlanItem(0, rec.key, Action.UPLOAD, "stamp", rec.size, path=path)
         try:
             with open_source(str(cfg.source), path or rec.key) as fh:
