@@ -266,3 +266,56 @@ def test_the_same_bytes_put_by_another_writer_after_the_kill_are_not_stamped(syn
         assert "owner" not in meta or metadata_sha256(meta) is None, meta
     assert object_sha(s3client, sync.bucket, key) == hashlib.sha256(big).hexdigest()
     assert incomplete(s3client, sync.bucket) == []
+
+
+def kill_mid_parts(sync, s3) -> None:
+    """A streamed upload SIGKILLed after some of its parts: the store holds the upload."""
+    seen = {"parts": 0}
+
+    def hook(req):
+        if req.operation == "UploadPart":
+            seen["parts"] += 1
+            return Fault(status=0, delay=0.5)
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*STREAM))
+        deadline = time.monotonic() + 60
+        while proxy.operations()["UploadPart"] < 2 or proxy.in_flight("UploadPart"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no part was sent"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("now", ["deleted", "symlink"])
+def test_a_held_upload_a_listparts_calls_gone_is_still_aborted(sync, s3, s3client, now):
+    """Killed mid-parts: the store holds the upload. Then the file is deleted (or replaced by
+    a symlink) and the next run's ListParts hears NoSuchUpload from something on the way.
+    The stamp gives up on it, but must leave it active: journaled `completed`, neither
+    reconcile (active ones only) nor the stray sweep (uploads the journal never saw) would
+    abort it, and it stayed on the store for good."""
+    big = random.Random(48).randbytes(6 * PART + 7)
+    path = sync.write("big.bin", big)
+    kill_mid_parts(sync, s3)
+    assert states(sync) == ["active"]
+    assert len(incomplete(s3client, sync.bucket)) == 1
+    path.unlink()
+    if now == "symlink":
+        path.symlink_to(sync.write("../elsewhere.bin", big))
+
+    def hook(req):
+        if req.operation == "ListParts":
+            return Fault(status=404, code="NoSuchUpload")
+        return None
+
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*STREAM, "-v")
+    assert result.code == 0, result.err
+    sync.endpoint_url = s3.endpoint_url
+    last = sync.run(*STREAM)
+    assert last.code == 0, last.err
+    assert incomplete(s3client, sync.bucket) == [], result.err
