@@ -198,7 +198,11 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
                 raise  # the store's trouble or the run's (5xx, credentials): exit 4, as before
             if isinstance(exc, StampRefused):
                 driver.large.refuse(exc)
-            journal.set_upload_state(rec.upload_id, "completed")  # the plan decides
+            if not active:  # completed, as its journal says: the plan decides
+                journal.set_upload_state(rec.upload_id, "completed")
+            # An active one stays so: its NoSuchUpload may have come from something on the
+            # way while the store still holds it, and only an active upload is aborted by
+            # reconcile (journaled `completed`, it would be left on the store for good).
             log.info("%s was not stamped (%s); the plan decides", shown(rec.key),
                      describe(exc) if isinstance(exc, ClientError) else exc)
             continue
