@@ -321,3 +321,54 @@ def test_a_held_upload_a_listparts_calls_gone_is_still_aborted(sync, s3, s3clien
     last = sync.run(*STREAM)
     assert last.code == 0, last.err
     assert incomplete(s3client, sync.bucket) == [], result.err
+
+
+@pytest.mark.parametrize("after", ["other-bytes", "their-object", "symlink", "deleted"])
+def test_a_plain_run_stamps_nothing_but_our_object_of_this_file(sync, s3, s3client, after):
+    """The plain run's stamp before its scan, after the kill: the file changed (same size,
+    other bytes), the object replaced by another writer (same size), the file now a
+    symlink, or deleted. No copy is made before the scan's LIST, the run ends 0, and no
+    upload is left on the store."""
+    big = random.Random(49).randbytes(3 * PART + 7)
+    path = sync.write("big.bin", big)
+    kill_with_complete_unanswered(sync, s3, s3client)
+    key = sync.object_key("big.bin")
+    if after == "other-bytes":
+        sync.write("big.bin", big[:PART] + bytes([big[PART] ^ 1]) + big[PART + 1:])
+    elif after == "their-object":
+        s3client.put_object(Bucket=sync.bucket, Key=key, Body=bytes(len(big)))
+    else:
+        path.unlink()
+        if after == "symlink":
+            path.symlink_to(sync.write("../elsewhere.bin", big))
+
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*STREAM)
+    assert result.code == 0, result.err
+    ops = [r.operation + (" copy" if r.header("x-amz-copy-source") else "")
+           for r in proxy.requests]
+    assert "PutObject copy" not in ops[:ops.index("ListObjects")], ops
+    head = s3client.head_object(Bucket=sync.bucket, Key=key)
+    if after == "other-bytes":  # sent again, and stamped as its own upload
+        assert metadata_sha256(head.get("Metadata")) == hashlib.sha256(
+            (sync.src / "big.bin").read_bytes()).hexdigest()
+    elif after == "their-object":  # the file wins, as any changed object: sent again
+        assert object_sha(s3client, sync.bucket, key) == hashlib.sha256(big).hexdigest()
+    else:
+        assert metadata_sha256(head.get("Metadata")) is None
+    assert incomplete(s3client, sync.bucket) == []
+
+
+@pytest.mark.one_server
+def test_a_run_without_leftovers_asks_the_store_nothing_more(sync, s3):
+    """The stamp before the scan costs a run with no leftover no request (a journal query)."""
+    sync.write("big.bin", random.Random(50).randbytes(3 * PART + 7))
+    assert sync.run(*STREAM).code == 0
+    sync.write("small.txt", b"changed")
+    with RecordingProxy(s3.port) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*STREAM)
+    assert result.code == 0, result.err
+    ops = proxy.operations()
+    assert ops["ListParts"] == 0 and ops["HeadObject"] == 0, ops
