@@ -40,7 +40,8 @@ from journalsync.clients import ClientFactory
 from journalsync.config import GiB, Config
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
-from journalsync.objectmeta import file_identity, metadata_sha256, object_args, read_identity
+from journalsync.objectmeta import (PENDING_KEY, file_identity, metadata_sha256, mtime_text,
+                                   object_args, read_identity)
 from journalsync.retry import Attempts, describe, error_code, http_status
 
 log = logging.getLogger(__name__)
@@ -185,9 +186,15 @@ class LargeFiles:
         (adopt.prove_by_etag: the multipart ETag at the upload's part size, or the whole
         MD5 where a store shows that, as rclone serve s3 does). Then the object is stamped
         with the SHA-256 of that read and nothing is sent again (the file is read once here
-        instead of sent whole). Else None."""
+        instead of sent whole). Else None.
+
+        The ETag proves the bytes, not whose object it is: another writer's PUT of the same
+        bytes after the kill has its MD5 for an ETag, which a read of the file proves too.
+        So the object must also carry what our upload's create gave it (_ours: the
+        sha256-pending mark and the upload's mtime), or it is not stamped: a copy onto it
+        would replace that writer's Content-Type and metadata."""
         head = self._head(item.key)
-        if head is None or head["ContentLength"] != st.st_size:
+        if head is None or head["ContentLength"] != st.st_size or not _ours(head, rec):
             return None
         etag = head["ETag"].strip('"')
         hasher = ContentHasher(st.st_size, etag, sizes=[rec.part_size])
@@ -218,3 +225,11 @@ class LargeFiles:
             if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+
+def _ours(head: dict, rec: UploadRecord) -> bool:
+    """Whether the object's metadata is what the streamed upload `rec` was created with
+    (object_args with no sha256): the sha256-pending mark and the file's mtime then, keys
+    compared case-insensitively (some servers title-case them)."""
+    meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
+    return PENDING_KEY in meta and meta.get("mtime") == mtime_text(rec.mtime_ns)

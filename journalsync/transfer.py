@@ -167,12 +167,15 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
     - `unstamped` ones (killed between Complete and the stamp), where the object is still
       the one completed and the file the one read;
     - `active` ones the store no longer knows (killed after the store took the Complete,
-      before its answer came), where a read of the file now proves the object's ETag, as
-      `run --resume` does. Left to the plan, such an object would be adopted by its ETag
-      and keep its sha256-pending mark, so `verify` would skip it for good.
+      before its answer came), where the object still carries the upload's sha256-pending
+      mark and a read of the file now proves its ETag, as `run --resume` does
+      (LargeFiles.finish_completed). Left to the plan, such an object would be adopted by
+      its ETag and keep its sha256-pending mark, so `verify` would skip it for good. One
+      the store still holds, or whose file the journal no longer knows, is not touched.
     The object's new ETag and sha256, and the file's hash, go into the journal as an
-    upload's would, so the plan finds the pair unchanged. One that cannot be stamped is
-    left to the plan (uploaded again as usual). Returns how many were stamped."""
+    upload's would, so the plan finds the pair unchanged. One that cannot be stamped
+    (the file or the object changed, a 4xx about that object) is left to the plan, which
+    adopts it or uploads the file as usual. Returns how many were stamped."""
     leftovers = journal.unstamped_uploads()
     streamed = journal.streamed_active_uploads()
     if not leftovers and not streamed:
@@ -182,18 +185,26 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
     for rec, path, active in [*((r, p, False) for r, p in leftovers),
                               *((r, p, True) for r, p in streamed)]:
         if active and (path is None or not _upload_gone(driver, rec)):
-            continue  # the store holds it still: the plan continues it, or reconcile aborts it
+            continue  # the store holds it still (the plan continues it, or reconcile aborts
+            # it), or the file is no longer known: the plan decides
         item = PlanItem(0, rec.key, Action.UPLOAD, "stamp", rec.size, path=path)
         try:
             with open_source(str(cfg.source), path or rec.key) as fh:
                 st = os.fstat(fh.fileno())
                 result = driver.large.finish_completed(item, rec, fh, st, Attempts()) \
                     if active else driver.large.finish_unstamped(item, fh, st, Attempts())
-        except (StampRefused, StampPrecondition, SourceRefused, OSError) as exc:
+        except (StampRefused, StampPrecondition, SourceRefused, OSError, ClientError) as exc:
+            if isinstance(exc, ClientError) and not _refused_for_this_object(exc):
+                raise  # the store's trouble or the run's (5xx, credentials): exit 4, as before
             if isinstance(exc, StampRefused):
                 driver.large.refuse(exc)
-            journal.set_upload_state(rec.upload_id, "completed")  # the plan decides
-            log.info("%s was not stamped (%s); the plan decides", shown(rec.key), exc)
+            if not active:  # completed, as its journal says: the plan decides
+                journal.set_upload_state(rec.upload_id, "completed")
+            # An active one stays so: its NoSuchUpload may have come from something on the
+            # way while the store still holds it, and only an active upload is aborted by
+            # reconcile (journaled `completed`, it would be left on the store for good).
+            log.info("%s was not stamped (%s); the plan decides", shown(rec.key),
+                     describe(exc) if isinstance(exc, ClientError) else exc)
             continue
         if result is not None:
             if active:
@@ -201,6 +212,18 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
             results.append(result)
     journal.record_results(results)
     return len(results)
+
+
+def _refused_for_this_object(exc: ClientError) -> bool:
+    """A 4xx about this one object: its HEAD or copy refused (a bucket policy on its key,
+    another writer's SSE-C object read without its key: 400), or the object deleted since
+    the HEAD. It is left to the plan, which meets such an object as any other; ending the
+    run here would leave the record as it is, and every plain run would end the same way
+    before its scan. A 5xx, a throttle, or credentials and clock refused for the whole run
+    (fatal_scope "run" or "resumable") still end the run."""
+    status = http_status(exc)
+    return status is not None and 400 <= status < 500 and status != 429 and \
+        fatal_scope(exc) in (None, "object")
 
 
 def _upload_gone(driver: MultipartDriver, rec) -> bool:
