@@ -13,8 +13,8 @@ failure (refused, reset, unreachable, timed out) is retried every LINK_RETRY_CAP
 most, and without counting against the attempts (10, config.retry_attempts; no option sets
 it), only --retry-timeout bounding it. The link is probed about once a second, so when it
 comes back it is used within a second, not after an exponential backoff grown to 20 s
-during the outage. It never touches the shared
-backoff either: in-flight requests stay at full strength after an outage.
+during the outage. It never touches the shared backoff either: in-flight requests stay at
+full strength after an outage.
 """
 
 from __future__ import annotations

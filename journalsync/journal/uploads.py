@@ -116,10 +116,10 @@ class UploadStore:
     def streamed_active_uploads(self) -> list[tuple[UploadRecord, str | None]]:
         """Streamed uploads still active in the journal (a run killed before Complete, or
         before its answer came), each with its file's path as last scanned (or None)."""
-        stmt = text(f"""SELECT u.*, f.path AS file_path FROM multipart_uploads u
-                        LEFT JOIN files f ON f.key = u.key
-                        WHERE u.state = 'active' AND u.sha256 LIKE '{STREAM_MARK}%'
-                        ORDER BY u.created_at""")
+        stmt = text("""SELECT u.*, f.path AS file_path FROM multipart_uploads u
+                       LEFT JOIN files f ON f.key = u.key
+                       WHERE u.state = 'active' AND u.sha256 LIKE :mark
+                       ORDER BY u.created_at""").bindparams(mark=STREAM_MARK + "%")
         return [(_upload_record(r._mapping), r.file_path) for r in self._stream(stmt)]
 
     def part_etags(self, upload_id: str) -> dict[int, str]:

@@ -299,6 +299,8 @@ def test_a_held_upload_a_listparts_calls_gone_is_still_aborted(sync, s3, s3clien
     The stamp gives up on it, but must leave it active: journaled `completed`, neither
     reconcile (active ones only) nor the stray sweep (uploads the journal never saw) would
     abort it, and it stayed on the store for good."""
+    if now == "symlink" and s3.name != "rclone":
+        pytest.skip("the file's side: one server is enough (deleted runs on each)")
     big = random.Random(48).randbytes(6 * PART + 7)
     path = sync.write("big.bin", big)
     kill_mid_parts(sync, s3)
@@ -329,6 +331,8 @@ def test_a_plain_run_stamps_nothing_but_our_object_of_this_file(sync, s3, s3clie
     other bytes), the object replaced by another writer (same size), the file now a
     symlink, or deleted. No copy is made before the scan's LIST, the run ends 0, and no
     upload is left on the store."""
+    if after in ("symlink", "deleted") and s3.name != "rclone":
+        pytest.skip("the file's side: one server is enough")
     big = random.Random(49).randbytes(3 * PART + 7)
     path = sync.write("big.bin", big)
     kill_with_complete_unanswered(sync, s3, s3client)
@@ -363,6 +367,8 @@ def test_a_plain_run_stamps_nothing_but_our_object_of_this_file(sync, s3, s3clie
 @pytest.mark.one_server
 def test_a_run_without_leftovers_asks_the_store_nothing_more(sync, s3):
     """The stamp before the scan costs a run with no leftover no request (a journal query)."""
+    if s3.name != "rclone":
+        pytest.skip("plumbing: one server is enough")
     sync.write("big.bin", random.Random(50).randbytes(3 * PART + 7))
     assert sync.run(*STREAM).code == 0
     sync.write("small.txt", b"changed")
