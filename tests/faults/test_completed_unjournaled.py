@@ -23,6 +23,21 @@ pytestmark = pytest.mark.slow
 PREHASH = (*ARGS, "--large-files", "prehash")
 
 
+def _kill_when(sync, s3, args: tuple, hook, ready, what: str) -> None:
+    """Run with `args` through a proxy calling `hook`, SIGKILL it once `ready(proxy)` holds
+    (within 60 s, the run still alive: else the test fails saying `what` never came)."""
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*args))
+        deadline = time.monotonic() + 60
+        while not ready(proxy):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def kill_after_complete(sync, s3) -> None:
     """Run until the store has answered the Complete, hold the HEAD that follows it, and
     SIGKILL the run there: the object exists, the journal's upload is still active."""
@@ -36,16 +51,8 @@ def kill_after_complete(sync, s3) -> None:
             return Fault(status=0, delay=60, reset=True)
         return None
 
-    with RecordingProxy(s3.port, hook=hook) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args(*PREHASH))
-        deadline = time.monotonic() + 60
-        while not seen["held"]:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the HEAD after Complete never came"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    _kill_when(sync, s3, PREHASH, hook, lambda proxy: seen["held"],
+               "the HEAD after Complete never came")
 
 
 def states(sync) -> list[str]:
@@ -132,17 +139,8 @@ def kill_with_complete_unanswered(sync, s3, s3client) -> None:
             return Fault(status=0, hold=60)
         return None
 
-    with RecordingProxy(s3.port, hook=hook) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args(*STREAM))
-        deadline = time.monotonic() + 60
-        while not (seen["complete"] and _exists(s3client, sync.bucket,
-                                                sync.object_key("big.bin"))):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no Complete reached the store"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    _kill_when(sync, s3, STREAM, hook, lambda proxy: seen["complete"] and _exists(
+        s3client, sync.bucket, sync.object_key("big.bin")), "no Complete reached the store")
 
 
 @pytest.mark.parametrize("again", [(), ("--resume",)], ids=["run", "resume"])
@@ -279,17 +277,9 @@ def kill_mid_parts(sync, s3) -> None:
             return Fault(status=0, delay=60) if seen["parts"] > 2 else None
         return None
 
-    with RecordingProxy(s3.port, hook=hook) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args(*STREAM))
-        deadline = time.monotonic() + 60
-        while sum(a.request.operation == "UploadPart" and a.status == 200
-                  for a in list(proxy.answers)) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no part was sent"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    _kill_when(sync, s3, STREAM, hook, lambda proxy: sum(
+        a.request.operation == "UploadPart" and a.status == 200
+        for a in list(proxy.answers)) >= 2, "no part was sent")
 
 
 @pytest.mark.parametrize("now", ["deleted", "symlink"])
