@@ -11,7 +11,6 @@ import hashlib
 import json
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from journalsync.config import MiB
 from journalsync.objectmeta import metadata_sha256
+from tests.support.hung import stacks_of_hung
 from tests.support.proxy import Fault, RecordingProxy
 
 # One journal variant (PostgreSQL: shared parts exist only there), jobs named per test.
@@ -98,21 +98,15 @@ def _wait(what, condition, procs, timeout: float = 90) -> None:
 
 
 def _finish(proc, timeout: float = 120) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except Exception:  # noqa: BLE001 - the others' logs say why
-        # Hung: SIGABRT makes its faulthandler (PYTHONFAULTHANDLER, tests/conftest.py) print
-        # every thread's stack, shown below the failure; then it is killed.
-        proc.send_signal(signal.SIGABRT)
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+    """(exit code, out, err); a hung process: -1, with its threads' stacks written below
+    the failure (the others' logs say why)."""
+    got = stacks_of_hung(proc, timeout)
+    if got is None:
+        out, err = proc.hung_output
         sys.stderr.write(f"--- pid {proc.pid} did not end within {timeout:.0f} s; its "
                          f"stderr's end, its threads' stacks included:\n{err[-12000:]}\n")
         return -1, out, err
-    return proc.returncode, out, err
+    return proc.returncode, *got
 
 
 def _kill_all(procs) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from journalsync.config import MiB
 from tests.faults.test_multipart_crash import ARGS, incomplete, object_sha, slow_parts
+from tests.support.hung import finish
 from tests.support.proxy import RecordingProxy
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def test_second_sigterm_stops_now_with_the_summary_line(sync, s3, s3client):
         proc.send_signal(signal.SIGTERM)
         wait_for_line(proc.stderr, "SIGTERM: finishing the work in flight")
         proc.send_signal(signal.SIGTERM)  # parts are held 30 s: only a stop at once ends now
-        out, err = proc.communicate(timeout=20)
+        out, err = finish(proc, 20)  # a hang fails with its threads' stacks
         assert proc.returncode == 143, err
         assert out.startswith("journalsync: scanned=2 "), (out, err)
         status = json.loads(sync.cli("status", *sync.journal_args(), "--json").out)
