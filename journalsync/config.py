@@ -26,6 +26,11 @@ _SIZE_UNITS = {
     "g": 1000**3, "gb": 1000**3, "gib": GiB,
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
 }
+# Bounds on numbers given by the user, so none overflows a journal column (signed 64-bit)
+# or a timer (threading.TIMEOUT_MAX) long after the run began: a usage error at once.
+MAX_NUMBER = 1 << 62
+MAX_SECONDS = 100 * 365 * 86400.0
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -35,7 +40,10 @@ def parse_size(text: str) -> int:
     unit = match and _SIZE_UNITS.get(match.group(2).lower())
     if not match or unit is None:
         raise UsageError(f"cannot read size {text!r}: use bytes or a unit such as 8MiB, 64MB")
-    return int(float(match.group(1)) * unit)
+    size = float(match.group(1)) * unit
+    if size >= MAX_NUMBER:  # also inf: a number of 309 digits or more
+        raise UsageError(f"size {text!r} is too large")
+    return int(size)
 
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -46,7 +54,10 @@ def parse_duration(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
     if not match:
         raise UsageError(f"cannot read duration {text!r}: use e.g. 90s, 30m, 24h, 7d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_SECONDS:  # also inf; beyond it, a timer cannot wait that long
+        raise UsageError(f"duration {text!r} is too long: at most 100 years")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +193,14 @@ class Config:
             raise UsageError("--chunk-bytes must be positive")
         if self.part_unit < 1:
             raise UsageError("--part-unit must be positive")
-        if self.lease < 1:
-            raise UsageError(f"--lease must be at least 1 second, got {self.lease:g}")
-        if self.keep_runs < 1:
-            raise UsageError(f"--keep-runs must be at least 1, got {self.keep_runs}")
+        if not 1 <= self.lease <= 86400:
+            raise UsageError(f"--lease must be between 1 second and a day, got {self.lease:g}")
+        if not 1 <= self.keep_runs <= 1_000_000:
+            raise UsageError(f"--keep-runs must be between 1 and 1000000, got {self.keep_runs}")
+        for option, value in (("--workers", self.workers), ("--chunk-files", self.chunk_files),
+                              ("--max-delete", self.max_delete)):
+            if value is not None and value >= MAX_NUMBER:
+                raise UsageError(f"{option} is too large: {value}")
         return self
 
 
@@ -198,7 +213,11 @@ def state_dir() -> Path:
 def default_journal_path(source: Path, dest: Destination, endpoint_url: str | None) -> Path:
     """One journal per (source, destination, endpoint): the same bucket name on two endpoints
     is two different places."""
-    identity = "\0".join([str(source.resolve()), str(dest), endpoint_url or "aws"])
+    try:
+        where = source.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        where = source.absolute()  # check_source says what is wrong with it, in one line
+    identity = "\0".join([str(where), str(dest), endpoint_url or "aws"])
     digest = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     label = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dest.bucket}-{dest.prefix}").strip("-")[:60]
     return state_dir() / f"{label}-{digest}.sqlite"

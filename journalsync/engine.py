@@ -22,6 +22,7 @@ they start, not here: every run, a no-op above all, pays for what this module im
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -95,9 +96,13 @@ class Run:
 
 def check_source(cfg: Config) -> None:
     problem = None
-    if not cfg.source.exists():
+    try:
+        os.stat(cfg.source)
+    except FileNotFoundError:
         problem = f"source {cfg.source} does not exist"
-    elif not cfg.source.is_dir():
+    except OSError as exc:  # a symlink loop, a path through a file, a dead mount
+        problem = f"source {cfg.source}: {exc.strerror or exc}"
+    if problem is None and not cfg.source.is_dir():
         problem = f"source {cfg.source} is not a directory"
     if problem and cfg.delete:
         raise JournalsyncError(f"{problem}; refusing a run with --delete (an unmounted disk?)",

@@ -97,11 +97,26 @@ def _check(path: Path, data: dict) -> None:
             fail(f"[{section}] must be a table")
         for key in table.keys() - allowed:
             fail(f"unknown setting {key!r} in [{section}]")
+    _check_delete(data.get("delete", {}), fail)
     sse = data.get("encryption", {}).get("sse")
     if sse not in (None, "AES256", "aws:kms"):
         fail("encryption.sse must be \"AES256\" or \"aws:kms\"")
     if data.get("encryption", {}).get("kms_key_id") and sse != "aws:kms":
         fail("encryption.kms_key_id needs sse = \"aws:kms\"")
+
+
+def _check_delete(table: dict, fail) -> None:
+    """[delete]'s types, strictly: `force = "false"` is a non-empty string, and a string
+    taken for a boolean would be true, lifting the caps that stop a mass delete."""
+    for key in ("enabled", "allow_empty_source", "force"):
+        if key in table and not isinstance(table[key], bool):
+            fail(f"delete.{key} must be true or false (unquoted), not {table[key]!r}")
+    if "max_count" in table and (not isinstance(table["max_count"], int)
+                                 or isinstance(table["max_count"], bool)):
+        fail(f"delete.max_count must be a whole number (unquoted), not {table['max_count']!r}")
+    if "max_percent" in table and (not isinstance(table["max_percent"], (int, float))
+                                   or isinstance(table["max_percent"], bool)):
+        fail(f"delete.max_percent must be a number (unquoted), not {table['max_percent']!r}")
 
 
 # Job-file keys for each run() parameter: (section or None, key).
