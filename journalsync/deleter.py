@@ -4,7 +4,6 @@ one DeleteObject at a time where a provider lacks the batch call (GCS's S3 API).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 
 from botocore.exceptions import ClientError
@@ -14,6 +13,7 @@ from journalsync.config import Config
 from journalsync.errors import FatalRemoteError, Interrupted
 from journalsync.journal import Journal
 from journalsync.models import Action, PlanItem, TransferResult
+from journalsync.objectmeta import NOT_IN_XML
 from journalsync.presence import LocalPresence
 from journalsync.report import FailureLines
 from journalsync.retry import describe, error_code, fatal_reason, http_status
@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 
 BATCH_KEYS = 1000  # S3's limit per DeleteObjects
 _NOT_SUPPORTED = {"NotImplemented", "MethodNotAllowed", "501", "405"}
-# Keys DeleteObjects' XML body cannot carry faithfully: XML 1.0 forbids most control
-# characters, and a parser reads a carriage return as a line feed (quiet mode would then
-# report the wrong key as deleted). Such keys go one DeleteObject at a time.
-_NOT_IN_XML = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 class Deleter:
@@ -42,7 +38,9 @@ class Deleter:
         order of `items`."""
         if self.one_by_one:
             return [self._one(item) for item in items]
-        unsafe = lambda item: _NOT_IN_XML.search(self.cfg.dest.object_key(item.key))  # noqa: E731
+        # Keys DeleteObjects' XML body cannot carry (quiet mode would report the wrong key
+        # as deleted) go one DeleteObject at a time.
+        unsafe = lambda item: NOT_IN_XML.search(self.cfg.dest.object_key(item.key))  # noqa: E731
         alone = [item for item in items if unsafe(item)]
         batched = [item for item in items if not unsafe(item)]
         results = {id(item): self._one(item) for item in alone}

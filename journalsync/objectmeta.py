@@ -7,6 +7,7 @@ import base64
 import hashlib
 import mimetypes
 import os
+import re
 
 from journalsync.config import Config
 
@@ -54,6 +55,14 @@ def inode_number(st_ino: int) -> int:
 # coarser; local ext4/xfs/btrfs take timestamps from the kernel's tick (a few ms before
 # Linux 6.13). Detecting each filesystem's step would save little: the cost of the margin is
 # one extra hash next run for files written in the two seconds before they were hashed.
+# Characters of a key that an XML answer or body cannot carry faithfully: XML 1.0 forbids
+# most control characters, and a parser reads a carriage return as a line feed. A store
+# must put the key in its answer to CreateMultipartUpload and in ListMultipartUploads,
+# which has no url encoding: rclone serve s3 and moto answer 500 there, then fail every
+# later listing of the prefix. Such keys are never sent in parts (transfer.py) nor deleted
+# in batches (deleter.py).
+NOT_IN_XML = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
 RACY_WINDOW_NS = 2 * 10**9
 
 

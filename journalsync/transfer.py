@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from journalsync.adopt import etag_disproves
 from journalsync.clients import ClientFactory
-from journalsync.config import Config
+from journalsync.config import Config, MiB
 from journalsync.errors import Interrupted
 from journalsync.journal import Journal
 from journalsync.models import Action, PlanItem, TransferResult
@@ -31,13 +31,15 @@ from journalsync.multipart import FileChanged, MultipartDriver, UploadGone
 from journalsync.sharedparts import SharedParts
 from journalsync.stamp import StampPrecondition, StampRefused
 from journalsync.integrity import check_for
-from journalsync.objectmeta import inode_number, metadata_sha256, object_args, read_identity
+from journalsync.objectmeta import NOT_IN_XML, inode_number, metadata_sha256, object_args, read_identity
 from journalsync.process import reuse_part_buffers
 from journalsync.report import shown
 from journalsync.retry import Attempts, describe, error_code, fatal_reason, fatal_scope, http_status
 from journalsync.safeio import SourceRefused, open_source
 
 log = logging.getLogger(__name__)
+
+ONE_PUT_MAX = 256 * MiB  # a large file named so that it cannot go in parts: read whole
 
 
 class Uploader:
@@ -100,12 +102,28 @@ class Uploader:
         if item.inode is not None and inode_number(st.st_ino) != item.inode:
             log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
         path = os.path.join(self.cfg.source, item.path or item.key)
-        if st.st_size >= self.cfg.multipart_threshold:
+        if st.st_size >= self.cfg.multipart_threshold and not self._one_put(item, st):
             unit = self.shared.unit_for(item, st)
             if unit:
                 return self.shared.upload(item, path, counter, fh, st, unit)
             return self.multipart.upload(item, path, counter, fh)
         return self._single(item, fh, st, counter)
+
+    def _one_put(self, item: PlanItem, st: os.stat_result) -> bool:
+        """A large file whose key an XML answer cannot carry (objectmeta.NOT_IN_XML) goes in
+        one PUT, whose answer holds no key: its multipart upload would be answered with 500
+        by some stores and then stop every later run's listing of uploads. Read whole into
+        memory, so only up to ONE_PUT_MAX; a larger one fails alone, saying why."""
+        if not NOT_IN_XML.search(self.cfg.dest.object_key(item.key)):
+            return False
+        if st.st_size > ONE_PUT_MAX:
+            raise SourceRefused(
+                "its name holds a control character that S3's multipart answers cannot "
+                f"carry, and it is over {ONE_PUT_MAX // MiB} MiB, the most sent in one PUT "
+                "instead: rename it")
+        log.info("%s: its name holds a control character; sent in one PUT, not in parts",
+                 shown(item.key))
+        return True
 
     def _single(self, item: PlanItem, fh, st: os.stat_result, counter: Attempts) -> TransferResult:
         started = time.time_ns()

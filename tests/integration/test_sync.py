@@ -12,6 +12,8 @@ from botocore.exceptions import ClientError
 
 from journalsync.config import MiB
 from journalsync.objectmeta import RACY_WINDOW_NS
+from journalsync.transfer import ONE_PUT_MAX
+from tests.faults.test_multipart_crash import incomplete
 from tests.support.proxy import RecordingProxy
 
 MULTIPART = ("--multipart-threshold", "5MiB", "--part-size", "5MiB")
@@ -280,6 +282,28 @@ def test_control_characters_in_names(sync, s3, s3client):
     assert sync.run().code == 0
     assert sync.run().summary["skipped"] == "2"
     assert read_object(s3client, sync.bucket, sync.object_key("new\nline.txt"))[0] == b"newline in the name"
+
+
+def test_a_large_file_with_a_control_character_goes_in_one_put(sync, s3client):
+    """rclone serve s3 and moto create the multipart upload of `ctl\\x01.bin` but answer 500,
+    as their XML cannot carry the key, and from then on answer 500 to every listing of the
+    prefix's uploads: every later run stopped at reconcile (exit 4), for good. Such a file
+    goes in one PUT; one too large to read whole fails alone, saying why, sending nothing."""
+    data = os.urandom(9 * MiB)
+    sync.write("ctl\x01.bin", data)
+    huge = sync.src / "ctl\x02huge.bin"
+    with open(huge, "wb") as fh:
+        fh.truncate(ONE_PUT_MAX + 1)  # sparse: refused before a byte is read
+    first = sync.run("--multipart-threshold", "5MiB", "--retry-timeout", "10s")
+    assert first.code == 1, first.err
+    assert (first.summary["uploaded"], first.summary["failed"]) == ("1", "1"), first.out
+    assert "control character" in first.err and "rename it" in first.err, first.err
+    assert read_object(s3client, sync.bucket, sync.object_key("ctl\x01.bin"))[0] == data
+    assert incomplete(s3client, sync.bucket) == []
+    sync.write("b.txt", b"a new file the next night")
+    second = sync.run("--multipart-threshold", "5MiB", "--retry-timeout", "10s")
+    assert second.code == 1, second.err  # the huge one fails again, alone
+    assert (second.summary["uploaded"], second.summary["skipped"]) == ("1", "1"), second.out
 
 
 def test_whole_bucket_destination(sync, s3client):
