@@ -54,7 +54,7 @@ from journalsync.objectmeta import (
     object_args,
     read_identity,
 )
-from journalsync.partsend import FileChanged, PartSender, UploadGone
+from journalsync.partsend import FileChanged, HeldPartChanged, PartSender, UploadGone
 from journalsync.prehash import HashSlots, PreHash, prehash
 from journalsync.retry import Attempts, error_code, fatal_reason, is_retryable
 from journalsync.stamp import LargeFiles, StampPrecondition, StampRefused
@@ -138,6 +138,7 @@ class MultipartDriver:
         # damages bodies for a while, each new upload may be dropped in turn, and the file
         # is still sent whole once the link is clean.
         vanished = 0
+        restarted = False
         while True:
             if rec is None:
                 rec, held = self._create(item, st, sha), {}
@@ -158,6 +159,14 @@ class MultipartDriver:
                     raise
                 log.warning("upload of %s vanished on the server%s; starting a new one", item.key,
                             " after a part of it arrived damaged (BadDigest)" if damaged else "")
+                rec = None
+                fh.seek(0)
+            except HeldPartChanged as exc:
+                self._abort_quietly(rec)
+                if restarted:
+                    raise
+                restarted = True  # once: a file that keeps changing fails, as it should
+                log.warning("%s %s; sending it whole in a new upload", item.key, exc)
                 rec = None
                 fh.seek(0)
             except (Interrupted, StampRefused, StampPrecondition):

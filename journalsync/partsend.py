@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -42,6 +43,11 @@ class FileChanged(Exception):
     """The file changed while it was being uploaded; the upload was not completed."""
 
 
+class HeldPartChanged(FileChanged):
+    """A part an earlier run sent holds other bytes than the file now: the upload cannot
+    be continued, but the file can be sent whole in a new one."""
+
+
 class UploadGone(Exception):
     """The server no longer knows the UploadId (a lifecycle rule or someone aborted it)."""
 
@@ -49,6 +55,7 @@ class UploadGone(Exception):
 # The part buffers a run holds at once: with the default 8 MiB parts, six in flight. Peers
 # for scale: rclone sends 4 parts of a file at once, s5cmd 5, aws cli up to 10.
 PART_MEMORY = 48 * MiB
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def parts_in_flight(workers: int, part_size: int) -> int:
@@ -143,8 +150,15 @@ class PartSender:
                     self._done_with(buf)
                     raise FileChanged("changed during upload; the upload was aborted "
                                       "and the next run retries it")
-                if self._reusable(held.get(number), journaled.get(number), len(data),
-                                  lambda: hashlib.md5(data).hexdigest()):
+                if pre is None and held.get(number) is not None:
+                    self._check_streamed_held(held[number], journaled.get(number), data)
+                # Streamed (no pre-hash), the SHA-256 is of the bytes read now, so a held part
+                # is reused only when its ETag is the MD5 of these very bytes (above: ours by
+                # the journal, yet other bytes now, is a changed file): the ETag we journaled
+                # proves it ours, not that the file still holds what it sent (a write through
+                # a mapping moves no timestamp). An ETag that is no MD5 (SSE-KMS): sent again.
+                if self._reusable(held.get(number), journaled.get(number) if pre else None,
+                                  len(data), lambda: hashlib.md5(data).hexdigest()):
                     reused.append(self._reuse(rec, number, held[number][0], journaled, len(data),
                                               check_for(self.clients.body_check, data)))
                     self._done_with(buf)
@@ -189,6 +203,19 @@ class PartSender:
         self.buffer_slots.release()
         if sent is None or (not sent.cancelled() and sent.exception() is None):
             self.buffers.give(buf)
+
+    @staticmethod
+    def _check_streamed_held(held: tuple[str, int], journaled_etag: str | None, data) -> None:
+        """A held part we journaled whose ETag is an MD5 other than that of the bytes read
+        now: the file changed since that part was sent, unseen by its timestamps. The
+        upload cannot go on (some stores, rclone serve s3, refuse a part sent again with
+        other bytes): HeldPartChanged, and the driver sends the file in a new upload."""
+        etag = held[0].strip('"')
+        if held[0] != journaled_etag or not _MD5_HEX.fullmatch(etag):
+            return
+        if held[1] != len(data) or etag != hashlib.md5(data).hexdigest():
+            raise HeldPartChanged("changed since an earlier run sent part of it, though its "
+                                  "timestamps did not move")
 
     @staticmethod
     def _reusable(held: tuple[str, int] | None, journaled_etag: str | None, size: int,

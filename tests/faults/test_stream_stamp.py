@@ -6,6 +6,8 @@ real SIGKILLs of the CLI, the journal is read with plain sqlite3 or psycopg."""
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import random
 import signal
 import time
@@ -309,3 +311,39 @@ def test_job_file_large_files_setting(sync, s3, s3client, tmp_path):
     job.write_text('large_files = 3\n')
     bad = sync.run("--config", str(job))
     assert bad.code == 2 and "large_files must be a string" in bad.err
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
+def test_a_held_part_whose_bytes_changed_unseen_is_sent_again(sync, s3, s3client, resume):
+    """Found by a soak: a streamed upload killed after some parts; part 1's bytes then
+    change with no timestamp moving (a write through a mapping whose page was faulted in
+    before: the kernel moves mtime and ctime on the first write fault only). The next run
+    kept part 1 by its journaled ETag, hashed the bytes it read now and stamped that hash:
+    the object's sha256 was not the hash of its bytes, and `verify` said all was well. A
+    streamed held part is now reused only when its ETag is the MD5 of the bytes read now;
+    one of ours with other bytes now ends that upload and the file goes whole in a new
+    one (rclone serve s3 refuses a part sent again with other bytes)."""
+    path = sync.write("big.bin", random.Random(27).randbytes(4 * PART + 3))
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mapped:
+        mapped[100:101] = mapped[100:101]  # the write fault: timestamps move now, not later
+        time.sleep(2.2)  # past the racy window: the scan trusts the stat
+        with RecordingProxy(s3.port, hook=slow_parts(0.1)) as proxy:
+            sync.endpoint_url = proxy.endpoint_url
+            kill_mid_upload(sync, proxy, 2, 0.0, *ARGS, "--workers", "1",
+                            "--large-files", "stream")
+            before = os.stat(path)
+            mapped[100:108] = b"EDITEDV2"
+            mapped.flush()
+            after = os.stat(path)
+            assert (before.st_mtime_ns, before.st_ctime_ns) == (after.st_mtime_ns, after.st_ctime_ns)
+            proxy.clear()
+            result = sync.run(*ARGS, "--large-files", "stream", *(["--resume"] if resume else []))
+    assert result.code == 0, result.err
+    key = sync.object_key("big.bin")
+    stored = s3client.get_object(Bucket=sync.bucket, Key=key)["Body"].read()
+    assert stored == path.read_bytes()
+    assert meta(s3client, sync.bucket, key)["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert proxy.operations()["CreateMultipartUpload"] == 1  # a new upload, sent whole
+    assert sorted(part_numbers(proxy)) == [1, 2, 3, 4, 5]
+    assert "timestamps did not move; sending it whole in a new upload" in result.err
+    assert incomplete(s3client, sync.bucket) == []
