@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import signal
 import time
@@ -320,3 +321,53 @@ def test_cleanup_lists_then_aborts_only_under_the_prefix(sync, s3, s3client):
     assert incomplete(s3client, sync.bucket) == [("backup/host10/x.bin", sibling["UploadId"])]
     assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("aborted",)]
     assert foreign["UploadId"] not in {u for _, u in incomplete(s3client, sync.bucket)}
+
+
+# --- a killed run's upload that the next run sends no part of --------------------------------
+
+
+def _killed_with_upload(sync, s3, s3client, name: str, seed: int):
+    """A run SIGKILLed mid-upload of a 20 MiB file: its upload stays on the store, active
+    in the journal. Returns the file's path."""
+    path = sync.write(name, random.Random(seed).randbytes(20 * MiB))
+    with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, 1, 0.0, *ARGS, "--workers", "1")
+    sync.endpoint_url = None
+    assert incomplete(s3client, sync.bucket), "the kill left no upload to test with"
+    return path
+
+
+def _upload_states(sync) -> list[str]:
+    return [state for (state,) in journal_rows(sync, "SELECT state FROM multipart_uploads")]
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
+def test_a_file_shrunk_below_the_threshold_after_a_kill_leaves_no_upload(sync, s3, s3client,
+                                                                        resume):
+    """README: 'After a successful run no incomplete upload of its own remains.' The file
+    cut to 1 MiB (a log rotated) is planned, so reconcile keeps its journaled upload; it
+    is now sent by one PutObject, never by the multipart driver that continues or aborts
+    such an upload: the Uploader aborts it."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 7)
+    small = os.urandom(MiB)
+    path.write_bytes(small)
+    result = sync.run(*ARGS, *(["--resume"] if resume else []))
+    assert result.code == 0, result.err
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))["Body"].read()
+    assert body == small
+    assert incomplete(s3client, sync.bucket) == [], "the old upload was left on the store"
+    assert _upload_states(sync) == ["aborted"]
+
+
+def test_a_large_file_deleted_between_a_kill_and_resume_leaves_no_upload(sync, s3, s3client):
+    """The same with the file gone: `--resume` keeps the planned key's upload, the file is
+    recorded `vanished` (exit 0), and its upload is aborted all the same."""
+    sync.write("a.txt", b"a")
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 8)
+    path.unlink()
+    result = sync.run(*ARGS, "--resume")
+    assert result.code == 0, result.err
+    assert incomplete(s3client, sync.bucket) == [], "the old upload was left on the store"
+    assert _upload_states(sync) == ["aborted"]
+
