@@ -371,3 +371,63 @@ def test_a_large_file_deleted_between_a_kill_and_resume_leaves_no_upload(sync, s
     assert incomplete(s3client, sync.bucket) == [], "the old upload was left on the store"
     assert _upload_states(sync) == ["aborted"]
 
+
+def _refuse(operation: str):
+    """A proxy hook that refuses every `operation` with 403 AccessDenied (a bucket policy on
+    that one action): not retried, and not fatal for the run."""
+    return lambda req: Fault(403, "AccessDenied") if req.operation == operation else None
+
+
+def test_the_upload_is_aborted_when_the_single_put_fails(sync, s3, s3client):
+    """The shrunk file's PutObject refused: the file fails (exit 1), and its old upload,
+    which nothing would continue, is aborted all the same."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 9)
+    path.write_bytes(os.urandom(MiB))
+    with RecordingProxy(s3.port, hook=_refuse("PutObject")) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 1, result.err
+    assert proxy.operations()["AbortMultipartUpload"] == 1
+    assert incomplete(s3client, sync.bucket) == []
+    assert _upload_states(sync) == ["aborted"]
+
+
+def test_an_abort_that_fails_is_one_warning_and_the_next_run_aborts_it(sync, s3, s3client):
+    """The abort refused: the file sent fine stays sent (exit 0), one warning line says so,
+    the upload stays active in the journal, and the next run's reconcile aborts it."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 10)
+    small = os.urandom(MiB)
+    path.write_bytes(small)
+    with RecordingProxy(s3.port, hook=_refuse("AbortMultipartUpload")) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    assert result.summary["uploaded"] == "1" and result.summary["failed"] == "0"
+    warned = [line for line in result.err.splitlines() if "could not abort" in line]
+    assert len(warned) == 1 and "big.bin" in warned[0], result.err
+    assert len(incomplete(s3client, sync.bucket)) == 1
+    assert _upload_states(sync) == ["active"]
+    sync.endpoint_url = None
+    again = sync.run(*ARGS)
+    assert again.code == 0, again.err
+    assert incomplete(s3client, sync.bucket) == []
+    assert _upload_states(sync) == ["aborted"]
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))["Body"].read()
+    assert body == small
+
+
+def test_another_prefixs_upload_of_the_same_name_is_left_alone(sync, s3, s3client):
+    """Only the journaled upload of this job's key is aborted: an upload of the same name
+    under a sibling prefix (another host's job, `backup/host10/`) and one of another key
+    under ours that the journal never saw and this run does not plan are not touched."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 12)
+    sibling = s3client.create_multipart_upload(Bucket=sync.bucket, Key="backup/host10/big.bin")
+    other = s3client.create_multipart_upload(Bucket=sync.bucket, Key=sync.object_key("not-ours.bin"))
+    path.write_bytes(os.urandom(MiB))
+    result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    left = incomplete(s3client, sync.bucket)
+    assert sorted(left) == sorted([("backup/host10/big.bin", sibling["UploadId"]),
+                                   (sync.object_key("not-ours.bin"), other["UploadId"])])
+    for key, upload_id in left:
+        s3client.abort_multipart_upload(Bucket=sync.bucket, Key=key, UploadId=upload_id)
