@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 
 from botocore.exceptions import ClientError
 
@@ -57,9 +58,53 @@ class Uploader:
         self.multipart = MultipartDriver(cfg, journal, run_id, clients, part_pool, self.stop)
         # A large file's parts sent by many workers (PostgreSQL only): sharedparts.py.
         self.shared = SharedParts(self.multipart, cfg.part_unit)
+        self._by_driver: set[int] = set()  # items in the multipart driver's hands (_send)
 
     def upload(self, item: PlanItem) -> TransferResult:
-        """Upload one file; never raises for a per-file problem."""
+        """Upload one file; never raises for a per-file problem. A journaled upload of its
+        key that the multipart driver did not take up is then aborted (_abort_unused)."""
+        try:
+            result = self._upload(item)
+        finally:
+            by_driver = item.id in self._by_driver
+            self._by_driver.discard(item.id)
+        if not (by_driver or result.interrupted or result.fatal) and \
+                (item.key in self._upload_keys or item.maybe_sent):
+            self._abort_unused(item.key)
+        return result
+
+    @cached_property
+    def _upload_keys(self) -> frozenset[str]:
+        """Keys with a journaled active upload when this process first needed to know: read
+        once, so a file without one costs no query. An upload begun later is its driver's,
+        unless that process lost the file's chunk (its lease expired): such an item comes
+        here `maybe_sent`, and is looked up on its own."""
+        return frozenset(rec.key for rec in self.journal.active_uploads()
+                         if rec.kind == "upload")
+
+    def _abort_unused(self, key: str) -> None:
+        """Abort the key's journaled upload that nothing will continue. Reconcile kept it, the
+        key being planned, for the multipart driver, which continues such an upload or aborts
+        it (MultipartDriver._resumable); but this file never reached the driver: it shrank
+        under --multipart-threshold (sent by one PutObject, or failed to be), vanished, or
+        was refused. Left on the store, the upload is billed, unlisted, after a run that
+        says all was done. A failed abort fails nothing: one warning, and the next run's
+        reconcile aborts it (or this method does again, the key planned again)."""
+        if self.stop.is_set():
+            return  # a stopping run keeps every upload, as MultipartDriver._abort_quietly
+        rec = self.journal.active_upload_for(key)
+        if rec is None or rec.kind != "upload":
+            return  # aborted by reconcile, or by another holder of this file
+        try:
+            self.multipart.abort(key, rec.upload_id)
+        except Exception as exc:  # noqa: BLE001 - as said above
+            log.warning("could not abort the unused upload of %s (%s); the next run does",
+                        shown(key), describe(exc))
+            return
+        log.info("aborted the upload of %s begun before: its file was not sent through it",
+                 shown(key))
+
+    def _upload(self, item: PlanItem) -> TransferResult:
         counter = Attempts()
         fail = lambda error, **kw: TransferResult(item.id, item.key, False, counter.count,  # noqa: E731
                                                   error=error, **kw)
@@ -103,6 +148,7 @@ class Uploader:
             log.info("%s was replaced since the scan; sending the file there now", shown(item.key))
         path = os.path.join(self.cfg.source, item.path or item.key)
         if st.st_size >= self.cfg.multipart_threshold and not self._one_put(item, st):
+            self._by_driver.add(item.id)  # it continues or aborts the key's upload itself
             unit = self.shared.unit_for(item, st)
             if unit:
                 return self.shared.upload(item, path, counter, fh, st, unit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import signal
 import time
@@ -320,3 +321,113 @@ def test_cleanup_lists_then_aborts_only_under_the_prefix(sync, s3, s3client):
     assert incomplete(s3client, sync.bucket) == [("backup/host10/x.bin", sibling["UploadId"])]
     assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("aborted",)]
     assert foreign["UploadId"] not in {u for _, u in incomplete(s3client, sync.bucket)}
+
+
+# --- a killed run's upload that the next run sends no part of --------------------------------
+
+
+def _killed_with_upload(sync, s3, s3client, name: str, seed: int):
+    """A run SIGKILLed mid-upload of a 20 MiB file: its upload stays on the store, active
+    in the journal. Returns the file's path."""
+    path = sync.write(name, random.Random(seed).randbytes(20 * MiB))
+    with RecordingProxy(s3.port, hook=slow_parts(0.05)) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        kill_mid_upload(sync, proxy, 1, 0.0, *ARGS, "--workers", "1")
+    sync.endpoint_url = None
+    assert incomplete(s3client, sync.bucket), "the kill left no upload to test with"
+    return path
+
+
+def _upload_states(sync) -> list[str]:
+    return [state for (state,) in journal_rows(sync, "SELECT state FROM multipart_uploads")]
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
+def test_a_file_shrunk_below_the_threshold_after_a_kill_leaves_no_upload(sync, s3, s3client,
+                                                                        resume):
+    """README: 'After a successful run no incomplete upload of its own remains.' The file
+    cut to 1 MiB (a log rotated) is planned, so reconcile keeps its journaled upload; it
+    is now sent by one PutObject, never by the multipart driver that continues or aborts
+    such an upload: the Uploader aborts it."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 7)
+    small = os.urandom(MiB)
+    path.write_bytes(small)
+    result = sync.run(*ARGS, *(["--resume"] if resume else []))
+    assert result.code == 0, result.err
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))["Body"].read()
+    assert body == small
+    assert incomplete(s3client, sync.bucket) == [], "the old upload was left on the store"
+    assert _upload_states(sync) == ["aborted"]
+
+
+def test_a_large_file_deleted_between_a_kill_and_resume_leaves_no_upload(sync, s3, s3client):
+    """The same with the file gone: `--resume` keeps the planned key's upload, the file is
+    recorded `vanished` (exit 0), and its upload is aborted all the same."""
+    sync.write("a.txt", b"a")
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 8)
+    path.unlink()
+    result = sync.run(*ARGS, "--resume")
+    assert result.code == 0, result.err
+    assert incomplete(s3client, sync.bucket) == [], "the old upload was left on the store"
+    assert _upload_states(sync) == ["aborted"]
+
+
+def _refuse(operation: str):
+    """A proxy hook that refuses every `operation` with 403 AccessDenied (a bucket policy on
+    that one action): not retried, and not fatal for the run."""
+    return lambda req: Fault(403, "AccessDenied") if req.operation == operation else None
+
+
+def test_the_upload_is_aborted_when_the_single_put_fails(sync, s3, s3client):
+    """The shrunk file's PutObject refused: the file fails (exit 1), and its old upload,
+    which nothing would continue, is aborted all the same."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 9)
+    path.write_bytes(os.urandom(MiB))
+    with RecordingProxy(s3.port, hook=_refuse("PutObject")) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 1, result.err
+    assert proxy.operations()["AbortMultipartUpload"] == 1
+    assert incomplete(s3client, sync.bucket) == []
+    assert _upload_states(sync) == ["aborted"]
+
+
+def test_an_abort_that_fails_is_one_warning_and_the_next_run_aborts_it(sync, s3, s3client):
+    """The abort refused: the file sent fine stays sent (exit 0), one warning line says so,
+    the upload stays active in the journal, and the next run's reconcile aborts it."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 10)
+    small = os.urandom(MiB)
+    path.write_bytes(small)
+    with RecordingProxy(s3.port, hook=_refuse("AbortMultipartUpload")) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    assert result.summary["uploaded"] == "1" and result.summary["failed"] == "0"
+    warned = [line for line in result.err.splitlines() if "could not abort" in line]
+    assert len(warned) == 1 and "big.bin" in warned[0], result.err
+    assert len(incomplete(s3client, sync.bucket)) == 1
+    assert _upload_states(sync) == ["active"]
+    sync.endpoint_url = None
+    again = sync.run(*ARGS)
+    assert again.code == 0, again.err
+    assert incomplete(s3client, sync.bucket) == []
+    assert _upload_states(sync) == ["aborted"]
+    body = s3client.get_object(Bucket=sync.bucket, Key=sync.object_key("big.bin"))["Body"].read()
+    assert body == small
+
+
+def test_another_prefixs_upload_of_the_same_name_is_left_alone(sync, s3, s3client):
+    """Only the journaled upload of this job's key is aborted: an upload of the same name
+    under a sibling prefix (another host's job, `backup/host10/`) and one of another key
+    under ours that the journal never saw and this run does not plan are not touched."""
+    path = _killed_with_upload(sync, s3, s3client, "big.bin", 12)
+    sibling = s3client.create_multipart_upload(Bucket=sync.bucket, Key="backup/host10/big.bin")
+    other = s3client.create_multipart_upload(Bucket=sync.bucket, Key=sync.object_key("not-ours.bin"))
+    path.write_bytes(os.urandom(MiB))
+    result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    left = incomplete(s3client, sync.bucket)
+    assert sorted(left) == sorted([("backup/host10/big.bin", sibling["UploadId"]),
+                                   (sync.object_key("not-ours.bin"), other["UploadId"])])
+    for key, upload_id in left:
+        s3client.abort_multipart_upload(Bucket=sync.bucket, Key=key, UploadId=upload_id)
