@@ -27,6 +27,10 @@ from journalsync.retry import describe, error_code
 
 log = logging.getLogger(__name__)
 
+# How far the store's clock (an upload's Initiated) may be from ours (an intent's time) for
+# an unjournaled upload to be taken for the one a killed run's create made.
+CREATE_WINDOW = 600.0
+
 
 @dataclass(frozen=True, slots=True)
 class IncompleteUpload:
@@ -72,7 +76,7 @@ def reconcile(journal: Journal, run_id: int, driver: MultipartDriver, clients: C
               cfg: Config) -> int:
     """Abort the uploads this run will not continue (and every --adopt-metadata copy a
     killed run left: a copy is never continued). Returns how many were aborted."""
-    aborted = 0
+    aborted = _abort_unjournaled_creates(journal, run_id, clients, cfg)
     active = journal.active_uploads()
     planned = journal.planned_upload_keys(run_id, [u.key for u in active])
     newest: dict[str, str] = {}
@@ -91,6 +95,40 @@ def reconcile(journal: Journal, run_id: int, driver: MultipartDriver, clients: C
     for up in strays:
         if up.key in planned:
             aborted += _abort(lambda u=up: _abort_remote(clients, cfg, u), up.key)
+    return aborted
+
+
+def _abort_unjournaled_creates(journal: Journal, run_id: int, clients: ClientFactory,
+                               cfg: Config) -> int:
+    """Abort the uploads an earlier run created but never journaled: it journaled the intent
+    to create (journal record_create_intent), then was killed before the UploadId was, or
+    the create's answer never came. An upload of that key the journal does not know,
+    initiated from CREATE_WINDOW before the intent to CREATE_WINDOW (plus the create's
+    retries) after it, is that run's: aborted, even once the file is gone and its key no
+    longer planned. An intent whose key cannot be listed stays for the next run."""
+    aborted = 0
+    client = None
+    for intent, key, when in journal.create_intents(before_run=run_id):
+        full = cfg.dest.object_key(key)
+        client = client or clients.get()
+        try:
+            page = clients.call(lambda full=full: client.list_multipart_uploads(
+                Bucket=cfg.dest.bucket, Prefix=full, MaxUploads=1000))
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":  # rclone: a bucket without uploads
+                log.warning("could not list the uploads of %s, whose create a killed run "
+                            "may have left: %s; the next run tries again", key, describe(exc))
+                continue
+            page = {}
+        ups = [up for up in page.get("Uploads", ()) if up["Key"] == full]
+        known = journal.known_upload_ids(up["UploadId"] for up in ups)
+        for up in ups:
+            initiated = up["Initiated"].timestamp()
+            if up["UploadId"] not in known and \
+                    when - CREATE_WINDOW <= initiated <= when + CREATE_WINDOW + cfg.retry_timeout:
+                stray = IncompleteUpload(key, up["UploadId"], initiated)
+                aborted += _abort(lambda u=stray: _abort_remote(clients, cfg, u), key)
+        journal.forget_create_intent(intent)
     return aborted
 
 

@@ -288,11 +288,15 @@ class MultipartDriver:
                               st.st_mtime_ns),
                 **create_args(self.clients.body_check)}
         tries = Attempts()  # not the file's attempts: those count its data requests
+        # Journaled first: killed before the UploadId is, the next run still finds the
+        # upload by this intent (cleanup.reconcile). Left in place if the create fails:
+        # its tries may have created uploads whose answers were lost.
+        intent = self.journal.record_create_intent(item.key, self.run_id, item.id)
         upload_id = self._call(lambda: client.create_multipart_upload(**args), tries)["UploadId"]
         rec = UploadRecord(upload_id, item.key, self.run_id,
                            part_size_for(st.st_size, self.cfg.part_size), *file_identity(st),
                            sha, time.time(), "active")
-        self.journal.record_upload(rec, item.id)  # committed before the first part
+        self.journal.record_upload(rec, item.id, intent)  # committed before the first part
         if tries.count > 1:
             # An earlier try may have created an upload whose answer was lost: its UploadId
             # reached no one, so nothing would ever complete or abort it.

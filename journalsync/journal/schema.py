@@ -184,7 +184,8 @@ multipart_uploads = Table(
     Column("inode", Int, nullable=False),
     Column("sha256", Text, nullable=False),
     Column("created_at", Float, nullable=False),
-    # active | unstamped (completed, its sha256 metadata not yet written: multipart.py's
+    # creating (an intent, journal/uploads.py: record_create_intent) | active | unstamped
+    # (completed, its sha256 metadata not yet written: multipart.py's
     # stream then stamp) | completed | aborted
     Column("state", Text, nullable=False),
     Column("complete_etag", Text),  # the Complete's ETag, for the stamp (state unstamped)

@@ -8,10 +8,12 @@ the uploader never continues a copy, and the next run aborts it (cleanup.reconci
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 from journalsync.journal.schema import multipart_parts, multipart_uploads
 
@@ -20,6 +22,9 @@ COPY_MARK = "adopt-copy:"  # prefix of a multipart copy's sha256 column (see the
 # (multipart.py's stream then stamp): the mark alone while the file is read, the mark and
 # the hash once every byte was read (journaled before the Complete; the stamp writes it).
 STREAM_MARK = "stream:"
+# upload_id of a row (state `creating`) journaled before a CreateMultipartUpload is sent:
+# record_create_intent.
+INTENT_MARK = "creating:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +64,45 @@ class UploadRecord:
 
 class UploadStore:
 
-    def record_upload(self, rec: UploadRecord, plan_item_id: int | None) -> None:
-        """Commit a new UploadId before its first part is sent."""
+    def record_create_intent(self, key: str, run_id: int, plan_item_id: int | None) -> str:
+        """Commit, before a CreateMultipartUpload is sent, that one is about to be: a run
+        killed after the store created the upload but before its UploadId was journaled
+        leaves this row, and the next run's reconcile finds the upload by its key and time
+        and aborts it (create_intents), even once the file is gone and its key no longer
+        planned. Returns the row's id (INTENT_MARK + a random hex), for record_upload."""
+        intent = INTENT_MARK + uuid.uuid4().hex
         with self._write() as conn:
+            conn.execute(insert(multipart_uploads).values(
+                upload_id=intent, key=key, run_id=run_id, plan_item_id=plan_item_id,
+                part_size=0, size=0, mtime_ns=0, ctime_ns=0, inode=0, sha256="",
+                created_at=time.time(), state="creating"))
+        return intent
+
+    def create_intents(self, before_run: int) -> list[tuple[str, str, float]]:
+        """(intent, key, when) of the creates that runs before `before_run` began but never
+        journaled an UploadId for (killed mid-create, or the create failed)."""
+        stmt = (select(multipart_uploads.c.upload_id, multipart_uploads.c.key,
+                       multipart_uploads.c.created_at)
+                .where(multipart_uploads.c.state == "creating",
+                       multipart_uploads.c.run_id < before_run)
+                .order_by(multipart_uploads.c.created_at))
+        with self._read() as conn:
+            return [tuple(row) for row in conn.execute(stmt).all()]
+
+    def forget_create_intent(self, intent: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(multipart_uploads).where(
+                multipart_uploads.c.upload_id == intent, multipart_uploads.c.state == "creating"))
+
+    def record_upload(self, rec: UploadRecord, plan_item_id: int | None,
+                      intent: str | None = None) -> None:
+        """Commit a new UploadId before its first part is sent (and, in the same
+        transaction, forget the `intent` to create it)."""
+        with self._write() as conn:
+            if intent is not None:
+                conn.execute(delete(multipart_uploads).where(
+                    multipart_uploads.c.upload_id == intent,
+                    multipart_uploads.c.state == "creating"))
             conn.execute(insert(multipart_uploads).values(
                 upload_id=rec.upload_id, key=rec.key, run_id=rec.run_id,
                 plan_item_id=plan_item_id, part_size=rec.part_size, size=rec.size,

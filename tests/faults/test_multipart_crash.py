@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -431,3 +432,56 @@ def test_another_prefixs_upload_of_the_same_name_is_left_alone(sync, s3, s3clien
                                    (sync.object_key("not-ours.bin"), other["UploadId"])])
     for key, upload_id in left:
         s3client.abort_multipart_upload(Bucket=sync.bucket, Key=key, UploadId=upload_id)
+
+
+def _killed_at_create(sync, s3, s3client, name: str) -> Path:
+    """A run SIGKILLed once the store has taken its CreateMultipartUpload, whose answer is
+    held: the store holds an upload whose UploadId the journal never heard of."""
+    path = sync.write(name, random.Random(12).randbytes(2 * PART + 1))
+    with RecordingProxy(s3.port, hook=lambda req: Fault(status=0, hold=60) if
+                        req.operation == "CreateMultipartUpload" else None) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*ARGS, "--workers", "1"))
+        deadline = time.monotonic() + 60
+        while not incomplete(s3client, sync.bucket):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the store never took the create"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    sync.endpoint_url = None
+    assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("creating",)]
+    return path
+
+
+@pytest.mark.parametrize("then", ["deleted", "renamed"])
+def test_an_upload_created_but_never_journaled_is_aborted_once_its_file_is_gone(
+        sync, s3, s3client, then):
+    """Found by a soak: a run killed after the store created an upload but before the
+    UploadId was journaled; then the file was deleted or renamed. Reconcile aborted only
+    unjournaled uploads of keys planned this run, so this one stayed on the store for good,
+    every run exiting 0. The intent to create, journaled before the request, names it."""
+    if s3.name == "moto":
+        pytest.skip("moto lists every upload as initiated on 2010-11-10: no time to match")
+    path = _killed_at_create(sync, s3, s3client, "big.bin")
+    other = s3client.create_multipart_upload(Bucket=sync.bucket,
+                                             Key=sync.object_key("someone-elses.bin"))
+    if then == "deleted":
+        path.unlink()
+        sync.write("small.txt", b"a file, so the run has something to do")
+    else:
+        path.rename(path.with_name("moved.bin"))
+    result = sync.run(*ARGS)
+    assert result.code == 0, result.err
+    left = incomplete(s3client, sync.bucket)
+    assert left == [(sync.object_key("someone-elses.bin"), other["UploadId"])], left
+    assert journal_rows(sync, "SELECT state FROM multipart_uploads WHERE state = 'creating'") == []
+
+
+def test_an_intent_whose_create_was_journaled_leaves_nothing_behind(sync, s3client):
+    """Every create journals its intent first and replaces it with the UploadId: a run
+    that completes its uploads leaves no intent row and no upload."""
+    sync.write("big.bin", random.Random(13).randbytes(2 * PART + 1))
+    assert sync.run(*ARGS).code == 0
+    assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("completed",)]
+    assert incomplete(s3client, sync.bucket) == []
