@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 from journalsync.adopt import ContentHasher, prove_by_etag
 from journalsync.clients import ClientFactory
 from journalsync.config import GiB, Config
+from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
 from journalsync.objectmeta import (PENDING_KEY, file_identity, metadata_sha256, mtime_text,
@@ -63,10 +64,12 @@ class StampPrecondition(Exception):
 class LargeFiles:
     """The run's choice between streaming and pre-hashing a large file (thread-safe)."""
 
-    def __init__(self, cfg: Config, clients: ClientFactory, journal: Journal):
+    def __init__(self, cfg: Config, clients: ClientFactory, journal: Journal,
+                 stop: threading.Event | None = None):
         self.cfg = cfg
         self.clients = clients
         self.journal = journal
+        self.stop = stop or threading.Event()  # the run's: finish_completed's read heeds it
         self._lock = threading.Lock()
         self._versioned: bool | None = None
         self.refused: str | None = None  # why the store refused a stamp, once it has
@@ -201,6 +204,9 @@ class LargeFiles:
         started = time.time_ns()
         fh.seek(0)
         while block := fh.read(8 << 20):
+            if self.stop.is_set():  # a read to prove, not a byte sent: the next run reads again
+                raise Interrupted("stopped while reading it to prove its object; the next "
+                                  "run reads it again")
             hasher.update(block)
         fh.seek(0)
         digests = hasher.digests()

@@ -530,13 +530,32 @@ def test_a_same_size_object_with_other_metadata_is_a_change(world):
         w.upload()
 
 
+def _stop_on_create(w):
+    """A hook that sets the run's stop as the upload is created: a signal after the
+    create, before any part."""
+    def hook(req):
+        if req.operation == "CreateMultipartUpload":
+            w.stop.set()
+    return hook
+
+
 @on_moto
 def test_a_stop_keeps_the_upload_for_resume(world):
     w = world()
-    w.stop.set()
+    w.proxy.hook = _stop_on_create(w)
     with pytest.raises(Interrupted, match="^stopped before every part was sent; --resume continues$"):
         w.upload()
     assert w.active() is not None and "AbortMultipartUpload" not in w.ops()
+
+
+@on_moto
+def test_a_stop_before_the_create_starts_no_upload(world):
+    """Once the run is stopping nothing new is begun: the file is the next run's."""
+    w = world()
+    w.stop.set()
+    with pytest.raises(Interrupted, match="^stopped before its upload began$"):
+        w.upload()
+    assert w.active() is None and w.ops() == []
 
 
 @on_moto
@@ -568,7 +587,7 @@ def test_an_empty_file_is_one_empty_part(world):
 def test_exactly_five_tib_is_allowed(world):
     w = world()
     os.truncate(w.path, S3_MAX_OBJECT)  # sparse; the stop keeps any part from being read
-    w.stop.set()
+    w.proxy.hook = _stop_on_create(w)
     with pytest.raises(Interrupted):
         w.upload(w.item(sha="0" * 64))
     assert w.ops() == ["CreateMultipartUpload"]
