@@ -336,7 +336,7 @@ class MultipartDriver:
         etag = self._complete(item, rec, parts, None if rec.streamed else rec.sha256)
         if rec.streamed:
             self.journal.set_upload_unstamped(rec.upload_id, etag)
-            etag = self.large.stamp_upload(rec, digest, etag)
+            etag = self.large.stamp_upload(rec, digest, etag, st)
         self.journal.set_upload_state(rec.upload_id, "completed")
         # Every byte was read (and hashed to `digest`) after `started`, with the file's
         # identity st throughout: that hash is the file's, recorded as any scan's would be.

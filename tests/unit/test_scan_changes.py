@@ -99,16 +99,16 @@ def test_a_file_that_changes_under_every_read_fails_after_three(tmp_path, monkey
     path = tmp_path / "f"
     path.write_bytes(b"v1")
     reads = []
-    real_digest = hashlib.file_digest
+    real_digest = scan_mod._sha256
 
-    def digest_then_append(fh, name):
-        reads.append(name)
-        result = real_digest(fh, name)
+    def digest_then_append(fh, stop):
+        reads.append(stop)
+        result = real_digest(fh, stop)
         with open(path, "ab") as out:
             out.write(b"+")
         return result
 
-    monkeypatch.setattr(scan_mod.hashlib, "file_digest", digest_then_append)
+    monkeypatch.setattr(scan_mod, "_sha256", digest_then_append)
     row = staged("k") | {"path": "f", "size": 2, "mtime_ns": 3, "ctime_ns": 4, "inode": 5}
     assert hash_file(str(tmp_path), row, racy_window_ns=0) == {
         "key": "k", "sha256": None, "size": 2, "mtime_ns": 3, "ctime_ns": 4, "inode": 5,
