@@ -558,6 +558,29 @@ def test_a_stop_before_the_create_starts_no_upload(world):
     assert w.active() is None and w.ops() == []
 
 
+def test_a_stop_ends_the_read_that_proves_a_completed_upload(tmp_path):
+    """LargeFiles.finish_completed (run --resume, and stamp_leftovers before a plain run's
+    scan) reads the whole file to prove the object's ETag: a read, not a byte sent, so a
+    stop ends it at its next block and the next run reads again."""
+    from journalsync.journal.uploads import STREAM_MARK, UploadRecord
+    from journalsync.objectmeta import mtime_text
+    from journalsync.stamp import LargeFiles
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(3 * 8 * MiB))
+    st = os.stat(path)
+    stop = threading.Event()
+    stop.set()
+    large = LargeFiles(None, None, None, stop)  # type: ignore[arg-type]
+    large._head = lambda key: {"ContentLength": st.st_size, "ETag": '"0123-3"', "Metadata": {
+        "sha256-pending": "1", "mtime": mtime_text(st.st_mtime_ns)}}
+    rec = UploadRecord("u1", "big.bin", 1, 8 * MiB, *file_identity(st), STREAM_MARK, 1.0,
+                       "active")
+    item = PlanItem(1, "big.bin", Action.UPLOAD, "new", st.st_size)
+    with open(path, "rb") as fh, pytest.raises(Interrupted, match="^stopped while reading"):
+        large.finish_completed(item, rec, fh, st, Attempts())
+
+
 @on_moto
 def test_over_five_tib_is_refused_before_any_request(world):
     w = world()
