@@ -55,7 +55,7 @@ from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.journal.uploads import COPY_MARK
 from journalsync.multipart import part_size_for
-from journalsync.objectmeta import metadata_sha256, mtime_text
+from journalsync.objectmeta import calendar_ns, metadata_sha256, mtime_text
 from journalsync.retry import describe, error_code, http_status
 from journalsync.workers import bounded_map
 
@@ -221,7 +221,9 @@ def _stamp(clients: ClientFactory, cfg: Config, journal: Journal, run_id: int, r
         log.warning("--adopt-metadata: %s: left alone: it has %s, which a copy onto itself "
                     "would not keep (it stays adopted)", row["key"], lost)
         return "left"
-    args = {**copy_args(cfg, row["key"], head, row["sha256"], row["mtime_ns"]), **grants}
+    # The journal's mtime (stored_ns) as a time: no stat here, so the one nearest now.
+    mtime_ns = calendar_ns(row["mtime_ns"], time.time_ns())
+    args = {**copy_args(cfg, row["key"], head, row["sha256"], mtime_ns), **grants}
     source = {"Bucket": cfg.dest.bucket, "Key": full_key}
     if row["size"] > COPY_OBJECT_MAX:
         new_etag = _multipart_copy(clients, journal, _copy_record(run_id, row), args, source,

@@ -94,7 +94,7 @@ class MultipartDriver:
         # buffers that bound the memory of the parts in flight are its).
         self.parts = PartSender(cfg, journal, clients, part_pool, stop)
         self.hash_slots = HashSlots()
-        self.large = LargeFiles(cfg, clients, journal)  # stream then stamp, or pre-hash
+        self.large = LargeFiles(cfg, clients, journal, stop)  # stream then stamp, or pre-hash
 
     def _call(self, fn, counter: Attempts | None = None):
         return self.clients.call(fn, counter)
@@ -195,7 +195,8 @@ class MultipartDriver:
             # SHA-256 and the parts' CRCs only: where the store checks Content-MD5, each
             # part's MD5 is taken on its own worker just before it is sent (part_md5), so
             # the first byte waits for one pass of SHA-256, not of SHA-256 and MD5.
-            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size), md5s=False)
+            pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size), md5s=False,
+                          stop=self.stop)
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
             raise FileChanged("kept changing while it was hashed; the next run retries it")
         fh.seek(0)
@@ -248,7 +249,8 @@ class MultipartDriver:
                 metadata_sha256(head.get("Metadata")) is not None:
             if isinstance(pre, str):
                 with self.hash_slots:
-                    pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size), md5s=False)
+                    pre = prehash(fh, part_size_for(st.st_size, self.cfg.part_size),
+                                  md5s=False, stop=self.stop)
                 fh.seek(0)
             if metadata_sha256(head.get("Metadata")) == pre.sha256 and \
                     file_identity(os.fstat(fh.fileno())) == file_identity(st):
@@ -283,6 +285,11 @@ class MultipartDriver:
                 return held
 
     def _create(self, item: PlanItem, st: os.stat_result, sha: str) -> UploadRecord:
+        """Create the upload and journal it. Never once the run is stopping: a first signal
+        finishes the work in flight, and an upload not yet created is not in flight (a
+        pre-hash that ended as the signal came, say); the next run sends the file."""
+        if self.stop.is_set():
+            raise Interrupted("stopped before its upload began")
         client = self.clients.get()
         args = {**object_args(self.cfg, item.key, None if sha == STREAM_MARK else sha,
                               st.st_mtime_ns),
@@ -342,7 +349,7 @@ class MultipartDriver:
         etag = self._complete(item, rec, parts, None if rec.streamed else rec.sha256)
         if rec.streamed:
             self.journal.set_upload_unstamped(rec.upload_id, etag)
-            etag = self.large.stamp_upload(rec, digest, etag)
+            etag = self.large.stamp_upload(rec, digest, etag, st)
         self.journal.set_upload_state(rec.upload_id, "completed")
         # Every byte was read (and hashed to `digest`) after `started`, with the file's
         # identity st throughout: that hash is the file's, recorded as any scan's would be.

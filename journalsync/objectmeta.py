@@ -30,14 +30,53 @@ def mtime_text(mtime_ns: int) -> str:
     return f"{mtime_ns // 10**9}.{mtime_ns % 10**9:09d}"
 
 
+def mtime_of_text(text: str | None) -> int | None:
+    """mtime_text read back (ns), or None for a value it did not write."""
+    seconds, _, nanos = (text or "").partition(".")
+    try:
+        return int(seconds) * 10**9 + int(nanos) if len(nanos) == 9 else None
+    except ValueError:
+        return None
+
+
 def md5_b64(data: bytes) -> str:
     """Content-MD5 header value: the server rejects a body that does not match it."""
     return base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
 
 
 def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    """(size, mtime_ns, ctime_ns, inode): what says a file is still the one we hashed."""
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, inode_number(st.st_ino)
+    """(size, mtime_ns, ctime_ns, inode): what says a file is still the one we hashed, as
+    the journal keeps it (signed 64-bit: stored_ns, inode_number). st_size is an off_t,
+    signed 64-bit on Linux: it always fits."""
+    return st.st_size, stored_ns(st.st_mtime_ns), stored_ns(st.st_ctime_ns), \
+        inode_number(st.st_ino)
+
+
+def signed64(n: int) -> int:
+    """`n` modulo 2^64 as a signed 64-bit integer (two's complement): what SQLite's INTEGER
+    and PostgreSQL's BIGINT hold. Every n in [-2^63, 2^63) is itself."""
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def stored_ns(ns: int) -> int:
+    """A file's mtime or ctime as the journal keeps it and every identity check compares
+    it: signed 64-bit (signed64). st_mtime_ns of a file dated after 2262-04-11 is 2^63 or
+    more (`touch -d 2300-01-01`, a camera's bad clock; ext4 and XFS store up to 2446 and
+    2486, btrfs and tmpfs more), which no journal column holds: such a file stopped every
+    scan. Identities are only compared for equality, so a wrapped value serves as well (a
+    change also moves ctime, the kernel's clock: two far-future mtimes 2^64 ns apart with
+    one ctime are no real case). Nothing orders these values: is_racy reads the stat's own
+    times, and the object's `mtime` metadata is written from the stat (or from
+    calendar_ns). Journals written before keep their rows: every time before 2262 is
+    itself."""
+    return signed64(ns)
+
+
+def calendar_ns(stored: int, near_ns: int) -> int:
+    """The time a journal's `stored` (stored_ns) stands for: of the times it may be (it
+    plus or minus multiples of 2^64 ns, 584 years), the one nearest `near_ns`, a stat of
+    the same file (its very time when the file is unchanged) or the clock."""
+    return near_ns + signed64(stored - near_ns)
 
 
 def inode_number(st_ino: int) -> int:
@@ -48,7 +87,7 @@ def inode_number(st_ino: int) -> int:
     inode below 2^63 is itself, so journals written before keep their rows as they are.
     Every read of st_ino goes through here (or file_identity): a raw one would never
     equal what the journal holds for such a file."""
-    return st_ino - (1 << 64) if st_ino >= 1 << 63 else st_ino
+    return signed64(st_ino)
 
 
 # Two seconds: FAT stores mtime in 2 s steps, and HFS+, ext3, SMB and NFS servers in 1 s or

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from awscrt.checksums import crc64nvme
 
+from journalsync.errors import Interrupted
+
 READ_CHUNK = 1024 * 1024
 
 
@@ -51,9 +53,15 @@ class PreHash:
         return 0 < number <= len(self.part_crcs) and crc64nvme(data) == self.part_crcs[number - 1]
 
 
-def prehash(fh, part_size: int, md5s: bool = True) -> PreHash:
+def prehash(fh, part_size: int, md5s: bool = True,
+            stop: threading.Event | None = None) -> PreHash:
     """Read `fh` from where it stands to its end once: SHA-256, and each part's CRC64-NVME
-    and, with `md5s` (the store checks Content-MD5, not CRCs: integrity.py), its MD5."""
+    and, with `md5s` (the store checks Content-MD5, not CRCs: integrity.py), its MD5.
+
+    Raises Interrupted as soon as `stop` is set (checked between blocks): a first signal
+    finishes the work in flight, and a pre-hash is preparation, not a byte on the wire.
+    Read to its end, a 1 TiB file would keep a stopping run going for many minutes (past
+    systemd's 90 s stop timeout); abandoned, it is hashed again by the next run."""
     started = time.time_ns()
     sha = hashlib.sha256()
     crcs: list[int] = []
@@ -62,6 +70,8 @@ def prehash(fh, part_size: int, md5s: bool = True) -> PreHash:
     buf = bytearray(READ_CHUNK)
     view = memoryview(buf)
     while n := fh.readinto(buf):
+        if stop is not None and stop.is_set():
+            raise Interrupted("stopped while pre-hashing it; the next run hashes it again")
         chunk = view[:n]
         sha.update(chunk)
         while len(chunk) >= left:

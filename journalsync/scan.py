@@ -96,38 +96,58 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
 READ_CHUNK = 1024 * 1024
 
 
-def _read_digests(fh, size: int, etag: str, sizes: list[int]) -> adopt.Digests:
-    hasher = adopt.ContentHasher(size, etag, sizes)
+def _blocks(fh, stop: threading.Event | None):
+    """`fh` to its end in READ_CHUNK blocks (views of one buffer), raising Interrupted once
+    `stop` is set: a stopping run's scan does not read a large file to its end first."""
     buf = bytearray(READ_CHUNK)
     view = memoryview(buf)
     while n := fh.readinto(buf):
-        hasher.update(view[:n])
+        if stop is not None and stop.is_set():
+            raise Interrupted("stopped while hashing")
+        yield view[:n]
+
+
+def _sha256(fh, stop: threading.Event | None) -> str:
+    sha = hashlib.sha256()
+    for block in _blocks(fh, stop):
+        sha.update(block)
+    return sha.hexdigest()
+
+
+def _read_digests(fh, size: int, etag: str, sizes: list[int],
+                  stop: threading.Event | None = None) -> adopt.Digests:
+    hasher = adopt.ContentHasher(size, etag, sizes)
+    for block in _blocks(fh, stop):
+        hasher.update(block)
     return hasher.digests()
 
 
-def _candidate_digests(fh, size: int, etag: str) -> adopt.Digests:
+def _candidate_digests(fh, size: int, etag: str,
+                       stop: threading.Event | None = None) -> adopt.Digests:
     """An adoption candidate's SHA-256, MD5 and multipart ETags: one read with the peers'
     part sizes; a second read with the other candidates only when those prove nothing
     (adopt.split_candidates: up to 16 MD5 passes cost far more CPU than one more read).
     The caller's fstat before and after covers both reads."""
     parsed = adopt.parse_etag(etag)
     first, rest = adopt.split_candidates(size, parsed[1]) if parsed and parsed[1] else ([], [])
-    found = _read_digests(fh, size, etag, first)
+    found = _read_digests(fh, size, etag, first, stop)
     if rest and adopt.prove_by_etag(etag, found) is None:
         fh.seek(0)
-        again = _read_digests(fh, size, etag, rest)
+        again = _read_digests(fh, size, etag, rest, stop)
         if again.sha256 == found.sha256:  # the same bytes both times
             found.multipart.update(again.multipart)
     return found
 
 
-def hash_file(root: str, row: dict, racy_window_ns: int = RACY_WINDOW_NS) -> dict:
+def hash_file(root: str, row: dict, racy_window_ns: int = RACY_WINDOW_NS,
+              stop: threading.Event | None = None) -> dict:
     """SHA-256 of one staged file, with the stat seen while hashing it. For an adoption
     candidate (`row["etag"]` set) also its MD5 and the proof its ETag gives, if any.
 
     The file is opened without following symlinks (safeio) and fstat'ed before and after
     reading; if it changed meanwhile the hash is of no single version, so it is read again
     (three tries, then the file fails this run). A racy hash is returned with ctime_ns None.
+    Raises Interrupted once `stop` is set (between blocks of the read).
     """
     result = {"key": row["key"], "sha256": None, "error": None}
     etag = row.get("etag")
@@ -137,9 +157,9 @@ def hash_file(root: str, row: dict, racy_window_ns: int = RACY_WINDOW_NS) -> dic
             with open_source(root, row["path"]) as fh:
                 before = os.fstat(fh.fileno())
                 if etag is None:
-                    digest, found = hashlib.file_digest(fh, "sha256").hexdigest(), None
+                    digest, found = _sha256(fh, stop), None
                 else:
-                    found = _candidate_digests(fh, before.st_size, etag)
+                    found = _candidate_digests(fh, before.st_size, etag, stop)
                     digest = found.sha256
                 after = os.fstat(fh.fileno())
         except SourceRefused as exc:
@@ -294,12 +314,13 @@ def _hash_changed(root: str, journal: Journal, stats: ScanStats, errors: list[tu
             if stop is not None and stop.is_set():
                 return
             if (row["size"] or 0) < INLINE_HASH_MAX:
-                record(hash_file(root, row, racy_window_ns))
+                record(hash_file(root, row, racy_window_ns, stop))
             else:
                 yield row
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash") as pool:
-        for result in bounded_map(pool, lambda row: hash_file(root, row, racy_window_ns), large_ones(),
+        for result in bounded_map(pool, lambda row: hash_file(root, row, racy_window_ns, stop),
+                                  large_ones(),
                                   window=threads * 4, stop=stop):
             record(result)
     journal.set_staged_hashes(done)

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from journalsync.errors import UsageError
-from journalsync.objectmeta import inode_number
+from journalsync.objectmeta import file_identity
 
 
 class OutOfOrder(Exception):
@@ -69,9 +69,9 @@ def stage_row(key: str, rel: str, st: os.stat_result | None, error: str | None) 
     if st is None:
         return {"key": key, "path": rel, "size": None, "mtime_ns": None, "ctime_ns": None,
                 "inode": None, "sha256": None, "error": error}
-    return {"key": key, "path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns, "inode": inode_number(st.st_ino), "sha256": None,
-            "error": error}
+    size, mtime_ns, ctime_ns, inode = file_identity(st)  # as the journal keeps them
+    return {"key": key, "path": rel, "size": size, "mtime_ns": mtime_ns,
+            "ctime_ns": ctime_ns, "inode": inode, "sha256": None, "error": error}
 
 
 class ScanDiff:
@@ -111,9 +111,7 @@ class ScanDiff:
             self.next = next(self.known, None)
             # Unchanged: the same path and identity, a hash known, no error then or now.
             unchanged = (st is not None and error is None and known[6] and known[7] is None
-                         and known[1] == rel and known[2] == st.st_size
-                         and known[3] == st.st_mtime_ns and known[4] == st.st_ctime_ns
-                         and known[5] == inode_number(st.st_ino))
+                         and known[1] == rel and (known[2], known[3], known[4], known[5]) == file_identity(st))
         else:
             unchanged = False
         self.last = (key, rel, st, error)

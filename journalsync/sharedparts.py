@@ -116,7 +116,7 @@ class SharedParts:
         with d.hash_slots:
             if d.stop.is_set():
                 raise Interrupted("stopped before its upload began")
-            pre = prehash(fh, part_size, md5s=False)
+            pre = prehash(fh, part_size, md5s=False, stop=d.stop)
         if file_identity(os.fstat(fh.fileno())) != file_identity(st):
             raise FileChanged("kept changing while it was hashed; the next run retries it")
         rec = self._resumable(item, st, pre)

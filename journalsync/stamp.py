@@ -38,10 +38,11 @@ from botocore.exceptions import ClientError
 from journalsync.adopt import ContentHasher, prove_by_etag
 from journalsync.clients import ClientFactory
 from journalsync.config import GiB, Config
+from journalsync.errors import Interrupted
 from journalsync.journal import Journal, UploadRecord
 from journalsync.models import PlanItem, TransferResult
-from journalsync.objectmeta import (PENDING_KEY, file_identity, metadata_sha256, mtime_text,
-                                   object_args, read_identity)
+from journalsync.objectmeta import (PENDING_KEY, calendar_ns, file_identity, metadata_sha256,
+                                   mtime_of_text, object_args, read_identity, stored_ns)
 from journalsync.retry import Attempts, describe, error_code, http_status
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,12 @@ class StampPrecondition(Exception):
 class LargeFiles:
     """The run's choice between streaming and pre-hashing a large file (thread-safe)."""
 
-    def __init__(self, cfg: Config, clients: ClientFactory, journal: Journal):
+    def __init__(self, cfg: Config, clients: ClientFactory, journal: Journal,
+                 stop: threading.Event | None = None):
         self.cfg = cfg
         self.clients = clients
         self.journal = journal
+        self.stop = stop or threading.Event()  # the run's: finish_completed's read heeds it
         self._lock = threading.Lock()
         self._versioned: bool | None = None
         self.refused: str | None = None  # why the store refused a stamp, once it has
@@ -138,11 +141,15 @@ class LargeFiles:
             raise StampPrecondition("the object after the stamp is not the one uploaded")
         return head["ETag"].strip('"')
 
-    def stamp_upload(self, rec: UploadRecord, sha256: str, etag: str) -> str:
+    def stamp_upload(self, rec: UploadRecord, sha256: str, etag: str,
+                     st: os.stat_result) -> str:
         """Stamp a streamed upload's object (completed with `etag`); its ETag after. A
-        refused or pre-empted stamp ends the record: the object is sent again."""
+        refused or pre-empted stamp ends the record: the object is sent again. `st`, a
+        stat of the file, tells the time the journal's mtime stands for (calendar_ns: a
+        file dated after 2262 is kept wrapped), as the upload's create wrote it."""
+        mtime_ns = calendar_ns(rec.mtime_ns, st.st_mtime_ns)
         try:
-            return self.stamp(rec.key, sha256, rec.mtime_ns, rec.size, etag)
+            return self.stamp(rec.key, sha256, mtime_ns, rec.size, etag)
         except (StampRefused, StampPrecondition):
             self.journal.set_upload_state(rec.upload_id, "completed")
             raise
@@ -167,7 +174,7 @@ class LargeFiles:
             return None
         # Stamped already: killed after the copy, before the journal heard of it.
         etag = head["ETag"].strip('"') if stamped else \
-            self.stamp_upload(rec, sha, rec.complete_etag)
+            self.stamp_upload(rec, sha, rec.complete_etag, st)
         self.journal.set_upload_state(rec.upload_id, "completed")
         log.info("stamped %s, completed by an earlier run: nothing sent again", item.key)
         counter.count += 1
@@ -201,13 +208,16 @@ class LargeFiles:
         started = time.time_ns()
         fh.seek(0)
         while block := fh.read(8 << 20):
+            if self.stop.is_set():  # a read to prove, not a byte sent: the next run reads again
+                raise Interrupted("stopped while reading it to prove its object; the next "
+                                  "run reads it again")
             hasher.update(block)
         fh.seek(0)
         digests = hasher.digests()
         if file_identity(os.fstat(fh.fileno())) != file_identity(st) or \
                 prove_by_etag(etag, digests) is None:
             return None
-        etag = self.stamp_upload(rec, digests.sha256, etag)
+        etag = self.stamp_upload(rec, digests.sha256, etag, st)
         log.info("upload of %s was completed before the journal recorded it; the object is "
                  "this file: stamped, nothing sent again", item.key)
         counter.count += 1
@@ -232,4 +242,5 @@ def _ours(head: dict, rec: UploadRecord) -> bool:
     (object_args with no sha256): the sha256-pending mark and the file's mtime then, keys
     compared case-insensitively (some servers title-case them)."""
     meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
-    return PENDING_KEY in meta and meta.get("mtime") == mtime_text(rec.mtime_ns)
+    mtime_ns = mtime_of_text(meta.get("mtime"))  # compared as the journal keeps it: stored_ns
+    return PENDING_KEY in meta and mtime_ns is not None and stored_ns(mtime_ns) == rec.mtime_ns

@@ -239,15 +239,33 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
     The object's new ETag and sha256, and the file's hash, go into the journal as an
     upload's would, so the plan finds the pair unchanged. One that cannot be stamped
     (the file or the object changed, a 4xx about that object) is left to the plan, which
-    adopts it or uploads the file as usual. Returns how many were stamped."""
+    adopts it or uploads the file as usual. Returns how many were stamped.
+
+    A stop ends it between leftovers, or in a file's read (finish_completed: a read to
+    prove an object, not a byte sent); those stamped so far are journaled, the rest are
+    the next run's, and Interrupted is raised as every stopped phase does."""
     leftovers = journal.unstamped_uploads()
     streamed = journal.streamed_active_uploads()
     if not leftovers and not streamed:
         return 0
     driver = MultipartDriver(cfg, journal, run_id, clients, None, stop)  # type: ignore[arg-type]
     results = []
+    try:
+        _stamp_each(cfg, journal, driver, leftovers, streamed, results)
+    except Interrupted:
+        journal.record_results(results)
+        raise
+    journal.record_results(results)
+    return len(results)
+
+
+def _stamp_each(cfg: Config, journal: Journal, driver: MultipartDriver, leftovers, streamed,
+                results: list) -> None:
+    """stamp_leftovers' loop: each result appended to `results` as it is made."""
     for rec, path, active in [*((r, p, False) for r, p in leftovers),
                               *((r, p, True) for r, p in streamed)]:
+        if driver.stop.is_set():
+            raise Interrupted("stopped while stamping the uploads a killed run left")
         if active and (path is None or not _upload_gone(driver, rec)):
             continue  # the store holds it still (the plan continues it, or reconcile aborts
             # it), or the file is no longer known: the plan decides
@@ -274,8 +292,6 @@ def stamp_leftovers(cfg: Config, journal: Journal, run_id: int, clients: ClientF
             if active:
                 journal.set_upload_state(rec.upload_id, "completed")
             results.append(result)
-    journal.record_results(results)
-    return len(results)
 
 
 def _refused_for_this_object(exc: ClientError) -> bool:

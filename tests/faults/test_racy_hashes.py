@@ -84,3 +84,85 @@ def test_multipart_that_found_its_file_changed_uploads_next_night(sync, s3, s3cl
     assert (night2.code, night2.summary["uploaded"]) == (0, "1"), night2.err
     assert hashlib.sha256(body(sync, s3client, "big.bin")).hexdigest() == current
     assert sync.journal_rows("SELECT sha256 FROM files WHERE key = 'big.bin'") == [(current,)]
+
+
+# --- files dated after 2262-04-11: st_mtime_ns of 2^63 and above --------------------------
+
+FUTURE_NS = 2**63 + 10**9  # 2262-04-11 and a second: kept wrapped (objectmeta.stored_ns)
+
+
+def meta_of(sync, s3client, rel: str) -> dict[str, str]:
+    head = s3client.head_object(Bucket=sync.bucket, Key=sync.object_key(rel))
+    return {k.lower(): v for k, v in head["Metadata"].items()}
+
+
+@pytest.mark.one_server
+def test_a_file_dated_after_2262_is_synced_with_the_rest(sync, s3client):
+    """An mtime after 2262-04-11 is st_mtime_ns >= 2^63 (a bad clock, an archive from a
+    broken camera, `touch -d 2300-01-01`). Staged as it is, it overflowed the journal's
+    signed 64-bit column (OverflowError from stage_files): exit 70 on SQLite, 5 on
+    PostgreSQL, on every run, nothing uploaded. It is kept as inode numbers are, two's
+    complement, and synced with its true time in the object's `mtime`; `verify` and
+    `status` read the journal as usual, and the next run finds nothing to send."""
+    from journalsync.objectmeta import mtime_text
+
+    sync.write("a.txt", b"an ordinary file")
+    future = sync.write("future.txt", b"dated in the 24th century")
+    os.utime(future, ns=(FUTURE_NS, FUTURE_NS))
+    first = sync.run()
+    assert (first.code, first.summary["uploaded"]) == (0, "2"), first.err
+    assert body(sync, s3client, "future.txt") == b"dated in the 24th century"
+    assert meta_of(sync, s3client, "future.txt")["mtime"] == mtime_text(FUTURE_NS) == \
+        "9223372037.854775808"
+    verified = sync.cli("verify", sync.dest, *sync.journal_args())
+    assert verified.code == 0, (verified.out, verified.err)
+    status = sync.cli("status", *sync.journal_args())
+    assert status.code == 0, status.err
+    second = sync.run()
+    assert (second.code, second.summary["uploaded"]) == (0, "0"), second.err
+
+
+@pytest.mark.one_server
+def test_a_file_dated_after_2262_changed_in_the_same_size_is_sent_again(sync, s3client):
+    """Its stored mtime is negative (wrapped), so nothing may order it against a clock: a
+    far-future file is always racy by its stat's own time (is_racy), hashed again by every
+    scan, and an edit that moves no timestamp at all (a store through a faulted-in shared
+    mapping) is uploaded by the next run, as is a same-size rewrite dated back to the same
+    far-future time (its ctime moved)."""
+    path = sync.write("future.txt", b"version one")
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mapped:
+        mapped[:1] = b"V"  # the write fault: timestamps move now, never again for this page
+        os.utime(path, ns=(FUTURE_NS, FUTURE_NS))
+        first = sync.run()
+        assert (first.code, first.summary["uploaded"]) == (0, "1"), first.err
+        before = identity(path)
+        mapped[:7] = b"VERSION"  # same size, new content
+        assert identity(path) == before, "this filesystem moved a timestamp; no race to show"
+        second = sync.run()
+    assert (second.code, second.summary["uploaded"]) == (0, "1"), second.err
+    assert body(sync, s3client, "future.txt") == b"VERSION one"
+    path.write_bytes(b"version two")
+    os.utime(path, ns=(FUTURE_NS, FUTURE_NS))
+    third = sync.run()
+    assert (third.code, third.summary["uploaded"]) == (0, "1"), third.err
+    assert body(sync, s3client, "future.txt") == b"version two"
+
+
+@pytest.mark.one_server
+@pytest.mark.parametrize("large", ["stream", "prehash"])
+def test_a_large_file_dated_after_2262_carries_its_time_and_hash(sync, s3client, large):
+    """The multipart paths: a pre-hashed upload's create and a streamed upload's stamp
+    (which reads the mtime back from the journal: calendar_ns) write the true time."""
+    from journalsync.objectmeta import mtime_text
+
+    data = random.Random(2262).randbytes(7 * MiB)
+    path = sync.write("big.bin", data)
+    os.utime(path, ns=(FUTURE_NS, FUTURE_NS))
+    first = sync.run(*ARGS, "--large-files", large)
+    assert (first.code, first.summary["uploaded"]) == (0, "1"), first.err
+    meta = meta_of(sync, s3client, "big.bin")
+    assert meta["mtime"] == mtime_text(FUTURE_NS)
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sync.cli("verify", sync.dest, *sync.journal_args()).code == 0
+    second = sync.run(*ARGS, "--large-files", large)
+    assert (second.code, second.summary["uploaded"]) == (0, "0"), second.err

@@ -530,13 +530,55 @@ def test_a_same_size_object_with_other_metadata_is_a_change(world):
         w.upload()
 
 
+def _stop_on_create(w):
+    """A hook that sets the run's stop as the upload is created: a signal after the
+    create, before any part."""
+    def hook(req):
+        if req.operation == "CreateMultipartUpload":
+            w.stop.set()
+    return hook
+
+
 @on_moto
 def test_a_stop_keeps_the_upload_for_resume(world):
     w = world()
-    w.stop.set()
+    w.proxy.hook = _stop_on_create(w)
     with pytest.raises(Interrupted, match="^stopped before every part was sent; --resume continues$"):
         w.upload()
     assert w.active() is not None and "AbortMultipartUpload" not in w.ops()
+
+
+@on_moto
+def test_a_stop_before_the_create_starts_no_upload(world):
+    """Once the run is stopping nothing new is begun: the file is the next run's."""
+    w = world()
+    w.stop.set()
+    with pytest.raises(Interrupted, match="^stopped before its upload began$"):
+        w.upload()
+    assert w.active() is None and w.ops() == []
+
+
+def test_a_stop_ends_the_read_that_proves_a_completed_upload(tmp_path):
+    """LargeFiles.finish_completed (run --resume, and stamp_leftovers before a plain run's
+    scan) reads the whole file to prove the object's ETag: a read, not a byte sent, so a
+    stop ends it at its next block and the next run reads again."""
+    from journalsync.journal.uploads import STREAM_MARK, UploadRecord
+    from journalsync.objectmeta import mtime_text
+    from journalsync.stamp import LargeFiles
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(3 * 8 * MiB))
+    st = os.stat(path)
+    stop = threading.Event()
+    stop.set()
+    large = LargeFiles(None, None, None, stop)  # type: ignore[arg-type]
+    large._head = lambda key: {"ContentLength": st.st_size, "ETag": '"0123-3"', "Metadata": {
+        "sha256-pending": "1", "mtime": mtime_text(st.st_mtime_ns)}}
+    rec = UploadRecord("u1", "big.bin", 1, 8 * MiB, *file_identity(st), STREAM_MARK, 1.0,
+                       "active")
+    item = PlanItem(1, "big.bin", Action.UPLOAD, "new", st.st_size)
+    with open(path, "rb") as fh, pytest.raises(Interrupted, match="^stopped while reading"):
+        large.finish_completed(item, rec, fh, st, Attempts())
 
 
 @on_moto
@@ -568,7 +610,7 @@ def test_an_empty_file_is_one_empty_part(world):
 def test_exactly_five_tib_is_allowed(world):
     w = world()
     os.truncate(w.path, S3_MAX_OBJECT)  # sparse; the stop keeps any part from being read
-    w.stop.set()
+    w.proxy.hook = _stop_on_create(w)
     with pytest.raises(Interrupted):
         w.upload(w.item(sha="0" * 64))
     assert w.ops() == ["CreateMultipartUpload"]

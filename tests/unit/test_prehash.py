@@ -91,3 +91,43 @@ def test_part_md5_is_the_parts_md5_and_none_once_the_part_changed(tmp_path):
         assert part_md5(fd, part, part, pre.part_crcs[1]) is None
         assert part_md5(fd, 0, part, pre.part_crcs[0]) == hashlib.md5(data[:part]).digest()
         assert part_md5(fd, len(data) - 10, 20, pre.part_crcs[-1]) is None  # past the end
+
+
+class _StopAfter(io.BytesIO):
+    """A file that sets `stop` once `blocks` reads have been made of it (a signal that
+    arrives while the pre-hash reads), and counts its reads."""
+
+    def __init__(self, data: bytes, stop, blocks: int):
+        super().__init__(data)
+        self.stop, self.blocks, self.reads = stop, blocks, 0
+
+    def readinto(self, buf):
+        self.reads += 1
+        if self.reads == self.blocks:
+            self.stop.set()
+        return super().readinto(buf)
+
+
+def test_a_stop_during_the_prehash_ends_it_at_the_next_block():
+    """A first signal finishes the work in flight; a pre-hash is not a byte on the wire, so
+    it is abandoned at once (Interrupted) instead of reading the file to its end."""
+    import threading
+
+    from journalsync.errors import Interrupted
+
+    stop = threading.Event()
+    fh = _StopAfter(bytes(64 * READ_CHUNK), stop, 3)
+    with pytest.raises(Interrupted, match="^stopped while pre-hashing"):
+        prehash(fh, PART, md5s=False, stop=stop)
+    assert fh.reads == 3
+
+
+def test_an_unset_stop_changes_nothing():
+    import threading
+
+    from dataclasses import replace
+
+    data = os.urandom(3 * PART)
+    with_stop = prehash(io.BytesIO(data), PART, stop=threading.Event())
+    assert replace(with_stop, started_ns=0) == replace(prehash(io.BytesIO(data), PART),
+                                                      started_ns=0)

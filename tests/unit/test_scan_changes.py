@@ -99,16 +99,16 @@ def test_a_file_that_changes_under_every_read_fails_after_three(tmp_path, monkey
     path = tmp_path / "f"
     path.write_bytes(b"v1")
     reads = []
-    real_digest = hashlib.file_digest
+    real_digest = scan_mod._sha256
 
-    def digest_then_append(fh, name):
-        reads.append(name)
-        result = real_digest(fh, name)
+    def digest_then_append(fh, stop):
+        reads.append(stop)
+        result = real_digest(fh, stop)
         with open(path, "ab") as out:
             out.write(b"+")
         return result
 
-    monkeypatch.setattr(scan_mod.hashlib, "file_digest", digest_then_append)
+    monkeypatch.setattr(scan_mod, "_sha256", digest_then_append)
     row = staged("k") | {"path": "f", "size": 2, "mtime_ns": 3, "ctime_ns": 4, "inode": 5}
     assert hash_file(str(tmp_path), row, racy_window_ns=0) == {
         "key": "k", "sha256": None, "size": 2, "mtime_ns": 3, "ctime_ns": 4, "inode": 5,
@@ -215,3 +215,29 @@ def test_a_scan_proves_a_foreign_object_by_its_etag_and_keeps_the_md5(tmp_path, 
     # The MD5 goes with the SHA-256 it was read with: dropped together.
     journal.forget_hash("b.txt")
     assert [(sha, md5) for _, _, sha, md5 in journal.keys_needing_head()] == [(None, None)]
+
+
+@pytest.mark.parametrize("etag", [None, "0" * 32 + "-2"], ids=["changed", "adoption"])
+def test_a_stop_ends_a_files_hash_at_its_next_block(tmp_path, monkeypatch, etag):
+    """The scan's hashing of a large file heeds the run's stop between blocks, as the
+    pre-hash does: a stopping run does not read a terabyte to its end first."""
+    import threading
+
+    from journalsync.errors import Interrupted
+
+    (tmp_path / "f").write_bytes(bytes(8 * scan_mod.READ_CHUNK))
+    stop = threading.Event()
+    reads = []
+    real_blocks = scan_mod._blocks
+
+    def blocks(fh, stop_):
+        for block in real_blocks(fh, stop_):
+            reads.append(len(block))
+            stop.set()  # the signal comes while the first block is hashed
+            yield block
+
+    monkeypatch.setattr(scan_mod, "_blocks", blocks)
+    row = staged("k") | {"path": "f", "etag": etag}
+    with pytest.raises(Interrupted, match="^stopped while hashing$"):
+        hash_file(str(tmp_path), row, racy_window_ns=0, stop=stop)
+    assert reads == [scan_mod.READ_CHUNK]
