@@ -505,9 +505,10 @@ class Soak:
         self.stats["kills"] += 1
         how = self.rng.choice(["timer", "nth-request", "nth-request-forwarded", "nth-upload",
                                "nth-upload-forwarded"])
-        n = self.rng.randint(1, 40)
+        n = self.rng.randint(1, 12)
+        slow = self.rng.choice([0, 0.02, 0.1, 0.3])  # slow uploads, so the kill lands mid-run
         op_filter = UPLOAD_OPS if "upload" in how else None
-        delay = self.rng.uniform(0.2, 6.0)
+        delay = self.rng.uniform(0.3, 3.0)
         proc_box: dict = {}
         count = [0]
         lock = threading.Lock()
@@ -530,7 +531,13 @@ class Soak:
                     if how.endswith("forwarded"):
                         return None  # the store does the work; the client is gone
                     return Fault(reset=True)
-            return fault(req) if fault else None
+            if fault:
+                got = fault(req)
+                if got:
+                    return got
+            if slow and req.operation in UPLOAD_OPS:
+                return Fault(status=0, delay=slow)
+            return None
 
         self.mode = mode
         try:
@@ -547,7 +554,7 @@ class Soak:
         finally:
             self.mode = None
         what = f"after {delay:.2f}s" if how == "timer" else f"at request #{n} ({how})"
-        self.log(f"run KILL {what} faults={kinds} rate={rate} {flags} -> "
+        self.log(f"run KILL {what} slow={slow} faults={kinds} rate={rate} {flags} -> "
                  f"{'killed' if code == -9 else f'exit {code}'} {out.strip()[-120:]!r}")
         if code == 70:
             self.violation(f"exit 70 (internal error): {err.strip()[-1500:]}")
@@ -572,7 +579,7 @@ class Soak:
         """Mutate the file being uploaded, at its Nth upload request (in the hook, so the
         mutation lands between the run's reading and the store's answer)."""
         self.stats["inflight_mutations"] += 1
-        n = self.rng.randint(1, 8)
+        n = self.rng.randint(1, 3)
         action = self.rng.choice(["same-size", "append", "truncate", "delete", "same-size-keep-mtime",
                                   "replace-symlink"])
         count = [0]
@@ -728,7 +735,7 @@ class Soak:
             self.mutate(self.rng.randint(3, 8))
             for self.cycle in range(1, self.args.cycles + 1):
                 if self.cycle > 1:
-                    self.mutate(self.rng.randint(1, 8))
+                    self.mutate(self.rng.randint(2, 12))
                 self.night()
                 if self.cycle == self.args.cycles or self.rng.random() < 0.7:
                     before = len(self.violations)
