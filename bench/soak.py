@@ -503,14 +503,13 @@ class Soak:
 
     def night_kill(self, flags, faults=False):
         self.stats["kills"] += 1
-        how = self.rng.choice(["timer", "nth-request", "nth-request-forwarded", "nth-upload",
-                               "nth-upload-forwarded"])
-        n = self.rng.randint(1, 12)
+        how = self.rng.choice(["timer", "request", "request-forwarded", "upload", "upload-forwarded"])
+        q = self.rng.choice([0.05, 0.15, 0.35])  # the chance each (upload) request is the kill
         slow = self.rng.choice([0, 0.02, 0.1, 0.3])  # slow uploads, so the kill lands mid-run
         op_filter = UPLOAD_OPS if "upload" in how else None
-        delay = self.rng.uniform(0.3, 3.0)
+        delay = self.rng.uniform(0.3, 1.6)
+        kr = random.Random(self.rng.random())
         proc_box: dict = {}
-        count = [0]
         lock = threading.Lock()
         killed = threading.Event()
         fault = None
@@ -519,15 +518,17 @@ class Soak:
             fault = self.fault_mode(rate, kinds, r)
         else:
             kinds, rate = [], 0
+        hit_on: list[str] = []
 
         def mode(req):
             if how != "timer" and (op_filter is None or req.operation in op_filter):
                 with lock:
-                    count[0] += 1
-                    hit = count[0] == n
-                if hit and "proc" in proc_box:
-                    proc_box["proc"].send_signal(signal.SIGKILL)
-                    killed.set()
+                    hit = not killed.is_set() and "proc" in proc_box and kr.random() < q
+                    if hit:
+                        proc_box["proc"].send_signal(signal.SIGKILL)
+                        killed.set()
+                        hit_on.append(f"{req.operation} {unquote(req.path)}")
+                if hit:
                     if how.endswith("forwarded"):
                         return None  # the store does the work; the client is gone
                     return Fault(reset=True)
@@ -553,7 +554,7 @@ class Soak:
             code, out, err = self.finish(proc, 300, "killed run")
         finally:
             self.mode = None
-        what = f"after {delay:.2f}s" if how == "timer" else f"at request #{n} ({how})"
+        what = f"after {delay:.2f}s" if how == "timer" else f"p={q} per {how} {hit_on}"
         self.log(f"run KILL {what} slow={slow} faults={kinds} rate={rate} {flags} -> "
                  f"{'killed' if code == -9 else f'exit {code}'} {out.strip()[-120:]!r}")
         if code == 70:
@@ -594,9 +595,9 @@ class Soak:
             if not req.path.startswith(prefix_path) or req.header("x-amz-copy-source"):
                 return None
             with lock:
-                count[0] += 1
-                if count[0] != n:
+                if count[0] or r.random() >= 0.4:
                     return None
+                count[0] += 1
             rel = unquote(req.path[len(prefix_path):])
             p = self.src / rel
             try:
