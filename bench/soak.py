@@ -106,6 +106,9 @@ class Soak:
     def start_server(self):
         kind = self.args.server
         if kind == "moto":
+            import logging
+
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
             self.server = MotoS3Server()
         elif kind == "rclone":
             (self.work / "rclone").mkdir()
