@@ -473,8 +473,8 @@ class Soak:
     def night(self):
         """One to three runs of the night, each with its own disturbance."""
         for _ in range(self.rng.randint(1, 3)):
-            kind = self.rng.choices(["clean", "faults", "kill", "inflight", "kill+faults", "term"],
-                                    [2, 3, 4, 2, 2, 1])[0]
+            kind = self.rng.choices(["clean", "faults", "kill", "inflight", "kill+faults", "term",
+                                     "kill_create"], [2, 3, 4, 2, 2, 1, 1])[0]
             flags = self.extra_flags()
             getattr(self, "night_" + kind.replace("+", "_"))(flags)
             if self.rng.random() < 0.3:
@@ -562,6 +562,41 @@ class Soak:
                  f"{'killed' if code == -9 else f'exit {code}'} {out.strip()[-120:]!r}")
         if code == 70:
             self.violation(f"exit 70 (internal error): {err.strip()[-1500:]}")
+
+    def night_kill_create(self, flags):
+        """SIGKILL at the first CreateMultipartUpload, which the store still receives (the
+        crash between Create and the journal's commit), then, sometimes, the user deletes
+        or renames that file before the next night."""
+        self.stats["kills"] += 1
+        box: dict = {}
+        hit: list[str] = []
+        prefix_path = f"/{self.bucket}/{PREFIX}/"
+
+        def mode(req):
+            if req.operation == "CreateMultipartUpload" and "proc" in box and not hit:
+                box["proc"].send_signal(signal.SIGKILL)
+                hit.append(unquote(req.path[len(prefix_path):]))
+            return None  # forwarded: the store creates the upload, its answer is lost
+
+        self.mode = mode
+        try:
+            proc = self.popen(self.cmd(*flags))
+            self.stats["runs"] += 1
+            box["proc"] = proc
+            code, out, err = self.finish(proc, 300, "killed run")
+        finally:
+            self.mode = None
+        then = ""
+        if hit and (self.src / hit[0]).is_file():
+            p = self.src / hit[0]
+            choice = self.rng.choice(["delete", "rename", "keep"])
+            if choice == "delete":
+                p.unlink()
+            elif choice == "rename":
+                p.rename(p.with_name(p.name + ".renamed"))
+            then = f"; then {choice} {hit[0]!r}"
+        self.log(f"run KILL at CreateMultipartUpload {hit} {flags} -> "
+                 f"{'killed' if code == -9 else f'exit {code}'}{then}")
 
     def night_kill_faults(self, flags):
         self.night_kill(flags, faults=True)
