@@ -88,6 +88,7 @@ class Soak:
         self.mode = None  # the proxy hook's current behaviour
         self.hook_lock = threading.Lock()
         self.name_counter = 0
+        self.plain_next = False
         self.stats = {"runs": 0, "kills": 0, "fault_runs": 0, "inflight_mutations": 0,
                       "checks": 0, "faults_injected": 0}
         self.steps_log = open(self.work / "steps.log", "w")
@@ -476,6 +477,9 @@ class Soak:
             kind = self.rng.choices(["clean", "faults", "kill", "inflight", "kill+faults", "term",
                                      "kill_create"], [2, 3, 4, 2, 2, 1, 1])[0]
             flags = self.extra_flags()
+            if self.plain_next and "--resume" in flags:  # cron without --resume, as many run it
+                flags.remove("--resume")
+            self.plain_next = False
             getattr(self, "night_" + kind.replace("+", "_"))(flags)
             if self.rng.random() < 0.3:
                 self.mutate(self.rng.randint(1, 3))
@@ -595,6 +599,7 @@ class Soak:
             elif choice == "rename":
                 p.rename(p.with_name(p.name + ".renamed"))
             then = f"; then {choice} {hit[0]!r}"
+            self.plain_next = self.rng.random() < 0.7
         self.log(f"run KILL at CreateMultipartUpload {hit} {flags} -> "
                  f"{'killed' if code == -9 else f'exit {code}'}{then}")
 
