@@ -68,6 +68,10 @@ bench-hosts: $(BENCH_STAMP)
 bench-pg: $(BENCH_STAMP)
 	$(PY) bench/pgjournal.py $(BENCH_ARGS)
 
+## soak: many seeded nights of run --delete with edits, faults and SIGKILLs; every promise checked (BENCH_ARGS='--seed 7 --server moto')
+soak: $(BENCH_STAMP)
+	$(PY) bench/soak.py $(or $(BENCH_ARGS),--seed 1 --cycles 20)
+
 MUTATE_STAMP := $(VENV)/.installed-mutate
 
 $(MUTATE_STAMP): $(STAMP)
