@@ -485,3 +485,27 @@ def test_an_intent_whose_create_was_journaled_leaves_nothing_behind(sync, s3clie
     assert sync.run(*ARGS).code == 0
     assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("completed",)]
     assert incomplete(s3client, sync.bucket) == []
+
+
+def test_an_intent_whose_listing_failed_outlives_the_housekeeping(sync, s3, s3client):
+    """Review: an intent whose key could not be listed "stays for the next run"
+    (cleanup._abort_unjournaled_creates), but the same run's housekeeping deletes every
+    row not `active` of a run outside --keep-runs: the intent (state creating) went with
+    them, and the upload the killed run created stayed on the store for good."""
+    if s3.name == "moto":
+        pytest.skip("moto lists every upload as initiated on 2010-11-10: no time to match")
+    path = _killed_at_create(sync, s3, s3client, "big.bin")
+    path.unlink()
+    sync.write("small.txt", b"a file, so the run has something to do")
+    full = sync.object_key("big.bin")
+    refused = lambda req: Fault(status=400, code="InvalidRequest") if (  # noqa: E731
+        req.operation == "ListMultipartUploads" and req.query.get("prefix") == [full]) else None
+    with RecordingProxy(s3.port, hook=refused) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        result = sync.run(*ARGS, "--keep-runs", "1")
+    assert result.code == 0, result.err
+    assert "could not list the uploads of big.bin" in result.err, result.err
+    sync.endpoint_url = None
+    again = sync.run(*ARGS, "--keep-runs", "1")
+    assert again.code == 0, again.err
+    assert incomplete(s3client, sync.bucket) == []
