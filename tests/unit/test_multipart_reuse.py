@@ -32,3 +32,13 @@ def test_without_our_md5_only_the_journaled_etag_proves_a_held_part(held, journa
     """A pre-hash for a store that checks CRCs has no MD5 (integrity.py): an ETag that
     merely looks like an MD5 proves nothing, only the one journaled for our send does."""
     assert PartSender._reusable(held, journaled, 1, None) is reusable
+
+
+def test_a_held_part_with_a_non_md5_etag_of_unchanged_bytes_is_no_changed_file():
+    """Review: with --sse aws:kms (or SSE-C, or a store such as R2) a part's ETag is 32 hex
+    digits that are not the MD5 of its bytes. A streamed resume whose held part is ours by
+    the journal and holds exactly the bytes read now must not be taken for a changed file:
+    HeldPartChanged aborts the upload and every resume starts the file over."""
+    data = b"the very bytes the earlier run sent"
+    kms_etag = '"' + hashlib.md5(b"kms:" + data).hexdigest() + '"'  # no MD5 of the bytes
+    PartSender._check_streamed_held((kms_etag, len(data)), kms_etag, data)  # must not raise
