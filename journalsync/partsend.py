@@ -151,7 +151,11 @@ class PartSender:
                     raise FileChanged("changed during upload; the upload was aborted "
                                       "and the next run retries it")
                 if pre is None and held.get(number) is not None:
-                    self._check_streamed_held(held[number], journaled.get(number), data)
+                    try:
+                        self._check_streamed_held(held[number], journaled.get(number), data)
+                    except HeldPartChanged:
+                        self._done_with(buf)  # its slots back, as FileChanged above
+                        raise
                 # Streamed (no pre-hash), the SHA-256 is of the bytes read now, so a held part
                 # is reused only when its ETag is the MD5 of these very bytes (above: ours by
                 # the journal, yet other bytes now, is a changed file): the ETag we journaled
