@@ -32,7 +32,8 @@ _DOOMED_RUNS = """
     SELECT id FROM runs
     WHERE id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT :keep)
       AND id NOT IN (:current, :resumable) AND state != 'running'
-      AND id NOT IN (SELECT run_id FROM multipart_uploads WHERE state IN ('active', 'creating'))"""
+      AND id NOT IN (SELECT run_id FROM multipart_uploads
+                     WHERE state IN ('active', 'creating'))"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,8 @@ class Housekeeping:
                            "SELECT upload_id FROM multipart_uploads WHERE state = 'active')")
             # A finished upload is history even in a run kept for another upload's sake.
             # An intent (creating) is kept until a reconcile lists its key (cleanup.py).
-            uploads = delete("DELETE FROM multipart_uploads WHERE state NOT IN ('active', 'creating') AND run_id"
+            uploads = delete("DELETE FROM multipart_uploads"
+                             " WHERE state NOT IN ('active', 'creating') AND run_id"
                              " NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT :keep)"
                              " AND run_id NOT IN (:current, :resumable)")
             gone = delete(f"DELETE FROM runs WHERE id {doomed}")
