@@ -152,7 +152,8 @@ class PartSender:
                                       "and the next run retries it")
                 if pre is None and held.get(number) is not None:
                     try:
-                        self._check_streamed_held(held[number], journaled.get(number), data)
+                        self._check_streamed_held(held[number], journaled.get(number), data,
+                                                  md5_etags=self.cfg.sse != "aws:kms")
                     except HeldPartChanged:
                         self._done_with(buf)  # its slots back, as FileChanged above
                         raise
@@ -209,13 +210,20 @@ class PartSender:
             self.buffers.give(buf)
 
     @staticmethod
-    def _check_streamed_held(held: tuple[str, int], journaled_etag: str | None, data) -> None:
+    def _check_streamed_held(held: tuple[str, int], journaled_etag: str | None, data,
+                             md5_etags: bool) -> None:
         """A held part we journaled whose ETag is an MD5 other than that of the bytes read
         now: the file changed since that part was sent, unseen by its timestamps. The
         upload cannot go on (some stores, rclone serve s3, refuse a part sent again with
-        other bytes): HeldPartChanged, and the driver sends the file in a new upload."""
+        other bytes): HeldPartChanged, and the driver sends the file in a new upload.
+
+        `md5_etags`: the store's part ETags are the MD5 of their bytes. Not with SSE-KMS
+        (--sse aws:kms): there 32 hex digits prove nothing, and the part is sent again
+        instead (S3 takes a part sent again). A bucket whose default encryption is KMS,
+        with no --sse given, is not known here: a streamed resume there starts the file
+        over (bytes sent again, never a wrong hash)."""
         etag = held[0].strip('"')
-        if held[0] != journaled_etag or not _MD5_HEX.fullmatch(etag):
+        if not md5_etags or held[0] != journaled_etag or not _MD5_HEX.fullmatch(etag):
             return
         if held[1] != len(data) or etag != hashlib.md5(data).hexdigest():
             raise HeldPartChanged("changed since an earlier run sent part of it, though its "

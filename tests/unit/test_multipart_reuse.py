@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from journalsync.partsend import PartSender
+from journalsync.partsend import HeldPartChanged, PartSender
 
 
 @pytest.mark.parametrize("held, journaled, data, reusable", [
@@ -35,10 +35,16 @@ def test_without_our_md5_only_the_journaled_etag_proves_a_held_part(held, journa
 
 
 def test_a_held_part_with_a_non_md5_etag_of_unchanged_bytes_is_no_changed_file():
-    """Review: with --sse aws:kms (or SSE-C, or a store such as R2) a part's ETag is 32 hex
-    digits that are not the MD5 of its bytes. A streamed resume whose held part is ours by
-    the journal and holds exactly the bytes read now must not be taken for a changed file:
-    HeldPartChanged aborts the upload and every resume starts the file over."""
+    """Review: with --sse aws:kms a part's ETag is 32 hex digits that are not the MD5 of its
+    bytes. A streamed resume whose held part is ours by the journal must not be taken for
+    a changed file there (HeldPartChanged: every resume would start the file over); the
+    part is sent again instead. Where ETags are MD5s, other bytes now are a changed file."""
     data = b"the very bytes the earlier run sent"
     kms_etag = '"' + hashlib.md5(b"kms:" + data).hexdigest() + '"'  # no MD5 of the bytes
-    PartSender._check_streamed_held((kms_etag, len(data)), kms_etag, data)  # must not raise
+    PartSender._check_streamed_held((kms_etag, len(data)), kms_etag, data, md5_etags=False)
+    with pytest.raises(HeldPartChanged):
+        PartSender._check_streamed_held((kms_etag, len(data)), kms_etag, data, md5_etags=True)
+    md5_etag = '"' + hashlib.md5(data).hexdigest() + '"'
+    PartSender._check_streamed_held((md5_etag, len(data)), md5_etag, data, md5_etags=True)
+    assert not PartSender._reusable((kms_etag, len(data)), None, len(data),
+                                    lambda: hashlib.md5(data).hexdigest())  # sent again
