@@ -35,7 +35,7 @@ def test_keep_runs_bounds_the_history(sync, tmp_path):
 
 def test_keep_runs_below_one_is_refused(sync, tmp_path):
     result = sync.run("--keep-runs", "0")
-    assert result.code == 2 and "--keep-runs must be at least 1" in result.err
+    assert result.code == 2 and "--keep-runs must be between 1 and" in result.err
     job = tmp_path / "job.toml"
     job.write_text(f'source = "{sync.src}"\ndestination = "{sync.dest}"\nkeep_runs = "all"\n')
     bad = sync.cli("run", "--config", str(job))
