@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 
 from botocore.exceptions import ClientError
 
@@ -94,14 +95,20 @@ ONE_BY_ONE_CHUNK = 25  # keys deleted one at a time between two looks at the sou
 
 def run_deletes(journal: Journal, run_id: int, deleter: Deleter, stop: threading.Event,
                 presence: LocalPresence | None = None,
-                failures: FailureLines | None = None) -> int:
-    """Delete every pending delete item of the run. With `presence`, the source is looked
-    at again just before each request (one DeleteObjects of up to 1000 keys, or a few
-    single deletes), and a file that is back cancels its delete. A stop is honoured as
-    often. Returns the number of deletes cancelled because the file is back."""
+                failures: FailureLines | None = None,
+                only: Collection[int] | None = None) -> int:
+    """Delete every pending delete item of the run (with `only`, those of these ids; the
+    others stay pending). With `presence`, the source is looked at again just before each
+    request (one DeleteObjects of up to 1000 keys, or a few single deletes), and a file
+    that is back cancels its delete. A stop is honoured as often. Returns the number of
+    deletes cancelled because the file is back."""
     after, cancelled = 0, 0
     while batch := journal.claim_batch(run_id, after, BATCH_KEYS, Action.DELETE):
         after = batch[-1].id
+        if only is not None:
+            batch = [item for item in batch if item.id in only]
+            if not batch:
+                continue
         step = ONE_BY_ONE_CHUNK if deleter.one_by_one else len(batch)
         for start in range(0, len(batch), step):
             if stop.is_set():

@@ -7,6 +7,11 @@ succeeded and nothing else went wrong in the run; an empty source is refused unl
 under the prefix, or more than `--max-delete`, is refused unless `--force`. Refusing
 deletes nothing at all: the check runs before the first delete.
 
+One exception to "after the uploads": the deletes a planned upload needs done first (an
+extra under its key + `/`, or an extra that is a directory of its key: a store over a
+filesystem cannot hold both) go before the uploads, once this check has passed the run's
+whole delete set (engine._deletes_first). Its refusal then stands for the run.
+
 `check_deletes` is pure, so its table of cases is the specification.
 """
 

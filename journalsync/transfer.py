@@ -139,8 +139,25 @@ class Uploader:
                 # account's, another customer's SSE-C key), not our credentials.
                 return fail(f"refused by the store, as its HEAD was: {describe(exc)}")
             scope = fatal_scope(exc)
-            return fail(fatal or describe(exc), fatal=scope in ("run", "resumable"),
+            return fail(fatal or self._in_the_way(item.key) or describe(exc),
+                        fatal=scope in ("run", "resumable"),
                         denied=scope == "object", resumable=scope == "resumable")
+
+    def _in_the_way(self, key: str) -> str | None:
+        """Why a refused upload may have been refused, when the cached manifest tells: a store
+        over a filesystem (rclone serve s3, MinIO) cannot write `a` beside objects under
+        `a/`, nor `a/b` beside an object `a`, and answers with a bare 500. Asked only of a
+        failed upload; with --delete such an object goes before the uploads, unless the
+        guard refused (engine._deletes_first)."""
+        try:
+            conflict = self.journal.stored_conflict(key)
+        except Exception as exc:  # noqa: BLE001 - the upload's own error is still there
+            log.debug("cannot look for objects in the way of %s: %s", shown(key), exc)
+            return None
+        if conflict is None:
+            return None
+        return conflict + ("; the delete guard kept it" if self.cfg.delete
+                           else "; --delete would remove it")
 
     def _send(self, item: PlanItem, fh, counter: Attempts) -> TransferResult:
         st = os.fstat(fh.fileno())

@@ -227,6 +227,38 @@ class PlanStore:
             plan_items.c.status == ItemStatus.PENDING.value)
         return {row[0] for row in self._in_chunks(stmt, plan_items.c.key, keys)}
 
+    def upload_conflicts(self, run_id: int, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` (extras planned for deletion) stand where a pending upload of the
+        run needs room on a store over a filesystem: a key under an upload's key + `/`, or
+        a key that is a directory of an upload's (some upload's key starts with it + `/`).
+        By index: a key's directories are looked up as keys, and the uploads under a key
+        are a range of the (run_id, key) index: from key + '/' up to key + '0', '0' being
+        the character after '/' in the binary order both journals keep keys in."""
+        dirs = {key: [key[:i] for i, c in enumerate(key) if c == "/"] for key in keys}
+        uploads = self.planned_upload_keys(run_id, sorted({d for ds in dirs.values() for d in ds}))
+        found = {key for key, ds in dirs.items() if uploads.intersection(ds)}
+        under = text("""SELECT 1 FROM plan_items WHERE run_id = :run AND action = 'upload'
+                          AND status = 'pending' AND key >= :lo AND key < :hi LIMIT 1""")
+        with self._read() as conn:
+            found.update(key for key in keys if key not in found and conn.execute(
+                under, {"run": run_id, "lo": key + "/", "hi": key + "0"}).first() is not None)
+        return found
+
+    def stored_conflict(self, key: str) -> str | None:
+        """An object of the cached manifest that a store over a filesystem would not let
+        `key` be written beside: one under `key/`, or one at a directory of `key`. None
+        when the manifest holds neither."""
+        dirs = [key[:i] for i, c in enumerate(key) if c == "/"]
+        with self._read() as conn:
+            above = conn.execute(select(remote_objects.c.key).where(
+                remote_objects.c.key.in_(dirs)).limit(1)).scalar() if dirs else None
+            if above is not None:
+                return f"{above} exists on the store as an object, where {key} needs it as a directory"
+            below = conn.execute(text("""SELECT key FROM remote_objects WHERE key >= :lo
+                                         AND key < :hi ORDER BY key LIMIT 1"""),
+                                 {"lo": key + "/", "hi": key + "0"}).scalar()
+        return f"{below} exists on the store under {key}/" if below is not None else None
+
     def pending_uploads(self, run_id: int) -> tuple[int, int]:
         """(files, bytes) still to upload in a run."""
         row = self._one(text("""SELECT count(*), coalesce(sum(size), 0) FROM plan_items

@@ -12,7 +12,7 @@ from journalsync.config import Config, Destination
 from journalsync.journal import BATCH, Journal
 from journalsync.models import Action, Decision
 from journalsync.plan import UNCHANGED_REASON, build_plan, decide
-from journalsync.models import LocalFile, RemoteObject
+from journalsync.models import LocalFile, RemoteObject, TransferResult
 
 A, B = "a" * 64, "b" * 64
 
@@ -118,3 +118,24 @@ def test_decide_needs_one_side_and_says_so():
 def test_decide_local_only_is_new_whatever_the_config():
     local = LocalFile("k", "k", 1, 0, 0, 0, A)
     assert decide(local, None, cfg(delete=True)) == Decision(Action.UPLOAD, "new file")
+
+
+def test_deletes_in_the_way_of_uploads(journal_at):
+    """upload_conflicts and stored_conflict: by `/` boundaries only (`ab`, `a-b`, `a.txt`,
+    `a0` are no directory of `a`; '-' and '.' sort before '/', '0' right after it), both
+    ways, at any depth, and only against pending uploads."""
+    local = {k: (1, A) for k in ("a", "d/e/f", "x-y", "done/z")}
+    remote = {k: (2, B) for k in ("a/b", "a/c/d", "ab/c", "a-b", "a.txt", "a0", "d", "d/e",
+                                   "x", "done")}
+    with Journal(journal_at) as journal:
+        seed(journal, local, remote)
+        build_plan(journal, 7, cfg(delete=True))
+        done = next(i for i in journal.iter_plan(7) if i.key == "done/z")
+        journal.record_results([TransferResult(done.id, done.key, True, 1, size=1, etag="e",
+                                               sha256=A)])
+        deletes = sorted(i.key for i in journal.iter_plan(7) if i.action is Action.DELETE)
+        assert journal.upload_conflicts(7, deletes) == {"a/b", "a/c/d", "d", "d/e"}
+        assert journal.stored_conflict("a") == "a/b exists on the store under a/"
+        assert journal.stored_conflict("d/e/f") == ("d exists on the store as an object, "
+                                                    "where d/e/f needs it as a directory")
+        assert journal.stored_conflict("x-y") is None and journal.stored_conflict("ab/new") is None
