@@ -41,11 +41,12 @@ from journalsync.errors import (
     JournalsyncError,
     UsageError,
 )
-from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
+from journalsync.deletefirst import conflicting_deletes, delete_facts, deletes_first, policy
+from journalsync.guard import Verdict, check_deletes
 from journalsync.journal import Journal
 from journalsync.journal.health import is_journal_failure, journal_error, journal_errors
 from journalsync.lock import run_lock
-from journalsync.models import Action, PlanItem, RunCounts
+from journalsync.models import PlanItem, RunCounts
 from journalsync.plan import build_plan, plan_new_uploads
 from journalsync.presence import LocalPresence
 from journalsync.process import release_large_buffers, settle_gc
@@ -92,7 +93,7 @@ class Run:
     head_refused: set[str] = field(default_factory=set)  # keys whose HEAD the store refused
     failed_deletes: int = 0  # in `extra` (the objects remain), not in counts.failed
     failures: FailureLines = field(default_factory=FailureLines)  # one stderr line each
-    deleted_first: int = 0  # deletes done before the uploads (_deletes_first)
+    deleted_first: int = 0  # deletes done before the uploads (deletes_first)
 
 
 def check_source(cfg: Config) -> None:
@@ -225,7 +226,7 @@ def _execute(run: Run, on_plan_item: Callable[[PlanItem], None] | None) -> str:
             _scan_and_plan(run, on_plan_item)
         if not cfg.dry_run:
             if not run.resumed:
-                _deletes_first(run)
+                deletes_first(run)
             _transfer(run)
             _final_counts(run)
             if cfg.adopt_metadata:
@@ -373,8 +374,8 @@ def _dry_run_report(run: Run, plan, on_plan_item) -> None:
     for item in run.journal.iter_plan(run.run_id) if on_plan_item else ():
         on_plan_item(item)
     if run.cfg.delete:
-        run.verdict = check_deletes(_delete_facts(run, plan.deletes), _policy(run.cfg))
-        first = len(_conflicting_deletes(run))
+        run.verdict = check_deletes(delete_facts(run, plan.deletes), policy(run.cfg))
+        first = len(conflicting_deletes(run))
         if first:
             run.notes.append(f"dry run: {first} of the deletes would go before the uploads, "
                              "their keys being in the way of uploads (if the guard passes)")
@@ -429,64 +430,9 @@ def _adopt_metadata(run: Run) -> None:
                          "rewritten with sha256 metadata; they stay adopted, verify skips them")
 
 
-def _policy(cfg: Config) -> DeletePolicy:
-    return DeletePolicy(cfg.max_delete_percent, cfg.max_delete, cfg.force, cfg.allow_empty_source)
-
-
-def _delete_facts(run: Run, planned: int, failed_items: int = 0) -> DeleteFacts:
-    """Errors: failed plan items, and every file or directory the scan could not read."""
-    errors = failed_items + run.journal.scan_failures(run.run_id, include_dirs=True)
-    return DeleteFacts(planned=planned, remote_total=run.journal.remote_total(run.run_id),
-                       scanned=run.counts.scanned, journal_files=run.journal_files,
-                       errors=errors)
-
-
-def _conflicting_deletes(run: Run) -> set[int]:
-    """Ids of the pending deletes in the way of a pending upload (Journal.upload_conflicts)."""
-    ids: set[int] = set()
-    after = 0
-    while batch := run.journal.claim_batch(run.run_id, after, 1000, Action.DELETE):
-        after = batch[-1].id
-        conflicts = run.journal.upload_conflicts(run.run_id, [item.key for item in batch])
-        ids.update(item.id for item in batch if item.key in conflicts)
-    return ids
-
-
-def _deletes_first(run: Run) -> None:
-    """Deletes wait for the uploads, but not those an upload needs done first. A store over
-    a filesystem (rclone serve s3, MinIO) cannot hold an object `a` beside objects under
-    `a/`: a directory `a` replaced by a file `a` (or the reverse) fails that upload while
-    the old objects stand, and a failed upload keeps every delete back, so the run never
-    converged. Such deletes (an extra under a planned upload's key + `/`, or an extra
-    that is a directory of one) go first, and only once the guard has passed the run's
-    whole delete set. A refusal deletes nothing, stands as the run's verdict (the delete
-    phase does not ask again), and the uploads go on."""
-    cfg = run.cfg
-    totals = run.journal.transfer_totals(run.run_id)
-    pending = totals["pending_deletes"]
-    if not (cfg.delete and pending and totals["pending_uploads"]):
-        return
-    first = _conflicting_deletes(run)
-    if not first:
-        return
-    run.verdict = check_deletes(_delete_facts(run, pending), _policy(cfg))
-    if not run.verdict.allowed:
-        run.notes.append(f"deletes refused, nothing deleted: {run.verdict.reason}")
-        return
-    from journalsync.deleter import Deleter, run_deletes  # only when deletes are allowed
-
-    log.info("deleting %d extra object(s) in the way of uploads first: %s", len(first),
-             run.verdict.reason)
-    back = run_deletes(run.journal, run.run_id, Deleter(cfg, run.clients), run.stop,
-                       LocalPresence(cfg.source), run.failures, only=first)
-    run.deleted_first = run.journal.transfer_totals(run.run_id)["deleted"]
-    if back:
-        run.notes.append(f"{back} planned delete(s) not done: the file exists again")
-
-
 def _delete_phase(run: Run) -> None:
     """After every upload: ask the guard, then delete the planned extras, or nothing. The
-    guard's refusal before the uploads (_deletes_first) stands: nothing more is deleted."""
+    guard's refusal before the uploads (deletes_first) stands: nothing more is deleted."""
     if run.verdict is not None and not run.verdict.allowed:
         return
     totals = run.journal.transfer_totals(run.run_id)
@@ -503,8 +449,8 @@ def _delete_phase(run: Run) -> None:
         if not pending:
             return
     # The deletes done first were of the set the guard passed; it is judged whole again.
-    run.verdict = check_deletes(_delete_facts(run, pending + run.deleted_first, totals["failed"]),
-                                _policy(run.cfg))
+    run.verdict = check_deletes(delete_facts(run, pending + run.deleted_first, totals["failed"]),
+                                policy(run.cfg))
     if not run.verdict.allowed:
         run.notes.append(f"deletes refused, nothing deleted: {run.verdict.reason}")
         return

@@ -10,7 +10,7 @@ deletes nothing at all: the check runs before the first delete.
 One exception to "after the uploads": the deletes a planned upload needs done first (an
 extra under its key + `/`, or an extra that is a directory of its key: a store over a
 filesystem cannot hold both) go before the uploads, once this check has passed the run's
-whole delete set (engine._deletes_first). Its refusal then stands for the run.
+whole delete set (deletefirst.deletes_first). Its refusal then stands for the run.
 
 `check_deletes` is pure, so its table of cases is the specification.
 """

@@ -148,7 +148,7 @@ class Uploader:
         over a filesystem (rclone serve s3, MinIO) cannot write `a` beside objects under
         `a/`, nor `a/b` beside an object `a`, and answers with a bare 500. Asked only of a
         failed upload; with --delete such an object goes before the uploads, unless the
-        guard refused (engine._deletes_first)."""
+        guard refused (deletefirst.deletes_first)."""
         try:
             conflict = self.journal.stored_conflict(key)
         except Exception as exc:  # noqa: BLE001 - the upload's own error is still there
