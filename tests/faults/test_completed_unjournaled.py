@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-import signal
-import time
 
 import pytest
 
 from journalsync.objectmeta import metadata_sha256
 from tests.faults.test_multipart_crash import ARGS, PART, incomplete, journal_rows, object_sha
+from tests.support.hung import kill_when
 from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = pytest.mark.slow
 
 PREHASH = (*ARGS, "--large-files", "prehash")
-
-
-def _kill_when(sync, s3, args: tuple, hook, ready, what: str) -> None:
-    """Run with `args` through a proxy calling `hook`, SIGKILL it once `ready(proxy)` holds
-    (within 60 s, the run still alive: else the test fails saying `what` never came)."""
-    with RecordingProxy(s3.port, hook=hook) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args(*args))
-        deadline = time.monotonic() + 60
-        while not ready(proxy):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, what
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
 
 
 def kill_after_complete(sync, s3) -> None:
@@ -51,7 +35,7 @@ def kill_after_complete(sync, s3) -> None:
             return Fault(status=0, delay=60, reset=True)
         return None
 
-    _kill_when(sync, s3, PREHASH, hook, lambda proxy: seen["held"],
+    kill_when(sync, s3, PREHASH, hook, lambda proxy: seen["held"],
                "the HEAD after Complete never came")
 
 
@@ -139,7 +123,7 @@ def kill_with_complete_unanswered(sync, s3, s3client) -> None:
             return Fault(status=0, hold=60)
         return None
 
-    _kill_when(sync, s3, STREAM, hook, lambda proxy: seen["complete"] and _exists(
+    kill_when(sync, s3, STREAM, hook, lambda proxy: seen["complete"] and _exists(
         s3client, sync.bucket, sync.object_key("big.bin")), "no Complete reached the store")
 
 
@@ -277,7 +261,7 @@ def kill_mid_parts(sync, s3) -> None:
             return Fault(status=0, delay=60) if seen["parts"] > 2 else None
         return None
 
-    _kill_when(sync, s3, STREAM, hook, lambda proxy: sum(
+    kill_when(sync, s3, STREAM, hook, lambda proxy: sum(
         a.request.operation == "UploadPart" and a.status == 200
         for a in list(proxy.answers)) >= 2, "no part was sent")
 

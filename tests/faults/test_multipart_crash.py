@@ -22,6 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from journalsync.config import MiB
+from tests.support.hung import kill_when
 from tests.support.proxy import Fault, RecordingProxy
 
 pytestmark = pytest.mark.slow
@@ -438,17 +439,10 @@ def _killed_at_create(sync, s3, s3client, name: str) -> Path:
     """A run SIGKILLed once the store has taken its CreateMultipartUpload, whose answer is
     held: the store holds an upload whose UploadId the journal never heard of."""
     path = sync.write(name, random.Random(12).randbytes(2 * PART + 1))
-    with RecordingProxy(s3.port, hook=lambda req: Fault(status=0, hold=60) if
-                        req.operation == "CreateMultipartUpload" else None) as proxy:
-        sync.endpoint_url = proxy.endpoint_url
-        proc = sync.start(*sync.run_args(*ARGS, "--workers", "1"))
-        deadline = time.monotonic() + 60
-        while not incomplete(s3client, sync.bucket):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the store never took the create"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(sync, s3, (*ARGS, "--workers", "1"),
+              lambda req: Fault(status=0, hold=60) if req.operation == "CreateMultipartUpload"
+              else None, lambda proxy: incomplete(s3client, sync.bucket),
+              "the store never took the create")
     sync.endpoint_url = None
     assert journal_rows(sync, "SELECT state FROM multipart_uploads") == [("creating",)]
     return path

@@ -1,9 +1,13 @@
-"""A CLI process that does not end in time: its threads' stacks, not only a timeout."""
+"""A CLI process that does not end in time: its threads' stacks, not only a timeout; and
+one killed at a chosen moment."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import time
+
+from tests.support.proxy import RecordingProxy
 
 
 def stacks_of_hung(proc, timeout: float) -> tuple[str, str] | None:
@@ -33,3 +37,18 @@ def finish(proc, timeout: float) -> tuple[str, str]:
                              f"{out[-2000:]}\nits stderr's end, its threads' stacks included:\n"
                              f"{err[-12000:]}")
     return got
+
+
+def kill_when(sync, s3, args: tuple, hook, ready, what: str) -> None:
+    """Run with `args` through a proxy calling `hook`, SIGKILL it once `ready(proxy)` holds
+    (within 60 s, the run still alive: else the test fails saying `what` never came)."""
+    with RecordingProxy(s3.port, hook=hook) as proxy:
+        sync.endpoint_url = proxy.endpoint_url
+        proc = sync.start(*sync.run_args(*args))
+        deadline = time.monotonic() + 60
+        while not ready(proxy):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
