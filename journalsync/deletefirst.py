@@ -5,17 +5,34 @@ before the uploads)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import threading
+from typing import Protocol
 
+from journalsync.clients import ClientFactory
 from journalsync.config import Config
-from journalsync.guard import DeleteFacts, DeletePolicy, check_deletes
-from journalsync.models import Action
+from journalsync.guard import DeleteFacts, DeletePolicy, Verdict, check_deletes
+from journalsync.journal import Journal
+from journalsync.models import Action, RunCounts
 from journalsync.presence import LocalPresence
-
-if TYPE_CHECKING:
-    from journalsync.engine import Run
+from journalsync.report import FailureLines
 
 log = logging.getLogger("journalsync")
+
+
+class Run(Protocol):
+    """What of engine.Run this module reads and sets (no import of engine: it imports us)."""
+
+    cfg: Config
+    journal: Journal
+    run_id: int
+    clients: ClientFactory
+    stop: threading.Event
+    counts: RunCounts
+    journal_files: int
+    verdict: Verdict | None
+    notes: list[str]
+    failures: FailureLines
+    deleted_first: int
 
 
 def policy(cfg: Config) -> DeletePolicy:
