@@ -83,7 +83,7 @@ def test_an_unquoted_number_in_the_delete_table_is_taken(offline_sync, tmp_path)
     get past the job file (the run then fails only for want of a server)."""
     offline_sync.write("a.txt", b"a")
     job = _job(offline_sync, tmp_path, "enabled = true\nmax_percent = 2.5\nmax_count = 5")
-    result = offline_sync.cli("run", "--config", job)
+    result = offline_sync.cli("run", "--config", job, "--retry-timeout", "1s")
     assert "job file" not in result.err, result.err
     assert result.code not in (2, 70), (result.code, result.err)
 
